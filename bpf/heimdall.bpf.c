@@ -1,0 +1,410 @@
+// SPDX-License-Identifier: MIT
+/*
+ * heimdall.bpf.c: the XDP fast path of heimdall-xdp.
+ *
+ * A plain DNS query over UDP to a served port whose question is in the hot map, still
+ * fresh and small enough for the client, is answered here: the query frame is rewritten
+ * into the reply in place and sent back with XDP_TX. Every other DNS packet goes to the
+ * AF_XDP socket of its rx queue (or, with none bound, to the kernel), and everything
+ * that is not DNS to a served port goes to the kernel untouched. The contracts are in
+ * docs/ARCHITECTURE.md; each outcome is counted in the per-CPU `stats` map.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "heimdall.h"
+#include "csum.h"
+#include "parsing.h"
+#include "maps.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Filled by the loader before load; these are the defaults. */
+const volatile struct heimdall_config heimdall_cfg = {
+	.ports = { bpf_htons(53) },
+	.udp_size = 1232,
+};
+
+#define DNS_HDR_LEN 12
+#define DNS_QR 0x8000
+#define DNS_OPCODE 0x7800
+#define DNS_TC 0x0200
+#define DNS_RD 0x0100
+#define DNS_RA 0x0080
+#define DNS_AD 0x0020
+#define DNS_CD 0x0010
+#define DNS_RCODE 0x000f
+#define DNS_TYPE_OPT 41
+#define OPT_RR_LEN 11 /* root name, type, class, TTL, RDLENGTH */
+#define EDNS_DO_HI 0x80
+#define DNS_MIN_LIMIT 512
+#define REPLY_HOP_LIMIT 64
+#define NSEC_PER_SEC 1000000000ULL
+#define MAX_REPLY_OFF 4096 /* no reply offset is larger; tells the verifier so */
+
+#ifndef barrier_var
+#define barrier_var(var) asm volatile("" : "+r"(var))
+#endif
+
+struct dnshdr {
+	__be16 id;
+	__be16 flags;
+	__be16 qdcount;
+	__be16 ancount;
+	__be16 nscount;
+	__be16 arcount;
+};
+
+/* What the query parse found, for building the reply. */
+struct query {
+	__u32 qlen;      /* wire length of the question name */
+	__u32 qsum;      /* checksum sum of the question bytes as sent */
+	__u32 has_opt;
+	__u32 do_bit;
+	__u32 limit;     /* largest DNS payload this client accepts */
+	__u16 qflags;    /* header flags of the query, host order */
+};
+
+static __always_inline void count(__u32 slot)
+{
+	__u32 zero = 0;
+	struct heimdall_stats *s = bpf_map_lookup_elem(&stats, &zero);
+
+	if (s && slot < STAT_MAX)
+		s->slot[slot]++;
+}
+
+/* Hand the packet to userspace; with no socket on this queue it falls back to the kernel. */
+static __always_inline int to_user(struct xdp_md *ctx, __u32 reason)
+{
+	int act;
+
+	count(reason);
+	act = bpf_redirect_map(&xsks_map, ctx->rx_queue_index, XDP_PASS);
+	if (act == XDP_PASS)
+		count(STAT_REDIRECT_FALLBACK);
+	return act;
+}
+
+/*
+ * Parse the DNS query at dns_off and fill the hot key. Returns 0 when the query is
+ * admitted for the fast path, else the STAT_USER_* reason it goes to userspace.
+ */
+static __always_inline int parse_query(struct xdp_md *ctx, __u32 dns_off, __u32 dns_len,
+				       struct hot_key *key, struct query *q)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct dnshdr *dh = data + dns_off;
+	__u32 label_left = 0, qlen = 0, sum = 0;
+	__u8 *name, *tail;
+
+	if ((void *)(dh + 1) > data_end || dns_len < DNS_HDR_LEN)
+		return STAT_USER_SHORT;
+	q->qflags = bpf_ntohs(dh->flags);
+	/* A plain query: QR=0, opcode QUERY, not truncated, no RCODE, one question, nothing else
+	 * but possibly one OPT. Updates, notifies, responses and the rest go to userspace. */
+	if (q->qflags & (DNS_QR | DNS_OPCODE | DNS_TC | DNS_RCODE))
+		return STAT_USER_NOT_QUERY;
+	if (dh->qdcount != bpf_htons(1) || dh->ancount || dh->nscount ||
+	    bpf_ntohs(dh->arcount) > 1)
+		return STAT_USER_NOT_QUERY;
+
+	name = (__u8 *)(dh + 1);
+	for (__u32 i = 0; i < HOT_NAME_MAX; i++) {
+		__u8 *c = name + i;
+		__u8 b;
+
+		if ((void *)(c + 1) > data_end)
+			return STAT_USER_SHORT;
+		b = *c;
+		/* DNS offset 12 + i has the parity of i: even bytes are high halves. */
+		sum += (i & 1) ? b : ((__u32)b << 8);
+		if (label_left == 0) {
+			if (b == 0) {
+				qlen = i + 1;
+				break;
+			}
+			if (b > 63)
+				return STAT_USER_NAME; /* compression pointer or extended label type */
+			label_left = b;
+		} else {
+			label_left--;
+			if ((__u8)(b - 'A') < 26)
+				b += 'a' - 'A'; /* RFC 4343: ASCII case only */
+		}
+		key->name[i] = b;
+	}
+	if (qlen == 0)
+		return STAT_USER_NAME; /* longer than the hot key holds */
+	if (DNS_HDR_LEN + qlen + 4 > dns_len)
+		return STAT_USER_SHORT;
+
+	tail = name + qlen;
+	if ((void *)(tail + 4) > data_end)
+		return STAT_USER_SHORT;
+	__builtin_memcpy(&key->qtype, tail, 2);
+	__builtin_memcpy(&key->qclass, tail + 2, 2);
+	sum += csum_u16_at(csum_be16(tail), qlen & 1) + csum_u16_at(csum_be16(tail + 2), qlen & 1);
+	key->name_len = qlen;
+	q->qlen = qlen;
+	q->qsum = sum;
+	q->limit = DNS_MIN_LIMIT;
+
+	__u32 rest = dns_len - (DNS_HDR_LEN + qlen + 4);
+	if (dh->arcount == 0)
+		return rest == 0 ? 0 : STAT_USER_EDNS; /* trailing bytes after the question */
+
+	/* The one additional record must be an EDNS0 OPT, version 0, owned by the root,
+	 * ending exactly at the end of the message. Options (cookies, padding) are ignored. */
+	__u8 *opt = tail + 4;
+	barrier_var(opt); /* keep clang from reading through an older, shorter-checked copy */
+	if ((void *)(opt + OPT_RR_LEN) > data_end || rest < OPT_RR_LEN)
+		return STAT_USER_EDNS;
+	if (opt[0] != 0 || opt[1] != 0 || opt[2] != DNS_TYPE_OPT)
+		return STAT_USER_EDNS;
+	if (opt[5] != 0 || opt[6] != 0)
+		return STAT_USER_EDNS; /* extended RCODE in a query, or EDNS version > 0 (BADVERS) */
+	if (OPT_RR_LEN + csum_be16(opt + 9) != rest)
+		return STAT_USER_EDNS;
+	__u32 udp_size = csum_be16(opt + 3);
+	q->has_opt = 1;
+	q->do_bit = opt[7] & EDNS_DO_HI;
+	q->limit = udp_size > DNS_MIN_LIMIT ? udp_size : DNS_MIN_LIMIT;
+	if (q->do_bit)
+		key->flags = HOT_KEY_DO;
+	return 0;
+}
+
+/* Checksum sum of the OPT record we append, placed at an even or odd offset. */
+static __always_inline __u32 opt_sum(__u32 udp_size, __u32 do_bit, __u32 odd)
+{
+	/* Even-aligned words: 0000 29UU UU00 00DD 0000 0000 */
+	__u32 s = (DNS_TYPE_OPT << 8) + (udp_size >> 8) + ((udp_size & 0xff) << 8) + (do_bit ? EDNS_DO_HI : 0);
+
+	return csum_u16_at(csum_fold(s), odd);
+}
+
+/*
+ * Rewrite the admitted query into the reply for hot entry v and return XDP_TX.
+ * Nothing here can fail for a valid entry; the checks only keep a broken frame from
+ * ever leaving (it is dropped and counted).
+ */
+static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct query *q,
+				  const struct hot_value *v, __u64 now)
+{
+	__u32 l3_off = l4->l3_off, dns_off = l4->dns_off, qlen = q->qlen;
+	__u32 rlen = v->records_len, rr = v->rr_count;
+	__u32 rec_base = DNS_HDR_LEN + qlen + 4; /* DNS offset of the records */
+	__u32 reply_len = rec_base + rlen + (q->has_opt ? OPT_RR_LEN : 0);
+	__u32 udp_len = sizeof(struct udphdr) + reply_len;
+	__u32 udp_size = heimdall_cfg.udp_size;
+	__u64 sum = 0;
+	void *data, *data_end;
+
+	if (l3_off > 22 || dns_off > 128 || qlen > HOT_NAME_MAX || rlen > HOT_RECORDS_MAX)
+		return XDP_DROP;
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	int delta = (int)(dns_off + reply_len) - (int)(data_end - data);
+	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+		return to_user(ctx, STAT_USER_RESIZE); /* unchanged on failure */
+
+	/* From here the frame is the reply's; a failed check drops it. */
+	if (rlen && bpf_xdp_store_bytes(ctx, dns_off + rec_base, (void *)v->records, rlen))
+		goto drop;
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+
+	/* TTLs count down from the moment the upstream answered. */
+	__u64 elapsed = now > v->origin_ns ? (now - v->origin_ns) / NSEC_PER_SEC : 0;
+	for (__u32 j = 0; j < HOT_RR_MAX; j++) {
+		if (j >= rr)
+			break;
+		__u32 off = v->ttl_off[j];
+		__u32 ttl = v->ttl[j];
+		__u32 left = ttl > elapsed ? ttl - (__u32)elapsed : 0;
+		__be32 be = bpf_htonl(left);
+		if (off > HOT_RECORDS_MAX - 4 || off + 4 > rlen)
+			goto drop;
+		__u32 poff = dns_off + rec_base + off;
+		if (poff > MAX_REPLY_OFF)
+			goto drop;
+		__u8 *p = data + poff;
+		barrier_var(p);
+		if ((void *)(p + 4) > data_end)
+			goto drop;
+		__builtin_memcpy(p, &be, 4);
+		sum += csum_u32_at(left, (rec_base + off) & 1);
+	}
+
+	if (q->has_opt) {
+		__u32 ooff = dns_off + rec_base + rlen;
+		if (ooff > MAX_REPLY_OFF)
+			goto drop;
+		__u8 *o = data + ooff;
+		barrier_var(o);
+		if ((void *)(o + OPT_RR_LEN) > data_end)
+			goto drop;
+		o[0] = 0;
+		o[1] = 0;
+		o[2] = DNS_TYPE_OPT;
+		o[3] = udp_size >> 8;
+		o[4] = udp_size & 0xff;
+		o[5] = 0;
+		o[6] = 0;
+		o[7] = q->do_bit ? EDNS_DO_HI : 0; /* RFC 3225: DO is copied into the response */
+		o[8] = 0;
+		o[9] = 0;
+		o[10] = 0;
+		sum += opt_sum(udp_size, q->do_bit, (rec_base + rlen) & 1);
+	}
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		goto drop;
+	struct dnshdr *dh = data + dns_off;
+	if ((void *)(dh + 1) > data_end)
+		goto drop;
+
+	/* Header: ID kept; QR and RA set; RD and CD echoed; AA never (we are a cache);
+	 * AD only for a client that asked for DNSSEC (RFC 6840 section 5.8). */
+	__u16 flags = DNS_QR | DNS_RA | (q->qflags & (DNS_RD | DNS_CD)) | (v->flags & HOT_VAL_RCODE_MASK);
+	if ((v->flags & HOT_VAL_AD) && (q->do_bit || (q->qflags & DNS_AD)))
+		flags |= DNS_AD;
+	__u16 arcount = v->arcount + (q->has_opt ? 1 : 0);
+	dh->flags = bpf_htons(flags);
+	dh->qdcount = bpf_htons(1);
+	dh->ancount = bpf_htons(v->ancount);
+	dh->nscount = bpf_htons(v->nscount);
+	dh->arcount = bpf_htons(arcount);
+	sum += bpf_ntohs(dh->id) + flags + 1 + v->ancount + v->nscount + arcount;
+	sum += q->qsum + v->records_csum;
+
+	/* Addresses swap; their sum, part of the pseudo-header, does not change. */
+	__u8 tmp_mac[ETH_ALEN];
+	__builtin_memcpy(tmp_mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, tmp_mac, ETH_ALEN);
+
+	struct udphdr *udp;
+	if (l4->ipv6) {
+		struct ipv6hdr *ip6 = data + l3_off;
+		if ((void *)(ip6 + 1) > data_end)
+			goto drop;
+		struct in6_addr a = ip6->saddr;
+		ip6->saddr = ip6->daddr;
+		ip6->daddr = a;
+		ip6->payload_len = bpf_htons(udp_len);
+		ip6->hop_limit = REPLY_HOP_LIMIT;
+		const __u8 *ab = (const __u8 *)&ip6->saddr;
+#pragma unroll
+		for (int i = 0; i < 32; i += 2)
+			sum += csum_be16(ab + i);
+		udp = (void *)(ip6 + 1);
+	} else {
+		struct iphdr *ip = data + l3_off;
+		if ((void *)(ip + 1) > data_end)
+			goto drop;
+		__be32 a = ip->saddr;
+		ip->saddr = ip->daddr;
+		ip->daddr = a;
+		ip->tot_len = bpf_htons(sizeof(struct iphdr) + udp_len);
+		ip->ttl = REPLY_HOP_LIMIT;
+		ip->check = 0;
+		ip->check = bpf_htons(csum_ipv4_header((const __u8 *)ip));
+		const __u8 *ab = (const __u8 *)&ip->saddr;
+#pragma unroll
+		for (int i = 0; i < 8; i += 2)
+			sum += csum_be16(ab + i);
+		udp = (void *)(ip + 1);
+	}
+	if ((void *)(udp + 1) > data_end)
+		goto drop;
+	__be16 port = udp->source;
+	udp->source = udp->dest;
+	udp->dest = port;
+	udp->len = bpf_htons(udp_len);
+	/* Pseudo-header protocol and length, then the UDP header (length again, checksum 0).
+	 * Computed from scratch, so a query that arrived with a partial (offloaded)
+	 * checksum still gets a correct reply. */
+	sum += IPPROTO_UDP + udp_len + bpf_ntohs(udp->source) + bpf_ntohs(udp->dest) + udp_len;
+	__u16 check = ~csum_fold(sum);
+	udp->check = bpf_htons(check ? check : 0xffff);
+
+	__u32 slot = v->hit_slot;
+	__u64 *hits = bpf_map_lookup_elem(&hot_hits, &slot);
+	if (hits)
+		(*hits)++;
+	count(STAT_TX);
+	return XDP_TX;
+
+drop:
+	count(STAT_DROP_REWRITE);
+	return XDP_DROP;
+}
+
+/*
+ * Everything the query parse found, handed to serve(). serve() is a global function so
+ * the verifier checks it once on its own instead of once per question length.
+ */
+struct fastpath {
+	struct hot_key key;
+	struct l4info l4;
+	struct query q;
+};
+
+__noinline int serve(struct xdp_md *ctx, struct fastpath *fp)
+{
+	if (!fp)
+		return XDP_PASS;
+
+	struct hot_value *v = bpf_map_lookup_elem(&hot_map, &fp->key);
+	if (!v)
+		return to_user(ctx, STAT_USER_MISS);
+	__u64 now = bpf_ktime_get_ns();
+	if (now >= v->expires_ns)
+		return to_user(ctx, STAT_USER_EXPIRED); /* never served stale; userspace refreshes */
+	if (v->records_len > HOT_RECORDS_MAX || v->rr_count > HOT_RR_MAX)
+		return to_user(ctx, STAT_USER_BAD_ENTRY);
+
+	struct query *q = &fp->q;
+	__u32 limit = q->limit < heimdall_cfg.udp_size ? q->limit : heimdall_cfg.udp_size;
+	if (DNS_HDR_LEN + q->qlen + 4 + v->records_len + (q->has_opt ? OPT_RR_LEN : 0) > limit)
+		return to_user(ctx, STAT_USER_OVERSIZE); /* userspace truncates with TC=1 */
+
+	return answer(ctx, &fp->l4, q, v, now);
+}
+
+SEC("xdp")
+int heimdall_xdp(struct xdp_md *ctx)
+{
+	struct fastpath fp = {};
+	__u32 zero = 0;
+	int r;
+
+	r = parse_to_dns(ctx, &heimdall_cfg, &fp.l4);
+	if (r != PARSE_DNS) {
+		count(r);
+		return XDP_PASS;
+	}
+
+	struct heimdall_runtime *rt = bpf_map_lookup_elem(&runtime, &zero);
+	if (rt && rt->answers_off)
+		return to_user(ctx, STAT_USER_DISABLED);
+
+	if (fp.l4.dns_off > 128)
+		return to_user(ctx, STAT_USER_SHORT);
+	r = parse_query(ctx, fp.l4.dns_off, fp.l4.dns_len, &fp.key, &fp.q);
+	if (r)
+		return to_user(ctx, r);
+	return serve(ctx, &fp);
+}

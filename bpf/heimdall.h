@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * heimdall.h: the one description of everything the XDP program and userspace share.
+ *
+ * The addon includes this header and hands the numbers below (sizes, offsets, counter
+ * slots, map names) to TypeScript at run time, so no layout is ever kept by hand twice.
+ * Every struct uses fixed-width fields with explicit padding, so the C compiler of the
+ * BPF object (clang -target bpf) and of the addon (g++ x86_64) agree byte for byte;
+ * static asserts at the bottom pin the sizes.
+ */
+#ifndef HEIMDALL_H
+#define HEIMDALL_H
+
+#include <linux/types.h>
+
+/* Names the loader looks things up by. */
+#define HEIMDALL_PROG_NAME "heimdall_xdp" /* BPF object names are at most 15 characters */
+#define HEIMDALL_MAP_HOT "hot_map"
+#define HEIMDALL_MAP_HITS "hot_hits"
+#define HEIMDALL_MAP_STATS "stats"
+#define HEIMDALL_MAP_XSKS "xsks_map"
+#define HEIMDALL_MAP_RUNTIME "runtime"
+#define HEIMDALL_CONFIG_VAR "heimdall_cfg"
+
+/* Longest question name (wire form, root label included) the fast path answers.
+ * Longer names are served by userspace; 128 bytes keeps the hash key small. */
+#ifndef HOT_NAME_MAX
+#define HOT_NAME_MAX 128
+#endif
+/* Bytes of answer+authority+additional records one hot entry can hold. */
+#ifndef HOT_RECORDS_MAX
+#define HOT_RECORDS_MAX 1024
+#endif
+/* Records (and so TTL fields) one hot entry can hold; a multiple of 4 and
+ * HOT_RECORDS_MAX a multiple of 8 keep hot_value free of implicit padding. */
+#ifndef HOT_RR_MAX
+#define HOT_RR_MAX 32
+#endif
+/* Default capacity of the hot map; the loader sets the real one before load. */
+#ifndef HOT_ENTRIES_DEFAULT
+#define HOT_ENTRIES_DEFAULT 8192
+#endif
+/* AF_XDP sockets: one per rx queue. */
+#ifndef HEIMDALL_MAX_QUEUES
+#define HEIMDALL_MAX_QUEUES 64
+#endif
+#define HEIMDALL_MAX_PORTS 4
+
+/* hot_key.flags */
+#define HOT_KEY_DO 0x01
+
+/* hot_value.flags: what the reply header takes from the cached answer. */
+#define HOT_VAL_RCODE_MASK 0x000f
+#define HOT_VAL_AD 0x0020 /* upstream set AD; echoed only to DO or AD queries */
+
+/* Lookup key of the hot map: the question as a case-insensitive match. */
+struct hot_key {
+	__u8 name[HOT_NAME_MAX]; /* lowercased wire name, zero padded */
+	__u16 qtype;             /* network byte order, as on the wire */
+	__u16 qclass;            /* network byte order */
+	__u8 flags;              /* HOT_KEY_DO */
+	__u8 name_len;           /* wire length of name, root label included */
+	__u8 pad[2];             /* always zero */
+};
+
+/*
+ * A cached answer in the form the XDP program writes it.
+ * records[] holds the answer, authority and additional records (never the OPT) in wire
+ * form, valid at DNS offset 12 + name_len + 4 of the reply, with every TTL field zero:
+ * the program writes each TTL as ttl[i] minus the seconds since origin_ns.
+ * records_csum is the 16-bit ones' complement sum of records[] as it sits in the reply
+ * (the parity of its offset from the UDP header is fixed by the key's name length), so
+ * the UDP checksum is computed without reading the frame again.
+ */
+struct hot_value {
+	__u64 origin_ns;  /* CLOCK_MONOTONIC when the upstream answered */
+	__u64 expires_ns; /* CLOCK_MONOTONIC after which the entry is never served */
+	__u32 hit_slot;   /* index into hot_hits, owned by userspace */
+	__u16 flags;      /* HOT_VAL_RCODE_MASK | HOT_VAL_AD */
+	__u16 ancount;
+	__u16 nscount;
+	__u16 arcount;    /* without the OPT, which the program adds when the query had one */
+	__u16 records_len;
+	__u16 rr_count;   /* entries used in ttl_off[] and ttl[] */
+	__u16 records_csum;
+	__u16 pad[3];
+	__u32 ttl[HOT_RR_MAX];     /* TTL at origin_ns, at most the entry's lifetime */
+	__u16 ttl_off[HOT_RR_MAX]; /* offset of each TTL field inside records[] */
+	__u8 records[HOT_RECORDS_MAX];
+};
+
+/* Load-time settings, a `const volatile` global the loader fills before load. */
+struct heimdall_config {
+	__u16 ports[HEIMDALL_MAX_PORTS]; /* served UDP ports, network order, 0 = unused */
+	__u16 udp_size;                  /* our EDNS UDP size, and the largest reply payload */
+	__u16 pad[3];
+};
+
+/* Runtime settings, entry 0 of the runtime ARRAY map; all zero means the defaults. */
+struct heimdall_runtime {
+	__u32 answers_off; /* 1: answer nothing, redirect every query (--no-xdp-answers) */
+	__u32 pad;
+};
+
+/*
+ * Per-CPU counters, one slot per outcome: every packet lands in exactly one of the
+ * TX / PASS_* / USER_* / DROP_* slots, so totals are sums and the hot path touches one
+ * counter. REDIRECT_FALLBACK is counted on top when a packet meant for userspace found
+ * no AF_XDP socket on its queue and went to the kernel instead.
+ * X(name, description): the one list from which the enum and the addon's names come.
+ */
+#define HEIMDALL_STATS(X)                                                                  \
+	X(TX, "answered from the hot map with XDP_TX")                                     \
+	X(PASS_NOT_IP, "not IPv4 or IPv6: passed to the kernel")                           \
+	X(PASS_VLAN_DEPTH, "more than two VLAN tags: passed to the kernel")                \
+	X(PASS_MALFORMED, "truncated or inconsistent L2-L4 headers: passed to the kernel") \
+	X(PASS_FRAGMENT, "IPv4 fragment: passed to the kernel")                            \
+	X(PASS_IP_OPTIONS, "IPv4 header with options: passed to the kernel")               \
+	X(PASS_IPV6_EXT, "IPv6 extension header: passed to the kernel")                    \
+	X(PASS_NOT_UDP, "not UDP: passed to the kernel")                                   \
+	X(PASS_NOT_PORT, "UDP to a port not served: passed to the kernel")                 \
+	X(USER_DISABLED, "XDP answers switched off: sent to userspace")                    \
+	X(USER_SHORT, "DNS header or question cut short: sent to userspace")               \
+	X(USER_NOT_QUERY, "not a plain query (QR, opcode, TC, counts): sent to userspace") \
+	X(USER_NAME, "compressed, malformed or over-long name: sent to userspace")         \
+	X(USER_EDNS, "additional data other than one EDNS0 OPT: sent to userspace")        \
+	X(USER_MISS, "no hot entry: sent to userspace")                                    \
+	X(USER_EXPIRED, "hot entry expired: sent to userspace")                            \
+	X(USER_OVERSIZE, "answer over the client's limit: sent to userspace")              \
+	X(USER_BAD_ENTRY, "hot entry fields out of range: sent to userspace")              \
+	X(USER_RESIZE, "frame could not be resized: sent to userspace")                    \
+	X(DROP_REWRITE, "reply could not be finished after resize: dropped")               \
+	X(REDIRECT_FALLBACK, "meant for userspace, no socket bound: kernel got it")
+
+enum heimdall_stat {
+#define HEIMDALL_STAT_ENUM(name, desc) STAT_##name,
+	HEIMDALL_STATS(HEIMDALL_STAT_ENUM)
+#undef HEIMDALL_STAT_ENUM
+	STAT_MAX
+};
+
+struct heimdall_stats {
+	__u64 slot[STAT_MAX];
+};
+
+#ifdef __cplusplus
+static_assert(sizeof(struct hot_key) == HOT_NAME_MAX + 8, "hot_key layout");
+static_assert(sizeof(struct hot_value) == 40 + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
+static_assert(sizeof(struct heimdall_config) == 16, "heimdall_config layout");
+#else
+_Static_assert(sizeof(struct hot_key) == HOT_NAME_MAX + 8, "hot_key layout");
+_Static_assert(sizeof(struct hot_value) == 40 + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
+_Static_assert(sizeof(struct heimdall_config) == 16, "heimdall_config layout");
+#endif
+
+#endif /* HEIMDALL_H */

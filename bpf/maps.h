@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/* maps.h: the maps of the heimdall XDP program; names and layouts come from heimdall.h. */
+#ifndef HEIMDALL_MAPS_H
+#define HEIMDALL_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "heimdall.h"
+
+/* Hot answers, written by userspace (promotion), read here. Capacity set by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HOT_ENTRIES_DEFAULT);
+	__type(key, struct hot_key);
+	__type(value, struct hot_value);
+} hot_map SEC(".maps");
+
+/* Per-CPU hit counter of each hot entry, indexed by hot_value.hit_slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOT_ENTRIES_DEFAULT);
+	__type(key, __u32);
+	__type(value, __u64);
+} hot_hits SEC(".maps");
+
+/* Per-CPU outcome counters (enum heimdall_stat), one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct heimdall_stats);
+} stats SEC(".maps");
+
+/* AF_XDP socket of each rx queue; an empty slot makes the redirect fall back to XDP_PASS. */
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, HEIMDALL_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks_map SEC(".maps");
+
+/* Settings userspace may change while attached (struct heimdall_runtime). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct heimdall_runtime);
+} runtime SEC(".maps");
+
+#endif /* HEIMDALL_MAPS_H */
