@@ -102,9 +102,11 @@ static __always_inline int parse_to_dns(struct xdp_md *ctx, const volatile struc
 			return STAT_PASS_MALFORMED;
 		if (ip->version != 4 || ip->ihl < 5)
 			return STAT_PASS_MALFORMED;
+		if (ip->ihl > 5)
+			return STAT_PASS_IP_OPTIONS; /* options (source routes, ...) are the kernel's business */
 		if (csum_ipv4_header((const __u8 *)ip) != bpf_ntohs(ip->check))
 			return STAT_PASS_MALFORMED; /* the kernel drops it and counts it */
-		ihl_bytes = ip->ihl * 4;
+		ihl_bytes = sizeof(*ip);
 		if (bpf_ntohs(ip->tot_len) < ihl_bytes + sizeof(struct udphdr))
 			return STAT_PASS_MALFORMED;
 		if (data + off + bpf_ntohs(ip->tot_len) > data_end)
@@ -145,8 +147,6 @@ static __always_inline int parse_to_dns(struct xdp_md *ctx, const volatile struc
 	__u32 udp_len = bpf_ntohs(udp->len);
 	if (udp_len < sizeof(*udp) || udp_len > ip_payload_len)
 		return STAT_PASS_MALFORMED;
-	if (!info->ipv6 && off - info->l3_off > sizeof(struct iphdr))
-		return STAT_PASS_IP_OPTIONS; /* options are the kernel's business */
 
 	info->dns_off = off + sizeof(*udp);
 	info->dns_len = udp_len - sizeof(*udp);

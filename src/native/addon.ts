@@ -1,0 +1,103 @@
+/**
+ * The native addon's surface, described as TypeScript interfaces so that the code above
+ * it can be handed a fake in unprivileged tests, and loaded lazily so that modules that
+ * only need pure logic never require a built addon.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { HeimdallError } from '../errors.js';
+
+/** Byte offsets of one struct as the C compiler laid it out. */
+export interface StructLayout {
+  size: number;
+  [field: string]: number;
+}
+
+/** Everything the addon reads from bpf/heimdall.h. */
+export interface Layout {
+  HOT_NAME_MAX: number;
+  HOT_RECORDS_MAX: number;
+  HOT_RR_MAX: number;
+  HOT_ENTRIES_DEFAULT: number;
+  MAX_QUEUES: number;
+  MAX_PORTS: number;
+  HOT_KEY_DO: number;
+  HOT_VAL_RCODE_MASK: number;
+  HOT_VAL_AD: number;
+  PROG_NAME: string;
+  key: StructLayout;
+  value: StructLayout;
+  statNames: string[];
+  statHelp: string[];
+  maps: Record<'hot' | 'hits' | 'stats' | 'xsks' | 'runtime', string>;
+}
+
+export interface NativeProgramOptions {
+  ports: number[];
+  udpSize: number;
+  hotEntries: number;
+}
+
+export interface NativeAttachResult {
+  ifindex: number;
+  mode: 'native' | 'generic';
+  replaced: { id: number; name: string } | null;
+}
+
+export interface NativeTestRun {
+  action: number;
+  frame: Buffer;
+  durationNs: number;
+}
+
+export interface NativeXdpProgram {
+  attach(ifname: string, mode: 'native' | 'generic' | 'auto', force: boolean): NativeAttachResult;
+  detach(): boolean;
+  hotPut(key: Buffer, value: Buffer): void;
+  hotDelete(key: Buffer): boolean;
+  hotGet(key: Buffer): Buffer | null;
+  hotKeys(): Buffer[];
+  hitsRead(slot: number): bigint;
+  hitsReset(slot: number): void;
+  stats(): BigUint64Array;
+  statsReset(): void;
+  setRuntime(rt: { answersOff: boolean }): void;
+  testRun(frame: Buffer, repeat?: number): NativeTestRun;
+  benchRun(frame: Buffer, iterations: number): { action: number; meanNs: number };
+  close(): void;
+  describe(): { open: boolean; progId: number; ifindex: number; hotCapacity: number; xsksMapFd: number; cpus: number };
+}
+
+export interface XdpStatus {
+  ifindex: number;
+  progId: number;
+  name: string;
+  mode: 'native' | 'generic' | 'hw' | 'none';
+}
+
+export interface NativeAddon {
+  XdpProgram: new (path: string, options: NativeProgramOptions) => NativeXdpProgram;
+  layout: Layout;
+  monotonicNs(): bigint;
+  xdpStatus(ifname: string): XdpStatus;
+  detachStale(ifname: string): boolean;
+}
+
+/** Paths of build outputs, the same from src/ (tests, tsx) and dist/ (the CLI). */
+export const ADDON_PATH = fileURLToPath(new URL('../../build/Release/heimdall.node', import.meta.url));
+export const BPF_OBJECT_PATH = fileURLToPath(new URL('../../bpf/heimdall.bpf.o', import.meta.url));
+export const BPF_PASS_OBJECT_PATH = fileURLToPath(new URL('../../bpf/xdp_pass.bpf.o', import.meta.url));
+
+let cached: NativeAddon | undefined;
+
+/** Loads the addon once per thread; a missing build is an operator error, not a crash. */
+export function loadAddon(): NativeAddon {
+  if (cached) return cached;
+  if (!existsSync(ADDON_PATH)) {
+    throw new HeimdallError('E_NOT_BUILT', `native addon not built (${ADDON_PATH}): run 'npm run build'`);
+  }
+  const require = createRequire(import.meta.url);
+  cached = require(ADDON_PATH) as NativeAddon;
+  return cached;
+}

@@ -1,0 +1,198 @@
+/**
+ * FastPath: the typed face of the loaded XDP program. It validates arguments before
+ * they reach the addon, owns the hot map's mirror (which keys are in it, under which
+ * hit-counter slot) and names the kernel's counters.
+ */
+import { BPF_OBJECT_PATH, loadAddon, type Layout, type NativeAddon, type NativeXdpProgram } from '../native/addon.js';
+import type { CachedAnswer } from '../dns/answer.js';
+import { HeimdallError } from '../errors.js';
+import { encodeHotEntry, hotKeyFromCacheKey } from './hot-entry.js';
+
+export type AttachMode = 'native' | 'generic' | 'auto';
+
+export interface FastPathOptions {
+  /** Path of the BPF object; defaults to the built bpf/heimdall.bpf.o. */
+  objectPath?: string;
+  /** UDP ports answered (default [53]). */
+  ports?: number[];
+  /** Our EDNS UDP size and the largest reply payload XDP sends (default 1232). */
+  udpSize?: number;
+  /** Capacity of the hot map (default from bpf/heimdall.h). */
+  hotEntries?: number;
+}
+
+/** XDP actions, from the kernel's enum xdp_action. */
+export const XdpAction = { ABORTED: 0, DROP: 1, PASS: 2, TX: 3, REDIRECT: 4 } as const;
+
+export type XdpStats = Record<string, bigint>;
+
+function checkPort(p: number): void {
+  if (!Number.isInteger(p) || p < 1 || p > 65535) throw new RangeError(`port must be 1..65535, got ${p}`);
+}
+
+export class FastPath {
+  readonly layout: Layout;
+  private readonly native: NativeXdpProgram;
+  /** key (latin1) -> hit slot, exactly what is in the kernel's hot map. */
+  private readonly slots = new Map<string, number>();
+  private readonly freeSlots: number[] = [];
+  private attachedTo: string | null = null;
+
+  private constructor(
+    private readonly addon: NativeAddon,
+    native: NativeXdpProgram,
+    readonly capacity: number,
+  ) {
+    this.layout = addon.layout;
+    this.native = native;
+    for (let s = capacity - 1; s >= 0; s--) this.freeSlots.push(s);
+  }
+
+  static open(opts: FastPathOptions = {}, addon: NativeAddon = loadAddon()): FastPath {
+    const ports = opts.ports ?? [53];
+    if (ports.length < 1 || ports.length > addon.layout.MAX_PORTS) {
+      throw new RangeError(`between 1 and ${addon.layout.MAX_PORTS} ports`);
+    }
+    ports.forEach(checkPort);
+    const udpSize = opts.udpSize ?? 1232;
+    if (!Number.isInteger(udpSize) || udpSize < 512 || udpSize > 65535) throw new RangeError('udpSize must be 512..65535');
+    const hotEntries = opts.hotEntries ?? addon.layout.HOT_ENTRIES_DEFAULT;
+    if (!Number.isInteger(hotEntries) || hotEntries < 1) throw new RangeError('hotEntries must be a positive integer');
+    const native = new addon.XdpProgram(opts.objectPath ?? BPF_OBJECT_PATH, { ports, udpSize, hotEntries });
+    return new FastPath(addon, native, hotEntries);
+  }
+
+  attach(ifname: string, mode: AttachMode = 'auto', force = false): { ifindex: number; mode: string; replaced: { id: number; name: string } | null } {
+    if (typeof ifname !== 'string' || ifname.length === 0 || ifname.length > 15) throw new TypeError('interface name must be 1..15 characters');
+    if (!['native', 'generic', 'auto'].includes(mode)) throw new RangeError('mode must be native, generic or auto');
+    const r = this.native.attach(ifname, mode, force);
+    this.attachedTo = ifname;
+    return r;
+  }
+
+  /** Removes the program from its interface if it is still ours there. */
+  detach(): boolean {
+    if (!this.attachedTo) return false;
+    this.attachedTo = null;
+    return this.native.detach();
+  }
+
+  get attachedInterface(): string | null {
+    return this.attachedTo;
+  }
+
+  /** Turns XDP answers on or off at run time (off: every query goes to userspace). */
+  setAnswers(on: boolean): void {
+    this.native.setRuntime({ answersOff: !on });
+  }
+
+  /** Writes (or rewrites) an answer into the hot map. Returns its hit slot. */
+  put(answer: CachedAnswer): number {
+    const keyId = this.keyId(answer);
+    let slot = this.slots.get(keyId);
+    const fresh = slot === undefined;
+    if (slot === undefined) {
+      slot = this.freeSlots.pop();
+      if (slot === undefined) throw new HeimdallError('E_HOT_FULL', `hot map is full (${this.capacity} entries)`);
+    }
+    const entry = encodeHotEntry(answer, slot, this.layout);
+    try {
+      if (fresh) this.native.hitsReset(slot);
+      this.native.hotPut(entry.key, entry.value);
+    } catch (e) {
+      if (fresh) this.freeSlots.push(slot);
+      throw e;
+    }
+    this.slots.set(keyId, slot);
+    return slot;
+  }
+
+  /** Removes the entry of a cache key (see src/dns/key.ts). Returns whether the kernel had it. */
+  delete(cacheKey: Uint8Array): boolean {
+    const keyId = Buffer.from(cacheKey.buffer, cacheKey.byteOffset, cacheKey.byteLength).toString('latin1');
+    const slot = this.slots.get(keyId);
+    const removed = this.native.hotDelete(hotKeyFromCacheKey(cacheKey, this.layout));
+    if (slot !== undefined) {
+      this.slots.delete(keyId);
+      this.freeSlots.push(slot);
+    }
+    return removed;
+  }
+
+  /** Raw key/value write, for tests of the program's own checks. */
+  putRaw(key: Buffer, value: Buffer): void {
+    this.native.hotPut(key, value);
+  }
+
+  /** The hit slot of a cache key in the hot map, if it is there. */
+  slotOf(cacheKey: Uint8Array): number | undefined {
+    return this.slots.get(Buffer.from(cacheKey.buffer, cacheKey.byteOffset, cacheKey.byteLength).toString('latin1'));
+  }
+
+  /** Hits the kernel has served for the entry in a slot. */
+  hits(slot: number): bigint {
+    return this.native.hitsRead(slot);
+  }
+
+  hotKeys(): Buffer[] {
+    return this.native.hotKeys();
+  }
+
+  get size(): number {
+    return this.slots.size;
+  }
+
+  /** The kernel's outcome counters by name, summed over CPUs. */
+  stats(): XdpStats {
+    const raw = this.native.stats();
+    const out: XdpStats = {};
+    this.layout.statNames.forEach((n, i) => {
+      out[n] = raw[i] ?? 0n;
+    });
+    return out;
+  }
+
+  resetStats(): void {
+    this.native.statsReset();
+  }
+
+  testRun(frame: Buffer, repeat = 1): { action: number; frame: Buffer; durationNs: number } {
+    if (!Buffer.isBuffer(frame)) throw new TypeError('frame must be a Buffer');
+    return this.native.testRun(frame, repeat);
+  }
+
+  benchRun(frame: Buffer, iterations: number): { action: number; meanNs: number } {
+    if (!Number.isInteger(iterations) || iterations < 1) throw new RangeError('iterations must be a positive integer');
+    return this.native.benchRun(frame, iterations);
+  }
+
+  describe(): ReturnType<NativeXdpProgram['describe']> {
+    return this.native.describe();
+  }
+
+  /** CLOCK_MONOTONIC in ns, the program's clock. */
+  nowNs(): number {
+    return Number(this.addon.monotonicNs());
+  }
+
+  close(): void {
+    this.native.close();
+  }
+
+  private keyId(a: CachedAnswer): string {
+    return Buffer.from(a.key.buffer, a.key.byteOffset, a.key.byteLength).toString('latin1');
+  }
+}
+
+/** Sums of the outcome counters by kind: answered, passed to the kernel, sent to userspace. */
+export function summarizeStats(s: XdpStats): { tx: bigint; pass: bigint; user: bigint; drop: bigint } {
+  let pass = 0n;
+  let user = 0n;
+  let drop = 0n;
+  for (const [name, v] of Object.entries(s)) {
+    if (name.startsWith('PASS_')) pass += v;
+    else if (name.startsWith('USER_')) user += v;
+    else if (name.startsWith('DROP_')) drop += v;
+  }
+  return { tx: s.TX ?? 0n, pass, user, drop };
+}

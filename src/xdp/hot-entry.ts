@@ -1,0 +1,94 @@
+/**
+ * Encodes a cached answer into the key and value of the BPF hot map, byte for byte as
+ * bpf/heimdall.h lays them out (offsets come from the addon, never from a copy here).
+ *
+ * The value carries the records with their TTL fields zeroed, the TTLs apart, and the
+ * ones' complement sum of the records as they sit in the reply, so the XDP program can
+ * write TTLs and finish the UDP checksum without reading the records back.
+ */
+import type { CachedAnswer } from '../dns/answer.js';
+import type { Layout } from '../native/addon.js';
+import { HeimdallError } from '../errors.js';
+
+export interface HotEntry {
+  key: Buffer;
+  value: Buffer;
+}
+
+/** Why an answer cannot live in the hot map, or null when it can. */
+export function hotUnfitReason(a: CachedAnswer, layout: Layout): string | null {
+  if (a.qnameLen > layout.HOT_NAME_MAX) return `name longer than ${layout.HOT_NAME_MAX} bytes`;
+  if (a.records.length > layout.HOT_RECORDS_MAX) return `records larger than ${layout.HOT_RECORDS_MAX} bytes`;
+  if (a.ttls.length > layout.HOT_RR_MAX) return `more than ${layout.HOT_RR_MAX} records`;
+  if (a.rcode > 15) return 'extended RCODE';
+  return null;
+}
+
+/**
+ * The hot-map key for a cache key (lowercased wire name, QTYPE, QCLASS, DO byte: see
+ * src/dns/key.ts): the same fields, laid out as struct hot_key.
+ */
+export function hotKeyFromCacheKey(cacheKey: Uint8Array, layout: Layout, out: Buffer = Buffer.alloc(layout.key.size)): Buffer {
+  const k = layout.key;
+  const n = cacheKey.length - 5;
+  if (n < 1 || n > layout.HOT_NAME_MAX) throw new HeimdallError('E_NOT_HOT_CACHEABLE', `name length ${n} does not fit the hot key`);
+  out.fill(0);
+  out.set(cacheKey.subarray(0, n), k.name!);
+  out[k.qtype!] = cacheKey[n]!;
+  out[k.qtype! + 1] = cacheKey[n + 1]!;
+  out[k.qclass!] = cacheKey[n + 2]!;
+  out[k.qclass! + 1] = cacheKey[n + 3]!;
+  out[k.flags!] = cacheKey[n + 4] ? layout.HOT_KEY_DO : 0;
+  out[k.name_len!] = n;
+  return out;
+}
+
+/** Sum of big-endian 16-bit words of bytes, as if they started at an even offset. */
+function wordSum(bytes: Uint8Array): number {
+  let sum = 0;
+  const n = bytes.length;
+  for (let i = 0; i + 1 < n; i += 2) sum += (bytes[i]! << 8) | bytes[i + 1]!;
+  if (n & 1) sum += bytes[n - 1]! << 8;
+  return sum;
+}
+
+function fold(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  return sum;
+}
+
+/**
+ * The 16-bit checksum contribution of the records placed right after the question:
+ * UDP offset 8 + 12 + qnameLen + 4, so an odd name length puts them at an odd offset
+ * and their sum is byte-swapped (RFC 1071).
+ */
+export function recordsChecksum(records: Uint8Array, qnameLen: number): number {
+  const s = fold(wordSum(records));
+  return qnameLen & 1 ? ((s << 8) | (s >> 8)) & 0xffff : s;
+}
+
+export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout): HotEntry {
+  const why = hotUnfitReason(a, layout);
+  if (why) throw new HeimdallError('E_NOT_HOT_CACHEABLE', `answer not fit for the hot map: ${why}`);
+  const v = layout.value;
+  const value = Buffer.alloc(v.size);
+  const records = Buffer.from(a.records);
+  for (const off of a.ttlOffsets) records.writeUInt32BE(0, off);
+
+  value.writeBigUInt64LE(BigInt(Math.round(a.originNs)), v.origin_ns!);
+  value.writeBigUInt64LE(BigInt(Math.round(a.expiresNs)), v.expires_ns!);
+  value.writeUInt32LE(hitSlot, v.hit_slot!);
+  value.writeUInt16LE((a.rcode & layout.HOT_VAL_RCODE_MASK) | (a.authenticData ? layout.HOT_VAL_AD : 0), v.flags!);
+  value.writeUInt16LE(a.ancount, v.ancount!);
+  value.writeUInt16LE(a.nscount, v.nscount!);
+  value.writeUInt16LE(a.arcount, v.arcount!);
+  value.writeUInt16LE(records.length, v.records_len!);
+  value.writeUInt16LE(a.ttls.length, v.rr_count!);
+  value.writeUInt16LE(recordsChecksum(records, a.qnameLen), v.records_csum!);
+  for (let i = 0; i < a.ttls.length; i++) {
+    value.writeUInt32LE(a.ttls[i]!, v.ttl! + 4 * i);
+    value.writeUInt16LE(a.ttlOffsets[i]!, v.ttl_off! + 2 * i);
+  }
+  records.copy(value, v.records!);
+  return { key: hotKeyFromCacheKey(a.key, layout), value };
+}

@@ -1,0 +1,347 @@
+/**
+ * Table-driven BPF_PROG_TEST_RUN tests of the XDP program: one fixture per admission
+ * rule and per pass or redirect reason, and replies checked field by field with
+ * dns-packet and independently computed checksums.
+ */
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import dnsPacket from 'dns-packet';
+import { describePrivileged } from '../helpers/privilege.js';
+import { buildFrame, parseFrame, CLIENT_MAC, SERVER_MAC, ipBytes, CLIENT4, SERVER4, CLIENT6, SERVER6, type FrameOptions } from '../helpers/frames.js';
+import { query, response, cached, SOA } from '../helpers/dns.js';
+import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
+import type { CachedAnswer } from '../../src/dns/answer.js';
+
+const NS = 1e9;
+const UDP_SIZE = 1232;
+
+describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
+  let fp: FastPath;
+  let now: number;
+
+  beforeAll(() => {
+    fp = FastPath.open({ hotEntries: 256, udpSize: UDP_SIZE });
+  });
+  afterAll(() => fp?.close());
+  beforeEach(() => {
+    fp.resetStats();
+    fp.setAnswers(true);
+    now = fp.nowNs();
+  });
+
+  /** Runs one frame and returns the action, output and the one counter that moved. */
+  function run(frame: Buffer): { action: number; out: Buffer; slot: string; fallback: boolean } {
+    const r = fp.testRun(frame);
+    const moved = Object.entries(fp.stats()).filter(([n, v]) => v > 0n && n !== 'REDIRECT_FALLBACK');
+    expect(moved.length, `exactly one outcome counter moved: ${JSON.stringify(moved.map(([n]) => n))}`).toBe(1);
+    const fallback = fp.stats().REDIRECT_FALLBACK === 1n;
+    fp.resetStats();
+    return { action: r.action, out: r.frame, slot: moved[0]![0], fallback };
+  }
+
+  function put(a: CachedAnswer): number {
+    return fp.put(a);
+  }
+
+  const exampleA = (name = 'www.example.com', ttl = 300, origin?: number): CachedAnswer =>
+    cached(
+      response(name.toLowerCase(), 'A', {
+        answers: [
+          { type: 'A', name: name.toLowerCase(), ttl, data: '198.18.10.1' },
+          { type: 'A', name: name.toLowerCase(), ttl: ttl + 100, data: '198.18.10.2' },
+        ],
+      }),
+      origin ?? now,
+    );
+
+  /** Checks everything a reply to `q` must have and returns it decoded. */
+  function expectReply(qframe: Buffer, out: Buffer, fo: FrameOptions = {}): dnsPacket.Packet & { raw: Buffer } {
+    const qin = parseFrame(qframe);
+    const p = parseFrame(out);
+    expect(p.udpChecksumOk, 'UDP checksum').toBe(true);
+    expect(p.ipHeaderChecksumOk, 'IPv4 header checksum').toBe(true);
+    expect(p.ipLengthOk, 'IP and UDP lengths match the frame').toBe(true);
+    expect(p.dstMac.equals(CLIENT_MAC) && p.srcMac.equals(SERVER_MAC), 'MACs swapped').toBe(true);
+    expect(p.vlans).toEqual(fo.vlans ?? []);
+    expect(p.src.equals(qin.dst) && p.dst.equals(qin.src), 'addresses swapped').toBe(true);
+    expect([p.sport, p.dport]).toEqual([qin.dport, qin.sport]);
+    const qdns = qin.dns;
+    // Header: ID echoed; question bytes exactly as sent (0x20 case kept).
+    expect(p.dns.readUInt16BE(0)).toBe(qdns.readUInt16BE(0));
+    const qEnd = 12 + qdns.subarray(12).indexOf(0) + 1 + 4;
+    expect(p.dns.subarray(12, qEnd).equals(qdns.subarray(12, qEnd)), 'question bytes as sent').toBe(true);
+    const flags = p.dns.readUInt16BE(2);
+    const qflags = qdns.readUInt16BE(2);
+    expect(flags & 0x8000, 'QR').toBe(0x8000);
+    expect(flags & 0x0080, 'RA').toBe(0x0080);
+    expect(flags & 0x0400, 'AA never set').toBe(0);
+    expect(flags & 0x0200, 'TC').toBe(0);
+    expect(flags & 0x0100, 'RD echoed').toBe(qflags & 0x0100);
+    expect(flags & 0x0010, 'CD echoed').toBe(qflags & 0x0010);
+    const decoded = dnsPacket.decode(p.dns) as dnsPacket.Packet & { raw: Buffer };
+    decoded.raw = p.dns;
+    return decoded;
+  }
+
+  const hitCases: { name: string; fo: FrameOptions; qname: string }[] = [
+    { name: 'IPv4', fo: {}, qname: 'www.example.com' },
+    { name: 'IPv6', fo: { ipv6: true }, qname: 'www.example.com' },
+    { name: 'IPv4, one VLAN tag', fo: { vlans: [100] }, qname: 'www.example.com' },
+    { name: 'IPv6, two VLAN tags (802.1ad outer)', fo: { ipv6: true, vlans: [10, 20] }, qname: 'www.example.com' },
+    { name: 'IPv4, odd name length', fo: {}, qname: 'odd.example.com' },
+    { name: 'IPv6, odd name length, 0x20 mixed case', fo: { ipv6: true }, qname: 'oDd.ExAmPlE.CoM' },
+    { name: 'IPv4, partial checksum from a veth client', fo: { partialChecksum: true }, qname: 'wWw.eXample.com' },
+    { name: 'IPv6, partial checksum from a veth client', fo: { ipv6: true, partialChecksum: true }, qname: 'www.example.com' },
+    { name: 'IPv4, Ethernet padding after the packet', fo: { trailer: 6 }, qname: 'www.example.com' },
+  ];
+
+  for (const c of hitCases) {
+    it(`answers a hot A query: ${c.name}`, () => {
+      const a = exampleA(c.qname, 300, now - 5 * NS);
+      const slot = put(a);
+      const q = buildFrame(query(c.qname, 'A', { id: 0xbeef }), c.fo);
+      const r = run(q);
+      expect(r.slot).toBe('TX');
+      expect(r.action).toBe(XdpAction.TX);
+      const d = expectReply(q, r.out, c.fo);
+      expect(d.id).toBe(0xbeef);
+      expect(d.rcode).toBe('NOERROR');
+      expect(d.answers!.map((x) => (x as dnsPacket.StringAnswer).data)).toEqual(['198.18.10.1', '198.18.10.2']);
+      // TTLs count down from the upstream's answer: 5 s have passed (6 if the second ticked).
+      const ttls = d.answers!.map((x) => x.ttl!);
+      expect(ttls[0]).toBeGreaterThanOrEqual(294);
+      expect(ttls[0]).toBeLessThanOrEqual(295);
+      expect(ttls[1]).toBe(ttls[0]); // clamped to the entry's lifetime (300 s)
+      expect(d.additionals).toEqual([]); // no OPT without one in the query
+      expect(fp.hits(slot)).toBeGreaterThan(0n);
+    });
+  }
+
+  it('echoes an OPT with our UDP size when the query has one, and DO with it', () => {
+    put(cached(response('secure.example', 'A', { answers: [{ type: 'A', name: 'secure.example', ttl: 60, data: '198.18.1.1' }] }, { ad: true, dnssecOk: true }), now));
+    put(cached(response('secure.example', 'A', { answers: [{ type: 'A', name: 'secure.example', ttl: 60, data: '198.18.1.2' }] }, { ad: true }), now));
+    const q = buildFrame(query('secure.example', 'A', { edns: { udpSize: 4096, do: true } }));
+    const r = run(q);
+    expect(r.slot).toBe('TX');
+    const d = expectReply(q, r.out);
+    const opt = d.additionals!.find((x) => x.type === 'OPT') as unknown as { udpPayloadSize: number; flags: number };
+    expect(opt.udpPayloadSize).toBe(UDP_SIZE);
+    expect(opt.flags & dnsPacket.DNSSEC_OK).toBe(dnsPacket.DNSSEC_OK);
+    // The DO entry, not the plain one: DO is part of the key. AD only for DO queries.
+    expect((d.answers![0] as dnsPacket.StringAnswer).data).toBe('198.18.1.1');
+    expect(d.flags! & dnsPacket.AUTHENTIC_DATA).toBe(dnsPacket.AUTHENTIC_DATA);
+
+    const plain = buildFrame(query('secure.example', 'A', { edns: { udpSize: 1232 }, cd: true, rd: false }));
+    const r2 = run(plain);
+    const d2 = expectReply(plain, r2.out);
+    expect((d2.answers![0] as dnsPacket.StringAnswer).data).toBe('198.18.1.2');
+    expect(d2.flags! & dnsPacket.AUTHENTIC_DATA).toBe(0);
+    const opt2 = d2.additionals!.find((x) => x.type === 'OPT') as unknown as { flags: number };
+    expect(opt2.flags & dnsPacket.DNSSEC_OK).toBe(0);
+  });
+
+  it('answers a query carrying EDNS options (cookie) and ignores them', () => {
+    put(exampleA('cookie.example'));
+    const q = buildFrame(query('cookie.example', 'A', { edns: { options: [{ code: 10, data: Buffer.alloc(8, 7) } as dnsPacket.PacketOpt] } }), { ipv6: true });
+    const r = run(q);
+    expect(r.slot).toBe('TX');
+    const d = expectReply(q, r.out);
+    expect(d.additionals!.length).toBe(1);
+  });
+
+  it('serves NXDOMAIN with its SOA, TTL from the SOA minimum, counting down', () => {
+    const msg = response('nope.example.com', 'A', { authorities: [SOA('example.com', 3600, 120)] }, { rcode: 'NXDOMAIN' });
+    put(cached(msg, now - 20 * NS));
+    const q = buildFrame(query('NoPe.example.com', 'A'));
+    const r = run(q);
+    expect(r.slot).toBe('TX');
+    const d = expectReply(q, r.out);
+    expect(d.rcode).toBe('NXDOMAIN');
+    expect(d.answers).toEqual([]);
+    expect(d.authorities![0]!.type).toBe('SOA');
+    expect(d.authorities![0]!.ttl).toBeGreaterThanOrEqual(99);
+    expect(d.authorities![0]!.ttl).toBeLessThanOrEqual(100);
+  });
+
+  it('serves NODATA (NOERROR, no answers, SOA) over IPv6', () => {
+    const msg = response('v4only.example.com', 'AAAA', { authorities: [SOA('example.com', 60, 300)] });
+    put(cached(msg, now));
+    const q = buildFrame(query('v4only.example.com', 'AAAA'), { ipv6: true });
+    const r = run(q);
+    expect(r.slot).toBe('TX');
+    const d = expectReply(q, r.out, { ipv6: true });
+    expect(d.rcode).toBe('NOERROR');
+    expect(d.answers).toEqual([]);
+    expect(d.authorities![0]!.ttl).toBeLessThanOrEqual(60);
+  });
+
+  it('keeps compression pointers valid (CNAME chain compressed against the question)', () => {
+    // Hand-made upstream response: answers use pointers to the question name at 12.
+    const name = dnsPacket.encode({ type: 'query', id: 0, questions: [{ name: 'alias.example.org', type: 'A' }] }).subarray(12);
+    const qlen = name.length - 4;
+    const hdr = Buffer.from([0, 1, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0]);
+    const target = Buffer.from([6, ...Buffer.from('target'), 0xc0, 12 + 6]); // "target" + pointer to "example.org"
+    const cname = Buffer.concat([Buffer.from([0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, target.length]), target]);
+    const tOff = 12 + qlen + 4 + 12; // where "target..." sits
+    const a = Buffer.from([0xc0, tOff, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 198, 18, 3, 3]);
+    const msg = Buffer.concat([hdr, name, cname, a]);
+    put(cached(msg, now));
+    const q = buildFrame(query('ALIAS.example.org', 'A'));
+    const r = run(q);
+    expect(r.slot).toBe('TX');
+    const d = expectReply(q, r.out);
+    expect(d.answers!.map((x) => [x.name, x.type, (x as dnsPacket.StringAnswer).data])).toEqual([
+      ['ALIAS.example.org', 'CNAME', 'target.example.org'],
+      ['target.example.org', 'A', '198.18.3.3'],
+    ]);
+    expect(d.answers!.every((x) => x.ttl! <= 30)).toBe(true);
+  });
+
+  it('sends an answer over the client limit to userspace (512 without EDNS, our UDP size with)', () => {
+    const answers = Array.from({ length: 18 }, (_, i) => ({ type: 'TXT', name: 'big.example', ttl: 60, data: 'x'.repeat(20) + i }) as dnsPacket.Answer);
+    put(cached(response('big.example', 'TXT', { answers }), now));
+    expect(run(buildFrame(query('big.example', 'TXT'))).slot).toBe('USER_OVERSIZE');
+    const r = run(buildFrame(query('big.example', 'TXT', { edns: { udpSize: 1232 } })));
+    expect(r.slot).toBe('TX');
+    expect(r.fallback).toBe(false);
+  });
+
+  it('never serves an expired entry', () => {
+    put(exampleA('old.example', 10, now - 11 * NS));
+    const r = run(buildFrame(query('old.example', 'A')));
+    expect(r.slot).toBe('USER_EXPIRED');
+    expect(r.action).toBe(XdpAction.PASS); // no AF_XDP socket bound: the kernel gets it
+    expect(r.fallback).toBe(true);
+  });
+
+  it('sends every query to userspace when answers are switched off', () => {
+    put(exampleA('off.example'));
+    fp.setAnswers(false);
+    expect(run(buildFrame(query('off.example', 'A'))).slot).toBe('USER_DISABLED');
+    fp.setAnswers(true);
+    expect(run(buildFrame(query('off.example', 'A'))).slot).toBe('TX');
+  });
+
+  it('stops answering a name once its entry is deleted', () => {
+    const a = exampleA('gone.example');
+    put(a);
+    expect(run(buildFrame(query('gone.example', 'A'))).slot).toBe('TX');
+    expect(fp.delete(a.key)).toBe(true);
+    expect(run(buildFrame(query('gone.example', 'A'))).slot).toBe('USER_MISS');
+  });
+
+  // Packets that are not ours: passed to the kernel untouched.
+  const q0 = () => query('www.example.com', 'A');
+  const passCases: { name: string; frame: () => Buffer; slot: string }[] = [
+    { name: 'ARP', frame: () => Buffer.concat([SERVER_MAC, CLIENT_MAC, Buffer.from([0x08, 0x06]), Buffer.alloc(28)]), slot: 'PASS_NOT_IP' },
+    { name: 'three VLAN tags', frame: () => buildFrame(q0(), { vlans: [1, 2, 3] }), slot: 'PASS_VLAN_DEPTH' },
+    { name: 'Ethernet header alone', frame: () => buildFrame(q0()).subarray(0, 14), slot: 'PASS_MALFORMED' },
+    { name: 'IPv4 header cut short', frame: () => buildFrame(q0()).subarray(0, 14 + 12), slot: 'PASS_MALFORMED' },
+    { name: 'IPv4 header checksum wrong', frame: () => buildFrame(q0(), { badIpChecksum: true }), slot: 'PASS_MALFORMED' },
+    {
+      name: 'IPv4 total length beyond the frame',
+      frame: () => {
+        const f = buildFrame(q0());
+        return f.subarray(0, f.length - 4);
+      },
+      slot: 'PASS_MALFORMED',
+    },
+    { name: 'IPv4 fragment', frame: () => buildFrame(q0(), { fragment: true }), slot: 'PASS_FRAGMENT' },
+    { name: 'IPv4 options', frame: () => buildFrame(q0(), { ipOptions: Buffer.from([1, 1, 1, 0]) }), slot: 'PASS_IP_OPTIONS' },
+    { name: 'IPv6 extension header', frame: () => buildFrame(q0(), { ipv6: true, ipv6HopByHop: true }), slot: 'PASS_IPV6_EXT' },
+    { name: 'TCP', frame: () => buildFrame(q0(), { protocol: 6 }), slot: 'PASS_NOT_UDP' },
+    { name: 'UDP to another port', frame: () => buildFrame(q0(), { dport: 5353 }), slot: 'PASS_NOT_PORT' },
+    { name: 'IPv6 UDP to another port', frame: () => buildFrame(q0(), { ipv6: true, dport: 853 }), slot: 'PASS_NOT_PORT' },
+  ];
+  for (const c of passCases) {
+    it(`passes to the kernel untouched: ${c.name}`, () => {
+      put(exampleA());
+      const f = c.frame();
+      const r = run(f);
+      expect(r.slot).toBe(c.slot);
+      expect(r.action).toBe(XdpAction.PASS);
+      expect(r.out.equals(f), 'frame unchanged').toBe(true);
+    });
+  }
+
+  // DNS to a served port that the fast path does not answer: to userspace, unchanged.
+  const dnsMutate = (f: (b: Buffer) => Buffer, fo: FrameOptions = {}) => () => buildFrame(f(Buffer.from(q0())), fo);
+  const setFlags = (v: number) => (b: Buffer) => (b.writeUInt16BE(v, 2), b);
+  const setCount = (at: number, v: number) => (b: Buffer) => (b.writeUInt16BE(v, at), b);
+  const longName = Array.from({ length: 9 }, () => 'a'.repeat(14)).join('.') + '.example';
+  const userCases: { name: string; frame: () => Buffer; slot: string }[] = [
+    { name: 'DNS header cut short', frame: dnsMutate((b) => b.subarray(0, 8)), slot: 'USER_SHORT' },
+    { name: 'question cut short', frame: dnsMutate((b) => b.subarray(0, 20)), slot: 'USER_SHORT' },
+    { name: 'question type cut short', frame: dnsMutate((b) => b.subarray(0, b.length - 2)), slot: 'USER_SHORT' },
+    { name: 'a response (QR=1)', frame: dnsMutate(setFlags(0x8100)), slot: 'USER_NOT_QUERY' },
+    { name: 'opcode NOTIFY', frame: dnsMutate(setFlags(0x2000)), slot: 'USER_NOT_QUERY' },
+    { name: 'TC set in a query', frame: dnsMutate(setFlags(0x0300)), slot: 'USER_NOT_QUERY' },
+    { name: 'RCODE set in a query', frame: dnsMutate(setFlags(0x0101)), slot: 'USER_NOT_QUERY' },
+    { name: 'QDCOUNT 2', frame: dnsMutate(setCount(4, 2)), slot: 'USER_NOT_QUERY' },
+    { name: 'QDCOUNT 0', frame: dnsMutate(setCount(4, 0)), slot: 'USER_NOT_QUERY' },
+    { name: 'ANCOUNT 1', frame: dnsMutate(setCount(6, 1)), slot: 'USER_NOT_QUERY' },
+    { name: 'NSCOUNT 1', frame: dnsMutate(setCount(8, 1)), slot: 'USER_NOT_QUERY' },
+    { name: 'ARCOUNT 2', frame: dnsMutate(setCount(10, 2)), slot: 'USER_NOT_QUERY' },
+    {
+      name: 'compression pointer in the question',
+      frame: dnsMutate((b) => Buffer.concat([b.subarray(0, 12), Buffer.from([0xc0, 12, 0, 1, 0, 1])])),
+      slot: 'USER_NAME',
+    },
+    { name: 'label length 64+ (extended label type)', frame: dnsMutate((b) => ((b[12] = 0x41), b)), slot: 'USER_NAME' },
+    { name: 'name longer than the hot key', frame: () => buildFrame(query(longName, 'A')), slot: 'USER_NAME' },
+    { name: 'trailing bytes after the question', frame: dnsMutate((b) => Buffer.concat([b, Buffer.from([0, 0])])), slot: 'USER_EDNS' },
+    {
+      name: 'additional record that is not an OPT',
+      frame: dnsMutate((b) => Buffer.concat([setCount(10, 1)(b), Buffer.from([0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4])])),
+      slot: 'USER_EDNS',
+    },
+    {
+      name: 'EDNS version 1',
+      frame: () => {
+        const b = query('www.example.com', 'A', { edns: {} });
+        b[b.length - 5] = 1; // version byte of the OPT TTL
+        return buildFrame(b);
+      },
+      slot: 'USER_EDNS',
+    },
+    {
+      name: 'OPT RDLENGTH lying',
+      frame: () => {
+        const b = query('www.example.com', 'A', { edns: {} });
+        b.writeUInt16BE(8, b.length - 2);
+        return buildFrame(b);
+      },
+      slot: 'USER_EDNS',
+    },
+    {
+      name: 'OPT not owned by the root',
+      frame: () => {
+        const b = query('www.example.com', 'A', { edns: {} });
+        return buildFrame(Buffer.concat([b.subarray(0, b.length - 11), Buffer.from([0xc0, 12]), b.subarray(b.length - 10)]));
+      },
+      slot: 'USER_EDNS',
+    },
+    { name: 'miss', frame: () => buildFrame(query('cold.example', 'A')), slot: 'USER_MISS' },
+    { name: 'same name, other type', frame: () => buildFrame(query('www.example.com', 'AAAA')), slot: 'USER_MISS' },
+    { name: 'same name, other class', frame: () => buildFrame(query('www.example.com', 'A', { qclass: 'CH' })), slot: 'USER_MISS' },
+    { name: 'DO set, only the plain variant is hot', frame: () => buildFrame(query('www.example.com', 'A', { edns: { do: true } })), slot: 'USER_MISS' },
+  ];
+  for (const c of userCases) {
+    it(`sends to userspace: ${c.name}`, () => {
+      put(exampleA());
+      const f = c.frame();
+      const r = run(f);
+      expect(r.slot).toBe(c.slot);
+      // No AF_XDP socket in a test run: the redirect falls back to the kernel, unchanged.
+      expect(r.action).toBe(XdpAction.PASS);
+      expect(r.fallback).toBe(true);
+      expect(r.out.equals(f), 'frame unchanged').toBe(true);
+    });
+  }
+
+  it('checks its IPv4/IPv6 addresses helpers agree with the frames', () => {
+    expect(ipBytes(CLIENT4).length).toBe(4);
+    expect(ipBytes(SERVER6).length).toBe(16);
+    expect(parseFrame(buildFrame(q0(), { ipv6: true })).src.equals(ipBytes(CLIENT6))).toBe(true);
+    expect(parseFrame(buildFrame(q0())).dst.equals(ipBytes(SERVER4))).toBe(true);
+  });
+});
