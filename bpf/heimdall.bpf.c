@@ -192,6 +192,39 @@ static __always_inline __u32 opt_sum(__u32 udp_size, __u32 do_bit, __u32 odd)
 }
 
 /*
+ * Make the frame `delta` bytes longer for the reply, keeping its first `keep` bytes
+ * (headers and question) at the front. Growing the tail is cheapest; a frame without
+ * tailroom (veth hands native XDP the skb's own buffer) grows at the head instead,
+ * and the kept bytes move to the new start. Returns 0, 1 when the frame is unchanged
+ * and cannot grow, or -1 when it changed but the move failed.
+ */
+static __always_inline int grow_frame(struct xdp_md *ctx, int delta, __u32 keep)
+{
+	__u32 zero = 0;
+	struct scratch *s;
+
+	if (delta <= 0)
+		return delta == 0 || bpf_xdp_adjust_tail(ctx, delta) == 0 ? 0 : 1;
+	if (bpf_xdp_adjust_tail(ctx, delta) == 0)
+		return 0;
+	s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!s || keep == 0 || keep >= SCRATCH_LEN)
+		return 1;
+	/* A no-op mask the verifier sees as a bound (clang would drop a C one). */
+	__u64 k = keep;
+	asm volatile("%[k] &= 511" : [k] "+r"(k));
+	if (k == 0)
+		return 1;
+	if (bpf_xdp_load_bytes(ctx, 0, s->bytes, k))
+		return 1;
+	if (bpf_xdp_adjust_head(ctx, -delta))
+		return 1;
+	if (bpf_xdp_store_bytes(ctx, 0, s->bytes, k))
+		return -1;
+	return 0;
+}
+
+/*
  * Rewrite the admitted query into the reply for hot entry v and return XDP_TX.
  * Nothing here can fail for a valid entry; the checks only keep a broken frame from
  * ever leaving (it is dropped and counted).
@@ -214,8 +247,11 @@ static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct 
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	int delta = (int)(dns_off + reply_len) - (int)(data_end - data);
-	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+	int grown = grow_frame(ctx, delta, dns_off + rec_base);
+	if (grown > 0)
 		return to_user(ctx, STAT_USER_RESIZE); /* unchanged on failure */
+	if (grown < 0)
+		goto drop;
 
 	/* From here the frame is the reply's; a failed check drops it. */
 	if (rlen && bpf_xdp_store_bytes(ctx, dns_off + rec_base, (void *)v->records, rlen))

@@ -48,4 +48,16 @@ struct {
 	__type(value, struct heimdall_runtime);
 } runtime SEC(".maps");
 
+/* Per-CPU scratch for moving the reply's headers when the frame has no tailroom. */
+#define SCRATCH_LEN 512 /* grow_frame() masks with 511 */
+struct scratch {
+	__u8 bytes[SCRATCH_LEN];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
 #endif /* HEIMDALL_MAPS_H */
