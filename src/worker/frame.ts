@@ -1,0 +1,132 @@
+/**
+ * Ethernet / 802.1Q / IPv4 / IPv6 / UDP in TypeScript, over a frame in UMEM: find the
+ * DNS message of a received frame, and turn the frame into the reply once the DNS part
+ * has been written in place. No allocation: results go into a reusable FrameInfo.
+ *
+ * The UDP checksum is always computed in full: frames from a local veth client carry
+ * only a partial checksum, so an incremental update would be wrong.
+ */
+
+const ETH_P_IP = 0x0800;
+const ETH_P_IPV6 = 0x86dd;
+const ETH_P_8021Q = 0x8100;
+const ETH_P_8021AD = 0x88a8;
+const IPPROTO_UDP = 17;
+const REPLY_HOP_LIMIT = 64;
+
+export class FrameInfo {
+  /** Offset of the IP header from the frame start. */
+  l3 = 0;
+  /** Offset of the UDP header. */
+  l4 = 0;
+  /** Offset and length of the DNS message. */
+  dns = 0;
+  dnsLen = 0;
+  ipv6 = false;
+}
+
+/**
+ * Parses buf[off, off+len) down to the DNS message of a UDP datagram. Returns false for
+ * anything else (the XDP program only redirects UDP to served ports, so a false here
+ * means a malformed frame, counted and dropped by the caller).
+ */
+export function parseFrame(buf: Uint8Array, off: number, len: number, info: FrameInfo): boolean {
+  const end = off + len;
+  if (len < 14) return false;
+  let p = off + 12;
+  let type = (buf[p]! << 8) | buf[p + 1]!;
+  p += 2;
+  for (let i = 0; i < 2 && (type === ETH_P_8021Q || type === ETH_P_8021AD); i++) {
+    if (p + 4 > end) return false;
+    type = (buf[p + 2]! << 8) | buf[p + 3]!;
+    p += 4;
+  }
+  info.l3 = p - off;
+  let udp: number;
+  if (type === ETH_P_IP) {
+    if (p + 20 > end || buf[p]! >> 4 !== 4) return false;
+    const ihl = (buf[p]! & 0x0f) * 4;
+    if (ihl < 20 || buf[p + 9] !== IPPROTO_UDP) return false;
+    udp = p + ihl;
+    info.ipv6 = false;
+  } else if (type === ETH_P_IPV6) {
+    if (p + 40 > end || buf[p]! >> 4 !== 6 || buf[p + 6] !== IPPROTO_UDP) return false;
+    udp = p + 40;
+    info.ipv6 = true;
+  } else {
+    return false;
+  }
+  if (udp + 8 > end) return false;
+  const ulen = (buf[udp + 4]! << 8) | buf[udp + 5]!;
+  if (ulen < 8 || udp + ulen > end) return false;
+  info.l4 = udp - off;
+  info.dns = udp + 8 - off;
+  info.dnsLen = ulen - 8;
+  return true;
+}
+
+function sum16(buf: Uint8Array, from: number, to: number, acc: number): number {
+  let i = from;
+  for (; i + 1 < to; i += 2) acc += (buf[i]! << 8) | buf[i + 1]!;
+  if (i < to) acc += buf[i]! << 8;
+  return acc;
+}
+
+function fold(s: number): number {
+  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 65536);
+  return s;
+}
+
+function swap(buf: Uint8Array, a: number, b: number, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const t = buf[a + i]!;
+    buf[a + i] = buf[b + i]!;
+    buf[b + i] = t;
+  }
+}
+
+/**
+ * The DNS reply of dnsLen bytes already sits at the DNS offset: swap addresses and
+ * ports, set lengths, hop limit and checksums. Returns the reply frame's length.
+ */
+export function finishReply(buf: Uint8Array, off: number, info: FrameInfo, dnsLen: number): number {
+  swap(buf, off, off + 6, 6);
+  const ip = off + info.l3;
+  const udp = off + info.l4;
+  const ulen = 8 + dnsLen;
+  let acc = 0;
+  if (info.ipv6) {
+    swap(buf, ip + 8, ip + 24, 16);
+    buf[ip + 4] = ulen >> 8;
+    buf[ip + 5] = ulen & 0xff;
+    buf[ip + 7] = REPLY_HOP_LIMIT;
+    acc = sum16(buf, ip + 8, ip + 40, acc);
+  } else {
+    swap(buf, ip + 12, ip + 16, 4);
+    const ihl = (buf[ip]! & 0x0f) * 4;
+    const tot = ihl + ulen;
+    buf[ip + 2] = tot >> 8;
+    buf[ip + 3] = tot & 0xff;
+    buf[ip + 6] &= 0x40; // keep DF, clear MF and fragment offset
+    buf[ip + 7] = 0;
+    buf[ip + 8] = REPLY_HOP_LIMIT;
+    buf[ip + 10] = 0;
+    buf[ip + 11] = 0;
+    const hc = ~fold(sum16(buf, ip, ip + ihl, 0)) & 0xffff;
+    buf[ip + 10] = hc >> 8;
+    buf[ip + 11] = hc & 0xff;
+    acc = sum16(buf, ip + 12, ip + 20, acc);
+  }
+  swap(buf, udp, udp + 2, 2);
+  buf[udp + 4] = ulen >> 8;
+  buf[udp + 5] = ulen & 0xff;
+  buf[udp + 6] = 0;
+  buf[udp + 7] = 0;
+  acc += IPPROTO_UDP + ulen;
+  acc = sum16(buf, udp, udp + ulen, acc);
+  let c = ~fold(acc) & 0xffff;
+  if (c === 0) c = 0xffff;
+  buf[udp + 6] = c >> 8;
+  buf[udp + 7] = c & 0xff;
+  return info.l4 + ulen;
+}

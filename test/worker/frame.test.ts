@@ -1,0 +1,52 @@
+/** The workers' L2-L4 code: find the DNS message, then make the frame a correct reply. */
+import { describe, expect, it } from 'vitest';
+import { FrameInfo, parseFrame as findDns, finishReply } from '../../src/worker/frame.js';
+import { buildFrame, parseFrame, type FrameOptions } from '../helpers/frames.js';
+import { query } from '../helpers/dns.js';
+
+const cases: [string, FrameOptions][] = [
+  ['IPv4', {}],
+  ['IPv6', { ipv6: true }],
+  ['IPv4 partial checksum, VLAN', { partialChecksum: true, vlans: [7] }],
+  ['IPv6 partial checksum, QinQ', { ipv6: true, partialChecksum: true, vlans: [1, 2] }],
+  ['IPv4 with Ethernet padding', { trailer: 5 }],
+];
+
+describe('worker frame handling', () => {
+  for (const [name, fo] of cases) {
+    it(`turns a query frame into a reply with correct checksums: ${name}`, () => {
+      const q = query('www.example.com', 'A');
+      const frame = buildFrame(q, fo);
+      const umem = new Uint8Array(4096);
+      const base = 512; // a frame somewhere inside the UMEM
+      umem.set(frame, base);
+      const info = new FrameInfo();
+      expect(findDns(umem, base, frame.length, info)).toBe(true);
+      expect(Buffer.from(umem.subarray(base + info.dns, base + info.dns + info.dnsLen)).equals(q)).toBe(true);
+      // A reply longer than the query, written in place.
+      const reply = Buffer.concat([q, Buffer.from('answer bytes, odd length')]);
+      umem.set(reply, base + info.dns);
+      const n = finishReply(umem, base, info, reply.length);
+      const out = Buffer.from(umem.subarray(base, base + n));
+      const p = parseFrame(out);
+      const orig = parseFrame(frame);
+      expect(p.udpChecksumOk).toBe(true);
+      expect(p.ipHeaderChecksumOk).toBe(true);
+      expect(p.ipLengthOk).toBe(true);
+      expect(p.src.equals(orig.dst) && p.dst.equals(orig.src)).toBe(true);
+      expect([p.sport, p.dport]).toEqual([orig.dport, orig.sport]);
+      expect(p.vlans).toEqual(fo.vlans ?? []);
+      expect(p.dns.equals(reply)).toBe(true);
+    });
+  }
+
+  it('refuses frames that are not UDP over IP, or cut short', () => {
+    const info = new FrameInfo();
+    const f = buildFrame(query('a.example', 'A'));
+    expect(findDns(f, 0, 13, info)).toBe(false);
+    expect(findDns(f, 0, f.length - 3, info)).toBe(false);
+    expect(findDns(buildFrame(query('a.example', 'A'), { protocol: 6 }), 0, f.length, info)).toBe(false);
+    const arp = Buffer.concat([Buffer.alloc(12), Buffer.from([8, 6]), Buffer.alloc(28)]);
+    expect(findDns(arp, 0, arp.length, info)).toBe(false);
+  });
+});
