@@ -76,28 +76,7 @@ up() {
   ip -n $NS_CLIENT link set dev hxc0 xdpdrv obj bpf/xdp_pass.bpf.o sec xdp
 
   bash scripts/lab/zone.sh "$zone_size" >"$RUN/nsd/lab.example.zone"
-  cat >"$RUN/nsd/nsd.conf" <<CONF
-server:
-  ip-address: $UPSTREAM4
-  ip-address: $UPSTREAM6
-  port: 53
-  username: ""
-  chroot: ""
-  zonesdir: "$RUN/nsd"
-  pidfile: "$RUN/nsd/nsd.pid"
-  database: ""
-  xfrdfile: "$RUN/nsd/xfrd.state"
-  zonelistfile: "$RUN/nsd/zone.list"
-  logfile: "$RUN/nsd/nsd.log"
-  server-count: 1
-  hide-version: yes
-  verbosity: 1
-remote-control:
-  control-enable: no
-zone:
-  name: lab.example
-  zonefile: lab.example.zone
-CONF
+  bash scripts/lab/nsd-conf.sh "$RUN/nsd" $UPSTREAM4 $UPSTREAM6 >"$RUN/nsd/nsd.conf"
   ip netns exec $NS_UPSTREAM nsd -c "$RUN/nsd/nsd.conf" || die "nsd did not start: see $RUN/nsd/nsd.log"
   # Wait for the upstream to answer, which also resolves the neighbours on the way.
   for _ in $(seq 50); do
