@@ -1,0 +1,322 @@
+/**
+ * Promotion policy: which cached answers deserve a slot in the kernel's hot
+ * map, where the XDP program answers them without waking userspace.
+ *
+ * Pure logic over cache slots (small integers handed out by the cache), with
+ * no kernel dependency. It emits events so that a mirror of the BPF map
+ * (and the map itself) can follow exactly:
+ *   promote(answer)        put answer.key -> answer into the map
+ *   demote(key, reason)    delete key from the map
+ * A key is hot between its promote and its demote; a replaced answer of a
+ * hot key is sent as demote('replaced') then promote(new answer).
+ *
+ * Heat: each slot carries an exponentially decaying hit score (half-life
+ * `halfLifeNs`). It is kept as k = log2(score) + t / halfLife, which does not
+ * change as time passes, so hot slots sit in a min-heap on k and the coldest
+ * one is found in O(1). Userspace hits feed candidates (the cache calls
+ * onHit); hits the XDP program served feed hot entries (noteKernelHits).
+ * A candidate is promoted on its `threshold`-th hit if there is room, or
+ * displaces the coldest hot entry if it is `displaceFactor` times hotter.
+ */
+import type { CachedAnswer } from '../dns/answer.js';
+import { RCODE_SERVFAIL } from '../dns/constants.js';
+import { keyString } from '../dns/key.js';
+import { type Clock, monotonicNs } from './clock.js';
+
+export type DemoteReason = 'evicted' | 'expired' | 'displaced' | 'replaced';
+
+export type PromotionEvent =
+  | { kind: 'promote'; answer: CachedAnswer }
+  | { kind: 'demote'; key: Uint8Array; reason: DemoteReason };
+
+export interface PromotionOptions {
+  /** Entries the cache holds; slots are 0 .. cacheCapacity - 1. */
+  cacheCapacity: number;
+  /** Hot-map capacity as a share of the cache (default 0.10). */
+  hotRatio?: number;
+  /** Hot-map capacity as a number; overrides hotRatio. */
+  capacity?: number;
+  /** Hit count at which a key is promoted (default 3). */
+  threshold?: number;
+  /** Half-life of the heat score (default 60 s). */
+  halfLifeNs?: number;
+  /** How much hotter a candidate must be to displace the coldest hot entry (default 2). */
+  displaceFactor?: number;
+  /** Which answers the hot map can take (default: anything but SERVFAIL). */
+  eligible?: (a: CachedAnswer) => boolean;
+  /** Event sink; without one, events queue until drain(). */
+  onEvent?: (e: PromotionEvent) => void;
+  clock?: Clock;
+}
+
+/** What an observer may ask of the cache it is attached to. */
+export interface CacheHandle {
+  /** Counts `hits` hits on a slot served elsewhere (by XDP) as uses: refreshes its SLRU position. */
+  touch(slot: number, hits: number): void;
+}
+
+/** Cache-side notifications the policy reacts to (the cache calls these). */
+export interface CacheObserver {
+  /** Called once by the cache the observer is attached to. */
+  bindCache?(handle: CacheHandle): void;
+  onInsert(slot: number, answer: CachedAnswer, nowNs: number): void;
+  onHit(slot: number, answer: CachedAnswer, hits: number, nowNs: number): void;
+  onReplace(slot: number, old: CachedAnswer, answer: CachedAnswer, nowNs: number): void;
+  onRemove(slot: number, answer: CachedAnswer, reason: 'evicted' | 'expired'): void;
+}
+
+const defaultEligible = (a: CachedAnswer): boolean => a.rcode !== RCODE_SERVFAIL;
+
+export class PromotionPolicy implements CacheObserver {
+  readonly capacity: number;
+  readonly threshold: number;
+  readonly halfLifeNs: number;
+  private readonly displaceLog: number;
+  private readonly eligible: (a: CachedAnswer) => boolean;
+  private readonly sink: ((e: PromotionEvent) => void) | undefined;
+  private readonly queue: PromotionEvent[] = [];
+  private readonly clock: Clock;
+
+  /** Per slot: heat as log2(score) + t / halfLife; -Infinity when cold. */
+  private readonly heat: Float64Array;
+  /** Per slot: index in the heap, or -1 when not hot. */
+  private readonly heapPos: Int32Array;
+  /** Per slot: the answer promoted for it (hot slots only). */
+  private readonly hotAnswer: (CachedAnswer | undefined)[];
+  private readonly heap: Int32Array;
+  private heapSize = 0;
+  private readonly byKey = new Map<string, number>();
+
+  private cache: CacheHandle | undefined;
+
+  promotions = 0;
+  demotions = 0;
+
+  constructor(opts: PromotionOptions) {
+    const n = opts.cacheCapacity;
+    if (!(Number.isInteger(n) && n > 0)) throw new RangeError(`cacheCapacity ${n}`);
+    const cap = opts.capacity ?? Math.floor(n * (opts.hotRatio ?? 0.1));
+    if (!(Number.isInteger(cap) && cap >= 0 && cap <= n)) throw new RangeError(`hot capacity ${cap}`);
+    this.capacity = cap;
+    this.threshold = opts.threshold ?? 3;
+    if (!(Number.isInteger(this.threshold) && this.threshold >= 1)) throw new RangeError(`threshold ${this.threshold}`);
+    this.halfLifeNs = opts.halfLifeNs ?? 60e9;
+    if (!(this.halfLifeNs > 0)) throw new RangeError(`halfLifeNs ${this.halfLifeNs}`);
+    const f = opts.displaceFactor ?? 2;
+    if (!(f >= 1)) throw new RangeError(`displaceFactor ${f}`);
+    this.displaceLog = Math.log2(f);
+    this.eligible = opts.eligible ?? defaultEligible;
+    this.sink = opts.onEvent;
+    this.clock = opts.clock ?? monotonicNs;
+    this.heat = new Float64Array(n).fill(-Infinity);
+    this.heapPos = new Int32Array(n).fill(-1);
+    this.hotAnswer = new Array<CachedAnswer | undefined>(n);
+    this.heap = new Int32Array(Math.max(cap, 1));
+  }
+
+  /** Number of hot keys. */
+  get size(): number {
+    return this.heapSize;
+  }
+
+  isHotSlot(slot: number): boolean {
+    return this.heapPos[slot]! >= 0;
+  }
+
+  isHot(key: Uint8Array): boolean {
+    return this.byKey.has(keyString(key));
+  }
+
+  /** Keys currently hot (the policy's view of the map). */
+  hotKeys(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (let i = 0; i < this.heapSize; i++) out.push(this.hotAnswer[this.heap[i]!]!.key);
+    return out;
+  }
+
+  /** Answers currently hot. */
+  hotAnswers(): CachedAnswer[] {
+    const out: CachedAnswer[] = [];
+    for (let i = 0; i < this.heapSize; i++) out.push(this.hotAnswer[this.heap[i]!]!);
+    return out;
+  }
+
+  /** Queued events (when no onEvent sink was given); clears the queue. */
+  drain(): PromotionEvent[] {
+    return this.queue.splice(0, this.queue.length);
+  }
+
+  /** Current decayed heat score of a slot (hits, decayed by age). */
+  score(slot: number, nowNs: number = this.clock()): number {
+    const k = this.heat[slot]!;
+    return k === -Infinity ? 0 : 2 ** (k - nowNs / this.halfLifeNs);
+  }
+
+  // ---- cache notifications -------------------------------------------------
+
+  bindCache(handle: CacheHandle): void {
+    this.cache = handle;
+  }
+
+  onInsert(slot: number, _answer: CachedAnswer, _nowNs: number): void {
+    this.heat[slot] = -Infinity;
+  }
+
+  onHit(slot: number, answer: CachedAnswer, hits: number, nowNs: number): void {
+    this.addHeat(slot, 1, nowNs);
+    if (this.heapPos[slot]! >= 0) {
+      this.siftDown(this.siftUp(this.heapPos[slot]!));
+      return;
+    }
+    if (hits >= this.threshold && nowNs < answer.expiresNs && this.eligible(answer)) {
+      this.tryPromote(slot, answer);
+    }
+  }
+
+  onReplace(slot: number, old: CachedAnswer, answer: CachedAnswer, nowNs: number): void {
+    if (this.heapPos[slot]! < 0) return;
+    this.emit({ kind: 'demote', key: old.key, reason: 'replaced' });
+    this.demotions++;
+    if (nowNs < answer.expiresNs && this.eligible(answer)) {
+      this.hotAnswer[slot] = answer;
+      this.emit({ kind: 'promote', answer });
+      this.promotions++;
+    } else {
+      this.heapRemove(slot);
+      this.byKey.delete(keyString(old.key));
+      this.hotAnswer[slot] = undefined;
+    }
+  }
+
+  onRemove(slot: number, _answer: CachedAnswer, reason: 'evicted' | 'expired'): void {
+    this.heat[slot] = -Infinity;
+    if (this.heapPos[slot]! >= 0) this.demote(slot, reason);
+  }
+
+  // ---- kernel side ------------------------------------------------------------
+
+  /**
+   * Credits `hits` new hits that the XDP program served for a hot key (the
+   * caller passes deltas of the map's per-entry counter). They raise the
+   * key's heat, and, through the attached cache, count as uses there too:
+   * otherwise the keys the kernel answers would never be touched in
+   * userspace and would drift to the SLRU's eviction end. Returns false if
+   * the key is not hot.
+   */
+  noteKernelHits(key: Uint8Array, hits: number, nowNs: number = this.clock()): boolean {
+    const slot = this.byKey.get(keyString(key));
+    if (slot === undefined) return false;
+    if (hits > 0) {
+      this.addHeat(slot, hits, nowNs);
+      this.siftDown(this.siftUp(this.heapPos[slot]!));
+      if (this.cache !== undefined) this.cache.touch(slot, hits);
+    }
+    return true;
+  }
+
+  /**
+   * Demotes hot entries whose answer has expired (the XDP program already
+   * refuses to serve them; this frees their slots). Returns how many.
+   */
+  tick(nowNs: number = this.clock()): number {
+    const expired: number[] = [];
+    for (let i = 0; i < this.heapSize; i++) {
+      const slot = this.heap[i]!;
+      if (nowNs >= this.hotAnswer[slot]!.expiresNs) expired.push(slot);
+    }
+    for (const slot of expired) this.demote(slot, 'expired');
+    return expired.length;
+  }
+
+  // ---- internals ---------------------------------------------------------------
+
+  private emit(e: PromotionEvent): void {
+    if (this.sink !== undefined) this.sink(e);
+    else this.queue.push(e);
+  }
+
+  private addHeat(slot: number, hits: number, nowNs: number): void {
+    const t = nowNs / this.halfLifeNs;
+    const k = this.heat[slot]!;
+    const s = (k === -Infinity ? 0 : 2 ** (k - t)) + hits;
+    this.heat[slot] = Math.log2(s) + t;
+  }
+
+  private tryPromote(slot: number, answer: CachedAnswer): void {
+    if (this.capacity === 0) return;
+    if (this.heapSize >= this.capacity) {
+      const coldest = this.heap[0]!;
+      if (!(this.heat[slot]! > this.heat[coldest]! + this.displaceLog)) return;
+      this.demote(coldest, 'displaced');
+    }
+    this.hotAnswer[slot] = answer;
+    this.byKey.set(keyString(answer.key), slot);
+    const i = this.heapSize++;
+    this.heap[i] = slot;
+    this.heapPos[slot] = i;
+    this.siftUp(i);
+    this.promotions++;
+    this.emit({ kind: 'promote', answer });
+  }
+
+  private demote(slot: number, reason: DemoteReason): void {
+    const a = this.hotAnswer[slot]!;
+    this.heapRemove(slot);
+    this.byKey.delete(keyString(a.key));
+    this.hotAnswer[slot] = undefined;
+    this.demotions++;
+    this.emit({ kind: 'demote', key: a.key, reason });
+  }
+
+  private heapRemove(slot: number): void {
+    const i = this.heapPos[slot]!;
+    const last = --this.heapSize;
+    this.heapPos[slot] = -1;
+    if (i !== last) {
+      const moved = this.heap[last]!;
+      this.heap[i] = moved;
+      this.heapPos[moved] = i;
+      this.siftDown(this.siftUp(i));
+    }
+  }
+
+  private siftUp(i: number): number {
+    const heap = this.heap;
+    const heat = this.heat;
+    const s = heap[i]!;
+    const k = heat[s]!;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const ps = heap[p]!;
+      if (heat[ps]! <= k) break;
+      heap[i] = ps;
+      this.heapPos[ps] = i;
+      i = p;
+    }
+    heap[i] = s;
+    this.heapPos[s] = i;
+    return i;
+  }
+
+  private siftDown(i: number): void {
+    const heap = this.heap;
+    const heat = this.heat;
+    const n = this.heapSize;
+    const s = heap[i]!;
+    const k = heat[s]!;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      let c = l;
+      if (r < n && heat[heap[r]!]! < heat[heap[l]!]!) c = r;
+      const cs = heap[c]!;
+      if (heat[cs]! >= k) break;
+      heap[i] = cs;
+      this.heapPos[cs] = i;
+      i = c;
+    }
+    heap[i] = s;
+    this.heapPos[s] = i;
+  }
+}

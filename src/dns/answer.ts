@@ -1,0 +1,326 @@
+/**
+ * The cached-answer representation shared by the userspace reply writer and
+ * the XDP hot-map encoder, and its construction from a validated upstream
+ * response.
+ *
+ * The stored records are the response's answer, authority and additional
+ * records exactly as received (minus the OPT), so that a hit costs one copy
+ * and a TTL patch. Compression pointers in them stay valid because the
+ * records are always placed right after a question of the same length:
+ * message offset 12 + qnameLen + 4, as in the upstream response.
+ */
+import {
+  HEADER_LEN,
+  RCODE_NOERROR,
+  RCODE_NXDOMAIN,
+  RCODE_SERVFAIL,
+  RDATA_NAME,
+  RDATA_OPAQUE,
+  RDATA_PREF_NAME,
+  RDATA_SRV,
+  RR_FIXED_LEN,
+  TYPE_ANY,
+  TYPE_AXFR,
+  TYPE_IXFR,
+  TYPE_OPT,
+  TYPE_SOA,
+  TYPE_TKEY,
+  TYPE_TSIG,
+  OPCODE_QUERY,
+  rdataLayout,
+} from './constants.js';
+import { DnsError, DnsErrorCode } from './errors.js';
+import { skipName } from './name.js';
+import { MessageView, RecordCursor } from './view.js';
+
+export interface CachedAnswer {
+  /** Cache key bytes: lowercased wire qname, then qtype (2, BE), qclass (2, BE), DO (1). */
+  key: Uint8Array;
+  /** Wire length of the qname including the root label. */
+  qnameLen: number;
+  qtype: number;
+  qclass: number;
+  dnssecOk: boolean;
+  /** 0..15 (NOERROR, NXDOMAIN, SERVFAIL ...). */
+  rcode: number;
+  /** Upstream set AD. */
+  authenticData: boolean;
+  /** Counts of the stored records (OPT never stored). */
+  ancount: number;
+  nscount: number;
+  arcount: number;
+  /**
+   * Answer + authority + additional RRs (no OPT) in wire form, valid when
+   * placed at message offset 12 + qnameLen + 4.
+   */
+  records: Uint8Array;
+  /** Offset within `records` of each RR's 32-bit TTL field, in record order. */
+  ttlOffsets: Uint16Array;
+  /** Each RR's TTL as stored, already clamped to the entry lifetime. */
+  ttls: Uint32Array;
+  /** Monotonic ns when the upstream answered (TTLs decrement from here). */
+  originNs: number;
+  /** originNs + lifetime. */
+  expiresNs: number;
+  /** NXDOMAIN or NODATA. */
+  negative: boolean;
+}
+
+/** TTL rules, all in seconds. */
+export interface TtlPolicy {
+  /** Floor applied to every lifetime (cache-min-ttl). */
+  minTtl: number;
+  /** Ceiling for positive answers (cache-max-ttl). */
+  maxTtl: number;
+  /** Ceiling for negative answers (RFC 2308 5: one to three hours is sensible). */
+  negativeMaxTtl: number;
+  /** Lifetime of SERVFAIL answers; 0 means never cache them (RFC 9520 asks for 1 s .. 5 min). */
+  servfailTtl: number;
+}
+
+export const DEFAULT_TTL_POLICY: Readonly<TtlPolicy> = Object.freeze({
+  minTtl: 0,
+  maxTtl: 86_400,
+  negativeMaxTtl: 3_600,
+  servfailTtl: 5,
+});
+
+export const NS_PER_SEC = 1e9;
+
+/** Resolves a partial policy against the defaults and checks it. */
+export function resolveTtlPolicy(p?: Partial<TtlPolicy>): TtlPolicy {
+  const r: TtlPolicy = { ...DEFAULT_TTL_POLICY, ...p };
+  for (const k of ['minTtl', 'maxTtl', 'negativeMaxTtl', 'servfailTtl'] as const) {
+    const v = r[k];
+    if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) {
+      throw new DnsError(DnsErrorCode.BAD_ARGUMENT, -1, `ttl policy ${k}=${String(v)}`);
+    }
+  }
+  return r;
+}
+
+/** Seconds of life left at `nowNs` (0 once expired). */
+export function remainingSeconds(a: CachedAnswer, nowNs: number): number {
+  return nowNs >= a.expiresNs ? 0 : Math.ceil((a.expiresNs - nowNs) / NS_PER_SEC);
+}
+
+export function isExpired(a: CachedAnswer, nowNs: number): boolean {
+  return nowNs >= a.expiresNs;
+}
+
+const scratchView = new MessageView();
+const scratchCursor = new RecordCursor();
+
+function readU32(b: Uint8Array, p: number): number {
+  return ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0;
+}
+
+function writeU32(b: Uint8Array, p: number, v: number): void {
+  b[p] = v >>> 24;
+  b[p + 1] = (v >>> 16) & 0xff;
+  b[p + 2] = (v >>> 8) & 0xff;
+  b[p + 3] = v & 0xff;
+}
+
+/** RFC 2181 8: a TTL with the top bit set is treated as zero. */
+function wireTtl(v: number): number {
+  return v > 0x7fffffff ? 0 : v;
+}
+
+function notCacheable(why: string): DnsError {
+  return new DnsError(DnsErrorCode.NOT_CACHEABLE, -1, why);
+}
+
+/** Position of the first compression pointer in the inline bytes of a name, or -1. */
+function inlinePointer(b: Uint8Array, pos: number): number {
+  let p = pos;
+  for (;;) {
+    const len = b[p]!;
+    if (len === 0) return -1;
+    if (len >= 0xc0) return p;
+    p += len + 1;
+  }
+}
+
+/**
+ * Lays out the five arrays of an answer in one ArrayBuffer (one allocation
+ * and one backing store per entry instead of four).
+ */
+function allocArrays(keyLen: number, recLen: number, n: number): {
+  key: Uint8Array;
+  records: Uint8Array;
+  ttlOffsets: Uint16Array;
+  ttls: Uint32Array;
+} {
+  const recOff = keyLen;
+  const offOff = (recOff + recLen + 1) & ~1;
+  const ttlOff = (offOff + 2 * n + 3) & ~3;
+  const ab = new ArrayBuffer(ttlOff + 4 * n);
+  return {
+    key: new Uint8Array(ab, 0, keyLen),
+    records: new Uint8Array(ab, recOff, recLen),
+    ttlOffsets: new Uint16Array(ab, offOff, n),
+    ttls: new Uint32Array(ab, ttlOff, n),
+  };
+}
+
+/**
+ * Builds a CachedAnswer from a full upstream response (already matched to
+ * our query by ID, source and question). The OPT record is dropped; records
+ * that followed it get their compression pointers shifted. Throws DnsError:
+ * the parse codes for malformed input, NOT_CACHEABLE for responses that must
+ * not be stored (TC, REFUSED and other rcodes, zone transfers, TSIG, a
+ * zero lifetime, a negative answer without SOA).
+ *
+ * `dnssecOk` is the DO bit of the query we sent upstream; by default the
+ * DO bit echoed in the response's OPT.
+ */
+export function answerFromResponse(
+  msg: Uint8Array,
+  nowNs: number,
+  policy?: Partial<TtlPolicy>,
+  dnssecOk?: boolean,
+): CachedAnswer {
+  const pol = resolveTtlPolicy(policy);
+  // Parse a plain Uint8Array view even when given a Node Buffer, so that the
+  // per-packet parser only ever sees one array shape (UMEM views) and its
+  // element loads stay monomorphic.
+  if (Object.getPrototypeOf(msg) !== Uint8Array.prototype) msg = new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength);
+  const v = scratchView;
+  const e = v.parse(msg, 0, msg.length);
+  if (e !== 0) throw new DnsError(e, v.errorPos);
+  if (!v.qr) throw new DnsError(DnsErrorCode.BAD_DIRECTION, 2, 'not a response');
+  if (v.opcode !== OPCODE_QUERY) throw notCacheable(`opcode ${v.opcode}`);
+  if (v.tc) throw notCacheable('truncated');
+  const rcode = v.rcode;
+  if (rcode !== RCODE_NOERROR && rcode !== RCODE_NXDOMAIN && rcode !== RCODE_SERVFAIL) {
+    throw notCacheable(`rcode ${rcode}`);
+  }
+  const qtype = v.qtype;
+  if (qtype === TYPE_AXFR || qtype === TYPE_IXFR || qtype === TYPE_OPT || qtype === TYPE_TSIG || qtype === TYPE_TKEY) {
+    throw notCacheable(`qtype ${qtype}`);
+  }
+
+  // One pass over all records: TTL minimum, SOA for negative caching, TSIG.
+  const c = scratchCursor;
+  let minTtl = 0x7fffffff;
+  let soaMin = -1;
+  let hasQtype = false;
+  let n = 0;
+  for (let s = 0; s < 3; s++) {
+    v.records(s as 0 | 1 | 2, c);
+    while (c.next()) {
+      if (c.type === TYPE_OPT) continue;
+      if (c.type === TYPE_TSIG || c.type === TYPE_TKEY) throw notCacheable('transaction signature');
+      n++;
+      const ttl = wireTtl(c.ttl);
+      if (ttl < minTtl) minTtl = ttl;
+      if (s === 0 && (c.type === qtype || qtype === TYPE_ANY)) hasQtype = true;
+      if (s === 1 && c.type === TYPE_SOA) {
+        // RFC 2308 5: negative TTL = min(SOA TTL, SOA MINIMUM).
+        const m = Math.min(ttl, wireTtl(readU32(msg, c.rdataPos + c.rdLength - 4)));
+        soaMin = soaMin < 0 ? m : Math.min(soaMin, m);
+      }
+    }
+  }
+
+  let lifetime: number;
+  let negative = false;
+  if (rcode === RCODE_SERVFAIL) {
+    lifetime = n > 0 ? Math.min(pol.servfailTtl, minTtl) : pol.servfailTtl;
+  } else if (rcode === RCODE_NXDOMAIN || !hasQtype) {
+    negative = true;
+    if (soaMin < 0 && v.ancount === 0) throw notCacheable('negative answer without SOA');
+    const base = soaMin < 0 ? minTtl : Math.min(minTtl, soaMin);
+    lifetime = Math.min(Math.max(base, pol.minTtl), pol.negativeMaxTtl);
+  } else {
+    lifetime = Math.min(Math.max(minTtl, pol.minTtl), pol.maxTtl);
+  }
+  if (!(lifetime > 0)) throw notCacheable('zero lifetime');
+
+  // Record bytes: [answerPos, end) without the OPT record.
+  const recStart = v.answerPos;
+  const optStart = v.optPos;
+  const optEnd = optStart < 0 ? -1 : optStart + 1 + RR_FIXED_LEN + v.optRdataLen;
+  const optLen = optStart < 0 ? 0 : optEnd - optStart;
+  const recLen = v.end - recStart - optLen;
+  const keyLen = v.qnameLen + 5;
+  const arr = allocArrays(keyLen, recLen, n);
+  const records = arr.records;
+  if (optStart < 0) {
+    records.set(msg.subarray(recStart, v.end), 0);
+  } else {
+    records.set(msg.subarray(recStart, optStart), 0);
+    records.set(msg.subarray(optEnd, v.end), optStart - recStart);
+  }
+
+  // Shift pointers of records that followed the OPT; fill the TTL tables.
+  const shiftPointer = (pp: number): void => {
+    const t = ((msg[pp]! & 0x3f) << 8) | msg[pp + 1]!;
+    if (t < optStart) return;
+    if (t < optEnd) throw notCacheable('compression pointer into OPT');
+    const nt = t - optLen;
+    const at = pp - optLen - recStart;
+    records[at] = 0xc0 | (nt >>> 8);
+    records[at + 1] = nt & 0xff;
+  };
+  let i = 0;
+  for (let s = 0; s < 3; s++) {
+    v.records(s as 0 | 1 | 2, c);
+    while (c.next()) {
+      if (c.type === TYPE_OPT) continue;
+      const moved = optStart >= 0 && c.pos > optStart;
+      const rel = c.ttlPos - recStart - (moved ? optLen : 0);
+      const ttl = Math.min(Math.max(wireTtl(c.ttl), pol.minTtl), lifetime);
+      arr.ttlOffsets[i] = rel;
+      arr.ttls[i] = ttl;
+      writeU32(records, rel, ttl);
+      i++;
+      if (!moved) continue;
+      let pp = inlinePointer(msg, c.pos);
+      if (pp >= 0) shiftPointer(pp);
+      const layout = rdataLayout(c.type);
+      if (layout === RDATA_OPAQUE) continue;
+      const first = c.rdataPos + (layout === RDATA_PREF_NAME ? 2 : layout === RDATA_SRV ? 6 : 0);
+      pp = inlinePointer(msg, first);
+      if (pp >= 0) shiftPointer(pp);
+      if (layout !== RDATA_NAME && layout !== RDATA_PREF_NAME && layout !== RDATA_SRV) {
+        pp = inlinePointer(msg, skipName(msg, first));
+        if (pp >= 0) shiftPointer(pp);
+      }
+    }
+  }
+
+  const key = arr.key;
+  v.writeKey(key, 0);
+  key[keyLen - 1] = (dnssecOk ?? v.dnssecOk) ? 1 : 0;
+
+  return {
+    key,
+    qnameLen: v.qnameLen,
+    qtype,
+    qclass: v.qclass,
+    dnssecOk: key[keyLen - 1] === 1,
+    rcode,
+    authenticData: v.ad,
+    ancount: v.ancount,
+    nscount: v.nscount,
+    arcount: v.arcount - (optStart < 0 ? 0 : 1),
+    records,
+    ttlOffsets: arr.ttlOffsets,
+    ttls: arr.ttls,
+    originNs: nowNs,
+    expiresNs: nowNs + lifetime * NS_PER_SEC,
+    negative,
+  };
+}
+
+/** Base offset of the records inside a reply to this answer's question. */
+export function recordsBase(a: CachedAnswer): number {
+  return HEADER_LEN + a.qnameLen + 4;
+}
+
+/** Bytes of typed-array payload an answer holds (key, records, TTL tables). */
+export function answerPayloadBytes(a: CachedAnswer): number {
+  return a.key.length + a.records.length + a.ttlOffsets.byteLength + a.ttls.byteLength;
+}
