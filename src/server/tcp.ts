@@ -1,0 +1,363 @@
+/**
+ * DNS over TCP on the served port (RFC 7766, RFC 1035 4.2.2) through a
+ * normal kernel socket: 2-byte length-prefixed messages, several queries per
+ * connection handled concurrently and answered as they complete (possibly
+ * out of order, RFC 7766 6.2.1.1), an idle timeout, and bounds on
+ * connections, message size and pipelining. What a query means is the
+ * handler's business (the same engine, cache and forwarder as UDP); this
+ * file only moves frames and keeps a hostile peer from costing more than
+ * its share.
+ *
+ * A frame shorter than a DNS header, longer than maxMessageSize, or with
+ * QR=1 (an answer sent to a server) is counted and closes the connection:
+ * the stream cannot be trusted after it. Anything else goes to the handler,
+ * which answers FORMERR or returns null to send nothing.
+ */
+import net from 'node:net';
+import { FLAG_QR, HEADER_LEN, MAX_MESSAGE_LEN } from '../dns/constants.js';
+
+/** One query message in (no length prefix), one reply message out, or null for no reply. */
+export type TcpHandler = (query: Uint8Array) => Promise<Uint8Array | null>;
+
+export interface TcpListenerOptions {
+  /** Close a connection with nothing in flight after this long without traffic, ms (default 10000). */
+  idleTimeoutMs?: number;
+  /** Open connections at most; further ones are closed at accept and counted (default 1000). */
+  maxConnections?: number;
+  /** Largest query message accepted, bytes (default 4096, at most 65535). */
+  maxMessageSize?: number;
+  /** Queries in flight per connection before reading from it pauses (default 32). */
+  maxPipelined?: number;
+}
+
+export interface TcpListenOptions {
+  port: number;
+  /** Default: all addresses ('::', dual-stack where the kernel allows it). */
+  host?: string;
+  ipv6Only?: boolean;
+  backlog?: number;
+}
+
+export interface TcpListenerStats {
+  /** Open now. */
+  connections: number;
+  accepted: number;
+  /** Closed at accept because maxConnections were open. */
+  rejected: number;
+  queries: number;
+  responses: number;
+  /** Handler returned null: nothing sent. */
+  dropped: number;
+  /** Frames shorter than a header or carrying QR=1; each closed its connection. */
+  badFrames: number;
+  /** Frames over maxMessageSize; each closed its connection. */
+  oversize: number;
+  /** Handler threw, rejected or returned something that cannot be framed. */
+  handlerErrors: number;
+  idleClosed: number;
+  /** Resets and other socket errors. */
+  socketErrors: number;
+  /** Queries handed to the handler and not yet answered. */
+  inflight: number;
+}
+
+/** Bytes received and not yet framed: a list of chunks, joined only when a whole frame is there. */
+class FrameBuffer {
+  private chunks: Buffer[] = [];
+  size = 0;
+
+  push(b: Buffer): void {
+    if (b.length === 0) return;
+    this.chunks.push(b);
+    this.size += b.length;
+  }
+
+  /** The 16-bit length prefix, or -1 while fewer than 2 bytes are buffered. */
+  peekLength(): number {
+    if (this.size < 2) return -1;
+    const c0 = this.chunks[0]!;
+    return c0.length >= 2 ? (c0[0]! << 8) | c0[1]! : (c0[0]! << 8) | this.chunks[1]![0]!;
+  }
+
+  /** Removes and returns the first n bytes (n <= size); copies only when they span chunks. */
+  take(n: number): Buffer {
+    const c0 = this.chunks[0]!;
+    let out: Buffer;
+    if (c0.length >= n) {
+      out = c0.subarray(0, n);
+      if (c0.length === n) this.chunks.shift();
+      else this.chunks[0] = c0.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let o = 0;
+      while (o < n) {
+        const c = this.chunks[0]!;
+        const k = Math.min(c.length, n - o);
+        out.set(c.subarray(0, k), o);
+        o += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
+      }
+    }
+    this.size -= n;
+    return out;
+  }
+
+  clear(): void {
+    this.chunks = [];
+    this.size = 0;
+  }
+}
+
+interface Conn {
+  sock: net.Socket;
+  frames: FrameBuffer;
+  inflight: number;
+  /** Reading paused for pipelining or write backpressure. */
+  paused: boolean;
+  /** The peer sent FIN: finish what is in flight, then end. */
+  peerEnded: boolean;
+  /** We sent FIN (idle or after the peer's). */
+  ending: boolean;
+}
+
+function intOption(name: string, v: number | undefined, dflt: number, min: number, max: number): number {
+  const x = v ?? dflt;
+  if (!Number.isInteger(x) || x < min || x > max) throw new RangeError(`${name} must be an integer in ${min}..${max}, got ${String(v)}`);
+  return x;
+}
+
+export class TcpListener {
+  readonly idleTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly maxMessageSize: number;
+  readonly maxPipelined: number;
+  private readonly server: net.Server;
+  private readonly conns = new Set<Conn>();
+  private readonly s: Omit<TcpListenerStats, 'connections' | 'inflight'> = {
+    accepted: 0,
+    rejected: 0,
+    queries: 0,
+    responses: 0,
+    dropped: 0,
+    badFrames: 0,
+    oversize: 0,
+    handlerErrors: 0,
+    idleClosed: 0,
+    socketErrors: 0,
+  };
+  private inflight = 0;
+  private closed = false;
+
+  constructor(
+    private readonly handle: TcpHandler,
+    opts: TcpListenerOptions = {},
+  ) {
+    if (typeof handle !== 'function') throw new TypeError('TcpListener needs a handler function');
+    this.idleTimeoutMs = intOption('idleTimeoutMs', opts.idleTimeoutMs, 10_000, 1, 2_147_483_647);
+    this.maxConnections = intOption('maxConnections', opts.maxConnections, 1000, 1, 1_000_000);
+    this.maxMessageSize = intOption('maxMessageSize', opts.maxMessageSize, 4096, HEADER_LEN, MAX_MESSAGE_LEN);
+    this.maxPipelined = intOption('maxPipelined', opts.maxPipelined, 32, 1, 65535);
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false }, (sock) => this.onConnection(sock));
+    this.server.maxConnections = this.maxConnections;
+    this.server.on('drop', () => this.s.rejected++);
+    // After listen() succeeded, server errors (EMFILE on accept ...) are counted, never thrown.
+    this.server.on('error', () => this.s.socketErrors++);
+  }
+
+  /** Starts listening; resolves with the bound address (port 0 picks a free one). */
+  listen(o: TcpListenOptions): Promise<net.AddressInfo> {
+    if (this.closed) return Promise.reject(new Error('TcpListener is closed'));
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error): void => reject(e);
+      this.server.once('error', onError);
+      const lo: net.ListenOptions = { port: o.port, exclusive: true };
+      if (o.host !== undefined) lo.host = o.host;
+      if (o.ipv6Only !== undefined) lo.ipv6Only = o.ipv6Only;
+      if (o.backlog !== undefined) lo.backlog = o.backlog;
+      this.server.listen(lo, () => {
+        this.server.off('error', onError);
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  address(): net.AddressInfo | null {
+    const a = this.server.address();
+    return a !== null && typeof a === 'object' ? a : null;
+  }
+
+  stats(): TcpListenerStats {
+    return { connections: this.conns.size, inflight: this.inflight, ...this.s };
+  }
+
+  /** Stops accepting, closes every connection (answers in flight are dropped) and waits for the server to close. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const done = this.server.listening ? new Promise<void>((r) => this.server.close(() => r())) : Promise.resolve();
+    for (const c of this.conns) c.sock.destroy();
+    this.conns.clear();
+    await done;
+  }
+
+  // ---- connections -------------------------------------------------------------
+
+  private onConnection(sock: net.Socket): void {
+    if (this.closed) {
+      sock.destroy();
+      return;
+    }
+    this.s.accepted++;
+    const c: Conn = { sock, frames: new FrameBuffer(), inflight: 0, paused: false, peerEnded: false, ending: false };
+    this.conns.add(c);
+    sock.setTimeout(this.idleTimeoutMs);
+    sock.on('data', (d: Buffer) => this.onData(c, d));
+    sock.on('end', () => {
+      c.peerEnded = true;
+      this.maybeEnd(c);
+    });
+    sock.on('timeout', () => this.onIdle(c));
+    sock.on('drain', () => {
+      this.maybeResume(c);
+      this.maybeEnd(c);
+    });
+    sock.on('error', () => this.s.socketErrors++);
+    sock.on('close', () => {
+      this.conns.delete(c);
+      c.frames.clear();
+    });
+  }
+
+  private onData(c: Conn, d: Buffer): void {
+    if (c.sock.destroyed || c.ending) return;
+    c.frames.push(d);
+    this.pump(c);
+  }
+
+  /** True while this connection may take another query. */
+  private canTake(c: Conn): boolean {
+    return c.inflight < this.maxPipelined && !c.sock.writableNeedDrain;
+  }
+
+  /** Frames and dispatches buffered queries while the connection may take more; pauses reading when it may not. */
+  private pump(c: Conn): void {
+    for (;;) {
+      if (!this.canTake(c)) {
+        this.pause(c);
+        return;
+      }
+      const len = c.frames.peekLength();
+      if (len < 0) return;
+      if (len > this.maxMessageSize) {
+        this.s.oversize++;
+        this.kill(c);
+        return;
+      }
+      if (len < HEADER_LEN) {
+        this.s.badFrames++;
+        this.kill(c);
+        return;
+      }
+      if (c.frames.size < 2 + len) return;
+      c.frames.take(2);
+      const msg = c.frames.take(len);
+      if ((((msg[2]! << 8) | msg[3]!) & FLAG_QR) !== 0) {
+        this.s.badFrames++;
+        this.kill(c);
+        return;
+      }
+      this.dispatch(c, msg);
+      if (c.sock.destroyed) return;
+    }
+  }
+
+  private dispatch(c: Conn, msg: Uint8Array): void {
+    this.s.queries++;
+    c.inflight++;
+    this.inflight++;
+    let p: Promise<Uint8Array | null>;
+    try {
+      p = Promise.resolve(this.handle(msg));
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then(
+      (reply) => this.onReply(c, reply),
+      () => {
+        this.s.handlerErrors++;
+        this.onReply(c, null, true);
+      },
+    );
+  }
+
+  private onReply(c: Conn, reply: Uint8Array | null, failed = false): void {
+    c.inflight--;
+    this.inflight--;
+    const sock = c.sock;
+    if (!failed && !sock.destroyed && !c.ending) {
+      if (reply === null) {
+        this.s.dropped++;
+      } else if (!(reply instanceof Uint8Array) || reply.length < HEADER_LEN || reply.length > MAX_MESSAGE_LEN) {
+        this.s.handlerErrors++;
+      } else {
+        // One buffer, one write: the handler may reuse its output buffer as soon as we return.
+        const framed = Buffer.allocUnsafe(2 + reply.length);
+        framed[0] = reply.length >>> 8;
+        framed[1] = reply.length & 0xff;
+        framed.set(reply, 2);
+        this.s.responses++;
+        sock.write(framed);
+      }
+    }
+    // A reply re-arms the idle timer by itself; after a drop or an error, do it here.
+    if (c.inflight === 0 && !sock.destroyed) sock.setTimeout(this.idleTimeoutMs);
+    this.maybeResume(c);
+    this.maybeEnd(c);
+  }
+
+  private pause(c: Conn): void {
+    if (c.paused) return;
+    c.paused = true;
+    c.sock.pause();
+  }
+
+  /** After an answer or a drain: frame what is buffered, then read again if there is room. */
+  private maybeResume(c: Conn): void {
+    if (!c.paused || c.sock.destroyed || c.ending) return;
+    if (!this.canTake(c)) return;
+    c.paused = false;
+    this.pump(c);
+    if (!c.paused) c.sock.resume();
+  }
+
+  /**
+   * After the peer's FIN, end our side once every answer is out. Not while
+   * paused: complete frames may still wait in the buffer; a partial frame
+   * left when the peer stops is discarded.
+   */
+  private maybeEnd(c: Conn): void {
+    if (c.peerEnded && c.inflight === 0 && !c.paused && !c.ending && !c.sock.destroyed) {
+      c.ending = true;
+      c.sock.end();
+    }
+  }
+
+  private onIdle(c: Conn): void {
+    if (c.ending) {
+      // We said goodbye an idle period ago and the peer is still there.
+      c.sock.destroy();
+      return;
+    }
+    if (c.inflight > 0) return; // waiting on the upstream is not idleness; the reply re-arms the timer
+    this.s.idleClosed++;
+    c.ending = true;
+    c.sock.end();
+  }
+
+  /** Closes at once after a framing error: the rest of the stream cannot be trusted. */
+  private kill(c: Conn): void {
+    c.frames.clear();
+    c.sock.destroy();
+  }
+}

@@ -1,0 +1,513 @@
+/**
+ * The upstream forwarder: resolves one question at a time against the
+ * configured upstreams over kernel UDP sockets, with a bounded total time.
+ *
+ *   resolve(q) ── same question in flight? ── yes: wait for it (coalesced)
+ *        │ no
+ *        ▼
+ *   attempt: pick upstream (health.ts), fresh ID, fresh socket on a random port,
+ *            send, wait min(timeoutMs, time left)
+ *        │ timeout / error ─────────────► next attempt (next upstream first);
+ *        │                                 earlier sockets stay open for late answers
+ *        │ validated answer (source, ID, question; MessageView well-formed)
+ *        ├─ TC=1 ─► same query over TCP to the same upstream
+ *        ├─ REFUSED/NOTIMP/FORMERR ─► kept; another upstream is tried if one is left
+ *        ▼
+ *   resolve every waiter with the upstream's message (each its own copy)
+ *
+ * At the deadline (default 4 s) the waiters are rejected with an
+ * UpstreamError and the caller answers SERVFAIL. Only what this class
+ * resolves with may be cached: it is always a response that a configured
+ * upstream sent to the port and ID of our query, for the question asked.
+ */
+import { RCODE_FORMERR, RCODE_NOTIMP, RCODE_REFUSED } from '../dns/constants.js';
+import { MessageView } from '../dns/view.js';
+import { UpstreamError, type UpstreamErrorCode } from './errors.js';
+import { pickUpstream, resolveHealthOptions, UpstreamHealth, type HealthOptions, type UpstreamStats } from './health.js';
+import { kernelPortRange, randomU16, type PortRange } from './random.js';
+import { TcpExchange } from './tcp-client.js';
+import { UdpExchange } from './udp.js';
+import { checkUpstreamAddr, type UpstreamAddr } from './upstream.js';
+import { buildQuery, checkQuestion, checkUdpSize, Mismatch, questionKey, type MismatchCode, type Question } from './wire.js';
+
+export type { Question } from './wire.js';
+
+export interface ForwarderOptions {
+  upstreams: UpstreamAddr[];
+  /** Per attempt, ms (default 1000). */
+  timeoutMs?: number;
+  /** Total budget per question, ms (default 4000); the caller's SERVFAIL goes out before 5 s. */
+  deadlineMs?: number;
+  /** Retry over TCP when an upstream answers with TC=1 (default true). */
+  tcpFallback?: boolean;
+  /** EDNS UDP payload size we advertise upstream (default 1232). */
+  udpSize?: number;
+  /** Most distinct questions in flight; beyond it resolve() rejects with UPSTREAM_BUSY (default 4096). */
+  maxInflight?: number;
+  /** Circuit-breaker and selection tuning (health.ts). */
+  health?: Partial<HealthOptions>;
+  /** Source ports to draw from (default: the kernel's ephemeral range minus reserved ports). */
+  portRange?: PortRange;
+}
+
+export interface ForwarderStats {
+  /** Queries sent upstream over UDP (probes not included). */
+  sent: number;
+  /** Validated answers received (UDP and TCP). */
+  answers: number;
+  /** Attempts that timed out. */
+  timeouts: number;
+  /** Datagrams or TCP messages ignored because they were not the answer; sum of mismatchedBy. */
+  mismatched: number;
+  mismatchedBy: { source: number; id: number; question: number; malformed: number };
+  /** TC=1 answers retried over TCP. */
+  tcpRetries: number;
+  /** resolve() calls served by a query already in flight. */
+  coalesced: number;
+  /** resolve() calls rejected (timeout, failure, busy): each one is a SERVFAIL for a client. */
+  servfail: number;
+  /** Rejected because maxInflight questions were in flight (included in servfail). */
+  busy: number;
+  /** Send, bind and connect errors. */
+  errors: number;
+  /** Health probes sent to upstreams that were down. */
+  probes: number;
+  /** Distinct questions in flight now. */
+  inflight: number;
+  perUpstream: UpstreamStats[];
+}
+
+interface Waiter {
+  resolve(msg: Uint8Array): void;
+  reject(err: Error): void;
+}
+
+interface Attempt {
+  up: UpstreamHealth;
+  udp: UdpExchange;
+  /** Timed out or failed; a late answer is still accepted. */
+  over: boolean;
+}
+
+/** One distinct question in flight. */
+interface Flight {
+  key: string;
+  q: Question;
+  waiters: Waiter[];
+  startedAt: number;
+  deadlineAt: number;
+  deadlineTimer: NodeJS.Timeout | null;
+  attemptTimer: NodeJS.Timeout | null;
+  current: Attempt | null;
+  attempts: Attempt[];
+  /** Attempts per upstream index. */
+  tries: Uint8Array;
+  tcp: TcpExchange | null;
+  /** A validated answer we would rather not give (TC after TCP failed, a lame rcode) but will at the end. */
+  fallback: Uint8Array | null;
+  /** Some attempt failed other than by timing out. */
+  hadError: boolean;
+  lastError: Error | null;
+  done: boolean;
+}
+
+/** A copy as a plain Uint8Array (Buffer#slice would share memory). */
+function copyBytes(m: Uint8Array): Uint8Array {
+  const out = new Uint8Array(m.length);
+  out.set(m);
+  return out;
+}
+
+const PROBE_QUESTION: Question = { name: Uint8Array.of(0), qtype: 2 /* NS */, qclass: 1, dnssecOk: false };
+
+function positiveMs(name: string, v: number | undefined, dflt: number): number {
+  const x = v ?? dflt;
+  if (!Number.isFinite(x) || x <= 0 || x > 2_147_483_647) {
+    throw new UpstreamError('UPSTREAM_BAD_CONFIG', `${name} must be a positive number of ms, got ${String(v)}`);
+  }
+  return x;
+}
+
+export class Forwarder {
+  readonly timeoutMs: number;
+  readonly deadlineMs: number;
+  readonly tcpFallback: boolean;
+  readonly udpSize: number;
+  readonly maxInflight: number;
+  private readonly ups: UpstreamHealth[];
+  private readonly ports: PortRange;
+  private readonly flights = new Map<string, Flight>();
+  /** Probes in flight and their timers. */
+  private readonly probeExchanges = new Map<UdpExchange, NodeJS.Timeout>();
+  /** Most attempts per question: one per upstream plus one per timeout that fits in the deadline. */
+  private readonly maxAttempts: number;
+  /** Reused for every check; parse is synchronous inside one socket callback. */
+  private readonly view = new MessageView();
+  private closed = false;
+  private readonly s = {
+    sent: 0,
+    answers: 0,
+    timeouts: 0,
+    tcpRetries: 0,
+    coalesced: 0,
+    servfail: 0,
+    busy: 0,
+    errors: 0,
+    probes: 0,
+    source: 0,
+    id: 0,
+    question: 0,
+    malformed: 0,
+  };
+
+  constructor(opts: ForwarderOptions) {
+    if (opts === null || typeof opts !== 'object' || !Array.isArray(opts.upstreams) || opts.upstreams.length === 0) {
+      throw new UpstreamError('UPSTREAM_BAD_CONFIG', 'at least one upstream is needed');
+    }
+    if (opts.upstreams.length > 255) throw new UpstreamError('UPSTREAM_BAD_CONFIG', 'at most 255 upstreams');
+    this.timeoutMs = positiveMs('timeoutMs', opts.timeoutMs, 1000);
+    this.deadlineMs = positiveMs('deadlineMs', opts.deadlineMs, 4000);
+    this.tcpFallback = opts.tcpFallback ?? true;
+    this.udpSize = checkUdpSize(opts.udpSize ?? 1232);
+    this.maxInflight = opts.maxInflight ?? 4096;
+    if (!Number.isInteger(this.maxInflight) || this.maxInflight < 1) {
+      throw new UpstreamError('UPSTREAM_BAD_CONFIG', `maxInflight must be a positive integer, got ${String(opts.maxInflight)}`);
+    }
+    this.maxAttempts = opts.upstreams.length + Math.ceil(this.deadlineMs / this.timeoutMs);
+    const health = resolveHealthOptions(opts.health);
+    this.ups = opts.upstreams.map((u, i) => new UpstreamHealth(checkUpstreamAddr(u), i, health));
+    this.ports = opts.portRange ?? kernelPortRange();
+    if (!(Number.isInteger(this.ports.low) && Number.isInteger(this.ports.high) && this.ports.low >= 1 && this.ports.high <= 65535 && this.ports.low <= this.ports.high)) {
+      throw new UpstreamError('UPSTREAM_BAD_CONFIG', `bad port range ${this.ports.low}-${this.ports.high}`);
+    }
+  }
+
+  /**
+   * The upstream's answer to `q` (full wire message, the upstream's ID and
+   * question case), or a rejection with an UpstreamError: UPSTREAM_TIMEOUT
+   * or UPSTREAM_FAILED at the deadline, UPSTREAM_BUSY at once when too much
+   * is in flight, UPSTREAM_CLOSED, UPSTREAM_BAD_QUERY.
+   */
+  resolve(q: Question): Promise<Uint8Array> {
+    if (this.closed) return Promise.reject(new UpstreamError('UPSTREAM_CLOSED', 'forwarder is closed'));
+    try {
+      checkQuestion(q);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const key = questionKey(q);
+    const existing = this.flights.get(key);
+    if (existing !== undefined) {
+      this.s.coalesced++;
+      return new Promise((resolve, reject) => existing.waiters.push({ resolve, reject }));
+    }
+    if (this.flights.size >= this.maxInflight) {
+      this.s.busy++;
+      this.s.servfail++;
+      return Promise.reject(new UpstreamError('UPSTREAM_BUSY', `${this.flights.size} questions in flight`));
+    }
+    const now = performance.now();
+    const f: Flight = {
+      key,
+      // Copy: the caller's name may live in a frame that is reused as soon as we return.
+      q: { name: copyBytes(q.name), qtype: q.qtype, qclass: q.qclass, dnssecOk: q.dnssecOk === true, checkingDisabled: q.checkingDisabled === true },
+      waiters: [],
+      startedAt: now,
+      deadlineAt: now + this.deadlineMs,
+      deadlineTimer: null,
+      attemptTimer: null,
+      current: null,
+      attempts: [],
+      tries: new Uint8Array(this.ups.length),
+      tcp: null,
+      fallback: null,
+      hadError: false,
+      lastError: null,
+      done: false,
+    };
+    const p = new Promise<Uint8Array>((resolve, reject) => f.waiters.push({ resolve, reject }));
+    this.flights.set(key, f);
+    f.deadlineTimer = setTimeout(() => this.onDeadline(f), this.deadlineMs);
+    this.startProbes(now);
+    this.nextAttempt(f);
+    return p;
+  }
+
+  // ---- attempts ------------------------------------------------------------
+
+  private nextAttempt(f: Flight): void {
+    if (f.done) return;
+    const now = performance.now();
+    const left = f.deadlineAt - now;
+    if (left <= 0) {
+      this.onDeadline(f);
+      return;
+    }
+    if (f.attempts.length >= this.maxAttempts) {
+      // Out of attempts: wait for a late answer on a socket still open, or end now if none is.
+      if (f.attempts.every((x) => x.udp.isClosed)) this.onDeadline(f);
+      return;
+    }
+    const up = pickUpstream(this.ups, f.tries);
+    f.tries[up.index] = Math.min(255, f.tries[up.index]! + 1);
+    const id = randomU16();
+    const wire = buildQuery(f.q, id, this.udpSize);
+    const attempt: Attempt = { up, udp: null as unknown as UdpExchange, over: false };
+    attempt.udp = new UdpExchange(up.addr, wire, id, f.q, this.ports, this.view, {
+      answer: (msg, view) => this.onUdpAnswer(f, attempt, msg, view),
+      ignored: (reason) => this.onIgnored(up, reason),
+      error: (err) => this.onAttemptError(f, attempt, err),
+    });
+    f.attempts.push(attempt);
+    f.current = attempt;
+    this.s.sent++;
+    up.sent++;
+    attempt.udp.start();
+    const wait = Math.min(this.timeoutMs, left);
+    f.attemptTimer = setTimeout(() => this.onAttemptTimeout(f, attempt, wait), wait);
+  }
+
+  private onAttemptTimeout(f: Flight, a: Attempt, waitedMs: number): void {
+    f.attemptTimer = null;
+    if (f.done || a.over) return;
+    a.over = true;
+    this.s.timeouts++;
+    a.up.onFailure(performance.now(), 'timeout', waitedMs);
+    // The socket stays open: a late answer from this upstream still counts.
+    this.nextAttempt(f);
+  }
+
+  private onAttemptError(f: Flight, a: Attempt, err: Error): void {
+    this.s.errors++;
+    f.hadError = true;
+    f.lastError = err;
+    if (f.done || a.over) return;
+    a.over = true;
+    a.up.onFailure(performance.now(), 'error', 0);
+    if (f.current !== a || f.tcp !== null) return;
+    this.clearAttemptTimer(f);
+    // Failing at once on every upstream (no route, no sockets): give up now rather than retry until the deadline.
+    if (f.attempts.length >= this.ups.length && f.attempts.every((x) => x.udp.isClosed)) {
+      this.onDeadline(f);
+      return;
+    }
+    this.nextAttempt(f);
+  }
+
+  private onIgnored(up: UpstreamHealth, reason: MismatchCode): void {
+    up.mismatched++;
+    if (reason === Mismatch.SOURCE) this.s.source++;
+    else if (reason === Mismatch.ID) this.s.id++;
+    else if (reason === Mismatch.QUESTION) this.s.question++;
+    else this.s.malformed++;
+  }
+
+  private onUdpAnswer(f: Flight, a: Attempt, msg: Uint8Array, view: MessageView): void {
+    if (f.done) return;
+    this.s.answers++;
+    a.up.onAnswer(performance.now() - a.udp.sentAt);
+    a.over = true;
+    a.udp.close();
+    if (view.tc && this.tcpFallback) {
+      f.fallback = copyBytes(msg);
+      this.startTcp(f, a.up);
+      return;
+    }
+    this.onValidAnswer(f, a.up, msg, view);
+  }
+
+  /** A validated answer (UDP without TC, or TCP): give it, or keep it and try elsewhere for a lame rcode. */
+  private onValidAnswer(f: Flight, up: UpstreamHealth, msg: Uint8Array, view: MessageView): void {
+    const rc = view.rcode;
+    if (rc === RCODE_REFUSED || rc === RCODE_NOTIMP || rc === RCODE_FORMERR) {
+      // Lame for us (ACL, unsupported, our EDNS): worth another upstream if one is untried.
+      // Not a health failure: the upstream is alive, and an authoritative one refuses foreign zones.
+      f.fallback = copyBytes(msg);
+      if (f.tries.some((t, i) => t === 0 && !this.ups[i]!.down)) {
+        this.clearAttemptTimer(f);
+        this.nextAttempt(f);
+        return;
+      }
+    }
+    this.succeed(f, msg);
+  }
+
+  private startTcp(f: Flight, up: UpstreamHealth): void {
+    this.clearAttemptTimer(f);
+    this.closeUdp(f);
+    this.s.tcpRetries++;
+    const left = f.deadlineAt - performance.now();
+    const id = randomU16();
+    const tcp = new TcpExchange(up.addr, buildQuery(f.q, id, this.udpSize), id, f.q, this.view, {
+      answer: (msg, view) => {
+        f.tcp = null;
+        this.s.answers++;
+        this.onValidAnswer(f, up, msg, view);
+      },
+      ignored: (reason) => this.onIgnored(up, reason),
+      error: (err, timedOut) => {
+        f.tcp = null;
+        if (timedOut) this.s.timeouts++;
+        else this.s.errors++;
+        f.hadError = true;
+        f.lastError = err;
+        up.onFailure(performance.now(), timedOut ? 'timeout' : 'error', 0);
+        if (f.done) return;
+        // Another upstream may manage TCP; the truncated answer is what we give if none does.
+        this.nextAttempt(f);
+      },
+    });
+    f.tcp = tcp;
+    // TCP gets what is left of the budget: a large answer is worth more than a second UDP round.
+    tcp.start(Math.max(1, left));
+  }
+
+  // ---- settling --------------------------------------------------------------
+
+  private succeed(f: Flight, msg: Uint8Array): void {
+    const ws = this.settle(f);
+    for (let i = 0; i < ws.length; i++) ws[i]!.resolve(copyBytes(msg));
+  }
+
+  private onDeadline(f: Flight): void {
+    if (f.done) return;
+    const a = f.current;
+    if (a !== null && !a.over && f.tcp === null) {
+      // The deadline cut the last attempt's wait short: it timed out all the same.
+      a.over = true;
+      this.s.timeouts++;
+      const now = performance.now();
+      a.up.onFailure(now, 'timeout', a.udp.sentAt > 0 ? now - a.udp.sentAt : this.timeoutMs);
+    }
+    if (f.fallback !== null) {
+      this.succeed(f, f.fallback);
+      return;
+    }
+    const code: UpstreamErrorCode = f.hadError ? 'UPSTREAM_FAILED' : 'UPSTREAM_TIMEOUT';
+    const ms = Math.round(performance.now() - f.startedAt);
+    const tried = f.attempts.map((a) => a.up.label).join(', ');
+    const why =
+      code === 'UPSTREAM_TIMEOUT'
+        ? `no answer after ${ms} ms (${f.attempts.length} attempts: ${tried})`
+        : `upstreams failed after ${ms} ms (${tried}): ${f.lastError?.message ?? 'error'}`;
+    const ws = this.settle(f);
+    this.s.servfail += ws.length;
+    const err = new UpstreamError(code, why, f.lastError ? { cause: f.lastError } : undefined);
+    for (const w of ws) w.reject(err);
+  }
+
+  /** Ends a flight: timers, sockets, map entry. Returns its waiters. */
+  private settle(f: Flight): Waiter[] {
+    f.done = true;
+    this.clearAttemptTimer(f);
+    if (f.deadlineTimer) clearTimeout(f.deadlineTimer);
+    f.deadlineTimer = null;
+    this.closeUdp(f);
+    f.tcp?.close();
+    f.tcp = null;
+    if (this.flights.get(f.key) === f) this.flights.delete(f.key);
+    const ws = f.waiters;
+    f.waiters = [];
+    return ws;
+  }
+
+  private clearAttemptTimer(f: Flight): void {
+    if (f.attemptTimer) clearTimeout(f.attemptTimer);
+    f.attemptTimer = null;
+  }
+
+  private closeUdp(f: Flight): void {
+    for (const a of f.attempts) {
+      a.over = true;
+      a.udp.close();
+    }
+  }
+
+  // ---- probes ----------------------------------------------------------------
+
+  /** Sends one probe ('. NS') to each down upstream whose backoff is over. */
+  private startProbes(now: number): void {
+    for (const up of this.ups) {
+      if (up.probeDue(now)) this.probe(up);
+    }
+  }
+
+  private probe(up: UpstreamHealth): void {
+    up.probing = true;
+    up.probes++;
+    this.s.probes++;
+    const id = randomU16();
+    const end = (): void => {
+      up.probing = false;
+      const t = this.probeExchanges.get(ex);
+      if (t) clearTimeout(t);
+      this.probeExchanges.delete(ex);
+      ex.close();
+    };
+    const ex = new UdpExchange(up.addr, buildQuery(PROBE_QUESTION, id, this.udpSize), id, PROBE_QUESTION, this.ports, this.view, {
+      // Any validated answer, whatever its rcode, shows the upstream is there.
+      answer: () => {
+        up.onAnswer(performance.now() - ex.sentAt);
+        end();
+      },
+      ignored: (reason) => this.onIgnored(up, reason),
+      error: () => {
+        this.s.errors++;
+        end();
+        up.onFailure(performance.now(), 'error', 0);
+      },
+    });
+    this.probeExchanges.set(
+      ex,
+      setTimeout(() => {
+        end();
+        up.onFailure(performance.now(), 'timeout', 0);
+      }, this.timeoutMs),
+    );
+    ex.start();
+  }
+
+  // ---- outside ---------------------------------------------------------------
+
+  stats(): ForwarderStats {
+    const s = this.s;
+    const now = performance.now();
+    return {
+      sent: s.sent,
+      answers: s.answers,
+      timeouts: s.timeouts,
+      mismatched: s.source + s.id + s.question + s.malformed,
+      mismatchedBy: { source: s.source, id: s.id, question: s.question, malformed: s.malformed },
+      tcpRetries: s.tcpRetries,
+      coalesced: s.coalesced,
+      servfail: s.servfail,
+      busy: s.busy,
+      errors: s.errors,
+      probes: s.probes,
+      inflight: this.flights.size,
+      perUpstream: this.ups.map((u) => u.snapshot(now)),
+    };
+  }
+
+  /** The upstreams in list order, canonicalized. */
+  get upstreams(): UpstreamAddr[] {
+    return this.ups.map((u) => ({ ...u.addr }));
+  }
+
+  /** Rejects everything in flight with UPSTREAM_CLOSED and closes every socket. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const err = new UpstreamError('UPSTREAM_CLOSED', 'forwarder closed');
+    for (const f of [...this.flights.values()]) {
+      for (const w of this.settle(f)) w.reject(err);
+    }
+    for (const [ex, t] of this.probeExchanges) {
+      clearTimeout(t);
+      ex.close();
+    }
+    this.probeExchanges.clear();
+    // Let the socket close callbacks run.
+    await new Promise<void>((r) => setImmediate(r));
+  }
+}

@@ -1,0 +1,374 @@
+/**
+ * The DNS-over-TCP listener on loopback: RFC 7766 framing, pipelining with
+ * out-of-order answers, idle timeout, limits, hostile framing; and, end to
+ * end with the forwarder and the DNS core's cache, the full answer for a
+ * client that got TC=1 over UDP.
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { once } from 'node:events';
+import dnsPacket from 'dns-packet';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TcpListener, type TcpHandler, type TcpListenerOptions } from '../../src/server/tcp.js';
+import { DnsCache } from '../../src/cache/cache.js';
+import { MessageView } from '../../src/dns/view.js';
+import { writeReply, writeRcodeReply } from '../../src/dns/reply.js';
+import { MAX_KEY_LEN, RCODE_SERVFAIL } from '../../src/dns/constants.js';
+import { Forwarder } from '../../src/upstream/forwarder.js';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function query(name: string, id: number, type: dnsPacket.RecordType = 'A', udpSize?: number): Buffer {
+  return dnsPacket.encode({
+    type: 'query',
+    id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ name, type, class: 'IN' }],
+    additionals: udpSize ? [{ type: 'OPT', name: '.', udpPayloadSize: udpSize, flags: 0, options: [] } as unknown as dnsPacket.Answer] : [],
+  });
+}
+
+function frame(m: Uint8Array): Buffer {
+  const b = Buffer.alloc(2 + m.length);
+  b.writeUInt16BE(m.length, 0);
+  b.set(m, 2);
+  return b;
+}
+
+/** Answers "<n>ms.<anything>" after n ms with one A record; "drop." with null; "throw." by throwing. */
+const echo: TcpHandler = async (qm) => {
+  const d = dnsPacket.decode(Buffer.from(qm));
+  const name = d.questions![0]!.name;
+  if (name.startsWith('drop.')) return null;
+  if (name.startsWith('throw.')) throw new Error('handler bug');
+  const ms = /^(\d+)ms\./.exec(name);
+  if (ms) await sleep(Number(ms[1]));
+  return dnsPacket.encode({
+    type: 'response',
+    id: d.id,
+    flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+    questions: d.questions,
+    answers: [{ type: 'A', name, ttl: 60, data: '198.18.0.1' }],
+  });
+};
+
+async function listener(handler: TcpHandler = echo, opts: TcpListenerOptions = {}, host = '127.0.0.1'): Promise<{ l: TcpListener; port: number }> {
+  const l = new TcpListener(handler, opts);
+  const a = await l.listen({ port: 0, host });
+  cleanups.push(() => l.close());
+  return { l, port: a.port };
+}
+
+/** A client that collects length-prefixed messages and notices the close. */
+class Client {
+  readonly msgs: dnsPacket.DecodedPacket[] = [];
+  closed = false;
+  closedAt = 0;
+  private buf = Buffer.alloc(0);
+  private waiters: (() => void)[] = [];
+
+  private constructor(readonly sock: net.Socket) {
+    sock.setNoDelay(true);
+    sock.on('data', (d) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      while (this.buf.length >= 2 && this.buf.length >= 2 + this.buf.readUInt16BE(0)) {
+        const n = this.buf.readUInt16BE(0);
+        this.msgs.push(dnsPacket.decode(this.buf.subarray(2, 2 + n)));
+        this.buf = this.buf.subarray(2 + n);
+      }
+      this.wake();
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      this.closed = true;
+      this.closedAt = performance.now();
+      this.wake();
+    });
+  }
+
+  static async connect(port: number, host = '127.0.0.1'): Promise<Client> {
+    const s = net.connect({ port, host });
+    await once(s, 'connect');
+    const c = new Client(s);
+    cleanups.push(() => {
+      s.destroy();
+    });
+    return c;
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Waits until `pred` holds (checked on every event), or fails after `ms`. */
+  async until(pred: () => boolean, ms = 2000): Promise<void> {
+    const end = performance.now() + ms;
+    while (!pred()) {
+      const left = end - performance.now();
+      if (left <= 0) throw new Error('timed out waiting');
+      await Promise.race([new Promise<void>((r) => this.waiters.push(r)), sleep(left)]);
+    }
+  }
+
+  write(b: Uint8Array): Promise<void> {
+    return new Promise((r) => this.sock.write(b, () => r()));
+  }
+}
+
+describe('TcpListener: framing and pipelining', () => {
+  it('answers several pipelined queries on one connection, out of order as they complete', async () => {
+    const { l, port } = await listener();
+    const c = await Client.connect(port);
+    await c.write(Buffer.concat([frame(query('150ms.slow.test', 1)), frame(query('fast.test', 2)), frame(query('20ms.mid.test', 3))]));
+    await c.until(() => c.msgs.length === 3);
+    expect(c.msgs.map((m) => m.id)).toEqual([2, 3, 1]);
+    expect(c.msgs.find((m) => m.id === 1)!.questions![0]!.name).toBe('150ms.slow.test');
+    expect(l.stats()).toMatchObject({ accepted: 1, connections: 1, queries: 3, responses: 3, inflight: 0 });
+  });
+
+  it('reassembles frames split across TCP segments, down to one byte at a time', async () => {
+    const { l, port } = await listener();
+    const c = await Client.connect(port);
+    const bytes = Buffer.concat([frame(query('split-one.test', 11)), frame(query('split-two.test', 12))]);
+    for (let i = 0; i < bytes.length; i++) {
+      await c.write(bytes.subarray(i, i + 1));
+      if (i % 8 === 0) await sleep(1);
+    }
+    await c.until(() => c.msgs.length === 2);
+    expect(c.msgs.map((m) => m.id).sort()).toEqual([11, 12]);
+    // Boundaries inside the length prefix and across messages in one write.
+    const more = Buffer.concat([frame(query('a.test', 21)), frame(query('b.test', 22)), frame(query('c.test', 23))]);
+    await c.write(more.subarray(0, 1));
+    await sleep(5);
+    await c.write(more.subarray(1, 40));
+    await sleep(5);
+    await c.write(more.subarray(40));
+    await c.until(() => c.msgs.length === 5);
+    expect(l.stats()).toMatchObject({ queries: 5, responses: 5, badFrames: 0 });
+  });
+
+  it('keeps the connection after a dropped query and after a handler error, and counts both', async () => {
+    const { l, port } = await listener();
+    const c = await Client.connect(port);
+    await c.write(Buffer.concat([frame(query('drop.test', 1)), frame(query('throw.test', 2)), frame(query('ok.test', 3))]));
+    await c.until(() => c.msgs.length === 1);
+    expect(c.msgs[0]!.id).toBe(3);
+    expect(c.closed).toBe(false);
+    expect(l.stats()).toMatchObject({ dropped: 1, handlerErrors: 1, responses: 1 });
+  });
+
+  it('answers queries sent before the client half-closes, then closes', async () => {
+    const { port } = await listener();
+    const c = await Client.connect(port);
+    await c.write(Buffer.concat([frame(query('30ms.fin.test', 7)), frame(query('fin2.test', 8))]));
+    c.sock.end();
+    await c.until(() => c.closed);
+    expect(c.msgs.map((m) => m.id).sort()).toEqual([7, 8]);
+  });
+
+  it('serves IPv6 loopback', async () => {
+    const { port } = await listener(echo, {}, '::1');
+    const c = await Client.connect(port, '::1');
+    await c.write(frame(query('v6.test', 66)));
+    await c.until(() => c.msgs.length === 1);
+    expect(c.msgs[0]!.id).toBe(66);
+    expect(c.sock.remoteAddress).toBe('::1');
+  });
+
+  it('pauses reading beyond maxPipelined and still answers everything', async () => {
+    const { l, port } = await listener(echo, { maxPipelined: 4 });
+    const c = await Client.connect(port);
+    const frames = Array.from({ length: 40 }, (_, i) => frame(query(`10ms.p${i}.test`, 100 + i)));
+    let peak = 0;
+    const t = setInterval(() => (peak = Math.max(peak, l.stats().inflight)), 1);
+    await c.write(Buffer.concat(frames));
+    await c.until(() => c.msgs.length === 40, 5000);
+    clearInterval(t);
+    expect(peak).toBeLessThanOrEqual(4);
+    expect(new Set(c.msgs.map((m) => m.id)).size).toBe(40);
+  });
+
+  it('answers every buffered query after a half-close while paused by maxPipelined', async () => {
+    const { port } = await listener(echo, { maxPipelined: 2 });
+    const c = await Client.connect(port);
+    await c.write(Buffer.concat(Array.from({ length: 10 }, (_, i) => frame(query(`5ms.h${i}.test`, 200 + i)))));
+    c.sock.end();
+    await c.until(() => c.closed, 3000);
+    expect(c.msgs).toHaveLength(10);
+  });
+});
+
+describe('TcpListener: timeouts, limits and hostile input', () => {
+  it('closes an idle connection after idleTimeoutMs, but not while a query is in flight', async () => {
+    const { l, port } = await listener(echo, { idleTimeoutMs: 150 });
+    const idle = await Client.connect(port);
+    const t0 = performance.now();
+    await idle.until(() => idle.closed);
+    expect(idle.closedAt - t0).toBeGreaterThanOrEqual(120);
+    expect(idle.closedAt - t0).toBeLessThan(1000);
+
+    const busy = await Client.connect(port);
+    await busy.write(frame(query('400ms.slow.test', 5)));
+    await busy.until(() => busy.msgs.length === 1 || busy.closed, 2000);
+    expect(busy.msgs.map((m) => m.id)).toEqual([5]);
+    const answeredAt = performance.now();
+    await busy.until(() => busy.closed);
+    expect(busy.closedAt - answeredAt).toBeGreaterThanOrEqual(100);
+    expect(l.stats().idleClosed).toBe(2);
+  });
+
+  it('re-arms the idle timer after a dropped query', async () => {
+    const { port } = await listener(echo, { idleTimeoutMs: 150 });
+    const c = await Client.connect(port);
+    await c.write(frame(query('drop.again.test', 1)));
+    await c.until(() => c.closed, 1000);
+  });
+
+  it('closes the connection on an oversize frame and counts it', async () => {
+    const { l, port } = await listener(echo, { maxMessageSize: 512 });
+    const c = await Client.connect(port);
+    const big = Buffer.alloc(2 + 600);
+    big.writeUInt16BE(600, 0);
+    await c.write(big.subarray(0, 2)); // the length alone is enough to refuse it
+    await c.until(() => c.closed);
+    expect(l.stats()).toMatchObject({ oversize: 1, queries: 0 });
+  });
+
+  it('closes on a frame shorter than a header, on a response (QR=1), and on random garbage; never crashes', async () => {
+    const { l, port } = await listener();
+    const short = await Client.connect(port);
+    await short.write(Buffer.from([0, 5, 1, 2, 3, 4, 5]));
+    await short.until(() => short.closed);
+
+    const resp = await Client.connect(port);
+    const r = dnsPacket.encode({ type: 'response', id: 9, flags: dnsPacket.RECURSION_AVAILABLE, questions: [{ name: 'x.test', type: 'A', class: 'IN' }] });
+    await resp.write(Buffer.concat([frame(query('fine.test', 8)), frame(r)]));
+    await resp.until(() => resp.closed);
+
+    const zero = await Client.connect(port);
+    await zero.write(Buffer.from([0, 0]));
+    await zero.until(() => zero.closed);
+    expect(l.stats().badFrames).toBe(3);
+
+    // Random bytes: whatever the stream says, the listener survives and keeps serving.
+    for (let i = 0; i < 20; i++) {
+      const g = await Client.connect(port);
+      const junk = Buffer.alloc(200);
+      for (let j = 0; j < junk.length; j++) junk[j] = (Math.random() * 256) | 0;
+      await g.write(junk);
+      g.sock.destroy();
+    }
+    const ok = await Client.connect(port);
+    await ok.write(frame(query('still-alive.test', 77)));
+    await ok.until(() => ok.msgs.length === 1);
+    expect(ok.msgs[0]!.id).toBe(77);
+  });
+
+  it('closes connections beyond maxConnections at accept and counts them', async () => {
+    const { l, port } = await listener(echo, { maxConnections: 2 });
+    const a = await Client.connect(port);
+    const b = await Client.connect(port);
+    await a.write(frame(query('a.test', 1)));
+    await a.until(() => a.msgs.length === 1);
+    const c = await Client.connect(port);
+    await c.until(() => c.closed);
+    expect(l.stats()).toMatchObject({ rejected: 1, connections: 2 });
+    await b.write(frame(query('b.test', 2)));
+    await b.until(() => b.msgs.length === 1);
+  });
+
+  it('survives a client reset with queries in flight', async () => {
+    const { l, port } = await listener();
+    const c = await Client.connect(port);
+    await c.write(frame(query('100ms.reset.test', 1)));
+    c.sock.resetAndDestroy();
+    await sleep(150);
+    expect(l.stats()).toMatchObject({ queries: 1, inflight: 0, connections: 0 });
+  });
+
+  it('rejects bad options and a busy port', async () => {
+    expect(() => new TcpListener(echo, { maxMessageSize: 70000 })).toThrow(RangeError);
+    expect(() => new TcpListener(echo, { idleTimeoutMs: 0 })).toThrow(RangeError);
+    const { port } = await listener();
+    const second = new TcpListener(echo);
+    await expect(second.listen({ port, host: '127.0.0.1' })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    await second.close();
+  });
+});
+
+describe('TcpListener + Forwarder + cache: TC=1 over UDP, the full answer over TCP', () => {
+  it('serves the same cached answer truncated to a UDP client and whole to a TCP client', async () => {
+    // Upstream: truncates over UDP, full over TCP (120 A records, about 3 KB).
+    const udp = dgram.createSocket('udp4');
+    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
+    const port = udp.address().port;
+    const big = (qm: Buffer, tc: boolean) => {
+      const d = dnsPacket.decode(qm);
+      const name = d.questions![0]!.name;
+      return dnsPacket.encode({
+        type: 'response',
+        id: d.id,
+        flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | (tc ? dnsPacket.TRUNCATED_RESPONSE : 0),
+        questions: d.questions,
+        answers: tc ? [] : Array.from({ length: 120 }, (_, i) => ({ type: 'A', name, ttl: 300, data: `198.18.2.${i}` }) as dnsPacket.Answer),
+      });
+    };
+    udp.on('message', (m, from) => udp.send(big(m, true), from.port, from.address));
+    const up = net.createServer((s) => {
+      s.on('error', () => {});
+      s.once('data', (d) => s.end(frame(big(d.subarray(2, 2 + d.readUInt16BE(0)), false))));
+    });
+    await new Promise<void>((r) => up.listen(port, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => up.close(() => r())));
+    cleanups.push(() => {
+      udp.close();
+    });
+
+    const fwd = new Forwarder({ upstreams: [{ host: '127.0.0.1', port, family: 4 }] });
+    cleanups.push(() => fwd.close());
+    const cache = new DnsCache({ maxEntries: 100 });
+    const key = new Uint8Array(MAX_KEY_LEN);
+
+    /** What a server does with one query: cache hit, else forwarder then cache, then the reply writer. */
+    async function serve(qm: Uint8Array, tcp: boolean): Promise<Uint8Array> {
+      const v = new MessageView();
+      expect(v.parse(qm)).toBe(0);
+      const n = v.writeKey(key);
+      const out = new Uint8Array(65535);
+      let a = cache.get(key, n);
+      if (!a) {
+        try {
+          const m = await fwd.resolve({ name: qm.subarray(v.qnamePos, v.qnamePos + v.qnameLen), qtype: v.qtype, qclass: v.qclass, dnssecOk: v.dnssecOk, checkingDisabled: v.cd });
+          a = cache.insertResponse(m);
+        } catch {
+          return out.slice(0, writeRcodeReply(v, RCODE_SERVFAIL, out, 0, { udpSize: 1232, tcp }));
+        }
+      }
+      return out.slice(0, writeReply(v, a, cache.clock(), out, 0, { udpSize: 1232, tcp }));
+    }
+
+    // UDP client (EDNS 1232): gets TC=1.
+    const viaUdp = dnsPacket.decode(Buffer.from(await serve(query('BIG.test', 0x1111, 'A', 1232), false)));
+    expect(viaUdp.flag_tc).toBe(true);
+    expect(viaUdp.id).toBe(0x1111);
+    expect(fwd.stats().tcpRetries).toBe(1);
+
+    // The same client retries over our TCP listener: full answer, from the cache.
+    const { l, port: tport } = await listener((qm) => serve(qm, true));
+    const c = await Client.connect(tport);
+    await c.write(frame(query('big.TEST', 0x2222, 'A', 1232)));
+    await c.until(() => c.msgs.length === 1);
+    const full = c.msgs[0]!;
+    expect(full.id).toBe(0x2222);
+    expect(full.flag_tc).toBe(false);
+    expect(full.answers).toHaveLength(120);
+    expect(full.questions![0]!.name).toBe('big.TEST');
+    expect(fwd.stats().sent).toBe(1); // served from the cache
+    expect(l.stats().responses).toBe(1);
+  });
+});
