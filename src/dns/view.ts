@@ -15,6 +15,7 @@ import {
   FLAG_RD,
   FLAG_TC,
   HEADER_LEN,
+  MAX_KEY_LEN,
   MAX_LABEL,
   MAX_NAME_WIRE,
   OPCODE_MASK,
@@ -175,9 +176,9 @@ export class MessageView {
    * are filled in as soon as 12 bytes are there, even when a later check fails,
    * so a FORMERR can still echo the ID.
    *
-   * With `keyOut`, the cache key (as writeKey makes it) is written there in
-   * the same pass and its length left in `keyLen`: the fastest way from a
-   * received frame to a cache lookup.
+   * With `keyOut` (at least MAX_KEY_LEN bytes), the cache key (as writeKey
+   * makes it) is written there in the same pass and its length left in
+   * `keyLen`: the fastest way from a received frame to a cache lookup.
    */
   parse(buf: Uint8Array, offset = 0, length = buf.length - offset, keyOut?: Uint8Array): number {
     this.buf = buf;
@@ -193,7 +194,7 @@ export class MessageView {
     this.ednsFlags = 0;
     this.optRdataPos = 0;
     this.optRdataLen = 0;
-    if (!(offset >= 0 && length >= 0 && offset + length <= buf.length)) {
+    if (!(offset >= 0 && length >= 0 && offset + length <= buf.length) || (keyOut !== undefined && keyOut.length < MAX_KEY_LEN)) {
       this.end = offset;
       return this.fail(DnsErrorCode.BAD_ARGUMENT, -1);
     }
@@ -306,7 +307,8 @@ export class MessageView {
   }
 
   /**
-   * Writes the cache key of the question into `out` at `outPos`: the qname
+   * Writes the cache key of the question into `out` at `outPos` (room for
+   * qnameLen + 5 bytes needed): the qname
    * lowercased (ASCII only, so 0x20 mixed case maps to one key), qtype and
    * qclass big-endian, then the DO bit as one byte. Returns the key length.
    * Only valid after a successful parse; never allocates.

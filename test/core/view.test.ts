@@ -205,6 +205,7 @@ describe('cache key', () => {
       { numRuns: 300 },
     );
     expect(v.parse(new Uint8Array(5), 0, 5, a)).toBe(DnsErrorCode.SHORT_HEADER);
+    expect(v.parse(query('a.b'), 0, undefined, new Uint8Array(64))).toBe(DnsErrorCode.BAD_ARGUMENT);
     expect(v.keyLen).toBe(0);
   });
 
