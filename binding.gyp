@@ -6,7 +6,8 @@
         "addon/binding.cc",
         "addon/errors.cc",
         "addon/program.cc",
-        "addon/xdp_attach.cc"
+        "addon/xdp_attach.cc",
+        "addon/xsk.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

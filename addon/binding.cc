@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// binding.cc: the addon's module: the XdpProgram class, the layout of the shared
+// binding.cc: the addon's module: the XdpProgram and XskSocket classes, the layout of the shared
 // structs as the C compiler sees them (so TypeScript never keeps a copy), the clock the
 // XDP program uses, and interface helpers.
 #include <napi.h>
@@ -11,6 +11,7 @@
 #include "heimdall.h"
 #include "program.h"
 #include "xdp_attach.h"
+#include "xsk.h"
 
 namespace heimdall {
 namespace {
@@ -90,6 +91,7 @@ Napi::Value MonotonicNs(const Napi::CallbackInfo &info) {
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InstallLibbpfPrinter();
   exports.Set("XdpProgram", XdpProgram::Init(env));
+  exports.Set("XskSocket", XskSocket::Init(env));
   exports.Set("layout", Layout(env));
   exports.Set("monotonicNs", Napi::Function::New(env, MonotonicNs));
   exports.Set("xdpStatus", Napi::Function::New(env, XdpStatusJs));

@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { HeimdallError } from '../errors.js';
+import type { NativeXskSocketConstructor } from './xsk-types.js';
 
 /** Byte offsets of one struct as the C compiler laid it out. */
 export interface StructLayout {
@@ -78,6 +79,7 @@ export interface XdpStatus {
 
 export interface NativeAddon {
   XdpProgram: new (path: string, options: NativeProgramOptions) => NativeXdpProgram;
+  XskSocket: NativeXskSocketConstructor;
   layout: Layout;
   monotonicNs(): bigint;
   xdpStatus(ifname: string): XdpStatus;
