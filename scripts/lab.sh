@@ -9,15 +9,22 @@
 # The client's end runs a pass-through XDP program, so native XDP_TX replies arrive.
 #
 #   lab.sh up [ZONE_SIZE] | down | status | exec <client|appliance|upstream> CMD...
+#
+# HX_LAB (default hx, at most 6 characters) prefixes every name, so a test can build its
+# own lab beside an operator's: namespaces $HX_LAB-client ..., interfaces ${HX_LAB}c0,
+# ${HX_LAB}a0, ${HX_LAB}a1, ${HX_LAB}u0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 die() { printf 'lab: %s\n' "$*" >&2; exit 1; }
 
-NS_CLIENT=hx-client
-NS_APPLIANCE=hx-appliance
-NS_UPSTREAM=hx-upstream
-RUN=/run/heimdall-lab
+P=${HX_LAB:-hx}
+[[ $P =~ ^[a-z][a-z0-9]{0,5}$ ]] || die "HX_LAB must be 1-6 lowercase letters or digits, starting with a letter"
+NS_CLIENT=$P-client
+NS_APPLIANCE=$P-appliance
+NS_UPSTREAM=$P-upstream
+IF_C=${P}c0 IF_A=${P}a0 IF_AU=${P}a1 IF_U=${P}u0
+RUN=/run/heimdall-lab-$P
 CLIENT4=198.18.0.2 APPLIANCE4=198.18.0.1 CLIENT6=fd00:0:0:1::2 APPLIANCE6=fd00:0:0:1::1
 APPLIANCE_UP4=198.18.1.1 UPSTREAM4=198.18.1.2 APPLIANCE_UP6=fd00:0:0:2::1 UPSTREAM6=fd00:0:0:2::2
 
@@ -65,15 +72,15 @@ up() {
     ip netns add "$ns"
     ip -n "$ns" link set lo up
   done
-  ip -n $NS_CLIENT link add hxc0 numrxqueues 2 numtxqueues 2 type veth \
-    peer name hxa0 netns $NS_APPLIANCE numrxqueues 2 numtxqueues 2
-  ip -n $NS_APPLIANCE link add hxa1 type veth peer name hxu0 netns $NS_UPSTREAM
-  addr $NS_CLIENT hxc0 $CLIENT4 $CLIENT6
-  addr $NS_APPLIANCE hxa0 $APPLIANCE4 $APPLIANCE6
-  addr $NS_APPLIANCE hxa1 $APPLIANCE_UP4 $APPLIANCE_UP6
-  addr $NS_UPSTREAM hxu0 $UPSTREAM4 $UPSTREAM6
+  ip -n $NS_CLIENT link add $IF_C numrxqueues 2 numtxqueues 2 type veth \
+    peer name $IF_A netns $NS_APPLIANCE numrxqueues 2 numtxqueues 2
+  ip -n $NS_APPLIANCE link add $IF_AU type veth peer name $IF_U netns $NS_UPSTREAM
+  addr $NS_CLIENT $IF_C $CLIENT4 $CLIENT6
+  addr $NS_APPLIANCE $IF_A $APPLIANCE4 $APPLIANCE6
+  addr $NS_APPLIANCE $IF_AU $APPLIANCE_UP4 $APPLIANCE_UP6
+  addr $NS_UPSTREAM $IF_U $UPSTREAM4 $UPSTREAM6
   # A veth peer only delivers XDP_TX frames when it runs XDP itself.
-  ip -n $NS_CLIENT link set dev hxc0 xdpdrv obj bpf/xdp_pass.bpf.o sec xdp
+  ip -n $NS_CLIENT link set dev $IF_C xdpdrv obj bpf/xdp_pass.bpf.o sec xdp
 
   bash scripts/lab/zone.sh "$zone_size" >"$RUN/nsd/lab.example.zone"
   bash scripts/lab/nsd-conf.sh "$RUN/nsd" $UPSTREAM4 $UPSTREAM6 >"$RUN/nsd/nsd.conf"
@@ -89,7 +96,7 @@ up() {
   ip netns exec $NS_APPLIANCE dig +tries=1 +time=1 +short @$UPSTREAM4 www.lab.example A | grep -q . || die "upstream does not answer"
   ip netns exec $NS_CLIENT ping -c1 -W1 $APPLIANCE4 >/dev/null 2>&1 || true
   ip netns exec $NS_CLIENT ping -6 -c1 -W1 $APPLIANCE6 >/dev/null 2>&1 || true
-  echo "lab up: client $NS_CLIENT ($CLIENT4, $CLIENT6) -> appliance $NS_APPLIANCE hxa0 ($APPLIANCE4, $APPLIANCE6) -> upstream $NS_UPSTREAM NSD ($UPSTREAM4, $UPSTREAM6)"
+  echo "lab up: client $NS_CLIENT ($CLIENT4, $CLIENT6) -> appliance $NS_APPLIANCE $IF_A ($APPLIANCE4, $APPLIANCE6) -> upstream $NS_UPSTREAM NSD ($UPSTREAM4, $UPSTREAM6)"
 }
 
 status() {
@@ -109,10 +116,18 @@ status() {
   fi
 }
 
+upstream_stop() { nsd_stop; }
+upstream_start() {
+  [[ -f $RUN/nsd/nsd.conf ]] || die "lab is not up"
+  ip netns exec $NS_UPSTREAM nsd -c "$RUN/nsd/nsd.conf" || die "nsd did not start: see $RUN/nsd/nsd.log"
+}
+
 case "${1:-}" in
   up) shift; up "$@" ;;
   down) down ;;
+  upstream-stop) upstream_stop ;;
+  upstream-start) upstream_start ;;
   status) status ;;
   exec) shift; [[ $# -ge 2 ]] || die "usage: lab.sh exec <client|appliance|upstream> CMD..."; ns=$(ns_of "$1"); shift; exec ip netns exec "$ns" "$@" ;;
-  *) die "usage: lab.sh up [ZONE_SIZE] | down | status | exec <client|appliance|upstream> CMD..." ;;
+  *) die "usage: lab.sh up [ZONE_SIZE] | down | status | upstream-stop | upstream-start | exec <client|appliance|upstream> CMD..." ;;
 esac

@@ -11,3 +11,27 @@
 export type Clock = () => number;
 
 export const monotonicNs: Clock = () => Number(process.hrtime.bigint());
+
+/**
+ * The same clock without the BigInt: performance.now() is read from the same monotonic
+ * source (uv_hrtime) as a double, so one offset taken at start-up turns it into
+ * CLOCK_MONOTONIC nanoseconds. Allocation-free; it agrees with monotonicNs to within a
+ * millisecond (measured here), far below the one-second resolution of TTLs: what the
+ * query path reads.
+ */
+const perfBase = ((): number => {
+  performance.now(); // the first call initialises the timer: keep it out of the sample
+  let best = Infinity;
+  let base = 0;
+  for (let i = 0; i < 5; i++) {
+    const p0 = performance.now();
+    const h = Number(process.hrtime.bigint());
+    const p1 = performance.now();
+    if (p1 - p0 < best) {
+      best = p1 - p0;
+      base = h - ((p0 + p1) / 2) * 1e6;
+    }
+  }
+  return base;
+})();
+export const fastMonotonicNs: Clock = () => perfBase + performance.now() * 1e6;

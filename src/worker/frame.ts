@@ -107,7 +107,7 @@ export function finishReply(buf: Uint8Array, off: number, info: FrameInfo, dnsLe
     const tot = ihl + ulen;
     buf[ip + 2] = tot >> 8;
     buf[ip + 3] = tot & 0xff;
-    buf[ip + 6] &= 0x40; // keep DF, clear MF and fragment offset
+    buf[ip + 6] = buf[ip + 6]! & 0x40; // keep DF, clear MF and fragment offset
     buf[ip + 7] = 0;
     buf[ip + 8] = REPLY_HOP_LIMIT;
     buf[ip + 10] = 0;

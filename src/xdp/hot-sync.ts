@@ -1,0 +1,121 @@
+/**
+ * HotSync keeps the kernel's hot map equal to the union of what every engine's
+ * promotion policy holds hot. Each engine (one per worker, one in the main thread)
+ * promotes and demotes on its own; a key stays in the map while any engine holds it,
+ * with the freshest of their answers. It also reads the per-entry XDP hit counters
+ * back, so engines can credit the hits the kernel served (entries earning their place
+ * keep it).
+ */
+import type { CachedAnswer } from '../dns/answer.js';
+import type { PromotionEvent } from '../cache/promotion.js';
+import { HeimdallError, isNativeError } from '../errors.js';
+import type { FastPath } from './fastpath.js';
+
+export interface HotSyncCounters {
+  promotions: number;
+  demotions: number;
+  /** Promotions refused: map full, or an answer the map cannot hold. */
+  refused: number;
+}
+
+function keyId(k: Uint8Array): string {
+  return Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('latin1');
+}
+
+export class HotSync {
+  /** key -> engine id -> that engine's answer. */
+  private readonly holders = new Map<string, Map<number, CachedAnswer>>();
+  /** key -> the answer written to the map. */
+  private readonly written = new Map<string, CachedAnswer>();
+  /** key -> hit counter value last read. */
+  private readonly lastHits = new Map<string, bigint>();
+  readonly counters: HotSyncCounters = { promotions: 0, demotions: 0, refused: 0 };
+
+  constructor(private readonly fp: FastPath) {}
+
+  get size(): number {
+    return this.written.size;
+  }
+
+  /** Applies one engine's promotion event. */
+  apply(engine: number, e: PromotionEvent): void {
+    if (e.kind === 'promote') {
+      const id = keyId(e.answer.key);
+      let h = this.holders.get(id);
+      if (!h) this.holders.set(id, (h = new Map()));
+      h.set(engine, e.answer);
+      this.write(id);
+    } else {
+      const id = keyId(e.key);
+      const h = this.holders.get(id);
+      if (!h || !h.delete(engine)) return;
+      if (h.size === 0) {
+        this.holders.delete(id);
+        this.remove(id, e.key);
+      } else {
+        this.write(id);
+      }
+    }
+  }
+
+  /** Drops everything an engine held (its worker stopped or died). */
+  forgetEngine(engine: number): void {
+    for (const [id, h] of this.holders) {
+      if (!h.delete(engine)) continue;
+      if (h.size === 0) {
+        this.holders.delete(id);
+        const a = this.written.get(id);
+        if (a) this.remove(id, a.key);
+      } else {
+        this.write(id);
+      }
+    }
+  }
+
+  /**
+   * Hits the kernel served per hot key since the last call, for the engines that hold
+   * each key: [engine ids, key, new hits].
+   */
+  collectKernelHits(): { engines: number[]; key: Uint8Array; hits: number }[] {
+    const out: { engines: number[]; key: Uint8Array; hits: number }[] = [];
+    for (const [id, a] of this.written) {
+      const slot = this.fp.slotOf(a.key);
+      if (slot === undefined) continue;
+      const now = this.fp.hits(slot);
+      const delta = now - (this.lastHits.get(id) ?? 0n);
+      this.lastHits.set(id, now);
+      if (delta > 0n) out.push({ engines: [...(this.holders.get(id)?.keys() ?? [])], key: a.key, hits: Number(delta) });
+    }
+    return out;
+  }
+
+  private write(id: string): void {
+    const h = this.holders.get(id);
+    if (!h) return;
+    let best: CachedAnswer | undefined;
+    for (const a of h.values()) if (!best || a.expiresNs > best.expiresNs) best = a;
+    if (!best || this.written.get(id) === best) return;
+    try {
+      const fresh = !this.written.has(id);
+      this.fp.put(best);
+      this.written.set(id, best);
+      if (fresh) {
+        this.counters.promotions++;
+        this.lastHits.set(id, 0n);
+      }
+    } catch (e) {
+      if (e instanceof HeimdallError || isNativeError(e)) {
+        this.counters.refused++;
+        return;
+      }
+      throw e;
+    }
+  }
+
+  private remove(id: string, key: Uint8Array): void {
+    if (!this.written.delete(id)) return;
+    this.lastHits.delete(id);
+    this.fp.delete(key);
+    this.counters.demotions++;
+  }
+}

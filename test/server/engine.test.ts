@@ -1,0 +1,181 @@
+/** DnsEngine with a scripted resolver: every path from query bytes to reply bytes. */
+import { describe, expect, it } from 'vitest';
+import dnsPacket from 'dns-packet';
+import { DnsEngine, type Resolver } from '../../src/server/engine.js';
+import type { PromotionEvent } from '../../src/cache/promotion.js';
+import { AskCounter } from '../../src/cache/asks.js';
+import { query, response, SOA } from '../helpers/dns.js';
+
+type Q = Parameters<Resolver['resolve']>[0];
+
+function nameText(wire: Uint8Array): string {
+  const labels: string[] = [];
+  for (let p = 0; wire[p]! > 0; p += wire[p]! + 1) labels.push(Buffer.from(wire.subarray(p + 1, p + 1 + wire[p]!)).toString('latin1'));
+  return labels.join('.');
+}
+
+/** A resolver that answers from a table and records what it was asked. */
+function scripted(table: Record<string, Buffer | Error>, delayMs = 0): Resolver & { asked: Q[] } {
+  const asked: Q[] = [];
+  return {
+    asked,
+    async resolve(q: Q) {
+      asked.push(q);
+      if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+      const r = table[`${nameText(q.name)}/${q.qtype}`];
+      if (!r) throw new Error('no such upstream answer');
+      if (r instanceof Error) throw r;
+      return r;
+    },
+  };
+}
+
+let now = 1e12;
+const clock = () => now;
+
+async function ask(engine: DnsEngine, q: Buffer, tcp = false): Promise<dnsPacket.Packet & { raw: Buffer }> {
+  const out = Buffer.alloc(65535);
+  const n = await engine.handle(q, 0, q.length, out, 0, tcp);
+  const raw = out.subarray(0, n);
+  return Object.assign(dnsPacket.decode(raw), { raw });
+}
+
+const wwwA = response('www.example.com', 'A', { answers: [{ type: 'A', name: 'www.example.com', ttl: 60, data: '198.18.1.1' }] });
+
+describe('DnsEngine', () => {
+  it('forwards a miss, caches it, then answers hits without the upstream', async () => {
+    const r = scripted({ 'www.example.com/1': wwwA });
+    const e = new DnsEngine({ resolver: r, cacheSize: 64, clock });
+    const a = await ask(e, query('WWW.Example.com', 'A', { id: 7 }));
+    expect(a.id).toBe(7);
+    expect(a.questions![0]!.name).toBe('WWW.Example.com');
+    expect((a.answers![0] as dnsPacket.StringAnswer).data).toBe('198.18.1.1');
+    expect(r.asked.length).toBe(1);
+    expect(nameText(r.asked[0]!.name)).toBe('www.example.com'); // one upstream question for every case
+    now += 10e9;
+    const b = await ask(e, query('www.example.com', 'A', { id: 8 }));
+    expect(r.asked.length).toBe(1);
+    expect(b.answers![0]!.ttl).toBe(50);
+    expect(e.counters).toMatchObject({ queries: 2, cacheHits: 1, upstreamAnswers: 1 });
+    expect(e.rcodes[0]).toBe(2);
+  });
+
+  it('answers a hit synchronously, in place over the query bytes', () => {
+    const e = new DnsEngine({ resolver: scripted({}), cacheSize: 64, clock });
+    e.cache.insertResponse(wwwA, now);
+    const buf = Buffer.alloc(2048);
+    const q = query('www.example.com', 'A', { id: 99 });
+    q.copy(buf, 100);
+    const n = e.handle(buf, 100, q.length, buf, 100);
+    expect(typeof n).toBe('number');
+    const d = dnsPacket.decode(buf.subarray(100, 100 + (n as number)));
+    expect(d.id).toBe(99);
+    expect(d.answers!.length).toBe(1);
+  });
+
+  it('promotes a name when it is asked for the third time', async () => {
+    const events: PromotionEvent[] = [];
+    const e = new DnsEngine({ resolver: scripted({ 'www.example.com/1': wwwA }), cacheSize: 100, hotCapacity: 10, onPromotion: (x) => events.push(x), clock });
+    for (let i = 0; i < 2; i++) await ask(e, query('www.example.com', 'A'));
+    expect(events.length).toBe(0); // one upstream answer and one hit so far
+    await ask(e, query('www.example.com', 'A'));
+    expect(events.map((x) => x.kind)).toEqual(['promote']);
+  });
+
+  it('counts asks across engines that share an AskCounter (one per worker)', async () => {
+    const asks = new AskCounter();
+    const events: string[] = [];
+    const mk = (id: string) =>
+      new DnsEngine({ resolver: scripted({ 'www.example.com/1': wwwA }), cacheSize: 100, hotCapacity: 10, asks, onPromotion: (x) => events.push(`${id}:${x.kind}`), clock });
+    const a = mk('a');
+    const b = mk('b');
+    await ask(a, query('www.example.com', 'A')); // ask 1: a's upstream
+    await ask(b, query('www.example.com', 'A')); // ask 2: b's upstream
+    expect(events).toEqual([]);
+    await ask(a, query('www.example.com', 'A')); // ask 3: a's cache hit promotes
+    expect(events).toEqual(['a:promote']);
+    const c = mk('c');
+    await ask(c, query('www.example.com', 'A')); // ask 4 on a fresh engine: fetched, and promoted at once
+    expect(events).toEqual(['a:promote', 'c:promote']);
+  });
+
+  it('answers SERVFAIL when the upstream fails, or a stale answer with serve-stale', async () => {
+    const fail = scripted({ 'www.example.com/1': new Error('down') });
+    const e = new DnsEngine({ resolver: fail, cacheSize: 64, clock });
+    expect((await ask(e, query('www.example.com', 'A'))).rcode).toBe('SERVFAIL');
+    expect(e.counters.servfail).toBe(1);
+
+    const stale = new DnsEngine({ resolver: fail, cacheSize: 64, serveStale: true, clock });
+    stale.cache.insertResponse(wwwA, now - 120e9); // expired a minute ago
+    const s = await ask(stale, query('www.example.com', 'A'));
+    expect(s.rcode).toBe('NOERROR');
+    expect(s.answers![0]!.ttl).toBe(30); // RFC 8767 suggests 30 s
+    expect(stale.counters.staleServed).toBe(1);
+  });
+
+  it('relays an uncacheable answer (REFUSED) under the client ID and question', async () => {
+    const refused = response('other.zone', 'A', {}, { rcode: 'REFUSED' });
+    const e = new DnsEngine({ resolver: scripted({ 'other.zone/1': refused }), cacheSize: 64, clock });
+    const a = await ask(e, query('OTHER.zone', 'A', { id: 4242 }));
+    expect(a.id).toBe(4242);
+    expect(a.rcode).toBe('REFUSED');
+    expect(a.questions![0]!.name).toBe('OTHER.zone');
+    expect(e.counters.uncacheable).toBe(1);
+  });
+
+  it('caches NXDOMAIN for the SOA minimum', async () => {
+    const nx = response('nope.example.com', 'A', { authorities: [SOA('example.com', 3600, 30)] }, { rcode: 'NXDOMAIN' });
+    const r = scripted({ 'nope.example.com/1': nx });
+    const e = new DnsEngine({ resolver: r, cacheSize: 64, clock });
+    expect((await ask(e, query('nope.example.com', 'A'))).rcode).toBe('NXDOMAIN');
+    now += 29e9;
+    expect((await ask(e, query('nope.example.com', 'A'))).rcode).toBe('NXDOMAIN');
+    expect(r.asked.length).toBe(1);
+    now += 2e9;
+    await ask(e, query('nope.example.com', 'A'));
+    expect(r.asked.length).toBe(2);
+  });
+
+  it('truncates with TC=1 over UDP and gives the whole answer over TCP', async () => {
+    const answers = Array.from({ length: 40 }, (_, i) => ({ type: 'TXT', name: 'big.example', ttl: 60, data: `record ${i} with some padding text` }) as dnsPacket.Answer);
+    const e = new DnsEngine({ resolver: scripted({ 'big.example/16': response('big.example', 'TXT', { answers }) }), cacheSize: 64, clock });
+    const udp = await ask(e, query('big.example', 'TXT'));
+    expect(udp.flags! & dnsPacket.TRUNCATED_RESPONSE).toBe(dnsPacket.TRUNCATED_RESPONSE);
+    expect(udp.raw.length).toBeLessThanOrEqual(512);
+    const tcp = await ask(e, query('big.example', 'TXT'), true);
+    expect(tcp.flags! & dnsPacket.TRUNCATED_RESPONSE).toBe(0);
+    expect(tcp.answers!.length).toBe(40);
+  });
+
+  it('never relays TC=1 to a TCP client', async () => {
+    const tc = Buffer.from(response('tc.example', 'A', {}));
+    tc[2]! |= 0x02;
+    const e = new DnsEngine({ resolver: scripted({ 'tc.example/1': tc }), cacheSize: 64, clock });
+    expect((await ask(e, query('tc.example', 'A'), true)).rcode).toBe('SERVFAIL');
+  });
+
+  it('answers FORMERR, NOTIMP and BADVERS, and drops what must not be answered', async () => {
+    const e = new DnsEngine({ resolver: scripted({}), cacheSize: 64, clock });
+    const out = Buffer.alloc(512);
+    const bad = Buffer.from(query('www.example.com', 'A'));
+    bad.writeUInt16BE(5, 4); // QDCOUNT lies
+    const n = e.handle(bad, 0, bad.length, out, 0) as number;
+    expect(n).toBe(12);
+    expect(out[3]! & 0xf).toBe(1); // FORMERR
+    expect(e.handle(Buffer.alloc(5), 0, 5, out, 0)).toBe(0); // no header: dropped
+    const resp = Buffer.from(wwwA);
+    expect(e.handle(resp, 0, resp.length, out, 0)).toBe(0); // never answer an answer
+    const notify = Buffer.from(query('www.example.com', 'SOA'));
+    notify.writeUInt16BE(0x2000, 2);
+    const m = e.handle(notify, 0, notify.length, out, 0) as number;
+    expect(out[3]! & 0xf).toBe(4); // NOTIMP
+    expect(m).toBeGreaterThan(12);
+    const v1 = Buffer.from(query('www.example.com', 'A', { edns: {} }));
+    v1[v1.length - 5] = 1; // EDNS version 1
+    const k = e.handle(v1, 0, v1.length, out, 0) as number;
+    const d = dnsPacket.decode(out.subarray(0, k));
+    expect((d.additionals![0] as unknown as { extendedRcode: number }).extendedRcode).toBe(1); // BADVERS = 16
+    expect(e.counters).toMatchObject({ formerr: 1, dropped: 2, notimp: 1, badvers: 1 });
+    expect(e.rcodes[16]).toBe(1);
+  });
+});
