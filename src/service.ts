@@ -17,6 +17,7 @@ import { buildRegistry, serveMetrics } from './metrics.js';
 import { WorkerPool } from './worker/pool.js';
 import { isNativeError } from './errors.js';
 import { AskCounter } from './cache/asks.js';
+import { loadAddon } from './native/addon.js';
 
 export interface AttachOptions {
   iface: string;
@@ -58,6 +59,7 @@ async function probeUpstreams(fwd: Forwarder, list: string): Promise<void> {
 }
 
 export async function runAttach(o: AttachOptions): Promise<void> {
+  loadAddon().xdpStatus(o.iface); // a missing interface is reported before anything starts
   const upstreams = parseUpstreams(o.upstream);
   const forwarder = new Forwarder({ upstreams, udpSize: o.udpSize });
   const cleanups: (() => Promise<void> | void)[] = [async () => forwarder.close()];

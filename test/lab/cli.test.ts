@@ -1,0 +1,105 @@
+/**
+ * What an operator sees when something is wrong: one line that says what to do and a
+ * non-zero exit, never a stack trace. And what they can do about a program left behind.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describePrivileged } from '../helpers/privilege.js';
+import { ADDR, Lab, runCli } from '../helpers/lab.js';
+import { BPF_PASS_OBJECT_PATH } from '../../src/native/addon.js';
+
+function oneLine(stderr: string): string {
+  const lines = stderr.trim().split('\n');
+  expect(lines.length, stderr).toBe(1);
+  expect(stderr).not.toMatch(/\n\s+at /); // no stack trace
+  return lines[0]!;
+}
+
+describePrivileged('heimdall-xdp operator errors', { netns: true, tools: ['nsd', 'setpriv'] }, () => {
+  const lab = new Lab('c');
+  const up = `--upstream=${ADDR.upstream4}`;
+
+  beforeAll(() => lab.up(20), 60_000);
+  afterAll(() => lab.down());
+
+  it('refuses to run without root', async () => {
+    const r = await runCli(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', 'src/bin.ts', 'attach', 'lo', up]);
+    expect(r.code).toBe(1);
+    expect(oneLine(r.stderr)).toMatch(/must run as root/);
+  });
+
+  it('names a missing interface', async () => {
+    const r = await lab.cli(['attach', 'nosuch0', up]);
+    expect(r.code).toBe(1);
+    expect(oneLine(r.stderr)).toMatch(/interface 'nosuch0' not found/);
+  });
+
+  it('asks for an upstream, and rejects a malformed one', async () => {
+    const none = await lab.cli(['attach', lab.applianceIf]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/--upstream/);
+    const bad = await lab.cli(['attach', lab.applianceIf, '--upstream', 'resolver.example:53']);
+    expect(bad.code).toBe(1);
+    expect(oneLine(bad.stderr)).toMatch(/resolver\.example/);
+  });
+
+  it('says when no upstream answers, and leaves the interface alone', async () => {
+    const r = await lab.cli(['attach', lab.applianceIf, '--upstream', '198.18.1.99']);
+    expect(r.code).toBe(1);
+    expect(oneLine(r.stderr)).toMatch(/no upstream answers/);
+    expect(lab.exec('appliance', 'ip', ['link', 'show', lab.applianceIf])).not.toMatch(/xdp/);
+  });
+
+  it('refuses a foreign XDP program unless --force', async () => {
+    lab.exec('appliance', 'ip', ['link', 'set', 'dev', lab.applianceIf, 'xdpgeneric', 'obj', BPF_PASS_OBJECT_PATH, 'sec', 'xdp']);
+    try {
+      const r = await lab.cli(['attach', lab.applianceIf, up]);
+      expect(r.code).toBe(1);
+      expect(oneLine(r.stderr)).toMatch(/already runs XDP program 'heimdall_pass'.*--force/);
+      expect(lab.exec('appliance', 'ip', ['link', 'show', lab.applianceIf])).toMatch(/heimdall_pass|xdpgeneric/);
+      const svc = lab.startService([up, '--force', '--no-af-xdp']);
+      await svc.ready();
+      expect(svc.stdout).toMatch(/replaced XDP program 'heimdall_pass'/);
+      expect(await svc.stop()).toBe(0);
+    } finally {
+      lab.exec('appliance', 'ip', ['link', 'set', 'dev', lab.applianceIf, 'xdpgeneric', 'off']);
+    }
+  }, 60_000);
+
+  it('says when the port is taken', async () => {
+    // A UDP socket on port 53 in the appliance namespace, held by a child process.
+    const holder = lab.startService(['--no-af-xdp', up]); // the first instance holds :53
+    await holder.ready();
+    try {
+      const r = await lab.cli(['attach', lab.applianceIf, up, '--force']);
+      expect(r.code).toBe(1);
+      expect(oneLine(r.stderr)).toMatch(/UDP port 53 is in use/);
+    } finally {
+      expect(await holder.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  it('replaces a program left by a killed process; detach removes one and never a foreign one', async () => {
+    const svc = lab.startService([up, '--no-af-xdp']);
+    await svc.ready();
+    svc.signal('SIGKILL');
+    await svc.stop();
+    const st = await lab.cli(['status', lab.applianceIf]);
+    expect(st.stdout).toMatch(/XDP program 'heimdall_xdp'/);
+    // DNS still works through the kernel while nothing runs: hot entries expire, the rest passes.
+    const again = lab.startService([up, '--no-af-xdp']);
+    await again.ready();
+    expect(again.stdout).toMatch(/replaced XDP program 'heimdall_xdp'/);
+    again.signal('SIGKILL');
+    await again.stop();
+    const d = await lab.cli(['detach', lab.applianceIf]);
+    expect(d.stdout).toMatch(/detached heimdall/);
+    expect((await lab.cli(['status', lab.applianceIf])).stdout).toMatch(/no XDP program/);
+    lab.exec('appliance', 'ip', ['link', 'set', 'dev', lab.applianceIf, 'xdpgeneric', 'obj', BPF_PASS_OBJECT_PATH, 'sec', 'xdp']);
+    try {
+      expect((await lab.cli(['detach', lab.applianceIf])).stdout).toMatch(/no heimdall program/);
+      expect(lab.exec('appliance', 'ip', ['link', 'show', lab.applianceIf])).toMatch(/xdpgeneric/);
+    } finally {
+      lab.exec('appliance', 'ip', ['link', 'set', 'dev', lab.applianceIf, 'xdpgeneric', 'off']);
+    }
+  }, 90_000);
+});
