@@ -4,14 +4,12 @@
  * sockets, and of the whole Forwarder, on loopback with the upstream in a
  * child process (so the CPU figures are the client's alone).
  *
- * Runs only with HEIMDALL_BENCH=1 (it takes a few seconds and its numbers
- * are for reading, not asserting):
- *   HEIMDALL_BENCH=1 npx vitest run test/upstream/socket-cost.test.ts
+ * A benchmark, not a test: its numbers are for reading.
+ *   npx tsx scripts/bench/socket-cost.ts
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { textToWire } from '../../src/dns/name.js';
 import { Forwarder } from '../../src/upstream/forwarder.js';
 import { kernelPortRange, randomPort, randomU16 } from '../../src/upstream/random.js';
@@ -44,19 +42,11 @@ async function run(label: string, concurrency: number, one: (i: number) => Promi
   return line;
 }
 
-(process.env.HEIMDALL_BENCH === '1' ? describe : describe.skip)('socket cost (HEIMDALL_BENCH=1)', () => {
-  let child: ChildProcess;
-  let port = 0;
-  beforeAll(async () => {
-    child = spawn(process.execPath, ['-e', ECHO], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const [line] = (await once(child.stdout!, 'data')) as [Buffer];
-    port = Number(line.toString().trim());
-  });
-  afterAll(() => {
-    child.kill();
-  });
-
-  it('fresh socket per query vs a pool of 64, and the Forwarder', async () => {
+async function main(): Promise<void> {
+  const child: ChildProcess = spawn(process.execPath, ['-e', ECHO], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+  const port = Number(line.toString().trim());
+  try {
     const range = kernelPortRange();
     const wire = Buffer.from(buildQuery(Q, 0, 1232));
 
@@ -117,6 +107,9 @@ async function run(label: string, concurrency: number, one: (i: number) => Promi
     console.log(`random-port collisions (EADDRINUSE, retried): ${collisions} in ${2 * N} binds`);
     await fwd.close();
     for (const s of pool) s.close();
-    expect(lines).toHaveLength(6);
-  }, 120_000);
-});
+  } finally {
+    child.kill();
+  }
+}
+
+await main();
