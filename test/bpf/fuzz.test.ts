@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import dnsPacket from 'dns-packet';
 import { describePrivileged } from '../helpers/privilege.js';
 import { buildFrame, parseFrame, type FrameOptions } from '../helpers/frames.js';
-import { query, response, cached, SOA } from '../helpers/dns.js';
+import { query, response, cached, SOA, decode, ednsOption, type Decoded } from '../helpers/dns.js';
 import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
 
 const FRAMES = 100_000;
@@ -54,7 +54,7 @@ describePrivileged('XDP program under random and mutated frames', {}, () => {
 
     for (let i = 0; i < FRAMES; i++) {
       const base = r() < 0.7 ? pick(hot) : { name: `cold${i % 97}.example`, type: pick(['A', 'NS', 'SOA']) };
-      const edns = r() < 0.5 ? { udpSize: pick([0, 512, 1232, 4096]), do: r() < 0.3, options: r() < 0.2 ? [{ code: 10, data: Buffer.alloc(8, i) } as dnsPacket.PacketOpt] : [] } : undefined;
+      const edns = r() < 0.5 ? { udpSize: pick([0, 512, 1232, 4096]), do: r() < 0.3, options: r() < 0.2 ? [ednsOption(10, Buffer.alloc(8, i))] : [] } : undefined;
       const dns = query(randomCase(base.name), base.type, { id: i & 0xffff, edns, cd: r() < 0.2, rd: r() < 0.9 });
       const fo: FrameOptions = {
         ipv6: r() < 0.5,
@@ -90,8 +90,8 @@ describePrivileged('XDP program under random and mutated frames', {}, () => {
         if (!out.src.equals(inp.dst) || !out.dst.equals(inp.src) || out.sport !== inp.dport || out.dport !== inp.sport) {
           throw new Error(`frame ${i}: reply not addressed to the sender`);
         }
-        const reply = dnsPacket.decode(out.dns);
-        const asked = dnsPacket.decode(inp.dns);
+        const reply = decode(out.dns);
+        const asked = decode(inp.dns);
         if (reply.id !== asked.id || reply.type !== 'response') throw new Error(`frame ${i}: not a response to its query`);
         const qEnd = 12 + inp.dns.subarray(12).indexOf(0) + 5;
         if (!out.dns.subarray(12, qEnd).equals(inp.dns.subarray(12, qEnd))) throw new Error(`frame ${i}: question bytes changed`);

@@ -79,3 +79,35 @@ export const SOA = (zone: string, ttl: number, minimum: number): dnsPacket.Answe
   ttl,
   data: { mname: `ns1.${zone}`, rname: `hostmaster.${zone}`, serial: 2026112901, refresh: 3600, retry: 600, expire: 86400, minimum },
 });
+
+/** A record as dns-packet decodes it, typed loosely enough to read any type's fields. */
+export interface DecodedRR {
+  name: string;
+  type: string;
+  ttl?: number;
+  class?: string;
+  data?: unknown;
+  [field: string]: unknown;
+}
+
+/** A message as dns-packet decodes it. */
+export interface Decoded {
+  id: number;
+  type: 'query' | 'response';
+  flags: number;
+  rcode: string;
+  questions: { name: string; type: string; class: string }[];
+  answers: DecodedRR[];
+  authorities: DecodedRR[];
+  additionals: DecodedRR[];
+  raw: Buffer;
+}
+
+/** dns-packet's decode (the oracle), with the raw bytes kept alongside. */
+export function decode(raw: Uint8Array): Decoded {
+  const b = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+  return Object.assign(dnsPacket.decode(b) as unknown as Decoded, { raw: b });
+}
+
+/** An EDNS option for queries (dns-packet's types want fields its encoder does not need). */
+export const ednsOption = (code: number, data: Buffer): dnsPacket.PacketOpt => ({ code, data }) as unknown as dnsPacket.PacketOpt;
