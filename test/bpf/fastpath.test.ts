@@ -9,6 +9,8 @@ import { describePrivileged } from '../helpers/privilege.js';
 import { buildFrame, parseFrame, CLIENT_MAC, SERVER_MAC, ipBytes, CLIENT4, SERVER4, CLIENT6, SERVER6, type FrameOptions } from '../helpers/frames.js';
 import { query, response, cached, SOA, decode, ednsOption, type Decoded } from '../helpers/dns.js';
 import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
+import { encodeHotEntry } from '../../src/xdp/hot-entry.js';
+import { execFileSync } from 'node:child_process';
 import type { CachedAnswer } from '../../src/dns/answer.js';
 
 const NS = 1e9;
@@ -217,6 +219,22 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     expect(run(buildFrame(query('off.example', 'A'))).slot).toBe('USER_DISABLED');
     fp.setAnswers(true);
     expect(run(buildFrame(query('off.example', 'A'))).slot).toBe('TX');
+  });
+
+  it('sends a query to userspace when its hot entry is out of range (written behind the addon)', () => {
+    // The addon refuses such an entry, so it is written with bpftool, as anyone with
+    // root could: the program must not trust the map.
+    const a = exampleA('corrupt.example');
+    const e = encodeHotEntry(a, 0, fp.layout);
+    e.value.writeUInt16LE(fp.layout.HOT_RR_MAX + 1, fp.layout.value.rr_count!);
+    const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(fp.describe().progId), '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
+    const hotId = prog.map_ids.find((id) => (JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name === 'hot_map');
+    const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0'));
+    execFileSync('bpftool', ['map', 'update', 'id', String(hotId), 'key', 'hex', ...hex(e.key), 'value', 'hex', ...hex(e.value)]);
+    const f = buildFrame(query('corrupt.example', 'A'));
+    const r = run(f);
+    expect(r.slot).toBe('USER_BAD_ENTRY');
+    expect(r.out.equals(f)).toBe(true);
   });
 
   it('stops answering a name once its entry is deleted', () => {
