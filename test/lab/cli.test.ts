@@ -65,6 +65,20 @@ describePrivileged('heimdall-xdp operator errors', { netns: true, tools: ['nsd',
     }
   }, 60_000);
 
+  it('serves another port in generic mode, from XDP once the name is hot', async () => {
+    const svc = lab.startService([up, '--port', '5353', '--mode', 'generic', '--queues', '1', '--metrics-listen', '127.0.0.1:9154']);
+    await svc.ready();
+    try {
+      expect(svc.stdout).toMatch(/port 5353 \(generic XDP, 1 AF_XDP worker/);
+      for (let i = 0; i < 5; i++) expect(lab.dig(['-p', '5353', 'www.lab.example', 'A'])).toMatch(/status: NOERROR/);
+      expect(svc.metrics(9154)['heimdall_responses_total{path="xdp"}']).toBeGreaterThanOrEqual(2);
+      // Port 53 is not ours now: the kernel says so.
+      expect(lab.dig(['www.lab.example', 'A'])).toMatch(/connection refused|timed out|no servers/);
+    } finally {
+      expect(await svc.stop()).toBe(0);
+    }
+  }, 60_000);
+
   it('says when the port is taken', async () => {
     // A UDP socket on port 53 in the appliance namespace, held by a child process.
     const holder = lab.startService(['--no-af-xdp', up]); // the first instance holds :53
