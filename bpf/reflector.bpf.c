@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: MIT
+/*
+ * reflector.bpf.c: the benchmark's ceiling. A DNS query over UDP to port 53 (IPv4
+ * without options, IPv6 without extension headers, at most one 802.1Q tag) is sent back
+ * where it came from with XDP_TX: MACs, addresses and ports swapped, QR set, checksums
+ * right. Everything else is passed. It answers nothing a real server would: it measures
+ * what this machine's veth and XDP_TX can carry, with as little work per packet as a
+ * correct reply allows.
+ *
+ * The UDP checksum is computed in full over the datagram: a frame sent by a local stack
+ * through a veth carries only a partial checksum (offload), so an incremental update of
+ * it would be wrong and the client's kernel would drop the reply.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "csum.h"
+
+/* Longest DNS message reflected; longer ones are passed (queries are far shorter). */
+#ifndef REFLECT_DNS_MAX
+#define REFLECT_DNS_MAX 512
+#endif
+#define DNS_PORT 53
+#define DNS_HEADER_LEN 12
+#define DNS_QR 0x80
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Sum of the big-endian 16-bit words of p[0, len), len at most REFLECT_DNS_MAX + 8. */
+static __always_inline __u64 sum_words(const __u8 *p, __u32 len, const void *data_end)
+{
+	__u64 sum = 0;
+
+	for (__u32 i = 0; i < (REFLECT_DNS_MAX + 8) / 2; i++) {
+		if (2 * i + 1 >= len)
+			break;
+		const __u8 *w = p + 2 * i;
+		if ((const void *)(w + 2) > data_end)
+			return sum;
+		sum += csum_be16(w);
+	}
+	if (len & 1) {
+		const __u8 *last = p + (len & 0x3ff) - 1;
+		if ((const void *)(last + 1) <= data_end)
+			sum += (__u32)last[0] << 8;
+	}
+	return sum;
+}
+
+static __always_inline void swap_bytes(__u8 *a, __u8 *b, int n)
+{
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		if (i >= n)
+			break;
+		__u8 t = a[i];
+		a[i] = b[i];
+		b[i] = t;
+	}
+}
+
+SEC("xdp")
+int reflector_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u32 off = sizeof(*eth);
+	__u64 sum = 0;
+	__u16 proto;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS; /* runt */
+	proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q)) {
+		__be16 *tag = data + off;
+		if ((void *)(tag + 2) > data_end)
+			return XDP_PASS;
+		proto = tag[1];
+		off += 4;
+	}
+
+	struct udphdr *udp;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + off;
+		if ((void *)(ip + 1) > data_end)
+			return XDP_PASS;
+		if (ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x3fff)))
+			return XDP_PASS; /* options, other protocols, fragments: not a query we reflect */
+		__be32 a = ip->saddr;
+		ip->saddr = ip->daddr;
+		ip->daddr = a; /* the header checksum does not change when the addresses swap */
+		sum += (bpf_ntohl(ip->saddr) >> 16) + (bpf_ntohl(ip->saddr) & 0xffff) +
+		       (bpf_ntohl(ip->daddr) >> 16) + (bpf_ntohl(ip->daddr) & 0xffff);
+		udp = (void *)(ip + 1);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+		if ((void *)(ip6 + 1) > data_end)
+			return XDP_PASS;
+		if (ip6->nexthdr != IPPROTO_UDP)
+			return XDP_PASS; /* extension headers, other protocols */
+		swap_bytes((__u8 *)&ip6->saddr, (__u8 *)&ip6->daddr, 16);
+#pragma unroll
+		for (int i = 0; i < 32; i += 2)
+			sum += csum_be16((const __u8 *)&ip6->saddr + i);
+		udp = (void *)(ip6 + 1);
+	} else {
+		return XDP_PASS; /* not IP */
+	}
+
+	if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(DNS_PORT))
+		return XDP_PASS; /* not DNS */
+	__u32 ulen = bpf_ntohs(udp->len);
+	if (ulen < sizeof(*udp) + DNS_HEADER_LEN || ulen > sizeof(*udp) + REFLECT_DNS_MAX ||
+	    (void *)udp + ulen > data_end)
+		return XDP_PASS; /* too short to be a query, too long to bother, or inconsistent */
+	__u8 *dns = (void *)(udp + 1);
+	if ((void *)(dns + DNS_HEADER_LEN) > data_end || (dns[2] & DNS_QR))
+		return XDP_PASS; /* never reflect an answer */
+
+	swap_bytes(eth->h_dest, eth->h_source, ETH_ALEN);
+	__be16 port = udp->source;
+	udp->source = udp->dest;
+	udp->dest = port;
+	dns[2] |= DNS_QR;
+	udp->check = 0;
+	sum += IPPROTO_UDP + ulen + sum_words((const __u8 *)udp, ulen, data_end);
+	__u16 check = ~csum_fold(sum);
+	udp->check = bpf_htons(check ? check : 0xffff);
+	return XDP_TX;
+}

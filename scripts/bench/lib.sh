@@ -1,0 +1,230 @@
+# shellcheck shell=bash
+# Shared by scripts/bench/run.sh and scripts/bench/soak.sh: the lab's names, the
+# contenders (start / stop, one at a time on the appliance's client-facing veth at
+# 198.18.0.1:53, all forwarding to the lab's NSD at 198.18.1.2) and the two load
+# generators (kxdpgun for throughput, dnsperf at a fixed rate for latency).
+#
+# Every process started here is remembered by PID and stopped by PID; every XDP program
+# attached here is cleared here.
+
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+say() { printf 'bench: %s\n' "$*" >&2; }
+
+P=${HX_LAB:-hxb}
+[[ $P =~ ^[a-z][a-z0-9]{0,5}$ ]] || die "HX_LAB must be 1-6 lowercase letters or digits, starting with a letter"
+NS_C=$P-client NS_A=$P-appliance
+IF_C=${P}c0 IF_A=${P}a0
+SERVER=198.18.0.1 UPSTREAM=198.18.1.2
+METRICS=127.0.0.1:9153
+
+# What each contender is, for the report.
+declare -A LABEL=(
+  [reflector]="XDP_TX reflector (ceiling)"
+  [xdp]="heimdall-xdp, XDP path"
+  [userspace]="heimdall-xdp, userspace path (--no-xdp-answers)"
+  [unbound]="Unbound"
+  [dnsdist]="dnsdist"
+  [kresd]="Knot Resolver"
+)
+
+# heimdall-xdp splits its hot map evenly between its engines (two workers and the main
+# thread's): 30,000 entries let each promote the whole 10,000-name mix. The default (10%
+# of the 100,000-entry cache) would cap each at 3,333.
+HEIMDALL_HOT_SIZE=${HEIMDALL_HOT_SIZE:-30000}
+
+# Peers' settings, chosen by scripts/bench/peers/pretest.sh (see docs/BENCHMARKS.md):
+# with 3 each measured a little ahead of 2 and clearly ahead of 1 on this 2-core machine.
+UNBOUND_THREADS=${UNBOUND_THREADS:-3}
+DNSDIST_LISTENERS=${DNSDIST_LISTENERS:-3}
+KRESD_PROCS=${KRESD_PROCS:-3}
+
+# PIDs of the running contender's processes, and its log.
+CUR_PIDS=()
+CUR_NAME=
+CUR_LOG=
+
+in_client() { ip netns exec "$NS_C" "$@"; }
+in_appliance() { ip netns exec "$NS_A" "$@"; }
+
+# kxdpgun leaves its XDP program on the client's veth: take it off and put the lab's
+# pass program back (the client end needs XDP for native XDP_TX replies to arrive).
+client_xdp_restore() {
+  ip -n "$NS_C" link set dev "$IF_C" xdp off 2>/dev/null || true
+  ip -n "$NS_C" link set dev "$IF_C" xdpdrv obj bpf/xdp_pass.bpf.o sec xdp
+}
+
+# Lab settings every contender runs under. XPS: the appliance's kernel stack sends all
+# replies on tx queue 0 of its veth, which a veth delivers on rx queue 0 of the peer.
+# kxdpgun (one thread on veth) has its AF_XDP socket on queue 0 only, and without this
+# it never sees the half of a kernel-stack server's replies that the socket hash puts
+# on queue 1 (measured: exactly half of Unbound's replies went missing). AF_XDP sends
+# on its own queue and XDP_TX on the queue of the CPU it runs on, so heimdall-xdp and
+# the reflector are not affected.
+lab_tune() {
+  local all
+  all=$(printf '%x' $(((1 << $(nproc)) - 1)))
+  in_appliance sh -c "echo $all > /sys/class/net/$IF_A/queues/tx-0/xps_cpus && echo 0 > /sys/class/net/$IF_A/queues/tx-1/xps_cpus"
+}
+
+# Answers a query for a name in the zone within the timeout (seconds), or fails.
+wait_answer() {
+  local deadline=$((SECONDS + ${1:-20})) pid
+  while ((SECONDS < deadline)); do
+    if in_client dig +tries=1 +time=1 @"$SERVER" www.lab.example A 2>/dev/null | grep -q 'status: NOERROR'; then
+      return 0
+    fi
+    for pid in "${CUR_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done
+    sleep 0.2
+  done
+  return 1
+}
+
+start_bg() { # log cmd...: in the appliance namespace; ip netns exec execs, so $! is the server
+  local log=$1
+  shift
+  # Not through a shell function: a backgrounded function is a subshell, and its PID
+  # would not be the server's.
+  ip netns exec "$NS_A" "$@" >"$log" 2>&1 &
+  CUR_PIDS+=($!)
+}
+
+# Nothing of the last contender may remain: no XDP program on the appliance's veth and
+# nothing on port 53 there, or the next contender's figures would be someone else's.
+assert_idle() {
+  if ip -n "$NS_A" link show dev "$IF_A" | grep -q 'prog/xdp'; then
+    die "an XDP program is still attached to $IF_A: $(ip -n "$NS_A" link show dev "$IF_A" | grep -o 'prog/xdp.*')"
+  fi
+  local busy
+  busy=$(in_appliance ss -Hlun 'sport = :53')
+  [[ -z $busy ]] || die "port 53 is still in use in $NS_A: $busy"
+}
+
+start_contender() { # name rundir
+  local name=$1 dir=$2 i
+  assert_idle
+  mkdir -p "$dir"
+  CUR_NAME=$name CUR_PIDS=() CUR_LOG=$dir/$name.log
+  case "$name" in
+    reflector)
+      ip -n "$NS_A" link set dev "$IF_A" xdpdrv obj bpf/reflector.bpf.o sec xdp
+      : >"$CUR_LOG"
+      ;;
+    xdp | userspace)
+      local extra=() deadline
+      [[ $name == userspace ]] && extra=(--no-xdp-answers)
+      start_bg "$CUR_LOG" node bin/heimdall-xdp.js attach "$IF_A" --upstream "$UPSTREAM" --metrics-listen "$METRICS" \
+        --hot-size "$HEIMDALL_HOT_SIZE" "${extra[@]}"
+      deadline=$((SECONDS + 30))
+      until grep -q serving "$CUR_LOG"; do
+        kill -0 "${CUR_PIDS[0]}" 2>/dev/null || die "heimdall-xdp exited: $(cat "$CUR_LOG")"
+        ((SECONDS < deadline)) || die "heimdall-xdp not serving after 30 s: $(cat "$CUR_LOG")"
+        sleep 0.1
+      done
+      ;;
+    unbound)
+      bash scripts/bench/peers/unbound.conf.sh "$dir" "$SERVER" "$UPSTREAM" "$UNBOUND_THREADS" >"$dir/unbound.conf"
+      start_bg "$CUR_LOG" unbound -d -c "$dir/unbound.conf"
+      ;;
+    dnsdist)
+      bash scripts/bench/peers/dnsdist.conf.sh "$SERVER" "$UPSTREAM" "$DNSDIST_LISTENERS" >"$dir/dnsdist.conf"
+      start_bg "$CUR_LOG" dnsdist -C "$dir/dnsdist.conf" --supervised --disable-syslog
+      ;;
+    kresd)
+      rm -rf "$dir/kresd"
+      mkdir -p "$dir/kresd"
+      bash scripts/bench/peers/kresd.conf.sh "$dir/kresd" "$SERVER" "$UPSTREAM" >"$dir/kresd.conf"
+      for ((i = 0; i < KRESD_PROCS; i++)); do
+        start_bg "$dir/kresd-$i.log" kresd -n -q -c "$dir/kresd.conf" "$dir/kresd"
+      done
+      ;;
+    *) die "unknown contender '$name'" ;;
+  esac
+  wait_answer 30 || die "$name does not answer: $(cat "$CUR_LOG" 2>/dev/null | tail -5)"
+}
+
+stop_contender() {
+  [[ -n $CUR_NAME ]] || return 0
+  if [[ $CUR_NAME == reflector ]]; then
+    ip -n "$NS_A" link set dev "$IF_A" xdp off 2>/dev/null || true
+  fi
+  local pid _
+  for pid in "${CUR_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${CUR_PIDS[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "$CUR_NAME (pid $pid) did not stop on SIGTERM: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      # A killed heimdall-xdp leaves its program: remove it (never a foreign one).
+      [[ $CUR_NAME == xdp || $CUR_NAME == userspace ]] && in_appliance node bin/heimdall-xdp.js detach "$IF_A" >/dev/null 2>&1 || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  CUR_PIDS=() CUR_NAME=
+}
+
+# The service's Prometheus counters that say which path answered (heimdall-xdp only).
+heimdall_paths() {
+  in_appliance curl -s --max-time 3 "http://$METRICS/metrics" |
+    awk '/^heimdall_responses_total\{path="[a-z]+"\} / { match($1, /"[a-z]+"/); p = substr($1, RSTART + 1, RLENGTH - 2); printf "%s\"%s\":%s", (n++ ? "," : ""), p, $2 }
+         /^heimdall_hot_entries / { printf "%s\"hot_entries\":%s", (n++ ? "," : ""), $2 }
+         END { printf "\n" }'
+}
+
+# RSS of a PID in KiB.
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# Warms a contender's cache: the 10,000 names three times (the third ask promotes into
+# the hot map), then the hot set five times.
+warm() { # qdir
+  in_client dnsperf -s "$SERVER" -d "$1/warm.txt" -n 3 -c 4 -q 500 -t 2 >/dev/null 2>&1 || true
+  in_client dnsperf -s "$SERVER" -d "$1/hot.txt" -n 5 -c 4 -q 100 -t 2 >/dev/null 2>&1 || true
+}
+
+# kxdpgun for seconds at an offered rate; prints one JSON object of what it measured.
+kx() { # file seconds qps rawlog
+  local file=$1 secs=$2 qps=$3 raw=$4
+  in_client timeout $((${secs%.*} + 60)) kxdpgun -t "$secs" -Q "$qps" -i "$file" "$SERVER" >"$raw" 2>&1 || true
+  client_xdp_restore
+  awk -v qps="$qps" '
+    /^total queries:/ { sent = $3; gsub(/[()]/, "", $4); sent_pps = $4 }
+    /^total replies:/ { rep = $3; gsub(/[()]/, "", $4); rep_pps = $4 }
+    /^responded / { sub(/:$/, "", $2); rc = rc sprintf("%s\"%s\":%s", (nrc++ ? "," : ""), $2, $3) }
+    /XDP threads/ { th = $6; sub(/,$/, "", th) }
+    END {
+      if (sent == "") { print "{\"error\":\"kxdpgun gave no result\"}"; exit }
+      printf "{\"offered\":%d,\"sent\":%d,\"sent_pps\":%d,\"replies\":%d,\"replies_pps\":%d,\"answered\":%.4f,\"threads\":%d,\"rcodes\":{%s}}\n",
+        qps, sent, sent_pps, rep, rep_pps, (sent ? rep / sent : 0), th, rc
+    }' "$raw"
+}
+
+# dnsperf at a fixed rate, every latency printed (-v); prints one JSON object with the
+# percentiles of the queries after a warm-up, a lost query counting as slower than any
+# answer. The warm-up (LAT_WARMUP_S, 0.5 s: its responses are dropped from the figures)
+# exists because every dnsperf run here starts with a transient: responses ~2,000 to
+# ~5,500 (40-110 ms in) take 0.5-3.7 ms whatever answers them, the XDP_TX reflector
+# included, which is 2% of a 3-second run and so decides its p99.
+LAT_WARMUP_S=${LAT_WARMUP_S:-0.5}
+dp() { # file seconds qps rawlog
+  local file=$1 secs=$2 qps=$3 raw=$4
+  local skip
+  skip=$(awk -v q="$qps" -v w="$LAT_WARMUP_S" 'BEGIN { printf "%d", q * w }')
+  in_client dnsperf -s "$SERVER" -d "$file" -l "$(awk -v s="$secs" -v w="$LAT_WARMUP_S" 'BEGIN { print s + w }')" \
+    -Q "$qps" -c 8 -T 1 -q 2000 -t 1 -v >"$raw" 2>&1 || true
+  grep -q 'Queries sent:' "$raw" || { echo '{"error":"dnsperf gave no result"}'; return; }
+  awk -v skip="$skip" '/^> / && ++n > skip { if ($2 == "T") lost++; else if ($NF ~ /^[0-9.]+$/) print $NF }
+                       END { print "lost", lost + 0 > "/dev/stderr" }' "$raw" 2>"$raw.lost" | sort -g |
+    awk -v qps="$qps" -v raw="$raw" -v skip="$skip" -v lostfile="$raw.lost" '
+      { v[NR] = $1 }
+      function pct(p,   i) { i = int(p * total + 0.999999); if (i < 1) i = 1; return (i <= NR) ? sprintf("%.6f", v[i]) : "null" }
+      END {
+        getline line < lostfile; split(line, a, " "); lost = a[2] + 0
+        total = NR + lost
+        while ((getline line < raw) > 0) {
+          if (line ~ /Queries per second:/) { split(line, a, ":"); achieved = a[2] + 0 }
+          if (line ~ /Queries sent:/) { split(line, a, /[: ]+/); sent = a[4] + 0 }
+        }
+        printf "{\"offered\":%d,\"sent\":%d,\"warmup_skipped\":%d,\"measured\":%d,\"answered\":%d,\"lost\":%d,\"achieved_qps\":%.0f,\"p50\":%s,\"p99\":%s,\"p999\":%s,\"max\":%s}\n",
+          qps, sent, skip, total, NR, lost, achieved, pct(0.5), pct(0.99), pct(0.999), (NR ? sprintf("%.6f", v[NR]) : "null")
+      }'
+  rm -f "$raw.lost"
+}
