@@ -27,6 +27,7 @@ import {
   writeReply,
   type CachedAnswer,
 } from '../../src/dns/index.js';
+import { mulberry32 } from './rng.js';
 
 const QUICK = process.argv.includes('--quick');
 v8.setFlagsFromString('--expose-gc');
@@ -34,16 +35,6 @@ const gc = vm.runInNewContext('gc') as () => void;
 
 // ---- deterministic inputs -------------------------------------------------------
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const rnd = mulberry32(42);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;

@@ -21,6 +21,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { mulberry32 } from './rng.js';
 
 const NAMES = 10_000;
 const HOT = 100;
@@ -34,16 +35,6 @@ function arg(name: string, dflt: number): number {
   return v;
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Cumulative Zipf weights over ranks 1..n; a draw is a binary search. */
 function zipfSampler(n: number, s: number, rnd: () => number): () => number {
