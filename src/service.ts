@@ -81,15 +81,17 @@ export async function runAttach(o: AttachOptions): Promise<void> {
     cleanups.push(() => fp.close());
     const sync = new HotSync(fp);
 
-    // Workers and the main engine share the hot map: each may promote its share.
-    const engines = o.afXdp ? o.queues + 1 : 1;
-    const share = Math.max(1, Math.floor(o.hotSize / engines));
+    // Workers and the main engine share the hot map: each may promote its share. With
+    // AF_XDP the main engine sees only the kernel path (TCP, fragments, dead queues), so
+    // it gets a tenth and the workers split the rest.
+    const mainShare = o.afXdp ? Math.max(1, Math.floor(o.hotSize / 10)) : o.hotSize;
+    const share = o.afXdp ? Math.max(1, Math.floor((o.hotSize - mainShare) / o.queues)) : mainShare;
     const asks = new AskCounter();
     const engine = new DnsEngine({
       asks,
       resolver: forwarder,
       cacheSize: o.cacheSize,
-      hotCapacity: share,
+      hotCapacity: mainShare,
       promoteAfter: o.promoteAfter,
       udpSize: o.udpSize,
       serveStale: o.serveStale,
