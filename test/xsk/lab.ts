@@ -11,6 +11,15 @@ export function startAgent(lab: PairLab): JsonChild {
   return new JsonChild('ip', ['netns', 'exec', lab.appliance, process.execPath, '--expose-gc', '--import', 'tsx', AGENT]);
 }
 
+/** Detaches and ends an agent, then removes its namespaces (afterAll of the suites). */
+export async function stopAgent(agent: JsonChild | undefined, lab: PairLab | undefined): Promise<void> {
+  if (agent) {
+    await agent.call({ cmd: 'detach' }).catch(() => undefined);
+    agent.kill();
+  }
+  lab?.destroy();
+}
+
 export interface FloodResult {
   sent: number;
   received: number;

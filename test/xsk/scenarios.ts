@@ -62,7 +62,8 @@ async function whenFree<T>(fn: () => T): Promise<{ value: T; retries: number }> 
   }
 }
 
-interface Outcome {
+/** What a scenario step did: threw or not, and the error's code and failing call. */
+export interface Outcome {
   case: string;
   threw: string | null;
   code?: string;

@@ -10,15 +10,9 @@ import { describePrivileged } from '../helpers/privilege.js';
 import { createPairLab, sh, type JsonChild, type PairLab } from '../helpers/netns.js';
 import { BPF_PASS_OBJECT_PATH } from '../../src/native/addon.js';
 import type { FrameAccounting } from '../../src/xdp/xsk.js';
-import { flood, startAgent } from './lab.js';
+import { flood, startAgent, stopAgent } from './lab.js';
+import type { Outcome } from './scenarios.js';
 
-interface Outcome {
-  case: string;
-  threw: string | null;
-  code?: string;
-  syscall?: string;
-  message?: string;
-}
 interface Resources {
   ringMappings: number;
   socketFds: number;
@@ -38,13 +32,7 @@ describePrivileged('AF_XDP error paths: no crash, no leak', { netns: true }, () 
     baseline = await agent.call<Resources>({ cmd: 'resources' });
   }, 60_000);
 
-  afterAll(async () => {
-    if (agent) {
-      await agent.call({ cmd: 'detach' }).catch(() => undefined);
-      agent.kill();
-    }
-    lab?.destroy();
-  });
+  afterAll(() => stopAgent(agent, lab));
 
   it('rejects bad arguments with TypeError/RangeError and failed binds with errno codes', async () => {
     const r = await agent.call<{

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privilege.js';
 import { createPairLab, type JsonChild, type PairLab } from '../helpers/netns.js';
 import { BPF_PASS_OBJECT_PATH } from '../../src/native/addon.js';
-import { dig, flood, startAgent, type AgentStats } from './lab.js';
+import { dig, flood, startAgent, type AgentStats, stopAgent } from './lab.js';
 
 interface Finish {
   code: number;
@@ -34,13 +34,7 @@ describePrivileged('AF_XDP sockets in worker threads leave nothing behind', { ne
     expect(baseline.ringMappings).toBe(0);
   }, 60_000);
 
-  afterAll(async () => {
-    if (agent) {
-      await agent.call({ cmd: 'detach' }).catch(() => undefined);
-      agent.kill();
-    }
-    lab?.destroy();
-  });
+  afterAll(() => stopAgent(agent, lab));
 
   const cases: [string, (f: Finish) => void][] = [
     ['terminate', (f) => expect(f.code).toBe(1)],
