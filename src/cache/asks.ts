@@ -26,7 +26,12 @@ export class AskCounter {
 
   /** Counts one ask of key[0, len) and returns how many there have been. */
   add(key: Uint8Array, len: number): number {
-    return Atomics.add(this.counts, keyHash(key, 0, len) & this.mask, 1) + 1;
+    return this.addHashed(keyHash(key, 0, len));
+  }
+
+  /** add() for a caller that already has the key's keyHash (the cache lookup needs it too). */
+  addHashed(hash: number): number {
+    return Atomics.add(this.counts, hash & this.mask, 1) + 1;
   }
 
   /** Halves every count (the main thread calls this now and then). */

@@ -160,8 +160,8 @@ export class DnsCache {
    * (SLRU, hit count, observer) or a miss. An expired entry is dropped here
    * unless serve-stale keeps it for getStale.
    */
-  get(key: Uint8Array, len: number, nowNs: number = this.clock()): CachedAnswer | undefined {
-    const s = this.find(key, len);
+  get(key: Uint8Array, len: number, nowNs: number = this.clock(), hash: number = keyHash(key, 0, len)): CachedAnswer | undefined {
+    const s = this.find(key, len, hash);
     if (s < 0) {
       this.stats.misses++;
       return undefined;

@@ -15,6 +15,7 @@ import { MAX_KEY_LEN, OPCODE_QUERY, RCODE_NOTIMP, RCODE_SERVFAIL, RCODE_BADVERS,
 import { DnsCache } from '../cache/cache.js';
 import { PromotionPolicy, type PromotionEvent, type CacheObserver } from '../cache/promotion.js';
 import { AskCounter } from '../cache/asks.js';
+import { keyHash } from '../dns/key.js';
 import type { CachedAnswer } from '../dns/answer.js';
 import { fastMonotonicNs, type Clock } from '../cache/clock.js';
 import type { TtlPolicy } from '../dns/answer.js';
@@ -186,8 +187,9 @@ export class DnsEngine {
     }
     const now = nowNs ?? this.clock();
     const klen = v.keyLen;
-    if (this.observer) this.observer.asks = this.asks.add(this.key, klen);
-    const hit = this.cache.get(this.key, klen, now);
+    const hash = keyHash(this.key, 0, klen); // one hash for the ask count and the lookup
+    if (this.observer) this.observer.asks = this.asks.addHashed(hash);
+    const hit = this.cache.get(this.key, klen, now, hash);
     if (hit !== undefined) {
       this.counters.cacheHits++;
       return writeReply(v, hit, now, out, outOff, opts);
