@@ -10,6 +10,8 @@
 #include <linux/if_link.h>
 #include <arpa/inet.h>
 #include <net/if.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -156,7 +158,14 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   bpf_map__set_max_entries(hits, hot_entries);
   hot_capacity_ = hot_entries;
 
+  // The verifier gives up with EAGAIN when a signal is pending, and libbpf retries only a
+  // few times: a thread that gets signals often (node --cpu-prof's SIGPROF every
+  // millisecond) could never load the program. Signals wait until the load is done.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   int err = bpf_object__load(obj_);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (err) {
     std::string log = LibbpfLog();
     Release();
