@@ -91,6 +91,7 @@ Napi::Function XdpProgram::Init(Napi::Env env) {
                          InstanceMethod("hotKeys", &XdpProgram::HotKeys),
                          InstanceMethod("hitsRead", &XdpProgram::HitsRead),
                          InstanceMethod("hitsReset", &XdpProgram::HitsReset),
+                         InstanceMethod("hitsReadAll", &XdpProgram::HitsReadAll),
                          InstanceMethod("stats", &XdpProgram::Stats),
                          InstanceMethod("statsReset", &XdpProgram::StatsReset),
                          InstanceMethod("setRuntime", &XdpProgram::SetRuntime),
@@ -311,6 +312,47 @@ Napi::Value XdpProgram::HitsRead(const Napi::CallbackInfo &info) {
   uint64_t sum = 0;
   for (uint64_t v : per) sum += v;
   return Napi::BigInt::New(env, sum);
+}
+
+// hitsReadAll(out: Float64Array): every slot's hit counter, summed over CPUs, into
+// out[0 .. capacity). One batched lookup per call instead of a syscall per slot: the
+// upkeep reads the whole map every second, and thousands of syscalls in a burst took
+// the CPU from whatever shared it (the latency tail of XDP answers showed it).
+Napi::Value XdpProgram::HitsReadAll(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  EnsureOpen(env);
+  if (info.Length() < 1 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    throw Napi::TypeError::New(env, "hitsReadAll(out: Float64Array)");
+  Napi::Float64Array out = info[0].As<Napi::Float64Array>();
+  if (out.ElementLength() < hot_capacity_) throw Napi::RangeError::New(env, "out is shorter than the hot map");
+  size_t cells = static_cast<size_t>(hot_capacity_) * ncpus_;
+  if (hits_keys_.size() != hot_capacity_) hits_keys_.resize(hot_capacity_);
+  if (hits_values_.size() != cells) hits_values_.resize(cells);
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  uint32_t done = 0;
+  uint32_t in_batch = 0, out_batch = 0;
+  bool first = true;
+  while (done < hot_capacity_) {
+    uint32_t count = hot_capacity_ - done;
+    int rc = bpf_map_lookup_batch(hits_fd_, first ? nullptr : &in_batch, &out_batch, hits_keys_.data() + done,
+                                  hits_values_.data() + static_cast<size_t>(done) * ncpus_, &count, &opts);
+    int err = rc != 0 ? errno : 0;
+    if (rc != 0 && err != ENOENT) ThrowErrno(env, err, "bpf_map_lookup_batch", "cannot read hit counters");
+    done += count;
+    if (err == ENOENT || count == 0) break;  // ENOENT: the walk reached the end
+    in_batch = out_batch;
+    first = false;
+  }
+  for (uint32_t i = 0; i < done; i++) {
+    uint32_t slot = hits_keys_[i];
+    if (slot >= hot_capacity_) continue;
+    uint64_t sum = 0;
+    const uint64_t *per = hits_values_.data() + static_cast<size_t>(i) * ncpus_;
+    for (int c = 0; c < ncpus_; c++) sum += per[c];
+    out[slot] = static_cast<double>(sum);
+  }
+  return Napi::Number::New(env, done);
 }
 
 Napi::Value XdpProgram::HitsReset(const Napi::CallbackInfo &info) {

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <vector>
 
 struct bpf_object;
 struct bpf_program;
@@ -29,6 +30,7 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   Napi::Value HotKeys(const Napi::CallbackInfo &info);
   Napi::Value HitsRead(const Napi::CallbackInfo &info);
   Napi::Value HitsReset(const Napi::CallbackInfo &info);
+  Napi::Value HitsReadAll(const Napi::CallbackInfo &info);
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value StatsReset(const Napi::CallbackInfo &info);
   Napi::Value SetRuntime(const Napi::CallbackInfo &info);
@@ -47,6 +49,8 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   int runtime_fd_ = -1;
   uint32_t hot_capacity_ = 0;
   int ncpus_ = 1;
+  std::vector<uint32_t> hits_keys_;   // hitsReadAll buffers, kept between calls
+  std::vector<uint64_t> hits_values_;
   int ifindex_ = 0;
   uint32_t attach_mode_flags_ = 0;
 };

@@ -141,12 +141,18 @@ export async function runAttach(o: AttachOptions): Promise<void> {
     const timer = setInterval(() => {
       engine.tick();
       if (++ticks % ASK_DECAY_TICKS === 0) asks.decay();
+      const forWorkers = new Map<number, { key: Uint8Array; hits: number }[]>();
       for (const k of sync.collectKernelHits()) {
         for (const id of k.engines) {
           if (id === MAIN_ENGINE) engine.policy?.noteKernelHits(k.key, k.hits);
-          else pool?.noteKernelHits(id, k.key, k.hits);
+          else {
+            let list = forWorkers.get(id);
+            if (!list) forWorkers.set(id, (list = []));
+            list.push({ key: k.key, hits: k.hits });
+          }
         }
       }
+      for (const [id, items] of forWorkers) pool?.noteKernelHits(id, items);
     }, UPKEEP_MS);
     cleanups.push(() => clearInterval(timer));
 

@@ -61,6 +61,8 @@ export interface NativeXdpProgram {
   hotKeys(): Buffer[];
   hitsRead(slot: number): bigint;
   hitsReset(slot: number): void;
+  /** Every slot's hit counter (summed over CPUs) into out; returns the slots read. */
+  hitsReadAll(out: Float64Array): number;
   stats(): BigUint64Array;
   statsReset(): void;
   setRuntime(rt: { answersOff: boolean }): void;

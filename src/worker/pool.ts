@@ -122,9 +122,10 @@ export class WorkerPool {
     return this.slots.map((s) => s.worker);
   }
 
-  noteKernelHits(engineId: number, key: Uint8Array, hits: number): void {
+  /** Hands a worker the kernel hits of its hot keys: one message per upkeep, not per key. */
+  noteKernelHits(engineId: number, items: { key: Uint8Array; hits: number }[]): void {
     const w = this.slots[engineId - 1]?.worker;
-    if (w) w.postMessage({ type: 'kernelHits', items: [{ key, hits }] } satisfies ToWorker);
+    if (w && items.length > 0) w.postMessage({ type: 'kernelHits', items } satisfies ToWorker);
   }
 
   counters(): EngineCounters[] {

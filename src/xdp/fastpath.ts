@@ -36,6 +36,7 @@ export class FastPath {
   /** key (latin1) -> hit slot, exactly what is in the kernel's hot map. */
   private readonly slots = new Map<string, number>();
   private readonly freeSlots: number[] = [];
+  private readonly hitsBuf: Float64Array;
   private attachedTo: string | null = null;
 
   private constructor(
@@ -46,6 +47,7 @@ export class FastPath {
     this.layout = addon.layout;
     this.native = native;
     for (let s = capacity - 1; s >= 0; s--) this.freeSlots.push(s);
+    this.hitsBuf = new Float64Array(capacity);
   }
 
   static open(opts: FastPathOptions = {}, addon: NativeAddon = loadAddon()): FastPath {
@@ -132,6 +134,15 @@ export class FastPath {
   /** Hits the kernel has served for the entry in a slot. */
   hits(slot: number): bigint {
     return this.native.hitsRead(slot);
+  }
+
+  /**
+   * Hits the kernel has served in every slot, indexed by slot, read in one batched
+   * syscall. The array is reused: it is valid until the next call.
+   */
+  allHits(): Float64Array {
+    this.native.hitsReadAll(this.hitsBuf);
+    return this.hitsBuf;
   }
 
   hotKeys(): Buffer[] {

@@ -27,11 +27,14 @@ export class HotSync {
   private readonly holders = new Map<string, Map<number, CachedAnswer>>();
   /** key -> the answer written to the map. */
   private readonly written = new Map<string, CachedAnswer>();
-  /** key -> hit counter value last read. */
-  private readonly lastHits = new Map<string, bigint>();
+  /** hit slot -> key written there; hit slot -> counter value last read. */
+  private readonly bySlot: (string | undefined)[] = [];
+  private readonly lastHits: Float64Array;
   readonly counters: HotSyncCounters = { promotions: 0, demotions: 0, refused: 0 };
 
-  constructor(private readonly fp: FastPath) {}
+  constructor(private readonly fp: FastPath) {
+    this.lastHits = new Float64Array(fp.capacity);
+  }
 
   get size(): number {
     return this.written.size;
@@ -74,17 +77,23 @@ export class HotSync {
 
   /**
    * Hits the kernel served per hot key since the last call, for the engines that hold
-   * each key: [engine ids, key, new hits].
+   * each key: [engine ids, key, new hits]. One batched read of the counters, then a
+   * pass over plain arrays; only keys whose counter moved cost more than a compare.
    */
   collectKernelHits(): { engines: number[]; key: Uint8Array; hits: number }[] {
     const out: { engines: number[]; key: Uint8Array; hits: number }[] = [];
-    for (const [id, a] of this.written) {
-      const slot = this.fp.slotOf(a.key);
-      if (slot === undefined) continue;
-      const now = this.fp.hits(slot);
-      const delta = now - (this.lastHits.get(id) ?? 0n);
-      this.lastHits.set(id, now);
-      if (delta > 0n) out.push({ engines: [...(this.holders.get(id)?.keys() ?? [])], key: a.key, hits: Number(delta) });
+    if (this.written.size === 0) return out;
+    const all = this.fp.allHits();
+    const last = this.lastHits;
+    for (let slot = 0; slot < all.length; slot++) {
+      const now = all[slot]!;
+      if (now === last[slot]) continue;
+      const delta = now - last[slot]!;
+      last[slot] = now;
+      const id = this.bySlot[slot];
+      const a = id === undefined ? undefined : this.written.get(id);
+      if (a === undefined || delta <= 0) continue;
+      out.push({ engines: [...(this.holders.get(id!)?.keys() ?? [])], key: a.key, hits: delta });
     }
     return out;
   }
@@ -97,11 +106,12 @@ export class HotSync {
     if (!best || this.written.get(id) === best) return;
     try {
       const fresh = !this.written.has(id);
-      this.fp.put(best);
+      const slot = this.fp.put(best);
       this.written.set(id, best);
       if (fresh) {
         this.counters.promotions++;
-        this.lastHits.set(id, 0n);
+        this.bySlot[slot] = id;
+        this.lastHits[slot] = 0; // put() zeroed the counter of a fresh slot
       }
     } catch (e) {
       if (e instanceof HeimdallError || isNativeError(e)) {
@@ -114,7 +124,8 @@ export class HotSync {
 
   private remove(id: string, key: Uint8Array): void {
     if (!this.written.delete(id)) return;
-    this.lastHits.delete(id);
+    const slot = this.fp.slotOf(key);
+    if (slot !== undefined) this.bySlot[slot] = undefined;
     this.fp.delete(key);
     this.counters.demotions++;
   }

@@ -245,6 +245,17 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     expect(run(buildFrame(query('gone.example', 'A'))).slot).toBe('USER_MISS');
   });
 
+
+  it('reads every hit counter in one batch, equal to the per-slot reads', () => {
+    const names = ['batch-a.example', 'batch-b.example', 'batch-c.example'];
+    const slots = names.map((n) => put(exampleA(n)));
+    for (let i = 0; i < 3; i++) expect(run(buildFrame(query(names[0]!, 'A'))).slot).toBe('TX');
+    expect(run(buildFrame(query(names[2]!, 'A'))).slot).toBe('TX');
+    const all = fp.allHits();
+    expect(all.length).toBe(fp.capacity);
+    expect(slots.map((s) => all[s])).toEqual([3, 0, 1]);
+    for (let s = 0; s < fp.capacity; s++) expect(all[s]).toBe(Number(fp.hits(s)));
+  });
   // Packets that are not ours: passed to the kernel untouched.
   const q0 = () => query('www.example.com', 'A');
   const passCases: { name: string; frame: () => Buffer; slot: string }[] = [

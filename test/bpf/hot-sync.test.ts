@@ -1,0 +1,82 @@
+/**
+ * HotSync against the real hot map: the union of the engines' hot sets with the
+ * freshest answer written, and the kernel's per-entry hits (served by the program under
+ * BPF_PROG_TEST_RUN) handed back to the engines that hold each key, once.
+ */
+import { afterEach, beforeEach, expect, it } from 'vitest';
+import { describePrivileged } from '../helpers/privilege.js';
+import { buildFrame } from '../helpers/frames.js';
+import { query, response, cached, decode } from '../helpers/dns.js';
+import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
+import { HotSync } from '../../src/xdp/hot-sync.js';
+import type { CachedAnswer } from '../../src/dns/answer.js';
+
+describePrivileged('HotSync over the hot map', {}, () => {
+  let fp: FastPath;
+  let sync: HotSync;
+
+  beforeEach(() => {
+    fp = FastPath.open({ hotEntries: 4 });
+    sync = new HotSync(fp);
+  });
+  afterEach(() => fp?.close());
+
+  const answer = (name: string, addr: string, ageS = 0): CachedAnswer =>
+    cached(response(name, 'A', { answers: [{ type: 'A', name, ttl: 300, data: addr }] }), fp.nowNs() - ageS * 1e9);
+
+  /** Asks the program for name; returns the address it answered, or null. */
+  function ask(name: string): string | null {
+    const r = fp.testRun(buildFrame(query(name, 'A')));
+    if (r.action !== XdpAction.TX) return null;
+    const d = decode(r.frame.subarray(14 + 20 + 8));
+    return String(d.answers[0]!.data);
+  }
+
+  it('keeps a key while any engine holds it, with the freshest answer', () => {
+    const older = answer('u.example', '198.18.2.1', 30);
+    const newer = answer('u.example', '198.18.2.2', 0);
+    sync.apply(1, { kind: 'promote', answer: older });
+    expect(ask('u.example')).toBe('198.18.2.1');
+    sync.apply(2, { kind: 'promote', answer: newer });
+    expect(ask('u.example')).toBe('198.18.2.2');
+    sync.apply(2, { kind: 'demote', key: newer.key, reason: 'evicted' });
+    expect(ask('u.example')).toBe('198.18.2.1');
+    expect(sync.size).toBe(1);
+    sync.apply(1, { kind: 'demote', key: older.key, reason: 'expired' });
+    expect(ask('u.example')).toBeNull();
+    expect(sync.size).toBe(0);
+  });
+
+  it('hands each engine holding a key the hits the kernel served, once', () => {
+    const a = answer('h.example', '198.18.2.3');
+    const b = answer('quiet.example', '198.18.2.4');
+    sync.apply(1, { kind: 'promote', answer: a });
+    sync.apply(3, { kind: 'promote', answer: a });
+    sync.apply(2, { kind: 'promote', answer: b });
+    for (let i = 0; i < 3; i++) expect(ask('h.example')).toBe('198.18.2.3');
+    const first = sync.collectKernelHits();
+    expect(first).toHaveLength(1);
+    expect(first[0]!.engines.sort()).toEqual([1, 3]);
+    expect(Buffer.from(first[0]!.key).equals(Buffer.from(a.key))).toBe(true);
+    expect(first[0]!.hits).toBe(3);
+    expect(sync.collectKernelHits()).toEqual([]);
+    ask('h.example');
+    ask('quiet.example');
+    const second = sync.collectKernelHits().map((k) => [k.engines.join(','), k.hits]);
+    expect(second.sort()).toEqual([['1,3', 1], ['2', 1]]);
+  });
+
+  it('starts a reused slot from zero: hits of the key that left are not credited to the next', () => {
+    const gone = answer('gone.example', '198.18.2.5');
+    sync.apply(1, { kind: 'promote', answer: gone });
+    for (let i = 0; i < 5; i++) ask('gone.example');
+    sync.apply(1, { kind: 'demote', key: gone.key, reason: 'displaced' });
+    const next = answer('next.example', '198.18.2.6');
+    sync.apply(1, { kind: 'promote', answer: next }); // takes the freed slot (LIFO)
+    expect(sync.collectKernelHits()).toEqual([]);
+    ask('next.example');
+    const hits = sync.collectKernelHits();
+    expect(hits.map((k) => k.hits)).toEqual([1]);
+    expect(Buffer.from(hits[0]!.key).equals(Buffer.from(next.key))).toBe(true);
+  });
+});
