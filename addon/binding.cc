@@ -29,11 +29,13 @@ Napi::Object Layout(Napi::Env env) {
   l.Set("HOT_KEY_DO", HOT_KEY_DO);
   l.Set("HOT_VAL_RCODE_MASK", HOT_VAL_RCODE_MASK);
   l.Set("HOT_VAL_AD", HOT_VAL_AD);
+  l.Set("HOT_HASH_MUL1", Napi::BigInt::New(env, static_cast<uint64_t>(HOT_HASH_MUL1)));
+  l.Set("HOT_HASH_MUL2", Napi::BigInt::New(env, static_cast<uint64_t>(HOT_HASH_MUL2)));
   l.Set("PROG_NAME", HEIMDALL_PROG_NAME);
 
   Napi::Object key = Napi::Object::New(env);
   key.Set("size", sizeof(hot_key));
-  FIELD(key, hot_key, name);
+  FIELD(key, hot_key, name_hash);
   FIELD(key, hot_key, qtype);
   FIELD(key, hot_key, qclass);
   FIELD(key, hot_key, flags);
@@ -52,6 +54,7 @@ Napi::Object Layout(Napi::Env env) {
   FIELD(val, hot_value, records_len);
   FIELD(val, hot_value, rr_count);
   FIELD(val, hot_value, records_csum);
+  FIELD(val, hot_value, name);
   FIELD(val, hot_value, ttl);
   FIELD(val, hot_value, ttl_off);
   FIELD(val, hot_value, records);

@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -140,6 +141,14 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
     c.ports[i] = htons(static_cast<uint16_t>(p));
   }
   c.udp_size = static_cast<uint16_t>(udp_size);
+  // The hot key's name hash is seeded per load, so which names collide cannot be worked
+  // out in advance (a collision only sends both names to userspace; see heimdall.h).
+  if (getrandom(&c.hash_seed, sizeof(c.hash_seed), 0) != sizeof(c.hash_seed)) {
+    int e = errno;
+    Release();
+    ThrowErrno(env, e, "getrandom", "cannot seed the hot key hash");
+  }
+  hash_seed_ = c.hash_seed;
   size_t rosize = 0;
   const void *ro = bpf_map__initial_value(cfg.rodata, &rosize);
   std::vector<uint8_t> image(static_cast<const uint8_t *>(ro), static_cast<const uint8_t *>(ro) + rosize);
@@ -464,6 +473,7 @@ Napi::Value XdpProgram::Describe(const Napi::CallbackInfo &info) {
   o.Set("hotCapacity", hot_capacity_);
   o.Set("xsksMapFd", xsks_fd_);
   o.Set("cpus", ncpus_);
+  o.Set("hashSeed", Napi::BigInt::New(env, static_cast<uint64_t>(hash_seed_)));
   return o;
 }
 

@@ -49,6 +49,7 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   int runtime_fd_ = -1;
   uint32_t hot_capacity_ = 0;
   int ncpus_ = 1;
+  uint64_t hash_seed_ = 0;
   std::vector<uint32_t> hits_keys_;   // hitsReadAll buffers, kept between calls
   std::vector<uint64_t> hits_values_;
   int ifindex_ = 0;

@@ -23,7 +23,7 @@
 #define HEIMDALL_CONFIG_VAR "heimdall_cfg"
 
 /* Longest question name (wire form, root label included) the fast path answers.
- * Longer names are served by userspace; 128 bytes keeps the hash key small. */
+ * Longer names are served by userspace. A multiple of 8: the name is read in words. */
 #ifndef HOT_NAME_MAX
 #define HOT_NAME_MAX 128
 #endif
@@ -53,14 +53,29 @@
 #define HOT_VAL_RCODE_MASK 0x000f
 #define HOT_VAL_AD 0x0020 /* upstream set AD; echoed only to DO or AD queries */
 
-/* Lookup key of the hot map: the question as a case-insensitive match. */
+/*
+ * Lookup key of the hot map: a keyed 64-bit hash of the lowercased question name with
+ * the fields that select the answer. A 16-byte key is what makes the lookup cheap: the
+ * map hashes and compares the whole key on every query, and a key holding the name
+ * itself (136 bytes) cost more than the rest of the fast path together. The name is
+ * kept in the value and compared there, so a hash collision can only miss, never serve
+ * the wrong answer (userspace refuses to write a second name under a taken key).
+ *
+ * name_hash is hot_name_hash() below, seeded with heimdall_config.hash_seed (random per
+ * load, so the names that collide cannot be known in advance), over the lowercased wire
+ * name read as little-endian 64-bit words, the last one zero padded:
+ *   h = seed; for each word w: h = (h ^ w) * HOT_HASH_MUL1; h ^= h >> 29
+ *   then h ^= name_len; h *= HOT_HASH_MUL2; h ^= h >> 32
+ */
+#define HOT_HASH_MUL1 0x9e3779b97f4a7c15ULL
+#define HOT_HASH_MUL2 0xff51afd7ed558ccdULL
 struct hot_key {
-	__u8 name[HOT_NAME_MAX]; /* lowercased wire name, zero padded */
-	__u16 qtype;             /* network byte order, as on the wire */
-	__u16 qclass;            /* network byte order */
-	__u8 flags;              /* HOT_KEY_DO */
-	__u8 name_len;           /* wire length of name, root label included */
-	__u8 pad[2];             /* always zero */
+	__u64 name_hash;
+	__u16 qtype;    /* network byte order, as on the wire */
+	__u16 qclass;   /* network byte order */
+	__u8 flags;     /* HOT_KEY_DO */
+	__u8 name_len;  /* wire length of name, root label included */
+	__u8 pad[2];    /* always zero */
 };
 
 /*
@@ -84,6 +99,7 @@ struct hot_value {
 	__u16 rr_count;   /* entries used in ttl_off[] and ttl[] */
 	__u16 records_csum;
 	__u16 pad[3];
+	__u8 name[HOT_NAME_MAX];   /* lowercased wire name, zero padded: checked against the query */
 	__u32 ttl[HOT_RR_MAX];     /* TTL at origin_ns, at most the entry's lifetime */
 	__u16 ttl_off[HOT_RR_MAX]; /* offset of each TTL field inside records[] */
 	__u8 records[HOT_RECORDS_MAX];
@@ -94,6 +110,7 @@ struct heimdall_config {
 	__u16 ports[HEIMDALL_MAX_PORTS]; /* served UDP ports, network order, 0 = unused */
 	__u16 udp_size;                  /* our EDNS UDP size, and the largest reply payload */
 	__u16 pad[3];
+	__u64 hash_seed;                 /* seed of hot_key.name_hash, random per load */
 };
 
 /* Runtime settings, entry 0 of the runtime ARRAY map; all zero means the defaults. */
@@ -125,6 +142,7 @@ struct heimdall_runtime {
 	X(USER_NAME, "compressed, malformed or over-long name: sent to userspace")         \
 	X(USER_EDNS, "additional data other than one EDNS0 OPT: sent to userspace")        \
 	X(USER_MISS, "no hot entry: sent to userspace")                                    \
+	X(USER_NAME_MISMATCH, "hot key held by another name (hash collision): sent to userspace") \
 	X(USER_EXPIRED, "hot entry expired: sent to userspace")                            \
 	X(USER_OVERSIZE, "answer over the client's limit: sent to userspace")              \
 	X(USER_BAD_ENTRY, "hot entry fields out of range: sent to userspace")              \
@@ -143,14 +161,18 @@ struct heimdall_stats {
 	__u64 slot[STAT_MAX];
 };
 
+#if HOT_NAME_MAX % 8 != 0 || HOT_NAME_MAX > 248
+#error "HOT_NAME_MAX must be a multiple of 8 that fits name_len"
+#endif
+
 #ifdef __cplusplus
-static_assert(sizeof(struct hot_key) == HOT_NAME_MAX + 8, "hot_key layout");
-static_assert(sizeof(struct hot_value) == 40 + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
-static_assert(sizeof(struct heimdall_config) == 16, "heimdall_config layout");
+static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
+static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
+static_assert(sizeof(struct heimdall_config) == 24, "heimdall_config layout");
 #else
-_Static_assert(sizeof(struct hot_key) == HOT_NAME_MAX + 8, "hot_key layout");
-_Static_assert(sizeof(struct hot_value) == 40 + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
-_Static_assert(sizeof(struct heimdall_config) == 16, "heimdall_config layout");
+_Static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
+_Static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
+_Static_assert(sizeof(struct heimdall_config) == 24, "heimdall_config layout");
 #endif
 
 #endif /* HEIMDALL_H */

@@ -9,7 +9,8 @@ export type HeimdallErrorCode =
   | 'E_NOT_ROOT'
   | 'E_BAD_OPTION'
   | 'E_NOT_HOT_CACHEABLE'
-  | 'E_HOT_FULL';
+  | 'E_HOT_FULL'
+  | 'E_HOT_COLLISION';
 
 export class HeimdallError extends Error {
   readonly code: HeimdallErrorCode;

@@ -26,6 +26,8 @@ export interface Layout {
   HOT_KEY_DO: number;
   HOT_VAL_RCODE_MASK: number;
   HOT_VAL_AD: number;
+  HOT_HASH_MUL1: bigint;
+  HOT_HASH_MUL2: bigint;
   PROG_NAME: string;
   key: StructLayout;
   value: StructLayout;
@@ -69,7 +71,7 @@ export interface NativeXdpProgram {
   testRun(frame: Buffer, repeat?: number): NativeTestRun;
   benchRun(frame: Buffer, iterations: number): { action: number; meanNs: number };
   close(): void;
-  describe(): { open: boolean; progId: number; ifindex: number; hotCapacity: number; xsksMapFd: number; cpus: number };
+  describe(): { open: boolean; progId: number; ifindex: number; hotCapacity: number; xsksMapFd: number; cpus: number; hashSeed: bigint };
 }
 
 export interface XdpStatus {

@@ -35,6 +35,10 @@ export class FastPath {
   private readonly native: NativeXdpProgram;
   /** key (latin1) -> hit slot, exactly what is in the kernel's hot map. */
   private readonly slots = new Map<string, number>();
+  /** hot-map key (latin1) -> the cache key (latin1) whose entry sits under it. */
+  private readonly owners = new Map<string, string>();
+  /** Seed of the hot key's name hash, chosen by the addon at load. */
+  readonly hashSeed: bigint;
   private readonly freeSlots: number[] = [];
   private readonly hitsBuf: Float64Array;
   private attachedTo: string | null = null;
@@ -48,6 +52,7 @@ export class FastPath {
     this.native = native;
     for (let s = capacity - 1; s >= 0; s--) this.freeSlots.push(s);
     this.hitsBuf = new Float64Array(capacity);
+    this.hashSeed = native.describe().hashSeed;
   }
 
   static open(opts: FastPathOptions = {}, addon: NativeAddon = loadAddon()): FastPath {
@@ -93,11 +98,19 @@ export class FastPath {
     const keyId = this.keyId(answer);
     let slot = this.slots.get(keyId);
     const fresh = slot === undefined;
+    const hotKey = hotKeyFromCacheKey(answer.key, this.layout, this.hashSeed);
+    const hk = hotKey.toString('latin1');
+    const owner = this.owners.get(hk);
+    if (owner !== undefined && owner !== keyId) {
+      // Two names with one 64-bit hash (and type, class, DO): the first keeps the entry,
+      // and the program would send the second to userspace anyway (name mismatch).
+      throw new HeimdallError('E_HOT_COLLISION', 'hot map key already holds another name');
+    }
     if (slot === undefined) {
       slot = this.freeSlots.pop();
       if (slot === undefined) throw new HeimdallError('E_HOT_FULL', `hot map is full (${this.capacity} entries)`);
     }
-    const entry = encodeHotEntry(answer, slot, this.layout);
+    const entry = encodeHotEntry(answer, slot, this.layout, this.hashSeed);
     try {
       if (fresh) this.native.hitsReset(slot);
       this.native.hotPut(entry.key, entry.value);
@@ -106,14 +119,19 @@ export class FastPath {
       throw e;
     }
     this.slots.set(keyId, slot);
+    this.owners.set(hk, keyId);
     return slot;
   }
 
   /** Removes the entry of a cache key (see src/dns/key.ts). Returns whether the kernel had it. */
   delete(cacheKey: Uint8Array): boolean {
     const keyId = Buffer.from(cacheKey.buffer, cacheKey.byteOffset, cacheKey.byteLength).toString('latin1');
+    const hk = hotKeyFromCacheKey(cacheKey, this.layout, this.hashSeed);
+    const owner = this.owners.get(hk.toString('latin1'));
+    if (owner !== undefined && owner !== keyId) return false; // the entry there is another name's
     const slot = this.slots.get(keyId);
-    const removed = this.native.hotDelete(hotKeyFromCacheKey(cacheKey, this.layout));
+    const removed = this.native.hotDelete(hk);
+    this.owners.delete(hk.toString('latin1'));
     if (slot !== undefined) {
       this.slots.delete(keyId);
       this.freeSlots.push(slot);

@@ -24,16 +24,39 @@ export function hotUnfitReason(a: CachedAnswer, layout: Layout): string | null {
   return null;
 }
 
+const MASK64 = (1n << 64n) - 1n;
+
+/**
+ * hot_key.name_hash of a lowercased wire name, as bpf/heimdall.h defines it and the XDP
+ * program computes it: little-endian 64-bit words, the last zero padded, mixed into a
+ * seeded multiply-xorshift. BigInt is slow, but this runs once per promotion, never
+ * per query.
+ */
+export function hotNameHash(name: Uint8Array, seed: bigint, layout: Layout): bigint {
+  const n = name.length;
+  let h = seed & MASK64;
+  for (let o = 0; o < n; o += 8) {
+    let w = 0n;
+    for (let i = Math.min(7, n - o - 1); i >= 0; i--) w = (w << 8n) | BigInt(name[o + i]!);
+    h = ((h ^ w) * layout.HOT_HASH_MUL1) & MASK64;
+    h ^= h >> 29n;
+  }
+  h ^= BigInt(n);
+  h = (h * layout.HOT_HASH_MUL2) & MASK64;
+  h ^= h >> 32n;
+  return h;
+}
+
 /**
  * The hot-map key for a cache key (lowercased wire name, QTYPE, QCLASS, DO byte: see
- * src/dns/key.ts): the same fields, laid out as struct hot_key.
+ * src/dns/key.ts), laid out as struct hot_key: the name's seeded hash and the rest.
  */
-export function hotKeyFromCacheKey(cacheKey: Uint8Array, layout: Layout, out: Buffer = Buffer.alloc(layout.key.size)): Buffer {
+export function hotKeyFromCacheKey(cacheKey: Uint8Array, layout: Layout, seed: bigint, out: Buffer = Buffer.alloc(layout.key.size)): Buffer {
   const k = layout.key;
   const n = cacheKey.length - 5;
   if (n < 1 || n > layout.HOT_NAME_MAX) throw new HeimdallError('E_NOT_HOT_CACHEABLE', `name length ${n} does not fit the hot key`);
   out.fill(0);
-  out.set(cacheKey.subarray(0, n), k.name!);
+  out.writeBigUInt64LE(hotNameHash(cacheKey.subarray(0, n), seed, layout), k.name_hash!);
   out[k.qtype!] = cacheKey[n]!;
   out[k.qtype! + 1] = cacheKey[n + 1]!;
   out[k.qclass!] = cacheKey[n + 2]!;
@@ -67,7 +90,7 @@ export function recordsChecksum(records: Uint8Array, qnameLen: number): number {
   return qnameLen & 1 ? ((s << 8) | (s >> 8)) & 0xffff : s;
 }
 
-export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout): HotEntry {
+export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout, seed: bigint): HotEntry {
   const why = hotUnfitReason(a, layout);
   if (why) throw new HeimdallError('E_NOT_HOT_CACHEABLE', `answer not fit for the hot map: ${why}`);
   const v = layout.value;
@@ -90,5 +113,6 @@ export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout)
     value.writeUInt16LE(a.ttlOffsets[i]!, v.ttl_off! + 2 * i);
   }
   records.copy(value, v.records!);
-  return { key: hotKeyFromCacheKey(a.key, layout), value };
+  value.set(a.key.subarray(0, a.qnameLen), v.name!); // the program checks the query's name against it
+  return { key: hotKeyFromCacheKey(a.key, layout, seed), value };
 }

@@ -96,7 +96,9 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
 
   for (const c of hitCases) {
     it(`answers a hot A query: ${c.name}`, () => {
-      const a = exampleA(c.qname, 300, now - 5 * NS);
+      // 5.5 s ago: half a second from a boundary, as the program's coarse clock may trail
+      // the test's by a tick.
+      const a = exampleA(c.qname, 300, now - 5.5 * NS);
       const slot = put(a);
       const q = buildFrame(query(c.qname, 'A', { id: 0xbeef }), c.fo);
       const r = run(q);
@@ -150,7 +152,7 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
 
   it('serves NXDOMAIN with its SOA, TTL from the SOA minimum, counting down', () => {
     const msg = response('nope.example.com', 'A', { authorities: [SOA('example.com', 3600, 120)] }, { rcode: 'NXDOMAIN' });
-    put(cached(msg, now - 20 * NS));
+    put(cached(msg, now - 20.5 * NS));
     const q = buildFrame(query('NoPe.example.com', 'A'));
     const r = run(q);
     expect(r.slot).toBe('TX');
@@ -213,6 +215,28 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     expect(r.fallback).toBe(true);
   });
 
+  it('never serves an entry late, though its clock (the coarse one) trails by up to a tick', () => {
+    // Expired a millisecond ago: the coarse clock usually still reads before that.
+    put(exampleA('just-gone.example', 300, fp.nowNs() - 300.001 * NS));
+    expect(run(buildFrame(query('just-gone.example', 'A'))).slot).toBe('USER_EXPIRED');
+    put(exampleA('later.example', 300, now - 299 * NS)); // a second left
+    expect(run(buildFrame(query('later.example', 'A'))).slot).toBe('TX');
+  });
+
+  it('checks the name in the entry: a key holding another name (a hash collision) sends the query to userspace', () => {
+    // Written behind the addon, which refuses a second name under a taken key: the
+    // entry of one name under the key of another.
+    const other = encodeHotEntry(exampleA('other.example'), 0, fp.layout, fp.hashSeed);
+    const asked = encodeHotEntry(exampleA('asked.example'), 0, fp.layout, fp.hashSeed);
+    fp.putRaw(asked.key, other.value);
+    const f = buildFrame(query('asked.example', 'A'));
+    const r = run(f);
+    expect(r.slot).toBe('USER_NAME_MISMATCH');
+    expect(r.out.equals(f)).toBe(true);
+    fp.putRaw(asked.key, asked.value);
+    expect(run(buildFrame(query('ASKED.example', 'A'))).slot).toBe('TX');
+  });
+
   it('sends every query to userspace when answers are switched off', () => {
     put(exampleA('off.example'));
     fp.setAnswers(false);
@@ -225,7 +249,7 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     // The addon refuses such an entry, so it is written with bpftool, as anyone with
     // root could: the program must not trust the map.
     const a = exampleA('corrupt.example');
-    const e = encodeHotEntry(a, 0, fp.layout);
+    const e = encodeHotEntry(a, 0, fp.layout, fp.hashSeed);
     e.value.writeUInt16LE(fp.layout.HOT_RR_MAX + 1, fp.layout.value.rr_count!);
     const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(fp.describe().progId), '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
     const hotId = prog.map_ids.find((id) => (JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name === 'hot_map');

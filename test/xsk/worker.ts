@@ -46,6 +46,15 @@ function serve(sock: XskSocket): void {
 }
 
 for (const s of socks) s.onReadable(serve);
+if (d.how === 'natural') {
+  // The go flag is also seen without traffic: when the load ended before the host raised
+  // it, no poll callback would ever run again and the worker would wait forever.
+  const t = setInterval(() => {
+    if (Atomics.load(d.shared, 1) !== 1) return;
+    for (const s of socks) s.stopReadable();
+    clearInterval(t);
+  }, 5);
+}
 parentPort!.postMessage({
   ready: true,
   inodes: socks.map((s) => readlinkSync(`/proc/self/fd/${s.fd}`)),
