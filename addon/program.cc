@@ -323,27 +323,33 @@ Napi::Value XdpProgram::HitsRead(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(env, sum);
 }
 
-// hitsReadAll(out: Float64Array): every slot's hit counter, summed over CPUs, into
-// out[0 .. capacity). One batched lookup per call instead of a syscall per slot: the
-// upkeep reads the whole map every second, and thousands of syscalls in a burst took
-// the CPU from whatever shared it (the latency tail of XDP answers showed it).
+// hitsReadAll(out: Float64Array, from = 0, count = capacity): the hit counters of slots
+// from .. from+count-1, summed over CPUs, into out[slot]. One batched lookup instead of a
+// syscall per slot: the upkeep reads the counters every second, and thousands of
+// syscalls in a burst took the CPU from whatever shared it (the latency tail of XDP
+// answers showed it). A window keeps each burst short. Returns the slots read.
 Napi::Value XdpProgram::HitsReadAll(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
   if (info.Length() < 1 || !info[0].IsTypedArray() ||
       info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-    throw Napi::TypeError::New(env, "hitsReadAll(out: Float64Array)");
+    throw Napi::TypeError::New(env, "hitsReadAll(out: Float64Array, from?, count?)");
   Napi::Float64Array out = info[0].As<Napi::Float64Array>();
   if (out.ElementLength() < hot_capacity_) throw Napi::RangeError::New(env, "out is shorter than the hot map");
-  size_t cells = static_cast<size_t>(hot_capacity_) * ncpus_;
-  if (hits_keys_.size() != hot_capacity_) hits_keys_.resize(hot_capacity_);
-  if (hits_values_.size() != cells) hits_values_.resize(cells);
+  uint32_t from = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0;
+  uint32_t want = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Uint32Value() : hot_capacity_;
+  if (from >= hot_capacity_) throw Napi::RangeError::New(env, "from is beyond the hot map");
+  if (want > hot_capacity_ - from) want = hot_capacity_ - from;
+  size_t cells = static_cast<size_t>(want) * ncpus_;
+  if (hits_keys_.size() < want) hits_keys_.resize(want);
+  if (hits_values_.size() < cells) hits_values_.resize(cells);
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  // An array walks from the key after in_batch: from - 1 starts the window at from.
+  uint32_t in_batch = from - 1, out_batch = 0;
+  bool first = from == 0;
   uint32_t done = 0;
-  uint32_t in_batch = 0, out_batch = 0;
-  bool first = true;
-  while (done < hot_capacity_) {
-    uint32_t count = hot_capacity_ - done;
+  while (done < want) {
+    uint32_t count = want - done;
     int rc = bpf_map_lookup_batch(hits_fd_, first ? nullptr : &in_batch, &out_batch, hits_keys_.data() + done,
                                   hits_values_.data() + static_cast<size_t>(done) * ncpus_, &count, &opts);
     int err = rc != 0 ? errno : 0;

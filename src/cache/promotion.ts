@@ -88,8 +88,9 @@ export class PromotionPolicy implements CacheObserver {
   private readonly heat: Float64Array;
   /** Per slot: index in the heap, or -1 when not hot. */
   private readonly heapPos: Int32Array;
-  /** Per slot: the answer promoted for it (hot slots only). */
+  /** Per slot: the answer promoted for it (hot slots only), and its expiry. */
   private readonly hotAnswer: (CachedAnswer | undefined)[];
+  private readonly hotExpires: Float64Array;
   private readonly heap: Int32Array;
   private heapSize = 0;
   /** Per slot: hits not yet folded into heat; the slots that have some, in order. */
@@ -122,6 +123,7 @@ export class PromotionPolicy implements CacheObserver {
     this.heat = new Float64Array(n).fill(-Infinity);
     this.heapPos = new Int32Array(n).fill(-1);
     this.hotAnswer = new Array<CachedAnswer | undefined>(n);
+    this.hotExpires = new Float64Array(n);
     this.heap = new Int32Array(Math.max(cap, 1));
     this.pending = new Float64Array(n);
     this.pendingAt = new Float64Array(n);
@@ -193,6 +195,7 @@ export class PromotionPolicy implements CacheObserver {
     this.demotions++;
     if (nowNs < answer.expiresNs && this.eligible(answer)) {
       this.hotAnswer[slot] = answer;
+      this.hotExpires[slot] = answer.expiresNs;
       this.emit({ kind: 'promote', answer });
       this.promotions++;
     } else {
@@ -236,11 +239,16 @@ export class PromotionPolicy implements CacheObserver {
    */
   tick(nowNs: number = this.clock()): number {
     this.foldAll();
-    const expired: number[] = [];
+    // A scan of plain numbers: through the answer objects it took ~3 ms per tick with
+    // 10,000 hot keys, every 250 ms, on a core the clients share.
+    const heap = this.heap;
+    const exp = this.hotExpires;
+    let expired: number[] | undefined;
     for (let i = 0; i < this.heapSize; i++) {
-      const slot = this.heap[i]!;
-      if (nowNs >= this.hotAnswer[slot]!.expiresNs) expired.push(slot);
+      const slot = heap[i]!;
+      if (nowNs >= exp[slot]!) (expired ??= []).push(slot);
     }
+    if (expired === undefined) return 0;
     for (const slot of expired) this.demote(slot, 'expired');
     return expired.length;
   }
@@ -285,6 +293,7 @@ export class PromotionPolicy implements CacheObserver {
       this.demote(coldest, 'displaced');
     }
     this.hotAnswer[slot] = answer;
+    this.hotExpires[slot] = answer.expiresNs;
     this.byKey.set(keyString(answer.key), slot);
     const i = this.heapSize++;
     this.heap[i] = slot;

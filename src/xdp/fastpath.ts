@@ -155,11 +155,11 @@ export class FastPath {
   }
 
   /**
-   * Hits the kernel has served in every slot, indexed by slot, read in one batched
-   * syscall. The array is reused: it is valid until the next call.
+   * Hits the kernel has served, indexed by slot, read in one batched syscall: slots
+   * from .. from+count-1 are fresh, the rest as last read. The array is reused.
    */
-  allHits(): Float64Array {
-    this.native.hitsReadAll(this.hitsBuf);
+  allHits(from = 0, count = this.capacity): Float64Array {
+    this.native.hitsReadAll(this.hitsBuf, from, count);
     return this.hitsBuf;
   }
 
