@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -149,6 +150,13 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
     ThrowErrno(env, e, "getrandom", "cannot seed the hot key hash");
   }
   hash_seed_ = c.hash_seed;
+  ncpus_ = libbpf_num_possible_cpus();
+  if (ncpus_ < 1) ncpus_ = 1;
+  if (static_cast<uint64_t>(hot_entries) * ncpus_ > UINT32_MAX / 8) {
+    Release();
+    throw Napi::RangeError::New(env, "hotEntries too large for the hit counters of " + std::to_string(ncpus_) + " CPUs");
+  }
+  c.hot_capacity = hot_entries;
   size_t rosize = 0;
   const void *ro = bpf_map__initial_value(cfg.rodata, &rosize);
   std::vector<uint8_t> image(static_cast<const uint8_t *>(ro), static_cast<const uint8_t *>(ro) + rosize);
@@ -165,7 +173,7 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
     ThrowErrno(env, ENOENT, "bpf_object__find_map_by_name", "BPF object " + path + " lacks the hot maps; rebuild it");
   }
   bpf_map__set_max_entries(hot, hot_entries);
-  bpf_map__set_max_entries(hits, hot_entries);
+  bpf_map__set_max_entries(hits, hot_entries * static_cast<uint32_t>(ncpus_));
   hot_capacity_ = hot_entries;
 
   // The verifier gives up with EAGAIN when a signal is pending, and libbpf retries only a
@@ -195,8 +203,16 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   stats_fd_ = MapFd(env, obj_, HEIMDALL_MAP_STATS);
   xsks_fd_ = MapFd(env, obj_, HEIMDALL_MAP_XSKS);
   runtime_fd_ = MapFd(env, obj_, HEIMDALL_MAP_RUNTIME);
-  ncpus_ = libbpf_num_possible_cpus();
-  if (ncpus_ < 1) ncpus_ = 1;
+  // The hit counters, mapped: read and reset with plain loads and stores.
+  hits_len_ = (static_cast<size_t>(hot_capacity_) * ncpus_ * sizeof(uint64_t) + getpagesize() - 1) & ~(static_cast<size_t>(getpagesize()) - 1);
+  void *mem = mmap(nullptr, hits_len_, PROT_READ | PROT_WRITE, MAP_SHARED, hits_fd_, 0);
+  if (mem == MAP_FAILED) {
+    int e = errno;
+    hits_len_ = 0;
+    Release();
+    ThrowErrno(env, e, "mmap", "cannot map the hit counters");
+  }
+  hits_ = static_cast<volatile uint64_t *>(mem);
 }
 
 XdpProgram::~XdpProgram() { Release(); }
@@ -204,6 +220,9 @@ XdpProgram::~XdpProgram() { Release(); }
 // Closing the object unloads the program unless it is attached: an attached program
 // keeps running (and falls back to the kernel for what it cannot answer) until detached.
 void XdpProgram::Release() {
+  if (hits_) munmap(const_cast<uint64_t *>(hits_), hits_len_);
+  hits_ = nullptr;
+  hits_len_ = 0;
   if (obj_) bpf_object__close(obj_);
   obj_ = nullptr;
   prog_fd_ = hot_fd_ = hits_fd_ = stats_fd_ = xsks_fd_ = runtime_fd_ = -1;
@@ -315,19 +334,18 @@ Napi::Value XdpProgram::HitsRead(const Napi::CallbackInfo &info) {
   EnsureOpen(env);
   uint32_t slot = info[0].As<Napi::Number>().Uint32Value();
   if (slot >= hot_capacity_) throw Napi::RangeError::New(env, "hit slot out of range");
-  std::vector<uint64_t> per(ncpus_);
-  if (bpf_map_lookup_elem(hits_fd_, &slot, per.data()) != 0)
-    ThrowErrno(env, errno, "bpf_map_lookup_elem", "cannot read hit counter");
+  return Napi::BigInt::New(env, SlotHits(slot));
+}
+
+uint64_t XdpProgram::SlotHits(uint32_t slot) const {
   uint64_t sum = 0;
-  for (uint64_t v : per) sum += v;
-  return Napi::BigInt::New(env, sum);
+  for (int c = 0; c < ncpus_; c++) sum += hits_[static_cast<size_t>(c) * hot_capacity_ + slot];
+  return sum;
 }
 
 // hitsReadAll(out: Float64Array, from = 0, count = capacity): the hit counters of slots
-// from .. from+count-1, summed over CPUs, into out[slot]. One batched lookup instead of a
-// syscall per slot: the upkeep reads the counters every second, and thousands of
-// syscalls in a burst took the CPU from whatever shared it (the latency tail of XDP
-// answers showed it). A window keeps each burst short. Returns the slots read.
+// from .. from+count-1, summed over CPUs, into out[slot]; loads from the mapped counters,
+// no syscall. Returns the slots read.
 Napi::Value XdpProgram::HitsReadAll(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
@@ -340,34 +358,8 @@ Napi::Value XdpProgram::HitsReadAll(const Napi::CallbackInfo &info) {
   uint32_t want = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Uint32Value() : hot_capacity_;
   if (from >= hot_capacity_) throw Napi::RangeError::New(env, "from is beyond the hot map");
   if (want > hot_capacity_ - from) want = hot_capacity_ - from;
-  size_t cells = static_cast<size_t>(want) * ncpus_;
-  if (hits_keys_.size() < want) hits_keys_.resize(want);
-  if (hits_values_.size() < cells) hits_values_.resize(cells);
-  LIBBPF_OPTS(bpf_map_batch_opts, opts);
-  // An array walks from the key after in_batch: from - 1 starts the window at from.
-  uint32_t in_batch = from - 1, out_batch = 0;
-  bool first = from == 0;
-  uint32_t done = 0;
-  while (done < want) {
-    uint32_t count = want - done;
-    int rc = bpf_map_lookup_batch(hits_fd_, first ? nullptr : &in_batch, &out_batch, hits_keys_.data() + done,
-                                  hits_values_.data() + static_cast<size_t>(done) * ncpus_, &count, &opts);
-    int err = rc != 0 ? errno : 0;
-    if (rc != 0 && err != ENOENT) ThrowErrno(env, err, "bpf_map_lookup_batch", "cannot read hit counters");
-    done += count;
-    if (err == ENOENT || count == 0) break;  // ENOENT: the walk reached the end
-    in_batch = out_batch;
-    first = false;
-  }
-  for (uint32_t i = 0; i < done; i++) {
-    uint32_t slot = hits_keys_[i];
-    if (slot >= hot_capacity_) continue;
-    uint64_t sum = 0;
-    const uint64_t *per = hits_values_.data() + static_cast<size_t>(i) * ncpus_;
-    for (int c = 0; c < ncpus_; c++) sum += per[c];
-    out[slot] = static_cast<double>(sum);
-  }
-  return Napi::Number::New(env, done);
+  for (uint32_t slot = from; slot < from + want; slot++) out[slot] = static_cast<double>(SlotHits(slot));
+  return Napi::Number::New(env, want);
 }
 
 Napi::Value XdpProgram::HitsReset(const Napi::CallbackInfo &info) {
@@ -375,9 +367,7 @@ Napi::Value XdpProgram::HitsReset(const Napi::CallbackInfo &info) {
   EnsureOpen(env);
   uint32_t slot = info[0].As<Napi::Number>().Uint32Value();
   if (slot >= hot_capacity_) throw Napi::RangeError::New(env, "hit slot out of range");
-  std::vector<uint64_t> zero(ncpus_, 0);
-  if (bpf_map_update_elem(hits_fd_, &slot, zero.data(), BPF_ANY) != 0)
-    ThrowErrno(env, errno, "bpf_map_update_elem", "cannot reset hit counter");
+  for (int c = 0; c < ncpus_; c++) hits_[static_cast<size_t>(c) * hot_capacity_ + slot] = 0;
   return env.Undefined();
 }
 

@@ -31,6 +31,7 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   Napi::Value HitsRead(const Napi::CallbackInfo &info);
   Napi::Value HitsReset(const Napi::CallbackInfo &info);
   Napi::Value HitsReadAll(const Napi::CallbackInfo &info);
+  uint64_t SlotHits(uint32_t slot) const;
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value StatsReset(const Napi::CallbackInfo &info);
   Napi::Value SetRuntime(const Napi::CallbackInfo &info);
@@ -50,8 +51,8 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   uint32_t hot_capacity_ = 0;
   int ncpus_ = 1;
   uint64_t hash_seed_ = 0;
-  std::vector<uint32_t> hits_keys_;   // hitsReadAll buffers, kept between calls
-  std::vector<uint64_t> hits_values_;
+  volatile uint64_t *hits_ = nullptr;  // hot_hits, mapped: stripe per CPU of hot_capacity_
+  size_t hits_len_ = 0;
   int ifindex_ = 0;
   uint32_t attach_mode_flags_ = 0;
 };

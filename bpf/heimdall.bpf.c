@@ -30,6 +30,7 @@ const volatile struct heimdall_config heimdall_cfg = {
 	.ports = { bpf_htons(53) },
 	.udp_size = 1232,
 	.hash_seed = 0,
+	.hot_capacity = HOT_ENTRIES_DEFAULT,
 };
 
 #define DNS_HDR_LEN 12
@@ -476,7 +477,7 @@ static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct 
 	__u16 check = ~csum_fold(sum);
 	udp->check = bpf_htons(check ? check : 0xffff);
 
-	__u32 slot = v->hit_slot;
+	__u32 slot = bpf_get_smp_processor_id() * heimdall_cfg.hot_capacity + v->hit_slot;
 	__u64 *hits = bpf_map_lookup_elem(&hot_hits, &slot);
 	if (hits)
 		(*hits)++;

@@ -90,7 +90,7 @@ struct hot_key {
 struct hot_value {
 	__u64 origin_ns;  /* CLOCK_MONOTONIC when the upstream answered */
 	__u64 expires_ns; /* CLOCK_MONOTONIC after which the entry is never served */
-	__u32 hit_slot;   /* index into hot_hits, owned by userspace */
+	__u32 hit_slot;   /* this entry's counter in hot_hits (per-CPU stripes), owned by userspace */
 	__u16 flags;      /* HOT_VAL_RCODE_MASK | HOT_VAL_AD */
 	__u16 ancount;
 	__u16 nscount;
@@ -111,6 +111,8 @@ struct heimdall_config {
 	__u16 udp_size;                  /* our EDNS UDP size, and the largest reply payload */
 	__u16 pad[3];
 	__u64 hash_seed;                 /* seed of hot_key.name_hash, random per load */
+	__u32 hot_capacity;              /* entries of the hot map: the stride of hot_hits */
+	__u32 pad2;
 };
 
 /* Runtime settings, entry 0 of the runtime ARRAY map; all zero means the defaults. */
@@ -168,11 +170,11 @@ struct heimdall_stats {
 #ifdef __cplusplus
 static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
-static_assert(sizeof(struct heimdall_config) == 24, "heimdall_config layout");
+static_assert(sizeof(struct heimdall_config) == 32, "heimdall_config layout");
 #else
 _Static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 _Static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
-_Static_assert(sizeof(struct heimdall_config) == 24, "heimdall_config layout");
+_Static_assert(sizeof(struct heimdall_config) == 32, "heimdall_config layout");
 #endif
 
 #endif /* HEIMDALL_H */

@@ -39,8 +39,6 @@ export interface AttachOptions {
 const UPKEEP_MS = 1000;
 /** Ask counts halve every minute: a name must keep being asked to stay promotable. */
 const ASK_DECAY_TICKS = 60;
-/** Share of the hot map's hit counters read per upkeep: each entry every 5 s, in short bursts. */
-const KERNEL_HITS_SHARE = 0.2;
 const MAIN_ENGINE = 0;
 
 function portError(e: unknown, port: number, what: string): Error {
@@ -144,7 +142,7 @@ export async function runAttach(o: AttachOptions): Promise<void> {
       engine.tick();
       if (++ticks % ASK_DECAY_TICKS === 0) asks.decay();
       const forWorkers = new Map<number, { key: Uint8Array; hits: number }[]>();
-      for (const k of sync.collectKernelHits(KERNEL_HITS_SHARE)) {
+      for (const k of sync.collectKernelHits()) {
         for (const id of k.engines) {
           if (id === MAIN_ENGINE) engine.policy?.noteKernelHits(k.key, k.hits);
           else {

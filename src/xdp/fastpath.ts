@@ -155,8 +155,9 @@ export class FastPath {
   }
 
   /**
-   * Hits the kernel has served, indexed by slot, read in one batched syscall: slots
-   * from .. from+count-1 are fresh, the rest as last read. The array is reused.
+   * Hits the kernel has served, indexed by slot, read from the mapped counters (no
+   * syscall): slots from .. from+count-1 are fresh, the rest as last read. The array
+   * is reused.
    */
   allHits(from = 0, count = this.capacity): Float64Array {
     this.native.hitsReadAll(this.hitsBuf, from, count);

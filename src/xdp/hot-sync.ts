@@ -80,7 +80,7 @@ export class HotSync {
   /**
    * Hits the kernel served per hot key since it was last looked at, for the engines
    * that hold each key: [engine ids, key, new hits]. Each call reads the next `share`
-   * of the slots (all of them by default) in one batched syscall, then passes over
+   * of the slots (all of them by default) from the mapped counters, then passes over
    * plain arrays; only keys whose counter moved cost more than a compare.
    */
   collectKernelHits(share = 1): { engines: number[]; key: Uint8Array; hits: number }[] {

@@ -270,7 +270,7 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
   });
 
 
-  it('reads every hit counter in one batch, equal to the per-slot reads', () => {
+  it('reads every hit counter at once from the mapped stripes, equal to the per-slot reads', () => {
     const names = ['batch-a.example', 'batch-b.example', 'batch-c.example'];
     const slots = names.map((n) => put(exampleA(n)));
     for (let i = 0; i < 3; i++) expect(run(buildFrame(query(names[0]!, 'A'))).slot).toBe('TX');
