@@ -5,6 +5,7 @@
  * detaches, leaving the interface as it was.
  */
 import { once } from 'node:events';
+import { setFlagsFromString } from 'node:v8';
 import type http from 'node:http';
 import { FastPath, type AttachMode } from './xdp/fastpath.js';
 import { HotSync } from './xdp/hot-sync.js';
@@ -60,6 +61,13 @@ async function probeUpstreams(fwd: Forwarder, list: string): Promise<void> {
 
 export async function runAttach(o: AttachOptions): Promise<void> {
   loadAddon().xdpStatus(o.iface); // a missing interface is reported before anything starts
+  // V8's memory reducer shrinks the heap once a burst of work is over, with a series of
+  // incremental collections spread over the following seconds. For a server whose
+  // caches are bounded it buys nothing, and those collections were most of the CPU an
+  // idle heimdall-xdp used, on cores it shares with the softirq work of the XDP path
+  // (and, in the lab, with the clients): they showed in the p99 of XDP answers. The heap
+  // still shrinks on the next allocation-driven collection. Set before the workers start.
+  setFlagsFromString('--no-memory-reducer');
   const upstreams = parseUpstreams(o.upstream);
   const forwarder = new Forwarder({ upstreams, udpSize: o.udpSize });
   const cleanups: (() => Promise<void> | void)[] = [async () => forwarder.close()];
