@@ -174,10 +174,17 @@ heimdall_paths() {
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # Warms a contender's cache: the 10,000 names three times (the third ask promotes into
-# the hot map), then the hot set five times.
+# the hot map), then the hot set five times, then two seconds of the Zipf mix from
+# kxdpgun at a rate every contender keeps up with. The last step is there because
+# kxdpgun sends from one source on one queue: a server that keeps a cache per thread
+# or per queue (heimdall-xdp's workers; Unbound's message cache is shared, its
+# per-thread parts are not) would otherwise measure its warm-up in the first
+# throughput run instead of its throughput. Every contender gets the same.
 warm() { # qdir
   in_client dnsperf -s "$SERVER" -d "$1/warm.txt" -n 3 -c 4 -q 500 -t 2 >/dev/null 2>&1 || true
   in_client dnsperf -s "$SERVER" -d "$1/hot.txt" -n 5 -c 4 -q 100 -t 2 >/dev/null 2>&1 || true
+  in_client timeout 30 kxdpgun -t 2 -Q 100000 -i "$1/zipf-kx.txt" "$SERVER" >/dev/null 2>&1 || true
+  client_xdp_restore
 }
 
 # kxdpgun for seconds at an offered rate; prints one JSON object of what it measured.
