@@ -29,20 +29,25 @@ function rng(seed: number): () => number {
 describePrivileged('XDP program under random and mutated frames', {}, () => {
   let fp: FastPath;
   const hot: { name: string; type: string }[] = [];
+  /** lowercased name -> the A/AAAA data its entries carry (distinct per name and DO). */
+  const expected = new Map<string, string[]>();
 
   beforeAll(() => {
     fp = FastPath.open({ hotEntries: 128 });
     const now = fp.nowNs();
     const names = ['a.example', 'bb.example', 'www.example.com', 'mail.example.org', 'x.y.z.example.net', 'odd.example'];
-    for (const name of names) {
-      fp.put(cached(response(name, 'A', { answers: [{ type: 'A', name, ttl: 600, data: '198.18.7.7' }] }), now));
-      fp.put(cached(response(name, 'AAAA', { answers: [{ type: 'AAAA', name, ttl: 600, data: 'fd00::7' }] }), now));
+    names.forEach((name, n) => {
+      // Data distinct per name, so a reply built from another name's entry (the hot key
+      // is a hash of the name) cannot pass for a right one.
+      expected.set(name, [`198.18.7.${n + 1}`, `fd00::${n + 1}`, `198.18.8.${n + 1}`]);
+      fp.put(cached(response(name, 'A', { answers: [{ type: 'A', name, ttl: 600, data: `198.18.7.${n + 1}` }] }), now));
+      fp.put(cached(response(name, 'AAAA', { answers: [{ type: 'AAAA', name, ttl: 600, data: `fd00::${n + 1}` }] }), now));
       fp.put(cached(response(name, 'MX', { authorities: [SOA('example', 600, 60)] }), now));
       const txt = Array.from({ length: 6 }, (_, i) => ({ type: 'TXT', name, ttl: 600, data: 'v=' + 'q'.repeat(40 + i) }) as dnsPacket.Answer);
       fp.put(cached(response(name, 'TXT', { answers: txt }), now));
-      fp.put(cached(response(name, 'A', { answers: [{ type: 'A', name, ttl: 600, data: '198.18.7.8' }] }, { dnssecOk: true }), now));
+      fp.put(cached(response(name, 'A', { answers: [{ type: 'A', name, ttl: 600, data: `198.18.8.${n + 1}` }] }, { dnssecOk: true }), now));
       hot.push({ name, type: 'A' }, { name, type: 'AAAA' }, { name, type: 'MX' }, { name, type: 'TXT' });
-    }
+    });
   });
   afterAll(() => fp?.close());
 
@@ -95,7 +100,13 @@ describePrivileged('XDP program under random and mutated frames', {}, () => {
         if (reply.id !== asked.id || reply.type !== 'response') throw new Error(`frame ${i}: not a response to its query`);
         const qEnd = 12 + inp.dns.subarray(12).indexOf(0) + 5;
         if (!out.dns.subarray(12, qEnd).equals(inp.dns.subarray(12, qEnd))) throw new Error(`frame ${i}: question bytes changed`);
-        if (reply.questions![0]!.name.toLowerCase() !== asked.questions![0]!.name.toLowerCase()) throw new Error(`frame ${i}: wrong question`);
+        const qname = asked.questions![0]!.name.toLowerCase();
+        if (reply.questions![0]!.name.toLowerCase() !== qname) throw new Error(`frame ${i}: wrong question`);
+        for (const a of reply.answers ?? []) {
+          if ((a.type === 'A' || a.type === 'AAAA') && !expected.get(qname)?.includes(String(a.data))) {
+            throw new Error(`frame ${i}: ${a.type} ${String(a.data)} is not ${qname}'s`);
+          }
+        }
       } else {
         throw new Error(`frame ${i}: verdict ${res.action}`);
       }
