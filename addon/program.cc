@@ -154,7 +154,8 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   if (ncpus_ < 1) ncpus_ = 1;
   if (static_cast<uint64_t>(hot_entries) * ncpus_ > UINT32_MAX / 8) {
     Release();
-    throw Napi::RangeError::New(env, "hotEntries too large for the hit counters of " + std::to_string(ncpus_) + " CPUs");
+    throw Napi::RangeError::New(env, "a hot map of " + std::to_string(hot_entries) + " entries is too large for per-CPU hit counters on " +
+                                         std::to_string(ncpus_) + " CPUs (at most " + std::to_string(UINT32_MAX / 8 / ncpus_) + "); lower --hot-size");
   }
   c.hot_capacity = hot_entries;
   size_t rosize = 0;

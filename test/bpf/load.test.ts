@@ -1,5 +1,5 @@
 /**
- * The program loads in a process that receives signals all the time. The verifier gives
+ * Loading the program. It loads in a process that receives signals all the time. The verifier gives
  * up with EAGAIN on a pending signal; node --cpu-prof sends SIGPROF every millisecond,
  * and before the addon held signals back during the load, `heimdall-xdp attach` under
  * the profiler failed with "cannot load the XDP program: EAGAIN".
@@ -10,8 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privilege.js';
+import { FastPath } from '../../src/xdp/fastpath.js';
 
-describePrivileged('loading under a stream of signals', {}, () => {
+describePrivileged('loading the XDP program', {}, () => {
   it('loads the XDP program five times in a row under node --cpu-prof (SIGPROF every 100 us)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'hx-prof-'));
     try {
@@ -28,5 +29,9 @@ describePrivileged('loading under a stream of signals', {}, () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('refuses a hot map too large for its per-CPU hit counters, naming the option to lower', () => {
+    expect(() => FastPath.open({ hotEntries: 2 ** 31 })).toThrow(/too large for per-CPU hit counters on \d+ CPUs \(at most \d+\); lower --hot-size/);
   });
 });
