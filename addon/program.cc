@@ -344,23 +344,18 @@ uint64_t XdpProgram::SlotHits(uint32_t slot) const {
   return sum;
 }
 
-// hitsReadAll(out: Float64Array, from = 0, count = capacity): the hit counters of slots
-// from .. from+count-1, summed over CPUs, into out[slot]; loads from the mapped counters,
-// no syscall. Returns the slots read.
+// hitsReadAll(out: Float64Array): every slot's hit counter, summed over CPUs, into
+// out[slot]; loads from the mapped counters, no syscall. Returns the slots read.
 Napi::Value XdpProgram::HitsReadAll(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
   if (info.Length() < 1 || !info[0].IsTypedArray() ||
       info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-    throw Napi::TypeError::New(env, "hitsReadAll(out: Float64Array, from?, count?)");
+    throw Napi::TypeError::New(env, "hitsReadAll(out: Float64Array)");
   Napi::Float64Array out = info[0].As<Napi::Float64Array>();
   if (out.ElementLength() < hot_capacity_) throw Napi::RangeError::New(env, "out is shorter than the hot map");
-  uint32_t from = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0;
-  uint32_t want = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Uint32Value() : hot_capacity_;
-  if (from >= hot_capacity_) throw Napi::RangeError::New(env, "from is beyond the hot map");
-  if (want > hot_capacity_ - from) want = hot_capacity_ - from;
-  for (uint32_t slot = from; slot < from + want; slot++) out[slot] = static_cast<double>(SlotHits(slot));
-  return Napi::Number::New(env, want);
+  for (uint32_t slot = 0; slot < hot_capacity_; slot++) out[slot] = static_cast<double>(SlotHits(slot));
+  return Napi::Number::New(env, hot_capacity_);
 }
 
 Napi::Value XdpProgram::HitsReset(const Napi::CallbackInfo &info) {

@@ -63,8 +63,8 @@ export interface NativeXdpProgram {
   hotKeys(): Buffer[];
   hitsRead(slot: number): bigint;
   hitsReset(slot: number): void;
-  /** Hit counters (summed over CPUs) of slots from .. from+count-1 into out[slot]; returns the slots read. */
-  hitsReadAll(out: Float64Array, from?: number, count?: number): number;
+  /** Every slot's hit counter (summed over CPUs) into out[slot]; returns the slots read. */
+  hitsReadAll(out: Float64Array): number;
   stats(): BigUint64Array;
   statsReset(): void;
   setRuntime(rt: { answersOff: boolean }): void;

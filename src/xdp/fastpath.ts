@@ -155,12 +155,11 @@ export class FastPath {
   }
 
   /**
-   * Hits the kernel has served, indexed by slot, read from the mapped counters (no
-   * syscall): slots from .. from+count-1 are fresh, the rest as last read. The array
-   * is reused.
+   * Hits the kernel has served in every slot, indexed by slot, read from the mapped
+   * counters (no syscall). The array is reused: it is valid until the next call.
    */
-  allHits(from = 0, count = this.capacity): Float64Array {
-    this.native.hitsReadAll(this.hitsBuf, from, count);
+  allHits(): Float64Array {
+    this.native.hitsReadAll(this.hitsBuf);
     return this.hitsBuf;
   }
 

@@ -30,8 +30,6 @@ export class HotSync {
   /** hit slot -> key written there; hit slot -> counter value last read. */
   private readonly bySlot: (string | undefined)[] = [];
   private readonly lastHits: Float64Array;
-  /** First slot of the next collectKernelHits() window. */
-  private cursor = 0;
   readonly counters: HotSyncCounters = { promotions: 0, demotions: 0, refused: 0 };
 
   constructor(private readonly fp: FastPath) {
@@ -78,30 +76,16 @@ export class HotSync {
   }
 
   /**
-   * Hits the kernel served per hot key since it was last looked at, for the engines
-   * that hold each key: [engine ids, key, new hits]. Each call reads the next `share`
-   * of the slots (all of them by default) from the mapped counters, then passes over
-   * plain arrays; only keys whose counter moved cost more than a compare.
+   * Hits the kernel served per hot key since the last call, for the engines that hold
+   * each key: [engine ids, key, new hits]. The counters are read from mapped memory,
+   * then compared in plain arrays; only keys whose counter moved cost more than that.
    */
-  collectKernelHits(share = 1): { engines: number[]; key: Uint8Array; hits: number }[] {
+  collectKernelHits(): { engines: number[]; key: Uint8Array; hits: number }[] {
     const out: { engines: number[]; key: Uint8Array; hits: number }[] = [];
     if (this.written.size === 0) return out;
-    const cap = this.fp.capacity;
-    let left = Math.min(cap, Math.max(1, Math.ceil(cap * share)));
-    while (left > 0) {
-      const from = this.cursor;
-      const count = Math.min(cap - from, left);
-      left -= count;
-      this.cursor = from + count >= cap ? 0 : from + count;
-      this.collectWindow(from, count, out);
-    }
-    return out;
-  }
-
-  private collectWindow(from: number, count: number, out: { engines: number[]; key: Uint8Array; hits: number }[]): void {
-    const all = this.fp.allHits(from, count);
+    const all = this.fp.allHits();
     const last = this.lastHits;
-    for (let slot = from; slot < from + count; slot++) {
+    for (let slot = 0; slot < all.length; slot++) {
       const now = all[slot]!;
       if (now === last[slot]) continue;
       const delta = now - last[slot]!;
@@ -111,6 +95,7 @@ export class HotSync {
       if (a === undefined || delta <= 0) continue;
       out.push({ engines: [...(this.holders.get(id!)?.keys() ?? [])], key: a.key, hits: delta });
     }
+    return out;
   }
 
   private write(id: string): void {

@@ -79,17 +79,4 @@ describePrivileged('HotSync over the hot map', {}, () => {
     expect(hits.map((k) => k.hits)).toEqual([1]);
     expect(Buffer.from(hits[0]!.key).equals(Buffer.from(next.key))).toBe(true);
   });
-
-  it('reads a share of the counters per call, and every hit is still handed over once', () => {
-    const names = ['w0.example', 'w1.example', 'w2.example'];
-    names.forEach((n, i) => sync.apply(1, { kind: 'promote', answer: answer(n, `198.18.3.${i + 1}`) })); // slots 0, 1, 2
-    for (const n of names) ask(n);
-    ask('w2.example');
-    const seen = (share: number) => sync.collectKernelHits(share).map((k) => k.hits);
-    expect(seen(0.5)).toEqual([1, 1]); // slots 0-1
-    expect(seen(0.5)).toEqual([2]); // slots 2-3
-    expect(seen(0.5)).toEqual([]); // slots 0-1 again: nothing new
-    ask('w0.example');
-    expect(seen(1)).toEqual([1]);
-  });
 });
