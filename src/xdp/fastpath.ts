@@ -126,12 +126,13 @@ export class FastPath {
   /** Removes the entry of a cache key (see src/dns/key.ts). Returns whether the kernel had it. */
   delete(cacheKey: Uint8Array): boolean {
     const keyId = Buffer.from(cacheKey.buffer, cacheKey.byteOffset, cacheKey.byteLength).toString('latin1');
-    const hk = hotKeyFromCacheKey(cacheKey, this.layout, this.hashSeed);
-    const owner = this.owners.get(hk.toString('latin1'));
+    const hotKey = hotKeyFromCacheKey(cacheKey, this.layout, this.hashSeed);
+    const hk = hotKey.toString('latin1');
+    const owner = this.owners.get(hk);
     if (owner !== undefined && owner !== keyId) return false; // the entry there is another name's
     const slot = this.slots.get(keyId);
-    const removed = this.native.hotDelete(hk);
-    this.owners.delete(hk.toString('latin1'));
+    const removed = this.native.hotDelete(hotKey);
+    this.owners.delete(hk);
     if (slot !== undefined) {
       this.slots.delete(keyId);
       this.freeSlots.push(slot);
