@@ -82,7 +82,8 @@ Napi::Object Layout(Napi::Env env) {
   return l;
 }
 
-// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().
+// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns() and, as of the last tick,
+// of bpf_ktime_get_coarse_ns(), which the XDP program reads.
 Napi::Value MonotonicNs(const Napi::CallbackInfo &info) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -5,7 +5,6 @@
 #include <napi.h>
 
 #include <cstdint>
-#include <vector>
 
 struct bpf_object;
 struct bpf_program;
