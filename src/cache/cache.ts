@@ -87,6 +87,9 @@ export class DnsCache {
   private readonly hitCounts: Uint32Array;
   private readonly sizes: Uint32Array;
   private readonly answers: (CachedAnswer | undefined)[];
+  /** Per slot: the answer's expiresNs, Infinity when empty. The sweep reads this array
+   *  instead of following 4,096 answer pointers (cache misses) every tick. */
+  private readonly expires: Float64Array;
   private readonly free: Int32Array;
   private freeTop: number;
   private sweepCursor = 0;
@@ -124,6 +127,7 @@ export class DnsCache {
     this.hitCounts = new Uint32Array(n);
     this.sizes = new Uint32Array(n);
     this.answers = new Array<CachedAnswer | undefined>(n).fill(undefined);
+    this.expires = new Float64Array(n).fill(Infinity);
     this.free = new Int32Array(n);
     for (let i = 0; i < n; i++) this.free[i] = n - 1 - i;
     this.freeTop = n;
@@ -230,6 +234,7 @@ export class DnsCache {
       this.byteCount += size - this.sizes[s]!;
       this.sizes[s] = size;
       this.answers[s] = answer;
+      this.expires[s] = answer.expiresNs;
       this.lists.refresh(s);
       this.stats.replacements++;
       if (this.observer !== undefined) this.observer.onReplace(s, old, answer, nowNs);
@@ -251,6 +256,7 @@ export class DnsCache {
     this.buckets[b] = s;
     this.hashes[s] = hash;
     this.answers[s] = answer;
+    this.expires[s] = answer.expiresNs;
     this.sizes[s] = size;
     this.hitCounts[s] = 0;
     this.count++;
@@ -287,12 +293,12 @@ export class DnsCache {
    */
   sweep(nowNs: number = this.clock(), budget: number = this.maxEntries): number {
     let removed = 0;
-    const grace = this.serveStale ? this.staleMaxNs : 0;
+    const limit = nowNs - (this.serveStale ? this.staleMaxNs : 0);
+    const exp = this.expires;
     for (let i = 0; i < budget && i < this.maxEntries; i++) {
       const s = this.sweepCursor;
       this.sweepCursor = s + 1 === this.maxEntries ? 0 : s + 1;
-      const a = this.answers[s];
-      if (a !== undefined && nowNs >= a.expiresNs + grace) {
+      if (limit >= exp[s]!) {
         this.removeSlot(s, 'expired');
         removed++;
       }
@@ -331,6 +337,7 @@ export class DnsCache {
     this.chain[s] = -1;
     this.lists.remove(s);
     this.answers[s] = undefined;
+    this.expires[s] = Infinity;
     this.byteCount -= this.sizes[s]!;
     this.sizes[s] = 0;
     this.hitCounts[s] = 0;

@@ -110,6 +110,34 @@ describe('DnsCache', () => {
     expect(c.size).toBe(0);
   });
 
+  it('sweep removes exactly the expired entries: replacements, reused slots and the stale window', () => {
+    const clock = new FakeClock();
+    const c = new DnsCache({ maxEntries: 4, clock: clock.fn });
+    c.insert(answerFor(clock, 'a.test', 10));
+    c.insert(answerFor(clock, 'b.test', 50));
+    c.insert(answerFor(clock, 'c.test', 10));
+    c.insert(answerFor(clock, 'c.test', 100)); // replaced: lives longer now
+    clock.advance(20);
+    expect(c.sweep()).toBe(1);
+    expect(c.peek(k('a.test'))).toBeUndefined();
+    expect(c.peek(k('c.test'))).toBeDefined();
+    c.insert(answerFor(clock, 'd.test', 5)); // takes the freed slot
+    clock.advance(5);
+    expect(c.sweep()).toBe(1);
+    expect(c.peek(k('d.test'))).toBeUndefined();
+    clock.advance(25); // t = 50
+    expect(c.sweep()).toBe(1);
+    expect(c.sweep()).toBe(0);
+    expect(c.size).toBe(1);
+
+    const stale = new DnsCache({ maxEntries: 4, clock: clock.fn, serveStale: true, staleMaxSec: 30 });
+    stale.insert(answerFor(clock, 'e.test', 10));
+    clock.advance(39);
+    expect(stale.sweep()).toBe(0); // expired, still inside the stale window
+    clock.advance(1);
+    expect(stale.sweep()).toBe(1);
+  });
+
   it('caches negative answers for the SOA minimum', () => {
     const clock = new FakeClock();
     const c = new DnsCache({ maxEntries: 8, clock: clock.fn });

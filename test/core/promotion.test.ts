@@ -62,6 +62,31 @@ describe('PromotionPolicy', () => {
     expect(events).toHaveLength(0);
   });
 
+  it('tick demotes each hot entry at its expiry, the earliest first, also after a replacement shortens one', () => {
+    const { cache, clock, events, hit, policy } = setup(10, { threshold: 1, capacity: 5 });
+    cache.insert(answerFor(clock.now, 'long.test', 100));
+    cache.insert(answerFor(clock.now, 'short.test', 20));
+    cache.insert(answerFor(clock.now, 'later.test', 60));
+    for (const n of ['long.test', 'short.test', 'later.test']) hit(n);
+    expect(policy.size).toBe(3);
+    clock.advance(19);
+    expect(policy.tick()).toBe(0);
+    clock.advance(1);
+    expect(policy.tick()).toBe(1); // short, at exactly 20 s
+    // A replacement with an earlier expiry than any left must still be caught on time.
+    cache.insert(answerFor(clock.now, 'long.test', 5));
+    clock.advance(4);
+    expect(policy.tick()).toBe(0);
+    clock.advance(1);
+    expect(policy.tick()).toBe(1); // long, replaced to expire at 25 s
+    clock.advance(34);
+    expect(policy.tick()).toBe(0);
+    clock.advance(1);
+    expect(policy.tick()).toBe(1); // later, at 60 s
+    expect(policy.size).toBe(0);
+    expect(describeEvents(events.filter((e) => e.kind === 'demote'))).toEqual(['-short:expired', '-long:replaced', '-long:expired', '-later:expired']);
+  });
+
   it('demotes on eviction, expiry and replacement', () => {
     const { cache, clock, events, hit, policy } = setup(10, { threshold: 2, capacity: 3 });
     cache.insert(answerFor(clock.now, 'e.test', 100));
