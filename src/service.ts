@@ -18,6 +18,7 @@ import { buildRegistry, serveMetrics } from './metrics.js';
 import { WorkerPool } from './worker/pool.js';
 import { isNativeError } from './errors.js';
 import { AskCounter } from './cache/asks.js';
+import { Upkeep } from './server/upkeep.js';
 import { loadAddon } from './native/addon.js';
 
 export interface AttachOptions {
@@ -37,9 +38,16 @@ export interface AttachOptions {
   force: boolean;
 }
 
+/** The main engine's upkeep: once a second while it serves queries, else every KERNEL_HITS_MS. */
 const UPKEEP_MS = 1000;
 /** Ask counts halve every minute: a name must keep being asked to stay promotable. */
-const ASK_DECAY_TICKS = 60;
+const ASK_DECAY_MS = 60_000;
+/**
+ * Hits the XDP program served are handed to the engines every 5 s. They only feed heat
+ * (60-second half-life) and SLRU recency, which 5 s of merging does not change, and each
+ * hand-over wakes every worker (src/server/upkeep.ts: why wake-ups are counted).
+ */
+const KERNEL_HITS_MS = 5000;
 const MAIN_ENGINE = 0;
 
 function portError(e: unknown, port: number, what: string): Error {
@@ -145,24 +153,42 @@ export async function runAttach(o: AttachOptions): Promise<void> {
       await pool.start();
     }
 
-    let ticks = 0;
-    const timer = setInterval(() => {
-      engine.tick();
-      if (++ticks % ASK_DECAY_TICKS === 0) asks.decay();
-      const forWorkers = new Map<number, { key: Uint8Array; hits: number }[]>();
-      for (const k of sync.collectKernelHits()) {
-        for (const id of k.engines) {
-          if (id === MAIN_ENGINE) engine.policy?.noteKernelHits(k.key, k.hits);
-          else {
-            let list = forWorkers.get(id);
-            if (!list) forWorkers.set(id, (list = []));
-            list.push({ key: k.key, hits: k.hits });
+    let lastQueries = 0;
+    let lastDecay = performance.now();
+    let lastKernelHits = lastDecay;
+    const upkeep = new Upkeep(
+      () => {
+        engine.tick();
+        const now = performance.now();
+        if (now - lastDecay >= ASK_DECAY_MS) {
+          lastDecay = now;
+          asks.decay();
+        }
+        if (now - lastKernelHits < KERNEL_HITS_MS) return;
+        lastKernelHits = now;
+        const forWorkers = new Map<number, { key: Uint8Array; hits: number }[]>();
+        for (const k of sync.collectKernelHits()) {
+          for (const id of k.engines) {
+            if (id === MAIN_ENGINE) engine.policy?.noteKernelHits(k.key, k.hits);
+            else {
+              let list = forWorkers.get(id);
+              if (!list) forWorkers.set(id, (list = []));
+              list.push({ key: k.key, hits: k.hits });
+            }
           }
         }
-      }
-      for (const [id, items] of forWorkers) pool?.noteKernelHits(id, items);
-    }, UPKEEP_MS);
-    cleanups.push(() => clearInterval(timer));
+        for (const [id, items] of forWorkers) pool?.noteKernelHits(id, items);
+      },
+      () => {
+        const q = engine.counters.queries;
+        const active = q !== lastQueries;
+        lastQueries = q;
+        return active;
+      },
+      { busyMs: UPKEEP_MS, idleMs: KERNEL_HITS_MS },
+    );
+    upkeep.start();
+    cleanups.push(() => upkeep.stop());
 
     if (o.metricsListen) {
       const reg = buildRegistry({

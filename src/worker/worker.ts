@@ -12,6 +12,7 @@ import { AskCounter } from '../cache/asks.js';
 import { Forwarder } from '../upstream/forwarder.js';
 import { FrameInfo, parseFrame, finishReply } from './frame.js';
 import { fastMonotonicNs } from '../cache/clock.js';
+import { Upkeep } from '../server/upkeep.js';
 import { COUNTER_SLOTS, ENGINE_COUNTER_NAMES, Slot, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 
 const init = workerData as WorkerInit;
@@ -56,6 +57,7 @@ function complete(addr: number, fi: FrameInfo, dnsLen: number): void {
 }
 
 function drain(): void {
+  upkeep.wake();
   sock.reclaim();
   const n = sock.receive();
   const now = fastMonotonicNs(); // once per batch: the engine's per-query clock read showed in profiles
@@ -121,7 +123,7 @@ function publish(): void {
 async function stop(): Promise<void> {
   if (stopping) return;
   stopping = true;
-  clearInterval(timer);
+  upkeep.stop();
   // Give queries waiting on the upstream a moment to be answered, then close.
   const deadline = Date.now() + 2000;
   while (pending > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -144,14 +146,28 @@ port.on('message', (m: ToWorker) => {
   }
 });
 
-const timer = setInterval(() => {
-  engine.tick();
-  if (sock && !sock.closed) {
-    sock.reclaim(); // completions of the last replies, even when no new query wakes us
-    sock.refill();
-  }
-  publish();
-}, 250);
+/**
+ * Upkeep: expired entries out, completions reclaimed, counters published; once a second
+ * while queries come, every 5 s when none did (src/server/upkeep.ts says why).
+ */
+let lastQueries = 0;
+const upkeep = new Upkeep(
+  () => {
+    engine.tick();
+    if (sock && !sock.closed) {
+      sock.reclaim(); // completions of the last replies, even when no new query wakes us
+      sock.refill();
+    }
+    publish();
+  },
+  () => {
+    const q = engine.counters.queries;
+    const active = q !== lastQueries || pending > 0;
+    lastQueries = q;
+    return active;
+  },
+);
+upkeep.start();
 
 try {
   // Frames: a full fill ring, replies in flight, and queries held while the upstream
@@ -163,7 +179,7 @@ try {
   post({ type: 'ready', mode: sock.mode });
 } catch (e) {
   post({ type: 'fatal', message: `queue ${init.queue}: ${(e as Error).message}` });
-  clearInterval(timer);
+  upkeep.stop();
   await forwarder.close();
   port.close();
 }
