@@ -242,7 +242,7 @@ export class PromotionPolicy implements CacheObserver {
   tick(nowNs: number = this.clock()): number {
     this.foldAll();
     // Nothing to scan until the earliest expiry: with 10,000 hot keys the scan is a
-    // burst of work every 250 ms on a core the clients share, and hot answers
+    // burst of work every tick on a core the clients share, and hot answers
     // mostly live for minutes.
     if (nowNs < this.nextExpiry) return 0;
     const heap = this.heap;
