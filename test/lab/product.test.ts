@@ -68,9 +68,10 @@ describePrivileged('heimdall-xdp end to end in the lab', { netns: true, tools: [
       expect(out).toMatch(/status: NOERROR/);
       expect(out).toMatch(/flags: qr rd ra;/); // never AA: we are a cache
       expect(rrset(out)).toEqual(want);
-      // Give the workers' counters a moment to be published.
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 350);
-      const after = svc.metrics();
+      // Wait for the path that answered to show in the counters (workers publish theirs
+      // once a second).
+      const moved = (m: Record<string, number>) => [M_XDP, M_CACHE, M_UP].some((k) => (m[k] ?? 0) > (before[k] ?? 0));
+      const after = svc.metricsWhen(moved);
       const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
       paths.push(d(M_XDP) ? 'xdp' : d(M_CACHE) ? 'cache' : d(M_UP) ? 'upstream' : '?');
     }
@@ -153,9 +154,8 @@ describePrivileged('heimdall-xdp end to end in the lab', { netns: true, tools: [
       `for(let r=0;r<40;r++)for(const b of m)s.send(b,53,'${ADDR.appliance4}',()=>{if(++n===${junk.length * 40})s.close()});`;
     const before = svc.metrics();
     lab.exec('client', process.execPath, ['-e', script]);
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
-    const after = svc.metrics();
     const bad = (m: Record<string, number>) => (m['heimdall_malformed_total{action="formerr"}'] ?? 0) + (m['heimdall_malformed_total{action="dropped"}'] ?? 0);
+    const after = svc.metricsWhen((m) => bad(m) - bad(before) >= 100);
     expect(bad(after) - bad(before)).toBeGreaterThanOrEqual(100);
     expect(lab.dig(['www.lab.example', 'A'])).toMatch(/status: NOERROR/);
   });
@@ -201,8 +201,8 @@ describePrivileged('heimdall-xdp end to end in the lab', { netns: true, tools: [
       await new Promise((r) => setTimeout(r, 300));
       svc.signal('SIGUSR2');
       await load;
-      await new Promise((r) => setTimeout(r, 1500));
-      const m = svc.metrics();
+      const m = svc.metricsWhen((x) => x['heimdall_worker_restarts_total']! >= 2 && x['heimdall_umem_frames_in_use'] === 0);
+      await new Promise((r) => setTimeout(r, 100)); // metricsWhen blocks: let the service's stderr be read
       expect(m['heimdall_worker_restarts_total']).toBeGreaterThanOrEqual(2);
       expect(m['heimdall_umem_frames_in_use']).toBe(0);
       expect(svc.stderr).toMatch(/worker for queue 0 replaced/);
@@ -224,8 +224,8 @@ describePrivileged('heimdall-xdp end to end in the lab', { netns: true, tools: [
       expect(out).toMatch(/status: SERVFAIL/);
       expect(took).toBeLessThan(5000);
       expect(dig1(['h1.lab.example', 'A'])).toMatch(/status: NOERROR/);
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1200); // workers publish once a second
-    expect(svc.metrics()['heimdall_upstream_failures_total']).toBeGreaterThanOrEqual(1);
+      const m = svc.metricsWhen((x) => x['heimdall_upstream_failures_total']! >= 1);
+      expect(m['heimdall_upstream_failures_total']).toBeGreaterThanOrEqual(1);
     } finally {
       lab.script('upstream-start');
     }
