@@ -237,6 +237,57 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     expect(run(buildFrame(query('ASKED.example', 'A'))).slot).toBe('TX');
   });
 
+  it('refuses a second name under a taken hot key (a real hash collision, found for this load\'s seed)', () => {
+    // Names of one 14-octet label are two 64-bit words: w1 = [14, c1..c7], w2 = [c8..c14, 0].
+    // The hash runs s1 = f(seed ^ w1), s2 = f(s1 ^ w2), so two names collide when
+    // w2' = w2 ^ s1 ^ s1'. Search w1' (lowercase letters) until w2' is seven octets a
+    // text name can carry (below 0x80, not '.', not upper case) and a zero root label.
+    const MASK = (1n << 64n) - 1n;
+    const f = (x: bigint): bigint => {
+      let h = (x * fp.layout.HOT_HASH_MUL1) & MASK;
+      return h ^ (h >> 29n);
+    };
+    const word = (b: number[]): bigint => b.reduceRight((w, x) => (w << 8n) | BigInt(x), 0n);
+    const a = 'collisionnamea';
+    const aw = [14, ...Buffer.from(a)];
+    const c = word(aw.slice(8, 16).concat([0])) ^ f(fp.hashSeed ^ word(aw.slice(0, 8)));
+    let rng = 0x9e3779b9;
+    const letter = (): number => {
+      rng ^= rng << 13;
+      rng ^= rng >>> 17;
+      rng ^= rng << 5;
+      return 97 + ((rng >>> 0) % 26);
+    };
+    const ok = (x: number): boolean => x > 0 && x < 0x80 && x !== 0x2e && !(x >= 0x41 && x <= 0x5a);
+    let b: string | undefined;
+    for (let i = 0; i < 3_000_000 && b === undefined; i++) {
+      const w1 = [14, letter(), letter(), letter(), letter(), letter(), letter(), letter()];
+      const w2 = c ^ f(fp.hashSeed ^ word(w1));
+      const o = Array.from({ length: 8 }, (_, k) => Number((w2 >> BigInt(8 * k)) & 0xffn));
+      if (o[7] === 0 && o.slice(0, 7).every(ok)) b = String.fromCharCode(...w1.slice(1), ...o.slice(0, 7));
+    }
+    expect(b, 'a colliding name within the search').toBeDefined();
+    const ea = encodeHotEntry(exampleA(a), 0, fp.layout, fp.hashSeed);
+    const eb = encodeHotEntry(exampleA(b!), 0, fp.layout, fp.hashSeed);
+    expect(eb.key.equals(ea.key), 'same hot key').toBe(true);
+
+    put(exampleA(a));
+    let err: unknown;
+    try {
+      put(exampleA(b!));
+    } catch (e) {
+      err = e;
+    }
+    expect((err as { code?: string }).code).toBe('E_HOT_COLLISION');
+    expect(fp.delete(exampleA(b!).key)).toBe(false); // not b's entry to delete
+    expect(run(buildFrame(query(a, 'A'))).slot).toBe('TX');
+    expect(run(buildFrame(query(b!, 'A'))).slot).toBe('USER_NAME_MISMATCH'); // the kernel's own check
+    expect(fp.delete(exampleA(a).key)).toBe(true);
+    put(exampleA(b!));
+    expect(run(buildFrame(query(b!, 'A'))).slot).toBe('TX');
+    expect(fp.delete(exampleA(b!).key)).toBe(true);
+  });
+
   it('sends every query to userspace when answers are switched off', () => {
     put(exampleA('off.example'));
     fp.setAnswers(false);
