@@ -73,7 +73,7 @@ ver() { "$@" 2>&1 | head -1 | tr -d '"\\' || true; }
 {
   printf '{"date":"%s","git":"%s%s","kernel":"%s","cpu":"%s","cpus":%d,' \
     "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    "$(git diff --quiet HEAD -- src bpf 2>/dev/null || echo '+dirty')" "$(uname -r)" \
+    "$(git diff --quiet HEAD -- src bpf scripts/bench 2>/dev/null || echo '+dirty')" "$(uname -r)" \
     "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" "$(nproc)"
   printf '"loadavg_start":"%s",' "$(cut -d' ' -f1-3 /proc/loadavg)"
   printf '"versions":{"node":"%s","kxdpgun":"%s","dnsperf":"%s","unbound":"%s","dnsdist":"%s","kresd":"%s","nsd":"%s","iproute2":"%s"},' \
