@@ -169,89 +169,99 @@ target('userspace path replies/s ÷ Unbound, hot set', '≥ 1.5', summary.peers.
 
 const L: string[] = [];
 const settings = meta.settings;
+const R = '---:'; // a right-aligned (numeric) column
+/** One results section: heading, an optional sentence, a table, a blank line. */
+function section(title: string, intro: string | undefined, head: string[], align: string[], body: string[][]): void {
+  L.push(`### ${title}`, '');
+  if (intro !== undefined) L.push(intro, '');
+  const row = (cells: string[]) => `|${cells.map((c) => (c === '' ? ' ' : ` ${c} `)).join('|')}|`;
+  L.push(row(head), `|${align.join('|')}|`);
+  for (const cells of body) L.push(row(cells));
+  L.push('');
+}
 L.push(`Run of ${meta.date} (commit ${meta.git}), ${meta.cpus} × ${meta.cpu}, kernel ${meta.kernel}; ` +
   `${settings.rounds} rounds, ${settings.seconds} s per measurement, measured in ${end.seconds ?? '?'} s; ` +
   `load average ${meta.loadavg_start} at the start, ${end.loadavg_end ?? '?'} at the end. ` +
   `Figures are medians over the rounds with (min-max); ratios are taken round by round, then their median (min-max).`);
 L.push('');
-L.push('### Throughput: replies/s under kxdpgun');
-L.push('');
-L.push('| contender | hot set (100 names) | ÷ reflector | Zipf mix (10,000 names, 5% misses) | ÷ reflector | offered q/s (hot / zipf) | answered (hot / zipf) |');
-L.push('|---|---:|---:|---:|---:|---:|---:|');
-for (const c of present) {
-  const h = summary.throughput[c]!.hot!;
-  const z = summary.throughput[c]!.zipf!;
-  const pc = (s: Spread | undefined) => (s ? `${(s.median * 100).toFixed(1)}%` : 'n/a');
-  L.push(`| ${CONTENDER_LABEL[c]} | ${fmt(h.replies, k)} | ${fmt(h.toReflector, x)} | ${fmt(z.replies, k)} | ${fmt(z.toReflector, x)} | ${h.offered ? k(h.offered) : '?'} / ${z.offered ? k(z.offered) : '?'} | ${pc(h.answered)} / ${pc(z.answered)} |`);
-}
-L.push('');
-L.push('### Ratios to each peer (replies/s, hot set / Zipf mix)');
-L.push('');
+const pc = (s: Spread | undefined) => (s ? `${(s.median * 100).toFixed(1)}%` : 'n/a');
+section(
+  'Throughput: replies/s under kxdpgun',
+  undefined,
+  ['contender', 'hot set (100 names)', '÷ reflector', 'Zipf mix (10,000 names, 5% misses)', '÷ reflector', 'offered q/s (hot / zipf)', 'answered (hot / zipf)'],
+  ['---', R, R, R, R, R, R],
+  present.map((c) => {
+    const h = summary.throughput[c]!.hot!;
+    const z = summary.throughput[c]!.zipf!;
+    return [CONTENDER_LABEL[c], fmt(h.replies, k), fmt(h.toReflector, x), fmt(z.replies, k), fmt(z.toReflector, x),
+      `${h.offered ? k(h.offered) : '?'} / ${z.offered ? k(z.offered) : '?'}`, `${pc(h.answered)} / ${pc(z.answered)}`];
+  }),
+);
+
 const peersPresent = PEERS.filter((pp) => present.includes(pp));
-L.push(`| contender | ${peersPresent.map((pp) => `÷ ${CONTENDER_LABEL[pp]}`).join(' | ')} |`);
-L.push(`|---|${peersPresent.map(() => '---:').join('|')}|`);
-for (const c of present) {
-  L.push(`| ${CONTENDER_LABEL[c]} | ${peersPresent.map((pp) => `${fmt(summary.peers[c]!.hot![pp], x)} / ${fmt(summary.peers[c]!.zipf![pp], x)}`).join(' | ')} |`);
-}
-L.push('');
-L.push(`### Latency at ${k(settings.lat_qps)} q/s offered (dnsperf), µs`);
-L.push('');
-L.push(`Pooled over every query of every round, after the first ${settings.lat_warmup ?? 0} s of each dnsperf run (its start-up transient); below each, the median (min-max) of the per-run figures.`);
-L.push('');
-L.push('| contender | hot p50 | hot p99 | hot p99.9 | zipf p50 | zipf p99 | zipf p99.9 | lost (hot / zipf) |');
-L.push('|---|---:|---:|---:|---:|---:|---:|---:|');
-for (const c of present) {
-  const h = summary.latency[c]!.hot!;
-  const z = summary.latency[c]!.zipf!;
-  const ph = POOLED[c]!.hot;
-  const pz = POOLED[c]!.zipf;
-  const pv = (v: number | undefined) => (v === undefined ? 'n/a' : `**${us(v)}**`);
-  const pl = (p: Pooled | undefined) => (p ? `${((p.lost / p.sent) * 100).toFixed(2)}%` : 'n/a');
-  L.push(`| ${CONTENDER_LABEL[c]} | ${pv(ph?.p50)} | ${pv(ph?.p99)} | ${pv(ph?.p999)} | ${pv(pz?.p50)} | ${pv(pz?.p99)} | ${pv(pz?.p999)} | ${pl(ph)} / ${pl(pz)} |`);
-  L.push(`| ↳ per run | ${fmt(h.p50, us)} | ${fmt(h.p99, us)} | ${fmt(h.p999, us)} | ${fmt(z.p50, us)} | ${fmt(z.p99, us)} | ${fmt(z.p999, us)} | |`);
-}
-L.push('');
-L.push('### Targets');
-L.push('');
-L.push('| target | wanted | measured | |');
-L.push('|---|---|---|---|');
+section(
+  'Ratios to each peer (replies/s, hot set / Zipf mix)',
+  undefined,
+  ['contender', ...peersPresent.map((pp) => `÷ ${CONTENDER_LABEL[pp]}`)],
+  ['---', ...peersPresent.map(() => R)],
+  present.map((c) => [CONTENDER_LABEL[c], ...peersPresent.map((pp) => `${fmt(summary.peers[c]!.hot![pp], x)} / ${fmt(summary.peers[c]!.zipf![pp], x)}`)]),
+);
+
+const pv = (v: number | undefined) => (v === undefined ? 'n/a' : `**${us(v)}**`);
+const pl = (p: Pooled | undefined) => (p ? `${((p.lost / p.sent) * 100).toFixed(2)}%` : 'n/a');
+section(
+  `Latency at ${k(settings.lat_qps)} q/s offered (dnsperf), µs`,
+  `Pooled over every query of every round, after the first ${settings.lat_warmup ?? 0} s of each dnsperf run (its start-up transient); below each, the median (min-max) of the per-run figures.`,
+  ['contender', 'hot p50', 'hot p99', 'hot p99.9', 'zipf p50', 'zipf p99', 'zipf p99.9', 'lost (hot / zipf)'],
+  ['---', R, R, R, R, R, R, R],
+  present.flatMap((c) => {
+    const h = summary.latency[c]!.hot!;
+    const z = summary.latency[c]!.zipf!;
+    const ph = POOLED[c]!.hot;
+    const pz = POOLED[c]!.zipf;
+    return [
+      [CONTENDER_LABEL[c], pv(ph?.p50), pv(ph?.p99), pv(ph?.p999), pv(pz?.p50), pv(pz?.p99), pv(pz?.p999), `${pl(ph)} / ${pl(pz)}`],
+      ['↳ per run', fmt(h.p50, us), fmt(h.p99, us), fmt(h.p999, us), fmt(z.p50, us), fmt(z.p99, us), fmt(z.p999, us), ''],
+    ];
+  }),
+);
+
 const verdict = (m: boolean | null | 'undecided'): string =>
   m === null ? 'not measured' : m === 'undecided' ? 'undecided (the reference varies more than the bound)' : m ? 'met' : '**missed**';
-for (const t of summary.targets) L.push(`| ${t.what} | ${t.want} | ${t.got} | ${verdict(t.met)} |`);
-L.push('');
-L.push('### Calibration: replies/s by offered rate (kxdpgun, one short run each)');
-L.push('');
+section('Targets', undefined, ['target', 'wanted', 'measured', ''], ['---', '---', '---', '---'],
+  summary.targets.map((t) => [t.what, t.want, t.got, verdict(t.met)]));
+
 const ladder: number[] = settings.ladder;
-L.push(`| contender | mix | ${ladder.map((q) => `${k(q)} offered`).join(' | ')} |`);
-L.push(`|---|---|${ladder.map(() => '---:').join('|')}|`);
-for (const c of present) {
-  for (const mix of MIXES) {
-    const cells = ladder.map((q) => {
+section(
+  'Calibration: replies/s by offered rate (kxdpgun, one short run each)',
+  undefined,
+  ['contender', 'mix', ...ladder.map((q) => `${k(q)} offered`)],
+  ['---', '---', ...ladder.map(() => R)],
+  present.flatMap((c) =>
+    MIXES.map((mix) => [CONTENDER_LABEL[c], mix, ...ladder.map((q) => {
       const r = rows.find((row) => row.phase === 'cal' && row.contender === c && row.kind === 'kx' && row.mix === mix && (row.r as KxResult).offered === q);
       if (!r || (r.r as KxResult).error) return 'n/a';
       const kr = r.r as KxResult;
       const best = summary.throughput[c]![mix]!.offered === q;
       return best ? `**${k(kr.replies_pps)}**` : k(kr.replies_pps);
-    });
-    L.push(`| ${CONTENDER_LABEL[c]} | ${mix} | ${cells.join(' | ')} |`);
-  }
-}
-L.push('');
+    })]),
+  ),
+);
+
 const pathRows = rows.filter((r) => r.kind === 'paths');
 if (pathRows.length) {
-  L.push('### heimdall-xdp: who answered, and its RSS, at the end of each round');
-  L.push('');
-  L.push('Counters over the whole life of the instance (warm-up, the kxdpgun runs, the dnsperf runs).');
-  L.push('');
-  L.push('| round | path | XDP | cache | upstream | error | hot entries | RSS |');
-  L.push('|---:|---|---:|---:|---:|---:|---:|---:|');
-  for (const r of pathRows.sort((a, b) => a.round - b.round || ORDER.indexOf(a.contender) - ORDER.indexOf(b.contender))) {
-    const v = r.r as PathsResult;
-    const tot = (v.xdp ?? 0) + (v.cache ?? 0) + (v.upstream ?? 0) + (v.error ?? 0);
-    const sh = (n: number | undefined) => `${k(n ?? 0)} (${tot ? (((n ?? 0) / tot) * 100).toFixed(1) : '0'}%)`;
-    L.push(`| ${r.round} | ${r.contender} | ${sh(v.xdp)} | ${sh(v.cache)} | ${sh(v.upstream)} | ${k(v.error ?? 0)} | ${k(v.hot_entries ?? 0)} | ${(v.rss_kib / 1024).toFixed(0)} MiB |`);
-  }
-  L.push('');
+  section(
+    'heimdall-xdp: who answered, and its RSS, at the end of each round',
+    'Counters over the whole life of the instance (warm-up, the kxdpgun runs, the dnsperf runs).',
+    ['round', 'path', 'XDP', 'cache', 'upstream', 'error', 'hot entries', 'RSS'],
+    [R, '---', R, R, R, R, R, R],
+    pathRows.sort((a, b) => a.round - b.round || ORDER.indexOf(a.contender) - ORDER.indexOf(b.contender)).map((r) => {
+      const v = r.r as PathsResult;
+      const tot = (v.xdp ?? 0) + (v.cache ?? 0) + (v.upstream ?? 0) + (v.error ?? 0);
+      const sh = (n: number | undefined) => `${k(n ?? 0)} (${tot ? (((n ?? 0) / tot) * 100).toFixed(1) : '0'}%)`;
+      return [String(r.round), r.contender, sh(v.xdp), sh(v.cache), sh(v.upstream), k(v.error ?? 0), k(v.hot_entries ?? 0), `${(v.rss_kib / 1024).toFixed(0)} MiB`];
+    }),
+  );
 }
 L.push('Versions: ' + Object.entries(meta.versions as Record<string, string>).map(([n, v]) => `${n} \`${v}\``).join(', ') + '.');
 L.push('');
