@@ -12,7 +12,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { readdirSync } from 'node:fs';
 import { operatorMessage } from './errors.js';
 import { loadAddon } from './native/addon.js';
-import { runAttach, type AttachOptions } from './service.js';
+import { runAttach, type AttachOptions } from './service/service.js';
 
 function int(name: string, min: number, max: number) {
   return (v: string): number => {

@@ -18,7 +18,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import dnsPacket from 'dns-packet';
 import { Bench } from 'tinybench';
-import { DnsCache, PromotionPolicy } from '../../src/cache/index.js';
+import { DnsCache, PromotionPolicy } from '../../src/engine/index.js';
 import {
   MessageView,
   answerFromResponse,

@@ -1,6 +1,6 @@
 /**
  * The native AF_XDP socket (addon/xsk.cc) as a TypeScript interface, so the frame
- * accounting in src/xdp/xsk.ts can be driven by a fake in unprivileged tests.
+ * accounting in src/io/xsk.ts can be driven by a fake in unprivileged tests.
  *
  * Ring calls are batched: each takes a caller-owned Uint32Array and a count, handles
  * many descriptors in one native call and allocates nothing. UMEM addresses are byte

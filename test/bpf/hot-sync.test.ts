@@ -8,7 +8,7 @@ import { describePrivileged } from '../helpers/privilege.js';
 import { buildFrame } from '../helpers/frames.js';
 import { query, response, cached, decode } from '../helpers/dns.js';
 import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
-import { HotSync } from '../../src/xdp/hot-sync.js';
+import { HotSync } from '../../src/hot/hot-sync.js';
 import type { CachedAnswer } from '../../src/dns/answer.js';
 
 describePrivileged('HotSync over the hot map', {}, () => {

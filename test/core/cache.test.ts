@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DnsCache, SlruLists, entryBytes } from '../../src/cache/index.js';
+import { DnsCache, SlruLists, entryBytes } from '../../src/engine/index.js';
 import { MessageView, answerFromResponse, keyString, makeKey, writeReply, type CachedAnswer } from '../../src/dns/index.js';
 import { FakeClock, a, decode, query, response, soa } from './helpers.js';
 

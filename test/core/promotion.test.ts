@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { DnsCache, PromotionPolicy, type PromotionEvent } from '../../src/cache/index.js';
+import { DnsCache, PromotionPolicy, type PromotionEvent } from '../../src/engine/index.js';
 import { answerFromResponse, keyString, makeKey, type CachedAnswer } from '../../src/dns/index.js';
 import { FakeClock, a, response } from './helpers.js';
 

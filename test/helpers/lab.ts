@@ -142,7 +142,7 @@ export class Service {
   /**
    * The metrics once `ready(m)` holds, fetched every 100 ms for up to `ms`; the last
    * fetch if it never does (the caller's assertions then say what is missing). Workers
-   * publish their counters once a second while they serve (src/server/upkeep.ts), so a
+   * publish their counters once a second while they serve (src/engine/upkeep.ts), so a
    * test asks for the change it expects instead of sleeping a fixed time.
    */
   metricsWhen(ready: (m: Record<string, number>) => boolean, ms = 3000, port = 9153): Record<string, number> {

@@ -1,9 +1,9 @@
 /** DnsEngine with a scripted resolver: every path from query bytes to reply bytes. */
 import { describe, expect, it } from 'vitest';
 import dnsPacket from 'dns-packet';
-import { DnsEngine, type Resolver } from '../../src/server/engine.js';
-import type { PromotionEvent } from '../../src/cache/promotion.js';
-import { AskCounter } from '../../src/cache/asks.js';
+import { DnsEngine, type Resolver } from '../../src/engine/engine.js';
+import type { PromotionEvent } from '../../src/hot/promotion.js';
+import { AskCounter } from '../../src/hot/asks.js';
 import { query, response, SOA, decode, type Decoded } from '../helpers/dns.js';
 
 type Q = Parameters<Resolver['resolve']>[0];

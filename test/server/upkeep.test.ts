@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Upkeep } from '../../src/server/upkeep.js';
+import { Upkeep } from '../../src/engine/upkeep.js';
 
 describe('Upkeep', () => {
   beforeEach(() => {

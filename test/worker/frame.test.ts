@@ -1,6 +1,6 @@
 /** The workers' L2-L4 code: find the DNS message, then make the frame a correct reply. */
 import { describe, expect, it } from 'vitest';
-import { FrameInfo, parseFrame as findDns, finishReply } from '../../src/worker/frame.js';
+import { FrameInfo, parseFrame as findDns, finishReply } from '../../src/io/frame.js';
 import { buildFrame, parseFrame, type FrameOptions } from '../helpers/frames.js';
 import { query } from '../helpers/dns.js';
 

@@ -14,7 +14,7 @@
 import { createInterface } from 'node:readline';
 import { Worker } from 'node:worker_threads';
 import { FastPath } from '../../src/xdp/fastpath.js';
-import { XskSocket, type XskOptions } from '../../src/xdp/xsk.js';
+import { XskSocket, type XskOptions } from '../../src/io/xsk.js';
 import { makeEchoHandler, type EchoCounters } from './echo.js';
 import { openWithRetry, resources, runScenario, type AgentContext } from './scenarios.js';
 

@@ -3,11 +3,11 @@
  * (IPv4 or IPv6, UDP to the served port) is turned in place into a minimal reply (MACs,
  * addresses and ports swapped, QR and RA set, everything else echoed) and sent back on
  * the TX ring; anything else is released. The L2-L4 work is the workers' own
- * (src/worker/frame.ts), checksums computed in full.
+ * (src/io/frame.ts), checksums computed in full.
  * Nothing here allocates per packet.
  */
-import type { XskSocket } from '../../src/xdp/xsk.js';
-import { FrameInfo, finishReply, parseFrame } from '../../src/worker/frame.js';
+import type { XskSocket } from '../../src/io/xsk.js';
+import { FrameInfo, finishReply, parseFrame } from '../../src/io/frame.js';
 
 const info = new FrameInfo();
 

@@ -1,5 +1,5 @@
 /**
- * Frame accounting of src/xdp/xsk.ts against a fake native socket that plays the
+ * Frame accounting of src/io/xsk.ts against a fake native socket that plays the
  * kernel (fill ring -> RX ring, TX ring -> completion ring), without root: every frame
  * is in exactly one place through receive / send / flush / reclaim / refill, partial
  * ring acceptance, misuse, kernel surprises and close with frames outstanding.
@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type { NativeAddon } from '../../src/native/addon.js';
 import type { NativeXskOptions, NativeXskSocket, NativeXskStats } from '../../src/native/xsk-types.js';
-import { XskSocket, type XskOptions } from '../../src/xdp/xsk.js';
+import { XskSocket, type XskOptions } from '../../src/io/xsk.js';
 
 const HEADROOM = 256; // where the kernel puts received data in a frame (XDP_PACKET_HEADROOM)
 

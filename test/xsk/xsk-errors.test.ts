@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privilege.js';
 import { createPairLab, sh, type JsonChild, type PairLab } from '../helpers/netns.js';
 import { BPF_PASS_OBJECT_PATH } from '../../src/native/addon.js';
-import type { FrameAccounting } from '../../src/xdp/xsk.js';
+import type { FrameAccounting } from '../../src/io/xsk.js';
 import { flood, startAgent, stopAgent } from './lab.js';
 import type { Outcome } from './scenarios.js';
 

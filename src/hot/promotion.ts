@@ -28,7 +28,7 @@
 import type { CachedAnswer } from '../dns/answer.js';
 import { RCODE_SERVFAIL } from '../dns/constants.js';
 import { keyString } from '../dns/key.js';
-import { type Clock, monotonicNs } from './clock.js';
+import { type Clock, monotonicNs } from '../engine/clock.js';
 
 export type DemoteReason = 'evicted' | 'expired' | 'displaced' | 'replaced';
 

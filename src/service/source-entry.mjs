@@ -1,6 +1,6 @@
 // Runs the TypeScript worker straight from src/ (tests, tsx): a worker thread does not
 // inherit the parent's --import hooks, so it registers tsx itself first. The built
-// service (dist/) starts dist/worker/worker.js directly and never loads this file.
+// service (dist/) starts dist/service/worker.js directly and never loads this file.
 import { register } from 'tsx/esm/api';
 
 register();

@@ -12,12 +12,12 @@ import { MessageView } from '../dns/view.js';
 import { writeReply, writeRcodeReply, writeFormErr, type ReplyOptions } from '../dns/reply.js';
 import { DnsErrorCode, errorDisposition, isDnsError } from '../dns/errors.js';
 import { MAX_KEY_LEN, OPCODE_QUERY, RCODE_NOTIMP, RCODE_SERVFAIL, RCODE_BADVERS, HEADER_LEN } from '../dns/constants.js';
-import { DnsCache } from '../cache/cache.js';
-import { PromotionPolicy, type PromotionEvent, type CacheObserver } from '../cache/promotion.js';
-import { AskCounter } from '../cache/asks.js';
+import { DnsCache } from './cache.js';
+import { PromotionPolicy, type PromotionEvent, type CacheObserver } from '../hot/promotion.js';
+import { AskCounter } from '../hot/asks.js';
 import { keyHash } from '../dns/key.js';
 import type { CachedAnswer } from '../dns/answer.js';
-import { fastMonotonicNs, type Clock } from '../cache/clock.js';
+import { fastMonotonicNs, type Clock } from './clock.js';
 import type { TtlPolicy } from '../dns/answer.js';
 
 /** What the engine needs of the upstream side (src/upstream/forwarder.ts provides it). */

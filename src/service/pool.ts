@@ -5,9 +5,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import type { PromotionEvent } from '../cache/promotion.js';
-import type { EngineCounters, LatencyHistogram } from '../server/engine.js';
-import { LATENCY_BUCKETS } from '../server/engine.js';
+import type { PromotionEvent } from '../hot/promotion.js';
+import type { EngineCounters, LatencyHistogram } from '../engine/engine.js';
+import { LATENCY_BUCKETS } from '../engine/engine.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
 import { COUNTER_SLOTS, ENGINE_COUNTER_NAMES, Slot, type FromWorker, type ToWorker, type WorkerEngineOptions, type WorkerInit } from './protocol.js';
 

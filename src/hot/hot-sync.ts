@@ -7,9 +7,9 @@
  * keep it).
  */
 import type { CachedAnswer } from '../dns/answer.js';
-import type { PromotionEvent } from '../cache/promotion.js';
+import type { PromotionEvent } from './promotion.js';
 import { HeimdallError, isNativeError } from '../errors.js';
-import type { FastPath } from './fastpath.js';
+import type { FastPath } from '../xdp/fastpath.js';
 
 export interface HotSyncCounters {
   promotions: number;

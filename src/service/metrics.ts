@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import client from 'prom-client';
-import type { EngineCounters } from './server/engine.js';
+import type { EngineCounters } from '../engine/engine.js';
 
 export interface MetricsSources {
   /** XDP outcome counters by name (summed over CPUs). */

@@ -6,13 +6,13 @@
  * it receives is sent or released on every path.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { XskSocket } from '../xdp/xsk.js';
-import { DnsEngine } from '../server/engine.js';
-import { AskCounter } from '../cache/asks.js';
+import { XskSocket } from '../io/xsk.js';
+import { DnsEngine } from '../engine/engine.js';
+import { AskCounter } from '../hot/asks.js';
 import { Forwarder } from '../upstream/forwarder.js';
-import { FrameInfo, parseFrame, finishReply } from './frame.js';
-import { fastMonotonicNs } from '../cache/clock.js';
-import { Upkeep } from '../server/upkeep.js';
+import { FrameInfo, parseFrame, finishReply } from '../io/frame.js';
+import { fastMonotonicNs } from '../engine/clock.js';
+import { Upkeep } from '../engine/upkeep.js';
 import { COUNTER_SLOTS, ENGINE_COUNTER_NAMES, Slot, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 
 const init = workerData as WorkerInit;
@@ -148,7 +148,7 @@ port.on('message', (m: ToWorker) => {
 
 /**
  * Upkeep: expired entries out, completions reclaimed, counters published; once a second
- * while queries come, every 5 s when none did (src/server/upkeep.ts says why).
+ * while queries come, every 5 s when none did (src/engine/upkeep.ts says why).
  */
 let lastQueries = 0;
 const upkeep = new Upkeep(

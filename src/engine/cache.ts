@@ -19,7 +19,7 @@ import {
 } from '../dns/answer.js';
 import { keyEquals, keyHash } from '../dns/key.js';
 import { type Clock, monotonicNs } from './clock.js';
-import type { CacheObserver } from './promotion.js';
+import type { CacheObserver } from '../hot/promotion.js';
 import { SlruLists } from './slru.js';
 
 /**

@@ -7,19 +7,19 @@
 import { once } from 'node:events';
 import { setFlagsFromString } from 'node:v8';
 import type http from 'node:http';
-import { FastPath, type AttachMode } from './xdp/fastpath.js';
-import { HotSync } from './xdp/hot-sync.js';
-import { DnsEngine, type EngineCounters, LATENCY_BUCKETS } from './server/engine.js';
-import { UdpListener } from './server/udp.js';
-import { TcpListener } from './server/tcp.js';
-import { Forwarder } from './upstream/forwarder.js';
-import { parseUpstreams } from './upstream/upstream.js';
+import { FastPath, type AttachMode } from '../xdp/fastpath.js';
+import { HotSync } from '../hot/hot-sync.js';
+import { DnsEngine, type EngineCounters, LATENCY_BUCKETS } from '../engine/engine.js';
+import { UdpListener } from '../io/udp.js';
+import { TcpListener } from '../io/tcp.js';
+import { Forwarder } from '../upstream/forwarder.js';
+import { parseUpstreams } from '../upstream/upstream.js';
 import { buildRegistry, serveMetrics } from './metrics.js';
-import { WorkerPool } from './worker/pool.js';
-import { isNativeError } from './errors.js';
-import { AskCounter } from './cache/asks.js';
-import { Upkeep } from './server/upkeep.js';
-import { loadAddon } from './native/addon.js';
+import { WorkerPool } from './pool.js';
+import { isNativeError } from '../errors.js';
+import { AskCounter } from '../hot/asks.js';
+import { Upkeep } from '../engine/upkeep.js';
+import { loadAddon } from '../native/addon.js';
 
 export interface AttachOptions {
   iface: string;
@@ -45,7 +45,7 @@ const ASK_DECAY_MS = 60_000;
 /**
  * Hits the XDP program served are handed to the engines every 5 s. They only feed heat
  * (60-second half-life) and SLRU recency, which 5 s of merging does not change, and each
- * hand-over wakes every worker (src/server/upkeep.ts: why wake-ups are counted).
+ * hand-over wakes every worker (src/engine/upkeep.ts: why wake-ups are counted).
  */
 const KERNEL_HITS_MS = 5000;
 const MAIN_ENGINE = 0;

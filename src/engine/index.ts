@@ -9,4 +9,4 @@ export {
   type DemoteReason,
   type PromotionEvent,
   type PromotionOptions,
-} from './promotion.js';
+} from '../hot/promotion.js';

@@ -5,7 +5,7 @@
  * redirect falls back to the kernel). Same engine, same cache rules.
  */
 import dgram from 'node:dgram';
-import type { DnsEngine } from './engine.js';
+import type { DnsEngine } from '../engine/engine.js';
 
 export interface UdpListenerOptions {
   port: number;

@@ -3,7 +3,7 @@
  * place, and the slots of the shared counter array each worker publishes.
  */
 import type { CachedAnswer } from '../dns/answer.js';
-import type { DemoteReason } from '../cache/promotion.js';
+import type { DemoteReason } from '../hot/promotion.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
 
 export interface WorkerEngineOptions {
