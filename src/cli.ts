@@ -9,15 +9,19 @@
  * non-zero exit, never a stack trace.
  */
 import { Command, InvalidArgumentError } from 'commander';
+import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
-import { operatorMessage } from './errors.js';
+import { resolveConfig, SETTINGS, type IntSetting } from './config.js';
+import { HeimdallError, operatorMessage } from './errors.js';
 import { loadAddon } from './native/addon.js';
-import { runAttach, type AttachOptions } from './service/service.js';
+import { createService } from './service/service.js';
 
-function int(name: string, min: number, max: number) {
+/** A commander parser for an integer setting, with the bounds of SETTINGS. */
+function int(name: IntSetting) {
+  const s = SETTINGS[name];
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
+    if (!Number.isInteger(n) || n < s.min || n > s.max) throw new InvalidArgumentError(`${s.flag} must be an integer from ${s.min} to ${s.max}`);
     return n;
   };
 }
@@ -31,7 +35,19 @@ export function rxQueues(iface: string): number {
 }
 
 function requireRoot(): void {
-  if (process.getuid?.() !== 0) throw new Error('must run as root: loading XDP needs CAP_BPF and CAP_NET_ADMIN (try sudo)');
+  if (process.getuid?.() !== 0) throw new HeimdallError('E_NOT_ROOT', 'must run as root: loading XDP needs CAP_BPF and CAP_NET_ADMIN (try sudo)');
+}
+
+/** Runs the service in the foreground until SIGINT or SIGTERM, then detaches. */
+async function attach(iface: string, o: Record<string, unknown>): Promise<void> {
+  requireRoot();
+  const cfg = resolveConfig({ ...o, iface, upstream: String(o.upstream) }, rxQueues);
+  const svc = createService(cfg);
+  await svc.start();
+  console.log(`heimdall-xdp serving ${svc.summary}; SIGINT or SIGTERM detaches`);
+  await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+  await svc.stop();
+  console.log(`detached from ${cfg.iface}`);
 }
 
 export function buildProgram(): Command {
@@ -39,44 +55,28 @@ export function buildProgram(): Command {
     .description('Caching DNS forwarder whose hottest answers are served by XDP from a BPF map')
     .showHelpAfterError('(run with --help for usage)');
 
+  const flag = (name: IntSetting, short?: string): [string, string, (v: string) => number] => {
+    const s = SETTINGS[name];
+    return [`${short ? `${short}, ` : ''}${s.flag} <n>`, s.help, int(name)];
+  };
   program
     .command('attach')
     .description('attach to an interface and serve DNS until SIGINT or SIGTERM, then detach')
     .argument('<iface>', 'network interface to serve on')
     .requiredOption('-u, --upstream <list>', 'upstream resolvers, comma separated: addr[:port], [v6addr]:port')
-    .option('-p, --port <n>', 'UDP and TCP port served', int('--port', 1, 65535), 53)
+    .option(...flag('port', '-p'), SETTINGS.port.default)
     .option('-m, --mode <mode>', 'XDP mode: auto, native or generic', 'auto')
-    .option('-q, --queues <n>', 'rx queues to serve with one AF_XDP worker each (default: all of the interface)', int('--queues', 1, 64))
-    .option('--cache-size <n>', 'userspace cache entries per worker', int('--cache-size', 16, 50_000_000), 100_000)
-    .option('--hot-size <n>', 'XDP hot map entries (default: 10% of the cache size)', int('--hot-size', 1, 10_000_000))
-    .option('--promote-after <n>', 'cache hits before a name is promoted into the hot map', int('--promote-after', 1, 1000), 3)
-    .option('--udp-size <n>', 'EDNS UDP payload size advertised and served', int('--udp-size', 512, 4096), 1232)
+    .option(...flag('queues', '-q'))
+    .option(...flag('cacheSize'), SETTINGS.cacheSize.default)
+    .option(...flag('hotSize'))
+    .option(...flag('promoteAfter'), SETTINGS.promoteAfter.default)
+    .option(...flag('udpSize'), SETTINGS.udpSize.default)
     .option('--no-xdp-answers', 'XDP answers nothing and redirects every query to the workers (measures the userspace path)')
     .option('--no-af-xdp', 'no AF_XDP workers: queries reach userspace through the kernel stack')
     .option('--serve-stale', 'answer from expired entries when no upstream answers (RFC 8767)')
     .option('--metrics-listen <addr:port>', 'serve Prometheus metrics at http://addr:port/metrics')
     .option('--force', 'replace a foreign XDP program already attached to the interface')
-    .action(async (iface: string, o: Record<string, unknown>) => {
-      requireRoot();
-      if (!['auto', 'native', 'generic'].includes(String(o.mode))) throw new Error(`--mode must be auto, native or generic, not '${String(o.mode)}'`);
-      const opts: AttachOptions = {
-        iface,
-        upstream: String(o.upstream),
-        port: o.port as number,
-        mode: o.mode as AttachOptions['mode'],
-        queues: (o.queues as number | undefined) ?? rxQueues(iface),
-        cacheSize: o.cacheSize as number,
-        hotSize: (o.hotSize as number | undefined) ?? Math.max(1, Math.floor((o.cacheSize as number) / 10)),
-        promoteAfter: o.promoteAfter as number,
-        udpSize: o.udpSize as number,
-        xdpAnswers: o.xdpAnswers !== false,
-        afXdp: o.afXdp !== false,
-        serveStale: Boolean(o.serveStale),
-        metricsListen: o.metricsListen as string | undefined,
-        force: Boolean(o.force),
-      };
-      await runAttach(opts);
-    });
+    .action(attach);
 
   program
     .command('detach')

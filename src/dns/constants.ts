@@ -20,6 +20,13 @@ export const MAX_POINTER_HOPS = 32;
 export const RR_FIXED_LEN = 10;
 /** Size of the OPT record the reply writer appends: root name + 10 fixed bytes, no options. */
 export const OPT_RR_LEN = 11;
+/**
+ * The EDNS UDP payload size heimdall-xdp advertises and serves by default: 1232 bytes
+ * keeps a reply within one packet on an IPv6 path with the minimum MTU of 1280 (the
+ * figure DNS Flag Day 2020 settled on).
+ */
+export const EDNS_UDP_SIZE = 1232;
+
 /** Largest payload a client without EDNS may receive over UDP (RFC 1035 4.2.1). */
 export const CLASSIC_UDP_LIMIT = 512;
 /** Largest DNS message (TCP length prefix is 16 bits). */

@@ -2,8 +2,10 @@
  * The one error type of the DNS core. Hot paths return a numeric code
  * (0 = ok) so that hostile traffic costs no allocation; the throwing entry
  * points wrap the same code into a DnsError. Codes are stable: numbers and
- * names never change meaning, new ones are only appended.
+ * names never change meaning, new ones are only appended. DnsError is a
+ * HeimdallError (src/errors.ts) whose `code` is 'ERR_DNS_*'.
  */
+import { HeimdallError } from '../errors.js';
 
 export const DnsErrorCode = {
   OK: 0,
@@ -49,7 +51,7 @@ const NAMES: readonly string[] = (() => {
 })();
 
 /** Stable string code for a numeric code, e.g. 8 -> 'ERR_DNS_BAD_POINTER'. */
-export function errorCodeName(id: number): string {
+export function errorCodeName(id: number): `ERR_DNS_${string}` {
   const name = NAMES[id];
   return name === undefined ? 'ERR_DNS_UNKNOWN' : `ERR_DNS_${name}`;
 }
@@ -65,9 +67,7 @@ export function errorDisposition(id: number): ErrorDisposition {
   return id === DnsErrorCode.SHORT_HEADER || id === DnsErrorCode.BAD_DIRECTION ? 'drop' : 'formerr';
 }
 
-export class DnsError extends Error {
-  /** Stable string code, 'ERR_DNS_*'. */
-  readonly code: string;
+export class DnsError extends HeimdallError {
   /** Stable numeric code, one of DnsErrorCode. */
   readonly id: number;
   /** Offset in the message where the problem was seen, or -1. */
@@ -75,9 +75,8 @@ export class DnsError extends Error {
 
   constructor(id: number, offset = -1, detail?: string) {
     const code = errorCodeName(id);
-    super(detail === undefined ? code : `${code}: ${detail}`);
+    super(code, detail === undefined ? code : `${code}: ${detail}`);
     this.name = 'DnsError';
-    this.code = code;
     this.id = id;
     this.offset = offset;
   }

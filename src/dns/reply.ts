@@ -20,18 +20,21 @@
 import type { CachedAnswer } from './answer.js';
 import {
   CLASSIC_UDP_LIMIT,
+  FLAG_AA,
   FLAG_AD,
   FLAG_CD,
   FLAG_QR,
   FLAG_RA,
   FLAG_RD,
   FLAG_TC,
+  FLAG_Z,
   HEADER_LEN,
   MAX_MESSAGE_LEN,
   MAX_NAME_WIRE,
   OPCODE_MASK,
   OPT_RR_LEN,
   RCODE_FORMERR,
+  RCODE_MASK,
   RR_FIXED_LEN,
 } from './constants.js';
 import { DnsError, DnsErrorCode } from './errors.js';
@@ -214,6 +217,44 @@ export function writeFormErr(buf: Uint8Array, offset: number, length: number, ou
   out[outOffset + 3] = flags & 0xff;
   for (let i = 4; i < HEADER_LEN; i++) out[outOffset + i] = 0;
   return HEADER_LEN;
+}
+
+/** The question of a query being relayed, kept aside while `out` may overwrite it. */
+const relayQuestion = new Uint8Array(MAX_NAME_WIRE + 4);
+
+/**
+ * Relays an upstream message that is not cached (REFUSED, NOTIMP, a TTL-0 answer,
+ * class CH, ...) as the reply to `q`: the upstream's sections under the query's ID and
+ * question bytes (0x20 case kept), RD and CD echoed, QR and RA set, AA cleared; cut to
+ * header and question with TC=1 when over the client's limit. Everything it needs of
+ * the query is read before anything is written, so `out` may be the query's own memory
+ * (an AF_XDP frame answered in place). Returns the length, or 0 when `msg` cannot be
+ * relayed (shorter than its question): the caller answers SERVFAIL instead.
+ */
+export function writeRelayed(q: MessageView, msg: Uint8Array, out: Uint8Array, outOffset: number, opts: ReplyOptions): number {
+  const qlen = q.questionLen;
+  const qEnd = HEADER_LEN + qlen;
+  if (msg.length < qEnd) return 0;
+  let limit = replyLimit(q, opts);
+  if (out.length - outOffset < limit) limit = out.length - outOffset;
+  if (qEnd > limit) throw new DnsError(DnsErrorCode.BUFFER_TOO_SMALL, -1, `need ${qEnd}, have ${limit}`);
+  relayQuestion.set(q.buf.subarray(q.base + HEADER_LEN, q.base + qEnd));
+  let n = msg.length;
+  const upstream = (msg[2]! << 8) | msg[3]!;
+  let flags = baseFlags(q) | (upstream & (FLAG_Z | RCODE_MASK));
+  if ((upstream & FLAG_AD) !== 0 && ((q.flags & FLAG_AD) !== 0 || q.dnssecOk)) flags |= FLAG_AD;
+  if (n > limit) {
+    n = qEnd;
+    flags |= FLAG_TC;
+  }
+  out.set(msg.subarray(0, n), outOffset);
+  out.set(relayQuestion.subarray(0, qlen), outOffset + HEADER_LEN);
+  out[outOffset] = q.id >>> 8;
+  out[outOffset + 1] = q.id & 0xff;
+  out[outOffset + 2] = flags >>> 8;
+  out[outOffset + 3] = flags & 0xff;
+  if (n === qEnd) for (let i = 6; i < HEADER_LEN; i++) out[outOffset + i] = 0;
+  return n;
 }
 
 // ---- truncation (cold path) ------------------------------------------------

@@ -162,9 +162,12 @@ export class DnsCache {
   /**
    * Fresh answer for the key in key[0, len), or undefined. Counts a hit
    * (SLRU, hit count, observer) or a miss. An expired entry is dropped here
-   * unless serve-stale keeps it for getStale.
+   * unless serve-stale keeps it for getStale. `asks`: how often the name has been
+   * asked on every engine (src/hot/asks.ts); the observer sees the larger of that and
+   * this cache's own hit count, so "asked for the third time" holds however queries
+   * were spread over the workers.
    */
-  get(key: Uint8Array, len: number, nowNs: number = this.clock(), hash: number = keyHash(key, 0, len)): CachedAnswer | undefined {
+  get(key: Uint8Array, len: number, nowNs: number = this.clock(), hash: number = keyHash(key, 0, len), asks = 0): CachedAnswer | undefined {
     const s = this.find(key, len, hash);
     if (s < 0) {
       this.stats.misses++;
@@ -180,7 +183,7 @@ export class DnsCache {
     this.hitCounts[s] = hits;
     this.stats.hits++;
     this.lists.touch(s);
-    if (this.observer !== undefined) this.observer.onHit(s, a, hits, nowNs);
+    if (this.observer !== undefined) this.observer.onHit(s, a, hits > asks ? hits : asks, nowNs);
     return a;
   }
 
@@ -218,8 +221,9 @@ export class DnsCache {
    * Stores an answer under answer.key, replacing any entry for that key
    * (the hit count is kept). Evicts from the SLRU until the entry and byte
    * bounds hold. Returns the slot, or -1 if the answer alone is over maxBytes.
+   * `asks`: as for get(), the asks of the query that fetched this answer.
    */
-  insert(answer: CachedAnswer, nowNs: number = this.clock()): number {
+  insert(answer: CachedAnswer, nowNs: number = this.clock(), asks = 0): number {
     const key = answer.key;
     const len = key.length;
     const hash = keyHash(key, 0, len);
@@ -263,14 +267,14 @@ export class DnsCache {
     this.byteCount += size;
     this.lists.insert(s);
     this.stats.inserts++;
-    if (this.observer !== undefined) this.observer.onInsert(s, answer, nowNs);
+    if (this.observer !== undefined) this.observer.onInsert(s, answer, nowNs, asks);
     return s;
   }
 
   /** answerFromResponse with this cache's TTL policy, then insert. Throws DnsError. */
-  insertResponse(msg: Uint8Array, nowNs: number = this.clock(), dnssecOk?: boolean): CachedAnswer {
+  insertResponse(msg: Uint8Array, nowNs: number = this.clock(), dnssecOk?: boolean, asks = 0): CachedAnswer {
     const a = answerFromResponse(msg, nowNs, this.ttlPolicy, dnssecOk);
-    this.insert(a, nowNs);
+    this.insert(a, nowNs, asks);
     return a;
   }
 

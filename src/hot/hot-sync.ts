@@ -98,6 +98,22 @@ export class HotSync {
     return out;
   }
 
+  /**
+   * The kernel hits since the last call, grouped by the engine that holds each key: what
+   * each engine's policy is to be told (one message per worker, not per key).
+   */
+  kernelHitsByEngine(): Map<number, { key: Uint8Array; hits: number }[]> {
+    const out = new Map<number, { key: Uint8Array; hits: number }[]>();
+    for (const k of this.collectKernelHits()) {
+      for (const id of k.engines) {
+        let list = out.get(id);
+        if (!list) out.set(id, (list = []));
+        list.push({ key: k.key, hits: k.hits });
+      }
+    }
+    return out;
+  }
+
   private write(id: string): void {
     const h = this.holders.get(id);
     if (!h) return;

@@ -66,7 +66,8 @@ export interface CacheHandle {
 export interface CacheObserver {
   /** Called once by the cache the observer is attached to. */
   bindCache?(handle: CacheHandle): void;
-  onInsert(slot: number, answer: CachedAnswer, nowNs: number): void;
+  /** `asks`: how often the name was asked on every engine, counting the ask that fetched it. */
+  onInsert(slot: number, answer: CachedAnswer, nowNs: number, asks: number): void;
   onHit(slot: number, answer: CachedAnswer, hits: number, nowNs: number): void;
   onReplace(slot: number, old: CachedAnswer, answer: CachedAnswer, nowNs: number): void;
   onRemove(slot: number, answer: CachedAnswer, reason: 'evicted' | 'expired'): void;
@@ -176,9 +177,12 @@ export class PromotionPolicy implements CacheObserver {
     this.cache = handle;
   }
 
-  onInsert(slot: number, _answer: CachedAnswer, _nowNs: number): void {
+  onInsert(slot: number, answer: CachedAnswer, nowNs: number, asks = 0): void {
     this.heat[slot] = -Infinity;
     this.pending[slot] = 0;
+    // The ask that fetched this answer may itself be the third one (the earlier asks
+    // went to other workers): count it as a use, which promotes the name now.
+    if (asks >= this.threshold) this.onHit(slot, answer, asks, nowNs);
   }
 
   onHit(slot: number, answer: CachedAnswer, hits: number, nowNs: number): void {

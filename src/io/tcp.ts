@@ -15,9 +15,19 @@
  */
 import net from 'node:net';
 import { FLAG_QR, HEADER_LEN, MAX_MESSAGE_LEN } from '../dns/constants.js';
+import type { FrameHandler } from './xsk-server.js';
 
 /** One query message in (no length prefix), one reply message out, or null for no reply. */
 export type TcpHandler = (query: Uint8Array) => Promise<Uint8Array | null>;
+
+/** A TcpHandler over anything that answers in place (the engine): one buffer per query. */
+export function tcpHandlerOf(handler: FrameHandler): TcpHandler {
+  return async (q) => {
+    const out = new Uint8Array(MAX_MESSAGE_LEN);
+    const n = await handler.handle(q, 0, q.length, out, 0, true);
+    return n > 0 ? out.subarray(0, n) : null;
+  };
+}
 
 export interface TcpListenerOptions {
   /** Close a connection with nothing in flight after this long without traffic, ms (default 10000). */

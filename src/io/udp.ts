@@ -2,10 +2,10 @@
  * Kernel UDP listener on the served port. It answers what reaches the kernel stack
  * rather than an AF_XDP socket: queries the XDP program passes (IPv4 options,
  * fragments), and every query when no AF_XDP socket is bound to its queue (the
- * redirect falls back to the kernel). Same engine, same cache rules.
+ * redirect falls back to the kernel). Same engine, same cache rules as every other path.
  */
 import dgram from 'node:dgram';
-import type { DnsEngine } from '../engine/engine.js';
+import type { FrameHandler } from './xsk-server.js';
 
 export interface UdpListenerOptions {
   port: number;
@@ -19,7 +19,7 @@ export class UdpListener {
   sent = 0;
   errors = 0;
 
-  constructor(private readonly engine: DnsEngine) {}
+  constructor(private readonly handler: FrameHandler) {}
 
   /** Binds every host; rejects with the socket error (EADDRINUSE, EACCES) on failure. */
   async listen(opts: UdpListenerOptions): Promise<void> {
@@ -51,7 +51,7 @@ export class UdpListener {
       });
     };
     try {
-      const r = this.engine.handle(msg, 0, msg.length, out, 0, false);
+      const r = this.handler.handle(msg, 0, msg.length, out, 0, false);
       if (typeof r === 'number') send(r);
       else r.then(send, () => this.errors++);
     } catch {

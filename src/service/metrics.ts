@@ -1,46 +1,124 @@
 /**
- * Prometheus metrics (prom-client) on --metrics-listen. Figures are collected at
- * scrape time from their owners (the XDP counters, each engine's counters, the hot
- * map sync, the forwarder), so the query path never touches a metric object.
+ * Prometheus metrics (prom-client) on --metrics-listen. Figures are collected at scrape
+ * time from their owners, so the query path never touches a metric object:
+ *   - every userspace counter from the engine hosts' StatsBlocks, summed; which metric
+ *     and label each one is comes from the one list in src/engine/stats.ts;
+ *   - the XDP program's outcome counters (per-CPU, summed by the addon);
+ *   - the hot map's changes and the worker supervisor's restarts.
  */
 import http from 'node:http';
 import client from 'prom-client';
-import type { EngineCounters } from '../engine/engine.js';
+import { COUNTERS, LATENCY_BUCKETS, Slot, StatsBlock } from '../engine/stats.js';
+import type { HotSyncCounters } from '../hot/hot-sync.js';
 
 export interface MetricsSources {
   /** XDP outcome counters by name (summed over CPUs). */
   xdp(): Record<string, bigint>;
-  /** Every engine's counters (main thread and workers). */
-  engines(): EngineCounters[];
-  /** Replies by RCODE, summed over engines (index = RCODE, 16 = BADVERS). */
-  rcodes(): number[];
-  cacheEntries(): number;
+  /** Every engine host's counters (main thread and workers). */
+  stats(): readonly StatsBlock[];
   hotEntries(): number;
-  hot(): { promotions: number; demotions: number; refused: number };
-  upstream(): { failures: number; timeouts: number; latency: { buckets: number[]; counts: number[]; sum: number; count: number } };
-  framesInUse(): number;
+  hot(): HotSyncCounters;
   workerRestarts(): number;
 }
 
-const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED', 'YXDOMAIN', 'YXRRSET', 'NXRRSET', 'NOTAUTH', 'NOTZONE', 'DSOTYPENI', 'RCODE12', 'RCODE13', 'RCODE14', 'RCODE15', 'BADVERS'];
+type Def = (typeof COUNTERS)[keyof typeof COUNTERS];
+type Name = keyof typeof COUNTERS;
 
-function sum<K extends keyof EngineCounters>(list: EngineCounters[], k: K): number {
-  return list.reduce((a, c) => a + c[k], 0);
+/** The sum of every block, read once per scrape however many metrics ask for it. */
+class Totals {
+  private at = -1;
+  private block = new StatsBlock(new ArrayBuffer(0));
+  constructor(private readonly src: MetricsSources) {}
+  get(): StatsBlock {
+    const now = performance.now();
+    if (now - this.at > 50) {
+      this.block = StatsBlock.sum(this.src.stats());
+      this.at = now;
+    }
+    return this.block;
+  }
+}
+
+/** The upstream latency histogram, rebuilt from the blocks' bucket counts at each scrape. */
+class LatencyHistogram extends client.Histogram {
+  constructor(private readonly totals: Totals, private readonly metricName: string, help: string) {
+    super({ name: metricName, help, buckets: [...LATENCY_BUCKETS] });
+  }
+
+  override async get(): Promise<client.MetricObjectWithValues<client.MetricValueWithName<string>>> {
+    const v = await super.get();
+    const l = this.totals.get().latency();
+    const bucket = `${this.metricName}_bucket`;
+    let cumulative = 0;
+    v.values = l.buckets.map((le, i) => {
+      cumulative += l.counts[i] ?? 0;
+      return { labels: { le }, value: cumulative, metricName: bucket };
+    });
+    v.values.push({ labels: { le: '+Inf' }, value: l.count, metricName: bucket });
+    v.values.push({ labels: {}, value: l.sum, metricName: `${this.metricName}_sum` });
+    v.values.push({ labels: {}, value: l.count, metricName: `${this.metricName}_count` });
+    return v;
+  }
+}
+
+/** Registers one metric per distinct metric name of COUNTERS. */
+function registerCounters(reg: client.Registry, totals: Totals): void {
+  const groups = new Map<string, Name[]>();
+  for (const name of Object.keys(COUNTERS) as Name[]) {
+    const m = COUNTERS[name].metric;
+    groups.set(m, [...(groups.get(m) ?? []), name]);
+  }
+  for (const [metric, names] of groups) {
+    const first: Def = COUNTERS[names[0]!];
+    if (first.kind === 'histogram') {
+      reg.registerMetric(new LatencyHistogram(totals, metric, first.help));
+      continue;
+    }
+    const labelNames = [...new Set(names.map((n) => labelOf(COUNTERS[n])).filter((l): l is string => l !== undefined))];
+    const collect = function (this: client.Counter | client.Gauge): void {
+      const t = totals.get();
+      this.reset();
+      for (const n of names) {
+        const d: Def = COUNTERS[n];
+        const at = Slot[n];
+        if ('values' in d) {
+          d.values.forEach((label, i) => t.v[at + i]! > 0 && this.inc({ [d.label]: label }, t.v[at + i]!));
+        } else if ('label' in d) {
+          this.inc({ [d.label[0]]: d.label[1] }, t.v[at]!);
+        } else if (d.kind === 'gauge') {
+          (this as client.Gauge).set(t.v[at]!);
+        } else {
+          this.inc(t.v[at]!);
+        }
+      }
+    };
+    const Kind = first.kind === 'gauge' ? client.Gauge : client.Counter;
+    reg.registerMetric(new Kind({ name: metric, help: first.help, labelNames, collect }));
+  }
+}
+
+function labelOf(d: Def): string | undefined {
+  if ('values' in d) return d.label;
+  if ('label' in d) return d.label[0];
+  return undefined;
 }
 
 export function buildRegistry(src: MetricsSources): client.Registry {
   const reg = new client.Registry();
+  const totals = new Totals(src);
+  registerCounters(reg, totals);
+  const xdpTx = (): number => Number(src.xdp().TX ?? 0n);
   reg.registerMetric(new client.Counter({
     name: 'heimdall_responses_total',
     help: 'DNS responses sent, by the path that produced them',
     labelNames: ['path'],
     collect() {
-      const e = src.engines();
+      const t = totals.get();
       this.reset();
-      this.inc({ path: 'xdp' }, Number(src.xdp().TX ?? 0n));
-      this.inc({ path: 'cache' }, sum(e, 'cacheHits') + sum(e, 'staleServed'));
-      this.inc({ path: 'upstream' }, sum(e, 'upstreamAnswers'));
-      this.inc({ path: 'error' }, sum(e, 'servfail') + sum(e, 'formerr') + sum(e, 'notimp') + sum(e, 'badvers'));
+      this.inc({ path: 'xdp' }, xdpTx());
+      this.inc({ path: 'cache' }, t.get('cacheHits') + t.get('staleServed'));
+      this.inc({ path: 'upstream' }, t.get('upstreamAnswers') + t.get('relayed'));
+      this.inc({ path: 'error' }, t.get('servfail') + t.get('formerr') + t.get('notimp') + t.get('badvers'));
     },
   }));
   reg.registerMetric(new client.Counter({
@@ -48,7 +126,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
     help: 'DNS queries seen: answered in XDP plus handled in userspace',
     collect() {
       this.reset();
-      this.inc(Number(src.xdp().TX ?? 0n) + sum(src.engines(), 'queries'));
+      this.inc(xdpTx() + totals.get().get('queries'));
     },
   }));
   reg.registerMetric(new client.Counter({
@@ -58,33 +136,6 @@ export function buildRegistry(src: MetricsSources): client.Registry {
     collect() {
       this.reset();
       for (const [k, v] of Object.entries(src.xdp())) this.inc({ outcome: k }, Number(v));
-    },
-  }));
-  reg.registerMetric(new client.Counter({
-    name: 'heimdall_userspace_rcode_total',
-    help: 'Responses written in userspace, by RCODE',
-    labelNames: ['rcode'],
-    collect() {
-      this.reset();
-      src.rcodes().forEach((n, i) => n > 0 && this.inc({ rcode: RCODE_NAMES[i] ?? String(i) }, n));
-    },
-  }));
-  reg.registerMetric(new client.Counter({
-    name: 'heimdall_malformed_total',
-    help: 'Malformed queries: answered FORMERR or dropped',
-    labelNames: ['action'],
-    collect() {
-      const e = src.engines();
-      this.reset();
-      this.inc({ action: 'formerr' }, sum(e, 'formerr'));
-      this.inc({ action: 'dropped' }, sum(e, 'dropped'));
-    },
-  }));
-  reg.registerMetric(new client.Gauge({
-    name: 'heimdall_cache_entries',
-    help: 'Entries in the userspace caches (all workers)',
-    collect() {
-      this.set(src.cacheEntries());
     },
   }));
   reg.registerMetric(new client.Gauge({
@@ -107,51 +158,6 @@ export function buildRegistry(src: MetricsSources): client.Registry {
     },
   }));
   reg.registerMetric(new client.Counter({
-    name: 'heimdall_upstream_failures_total',
-    help: 'Queries no upstream answered in time (client got SERVFAIL or a stale answer)',
-    collect() {
-      this.reset();
-      this.inc(src.upstream().failures);
-    },
-  }));
-  reg.registerMetric(new client.Counter({
-    name: 'heimdall_upstream_timeouts_total',
-    help: 'Upstream attempts that timed out',
-    collect() {
-      this.reset();
-      this.inc(src.upstream().timeouts);
-    },
-  }));
-  const latency = new client.Histogram({
-    name: 'heimdall_upstream_latency_seconds',
-    help: 'Time from sending a query upstream to its validated answer',
-    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-  });
-  // The histogram's state is rebuilt from the engines' bucket counts at scrape time.
-  const origGet = latency.get.bind(latency);
-  latency.get = async () => {
-    const v = await origGet();
-    const l = src.upstream().latency;
-    let cumulative = 0;
-    v.values = [];
-    l.buckets.forEach((le, i) => {
-      cumulative += l.counts[i] ?? 0;
-      v.values.push({ labels: { le }, value: cumulative, metricName: 'heimdall_upstream_latency_seconds_bucket' });
-    });
-    v.values.push({ labels: { le: '+Inf' }, value: l.count, metricName: 'heimdall_upstream_latency_seconds_bucket' });
-    v.values.push({ labels: {}, value: l.sum, metricName: 'heimdall_upstream_latency_seconds_sum' });
-    v.values.push({ labels: {}, value: l.count, metricName: 'heimdall_upstream_latency_seconds_count' });
-    return v;
-  };
-  reg.registerMetric(latency);
-  reg.registerMetric(new client.Gauge({
-    name: 'heimdall_umem_frames_in_use',
-    help: 'AF_XDP UMEM frames held by userspace (rx being answered, tx not yet completed)',
-    collect() {
-      this.set(src.framesInUse());
-    },
-  }));
-  reg.registerMetric(new client.Counter({
     name: 'heimdall_worker_restarts_total',
     help: 'AF_XDP workers that died and were replaced',
     collect() {
@@ -163,11 +169,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
 }
 
 /** Serves /metrics on host:port; resolves once listening, rejects on bind errors. */
-export async function serveMetrics(reg: client.Registry, listen: string): Promise<http.Server> {
-  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(listen);
-  if (!m) throw new Error(`--metrics-listen must be addr:port, got '${listen}'`);
-  const host = m[1] || '127.0.0.1';
-  const port = Number(m[2]);
+export async function serveMetrics(reg: client.Registry, listen: { host: string; port: number }): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     if (req.url !== '/metrics') {
       res.writeHead(404).end('try /metrics\n');
@@ -180,7 +182,7 @@ export async function serveMetrics(reg: client.Registry, listen: string): Promis
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve());
+    server.listen(listen.port, listen.host, () => resolve());
   });
   return server;
 }

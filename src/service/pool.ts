@@ -5,18 +5,19 @@
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import type { EngineConfig } from '../config.js';
+import { StatsBlock } from '../engine/stats.js';
+import { HeimdallError } from '../errors.js';
 import type { PromotionEvent } from '../hot/promotion.js';
-import type { EngineCounters, LatencyHistogram } from '../engine/engine.js';
-import { LATENCY_BUCKETS } from '../engine/engine.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
-import { COUNTER_SLOTS, ENGINE_COUNTER_NAMES, Slot, type FromWorker, type ToWorker, type WorkerEngineOptions, type WorkerInit } from './protocol.js';
+import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
 
 export interface WorkerPoolOptions {
   iface: string;
   queues: number;
   xsksMapFd: number;
-  upstreams: UpstreamAddr[];
-  engine: WorkerEngineOptions;
+  upstreams: readonly UpstreamAddr[];
+  engine: EngineConfig;
   /** The shared ask counts (AskCounter.buffer). */
   asks: SharedArrayBuffer;
   /** Engine ids of workers are 1..queues (0 is the main thread's engine). */
@@ -33,21 +34,22 @@ const STOP_GRACE_MS = 3000;
 const FROM_SOURCE = fileURLToPath(import.meta.url).endsWith('.ts');
 const WORKER_FILE = new URL(FROM_SOURCE ? './source-entry.mjs' : './worker.js', import.meta.url);
 
-interface Slot_ {
+interface Slot {
   worker: Worker | null;
-  counters: Float64Array;
+  /** The worker's counters; kept across restarts, so totals never go backwards. */
+  stats: StatsBlock;
   ready: boolean;
   restarts: number;
 }
 
 export class WorkerPool {
-  private readonly slots: Slot_[] = [];
+  private readonly slots: Slot[] = [];
   private stopping = false;
   restarts = 0;
 
   constructor(private readonly o: WorkerPoolOptions) {
     for (let q = 0; q < o.queues; q++) {
-      this.slots.push({ worker: null, counters: new Float64Array(new SharedArrayBuffer(COUNTER_SLOTS * 8)), ready: false, restarts: 0 });
+      this.slots.push({ worker: null, stats: new StatsBlock(), ready: false, restarts: 0 });
     }
   }
 
@@ -67,7 +69,7 @@ export class WorkerPool {
       upstreams: this.o.upstreams,
       engine: this.o.engine,
       asks: this.o.asks,
-      counters: slot.counters.buffer as SharedArrayBuffer,
+      stats: slot.stats.buffer as SharedArrayBuffer,
     };
     const w = new Worker(WORKER_FILE, { workerData: init });
     slot.worker = w;
@@ -87,7 +89,7 @@ export class WorkerPool {
             this.o.onPromotion(id, { kind: 'demote', key: m.key, reason: m.reason });
             break;
           case 'fatal':
-            if (!settled) (settled = true), reject(new Error(m.message));
+            if (!settled) (settled = true), reject(new HeimdallError('E_WORKER', m.message));
             void w.terminate();
             break;
           case 'stopped':
@@ -103,7 +105,7 @@ export class WorkerPool {
         this.o.onWorkerGone(id);
         if (!settled) {
           settled = true;
-          reject(new Error(`worker for queue ${queue} exited with code ${code} before it was ready`));
+          reject(new HeimdallError('E_WORKER', `worker for queue ${queue} exited with code ${code} before it was ready`));
           return;
         }
         if (this.stopping) return;
@@ -128,37 +130,9 @@ export class WorkerPool {
     if (w && items.length > 0) w.postMessage({ type: 'kernelHits', items } satisfies ToWorker);
   }
 
-  counters(): EngineCounters[] {
-    return this.slots.map((s) => {
-      const c = {} as Record<string, number>;
-      for (const n of ENGINE_COUNTER_NAMES) c[n] = s.counters[Slot[n]]!;
-      return c as unknown as EngineCounters;
-    });
-  }
-
-  rcodes(): number[][] {
-    return this.slots.map((s) => Array.from(s.counters.subarray(Slot.rcodes, Slot.rcodes + 17)));
-  }
-
-  latencies(): LatencyHistogram[] {
-    return this.slots.map((s) => ({
-      buckets: LATENCY_BUCKETS,
-      counts: Array.from(s.counters.subarray(Slot.latencyBuckets, Slot.latencyBuckets + LATENCY_BUCKETS.length)),
-      sum: s.counters[Slot.latencySum]!,
-      count: s.counters[Slot.latencyCount]!,
-    }));
-  }
-
-  cacheEntries(): number {
-    return this.slots.reduce((a, s) => a + s.counters[Slot.cacheEntries]!, 0);
-  }
-
-  framesInUse(): number {
-    return this.slots.reduce((a, s) => a + s.counters[Slot.framesInUse]!, 0);
-  }
-
-  badFrames(): number {
-    return this.slots.reduce((a, s) => a + s.counters[Slot.badFrames]!, 0);
+  /** Every worker's counters (the blocks they write; read at scrape time). */
+  stats(): StatsBlock[] {
+    return this.slots.map((s) => s.stats);
   }
 
   /**

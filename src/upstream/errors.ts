@@ -2,8 +2,10 @@
  * Errors of the upstream forwarder, with stable string codes. The caller of
  * Forwarder.resolve answers SERVFAIL for every one of them except
  * UPSTREAM_BAD_QUERY (a programming error on its side) and UPSTREAM_CLOSED
- * (shutdown); codes never change meaning, new ones are only appended.
+ * (shutdown); codes never change meaning, new ones are only appended. An
+ * UpstreamError is a HeimdallError (src/errors.ts) whose `code` is 'UPSTREAM_*'.
  */
+import { HeimdallError } from '../errors.js';
 
 export type UpstreamErrorCode =
   /** Every attempt timed out and the deadline passed. */
@@ -19,12 +21,11 @@ export type UpstreamErrorCode =
   /** A configuration value is wrong: an upstream list entry or a forwarder option. */
   | 'UPSTREAM_BAD_CONFIG';
 
-export class UpstreamError extends Error {
-  readonly code: UpstreamErrorCode;
+export class UpstreamError extends HeimdallError {
+  declare readonly code: UpstreamErrorCode;
   constructor(code: UpstreamErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(code, message, options);
     this.name = 'UpstreamError';
-    this.code = code;
   }
 }
 

@@ -469,6 +469,11 @@ export class Forwarder {
 
   // ---- outside ---------------------------------------------------------------
 
+  /** Distinct questions waiting for an upstream now. */
+  get inflight(): number {
+    return this.flights.size;
+  }
+
   stats(): ForwarderStats {
     const s = this.s;
     const now = performance.now();

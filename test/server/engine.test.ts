@@ -56,8 +56,8 @@ describe('DnsEngine', () => {
     const b = await ask(e, query('www.example.com', 'A', { id: 8 }));
     expect(r.asked.length).toBe(1);
     expect(b.answers![0]!.ttl).toBe(50);
-    expect(e.counters).toMatchObject({ queries: 2, cacheHits: 1, upstreamAnswers: 1 });
-    expect(e.rcodes[0]).toBe(2);
+    expect([e.stats.get('queries'), e.stats.get('cacheHits'), e.stats.get('upstreamAnswers')]).toEqual([2, 1, 1]);
+    expect(e.stats.vector('rcodes')[0]).toBe(2);
   });
 
   it('answers a hit synchronously, in place over the query bytes', () => {
@@ -66,7 +66,7 @@ describe('DnsEngine', () => {
     const buf = Buffer.alloc(2048);
     const q = query('www.example.com', 'A', { id: 99 });
     q.copy(buf, 100);
-    const n = e.handle(buf, 100, q.length, buf, 100);
+    const n = e.handle(buf, 100, q.length, buf, 100, false);
     expect(typeof n).toBe('number');
     const d = decode(buf.subarray(100, 100 + (n as number)));
     expect(d.id).toBe(99);
@@ -103,14 +103,14 @@ describe('DnsEngine', () => {
     const fail = scripted({ 'www.example.com/1': new Error('down') });
     const e = new DnsEngine({ resolver: fail, cacheSize: 64, clock });
     expect((await ask(e, query('www.example.com', 'A'))).rcode).toBe('SERVFAIL');
-    expect(e.counters.servfail).toBe(1);
+    expect(e.stats.get('servfail')).toBe(1);
 
     const stale = new DnsEngine({ resolver: fail, cacheSize: 64, serveStale: true, clock });
     stale.cache.insertResponse(wwwA, now - 120e9); // expired a minute ago
     const s = await ask(stale, query('www.example.com', 'A'));
     expect(s.rcode).toBe('NOERROR');
     expect(s.answers![0]!.ttl).toBe(30); // RFC 8767 suggests 30 s
-    expect(stale.counters.staleServed).toBe(1);
+    expect(stale.stats.get('staleServed')).toBe(1);
   });
 
   it('relays an uncacheable answer (REFUSED) under the client ID and question', async () => {
@@ -120,7 +120,57 @@ describe('DnsEngine', () => {
     expect(a.id).toBe(4242);
     expect(a.rcode).toBe('REFUSED');
     expect(a.questions![0]!.name).toBe('OTHER.zone');
-    expect(e.counters.uncacheable).toBe(1);
+    expect(e.stats.get('relayed')).toBe(1);
+  });
+
+  // Relayed answers: what the cache refuses goes back as the upstream sent it, under the
+  // client's ID, question bytes, RD and CD, with QR and RA set; in place over the query
+  // (AF_XDP), into a separate buffer (kernel UDP) and over TCP.
+  const withoutRa = (m: Buffer): Buffer => {
+    const b = Buffer.from(m);
+    b[3] = b[3]! & ~0x80; // an authoritative upstream does not set RA
+    return b;
+  };
+  const relayedKinds: [string, Buffer][] = [
+    ['REFUSED', withoutRa(response('other.zone', 'A', {}, { rcode: 'REFUSED' }))],
+    ['NOTIMP', withoutRa(response('other.zone', 'A', {}, { rcode: 'NOTIMP' }))],
+    ['a TTL-0 answer', withoutRa(response('other.zone', 'A', { answers: [{ type: 'A', name: 'other.zone', ttl: 0, data: '198.18.9.9' }] }))],
+  ];
+  for (const [kind, upstream] of relayedKinds) {
+    for (const path of ['in place', 'separate buffer', 'tcp'] as const) {
+      it(`relays ${kind} with the client's ID, question and RA (${path})`, async () => {
+        const e = new DnsEngine({ resolver: scripted({ 'other.zone/1': upstream }), cacheSize: 64, clock });
+        const q = query('OTHER.zone', 'A', { id: 4242 });
+        const buf = Buffer.alloc(4096);
+        q.copy(buf, 64);
+        const out = path === 'in place' ? buf : Buffer.alloc(4096);
+        const outOff = path === 'in place' ? 64 : 0;
+        const n = await e.handle(buf, 64, q.length, out, outOff, path === 'tcp', path === 'in place' ? 2000 : undefined);
+        const a = decode(out.subarray(outOff, outOff + n));
+        expect(a.id).toBe(4242);
+        expect(a.questions![0]!.name).toBe('OTHER.zone');
+        expect(a.flags! & 0x0080).toBe(0x0080); // RA
+        expect(a.flags! & 0x0100).toBe(0x0100); // RD echoed
+        expect(a.flags! & 0x0400).toBe(0); // never AA
+        expect(a.type).toBe('response');
+        expect(a.rcode).toBe(kind === 'NOTIMP' ? 'NOTIMP' : kind === 'REFUSED' ? 'REFUSED' : 'NOERROR');
+        if (kind === 'a TTL-0 answer') expect(a.answers![0]!.data).toBe('198.18.9.9');
+        expect(e.stats.get('relayed')).toBe(1);
+      });
+    }
+  }
+
+  it('cuts a relayed answer over the client\'s UDP limit to its question, with TC=1', async () => {
+    const big = response('big.zone', 'TXT', { answers: Array.from({ length: 8 }, (_, i) => ({ type: 'TXT' as const, name: 'big.zone', ttl: 0, data: 'x'.repeat(200) + i })) });
+    const e = new DnsEngine({ resolver: scripted({ 'big.zone/16': big }), cacheSize: 64, clock });
+    const a = await ask(e, query('big.zone', 'TXT', { id: 77 }));
+    expect(a.id).toBe(77);
+    expect(a.flags! & 0x0200).toBe(0x0200);
+    expect(a.answers!.length).toBe(0);
+    expect(a.raw.length).toBeLessThanOrEqual(512);
+    const t = await ask(e, query('big.zone', 'TXT', { id: 78 }), true);
+    expect(t.answers!.length).toBe(8); // TCP takes it whole
+    expect(t.flags! & 0x0200).toBe(0);
   });
 
   it('caches NXDOMAIN for the SOA minimum', async () => {
@@ -159,23 +209,23 @@ describe('DnsEngine', () => {
     const out = Buffer.alloc(512);
     const bad = Buffer.from(query('www.example.com', 'A'));
     bad.writeUInt16BE(5, 4); // QDCOUNT lies
-    const n = e.handle(bad, 0, bad.length, out, 0) as number;
+    const n = e.handle(bad, 0, bad.length, out, 0, false) as number;
     expect(n).toBe(12);
     expect(out[3]! & 0xf).toBe(1); // FORMERR
-    expect(e.handle(Buffer.alloc(5), 0, 5, out, 0)).toBe(0); // no header: dropped
+    expect(e.handle(Buffer.alloc(5), 0, 5, out, 0, false)).toBe(0); // no header: dropped
     const resp = Buffer.from(wwwA);
-    expect(e.handle(resp, 0, resp.length, out, 0)).toBe(0); // never answer an answer
+    expect(e.handle(resp, 0, resp.length, out, 0, false)).toBe(0); // never answer an answer
     const notify = Buffer.from(query('www.example.com', 'SOA'));
     notify.writeUInt16BE(0x2000, 2);
-    const m = e.handle(notify, 0, notify.length, out, 0) as number;
+    const m = e.handle(notify, 0, notify.length, out, 0, false) as number;
     expect(out[3]! & 0xf).toBe(4); // NOTIMP
     expect(m).toBeGreaterThan(12);
     const v1 = Buffer.from(query('www.example.com', 'A', { edns: {} }));
     v1[v1.length - 5] = 1; // EDNS version 1
-    const k = e.handle(v1, 0, v1.length, out, 0) as number;
+    const k = e.handle(v1, 0, v1.length, out, 0, false) as number;
     const d = decode(out.subarray(0, k));
     expect((d.additionals![0] as unknown as { extendedRcode: number }).extendedRcode).toBe(1); // BADVERS = 16
-    expect(e.counters).toMatchObject({ formerr: 1, dropped: 2, notimp: 1, badvers: 1 });
-    expect(e.rcodes[16]).toBe(1);
+    expect([e.stats.get('formerr'), e.stats.get('dropped'), e.stats.get('notimp'), e.stats.get('badvers')]).toEqual([1, 2, 1, 1]);
+    expect(e.stats.vector('rcodes')[16]).toBe(1);
   });
 });

@@ -1,0 +1,162 @@
+/**
+ * The configuration of a running heimdall-xdp, resolved once into one frozen, typed
+ * object. Every default and every bound is here, under one name per setting: the CLI
+ * builds its flags from SETTINGS, `resolveConfig` checks and completes what it was
+ * given, and everything downstream reads the result and computes no default of its own.
+ * A config file, when it comes, produces the same ConfigInput.
+ */
+import { EDNS_UDP_SIZE } from './dns/constants.js';
+import { HeimdallError } from './errors.js';
+import { parseUpstreams, type UpstreamAddr } from './upstream/upstream.js';
+
+export type AttachMode = 'auto' | 'native' | 'generic';
+export const ATTACH_MODES: readonly AttachMode[] = ['auto', 'native', 'generic'];
+
+/** Share of the cache size the XDP hot map gets by default (the Heimdall guide's 10%). */
+export const HOT_SHARE = 0.1;
+
+/** Hot-map entries for a cache of `cacheSize` entries when none is configured. */
+export function hotSizeFor(cacheSize: number): number {
+  return Math.max(1, Math.floor(cacheSize * HOT_SHARE));
+}
+
+/** The integer settings: default and bounds, in one table the CLI and the resolver share. */
+export const SETTINGS = {
+  port: { flag: '--port', min: 1, max: 65535, default: 53, help: 'UDP and TCP port served' },
+  queues: { flag: '--queues', min: 1, max: 64, default: undefined, help: 'rx queues to serve with one AF_XDP worker each (default: all of the interface)' },
+  cacheSize: { flag: '--cache-size', min: 16, max: 50_000_000, default: 100_000, help: 'userspace cache entries per engine (each worker and the main thread)' },
+  hotSize: { flag: '--hot-size', min: 1, max: 10_000_000, default: undefined, help: `XDP hot map entries (default: ${HOT_SHARE * 100}% of the cache size)` },
+  promoteAfter: { flag: '--promote-after', min: 1, max: 1000, default: 3, help: 'asks of a name (on any queue, within about a minute) before its answer is promoted into the XDP hot map' },
+  udpSize: { flag: '--udp-size', min: 512, max: 4096, default: EDNS_UDP_SIZE, help: 'EDNS UDP payload size advertised and served' },
+} as const;
+
+export type IntSetting = keyof typeof SETTINGS;
+
+/** What a user gave: flags today, a config file later. Absent means the default. */
+export interface ConfigInput {
+  iface: string;
+  upstream: string;
+  port?: number;
+  mode?: string;
+  queues?: number;
+  cacheSize?: number;
+  hotSize?: number;
+  promoteAfter?: number;
+  udpSize?: number;
+  xdpAnswers?: boolean;
+  afXdp?: boolean;
+  serveStale?: boolean;
+  metricsListen?: string;
+  force?: boolean;
+}
+
+/** What one engine host (a worker's or the main thread's) is built with. */
+export interface EngineConfig {
+  readonly cacheSize: number;
+  /** Entries of the hot map this engine may promote into. */
+  readonly hotCapacity: number;
+  readonly promoteAfter: number;
+  readonly udpSize: number;
+  readonly serveStale: boolean;
+}
+
+export interface HeimdallConfig {
+  readonly iface: string;
+  readonly upstreams: readonly UpstreamAddr[];
+  /** The upstream list as the user wrote it, for messages. */
+  readonly upstreamList: string;
+  readonly port: number;
+  readonly mode: AttachMode;
+  readonly queues: number;
+  readonly cacheSize: number;
+  readonly hotSize: number;
+  readonly promoteAfter: number;
+  readonly udpSize: number;
+  readonly xdpAnswers: boolean;
+  readonly afXdp: boolean;
+  readonly serveStale: boolean;
+  readonly metricsListen: { readonly host: string; readonly port: number } | null;
+  readonly force: boolean;
+  /** The main thread's engine (kernel UDP and TCP). */
+  readonly mainEngine: EngineConfig;
+  /** Each AF_XDP worker's engine. */
+  readonly workerEngine: EngineConfig;
+}
+
+function badOption(message: string): HeimdallError {
+  return new HeimdallError('E_BAD_OPTION', message);
+}
+
+function int(name: IntSetting, v: number | undefined, fallback: number): number {
+  const s = SETTINGS[name];
+  const n = v ?? fallback;
+  if (!Number.isInteger(n) || n < s.min || n > s.max) throw badOption(`${s.flag} must be an integer from ${s.min} to ${s.max}, got ${String(v)}`);
+  return n;
+}
+
+/** addr:port, [v6]:port or :port (loopback) for the metrics endpoint. */
+export function parseListen(text: string, flag = '--metrics-listen'): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d+)$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) throw badOption(`${flag} must be addr:port (e.g. 127.0.0.1:9153), got '${text}'`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/**
+ * How the hot map is split between the engines that may promote into it. With AF_XDP
+ * the main thread's engine sees only the kernel path (TCP, fragments, queues whose
+ * worker is down), so it gets a tenth and the workers split the rest; without, it
+ * gets all of it.
+ */
+export function hotShares(hotSize: number, afXdp: boolean, queues: number): { main: number; worker: number } {
+  if (!afXdp) return { main: hotSize, worker: 0 };
+  const main = Math.max(1, Math.floor(hotSize / 10));
+  return { main, worker: Math.max(1, Math.floor((hotSize - main) / queues)) };
+}
+
+/**
+ * Checks and completes a ConfigInput. `rxQueues` tells how many rx queues the interface
+ * has (the default for --queues). Throws HeimdallError E_BAD_OPTION naming the setting.
+ */
+export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => number): HeimdallConfig {
+  const iface = input.iface;
+  if (typeof iface !== 'string' || iface.length < 1 || iface.length > 15 || /[\s/]/.test(iface)) {
+    throw badOption(`interface name must be 1 to 15 characters without spaces or '/', got '${String(iface)}'`);
+  }
+  const mode = (input.mode ?? 'auto') as AttachMode;
+  if (!ATTACH_MODES.includes(mode)) throw badOption(`--mode must be auto, native or generic, not '${String(input.mode)}'`);
+  let upstreams: UpstreamAddr[];
+  try {
+    upstreams = parseUpstreams(input.upstream);
+  } catch (e) {
+    throw badOption(`--upstream: ${(e as Error).message}`);
+  }
+  const cacheSize = int('cacheSize', input.cacheSize, SETTINGS.cacheSize.default);
+  const hotSize = int('hotSize', input.hotSize, hotSizeFor(cacheSize));
+  const queues = int('queues', input.queues, rxQueues(iface));
+  const promoteAfter = int('promoteAfter', input.promoteAfter, SETTINGS.promoteAfter.default);
+  const udpSize = int('udpSize', input.udpSize, SETTINGS.udpSize.default);
+  const serveStale = input.serveStale ?? false;
+  const afXdp = input.afXdp ?? true;
+  const shares = hotShares(hotSize, afXdp, queues);
+  const engine = (hotCapacity: number): EngineConfig => Object.freeze({ cacheSize, hotCapacity, promoteAfter, udpSize, serveStale });
+  return Object.freeze({
+    iface,
+    upstreams: Object.freeze(upstreams),
+    upstreamList: input.upstream,
+    port: int('port', input.port, SETTINGS.port.default),
+    mode,
+    queues,
+    cacheSize,
+    hotSize,
+    promoteAfter,
+    udpSize,
+    xdpAnswers: input.xdpAnswers ?? true,
+    afXdp,
+    serveStale,
+    metricsListen: input.metricsListen === undefined ? null : Object.freeze(parseListen(input.metricsListen)),
+    force: input.force ?? false,
+    mainEngine: engine(shares.main),
+    workerEngine: engine(shares.worker),
+  });
+}

@@ -1,0 +1,124 @@
+/**
+ * EngineHost: what runs one DnsEngine on a thread, the same on every thread. It builds
+ * the upstream forwarder, the engine over it and the upkeep timer, and keeps every
+ * counter of the three in one StatsBlock (src/engine/stats.ts). An AF_XDP worker and
+ * the main thread each make one; only their I/O differs (an XskServer on a worker, the
+ * kernel UDP and TCP listeners on the main thread), and each adds its own upkeep work.
+ */
+import type { EngineConfig } from '../config.js';
+import type { PromotionEvent } from '../hot/promotion.js';
+import type { AskCounter } from '../hot/asks.js';
+import { Forwarder } from '../upstream/forwarder.js';
+import type { UpstreamAddr } from '../upstream/upstream.js';
+import { DnsEngine } from './engine.js';
+import { StatsBlock, type CounterName } from './stats.js';
+import { Upkeep, type UpkeepOptions } from './upkeep.js';
+
+export interface EngineHostOptions {
+  engine: EngineConfig;
+  upstreams: readonly UpstreamAddr[];
+  /** Ask counts shared by every engine of the process. */
+  asks: AskCounter;
+  /** Where the counters go (a worker's shared block); default a fresh one. */
+  stats?: StatsBlock;
+  onPromotion: (e: PromotionEvent) => void;
+  /** The thread's own upkeep (TX completions, the XDP hit feed), run after the engine's. */
+  onUpkeep?: () => void;
+  /** Work the thread knows is under way (queries waiting on the upstream). */
+  busy?: () => boolean;
+  upkeep?: UpkeepOptions;
+  /** Forwarder timing (tests shorten it). */
+  upstreamTimeoutMs?: number;
+  upstreamDeadlineMs?: number;
+}
+
+export class EngineHost {
+  readonly forwarder: Forwarder;
+  readonly engine: DnsEngine;
+  readonly stats: StatsBlock;
+  private readonly upkeep: Upkeep;
+  private lastQueries = -1;
+  /** What publish() last added for each forwarder counter (the block keeps running totals). */
+  private readonly published = new Map<CounterName, number>();
+
+  constructor(private readonly o: EngineHostOptions) {
+    this.stats = o.stats ?? new StatsBlock();
+    this.forwarder = new Forwarder({
+      upstreams: [...o.upstreams],
+      udpSize: o.engine.udpSize,
+      timeoutMs: o.upstreamTimeoutMs,
+      deadlineMs: o.upstreamDeadlineMs,
+    });
+    this.engine = new DnsEngine({
+      resolver: this.forwarder,
+      cacheSize: o.engine.cacheSize,
+      hotCapacity: o.engine.hotCapacity,
+      promoteAfter: o.engine.promoteAfter,
+      udpSize: o.engine.udpSize,
+      serveStale: o.engine.serveStale,
+      asks: o.asks,
+      stats: this.stats,
+      onPromotion: o.onPromotion,
+    });
+    // Upkeep: expired entries out, the thread's own work, counters published; once a
+    // second while queries come, every 5 s when none did (upkeep.ts says why).
+    this.upkeep = new Upkeep(() => this.runUpkeep(), () => this.active(), o.upkeep);
+  }
+
+  start(): void {
+    this.upkeep.start();
+  }
+
+  /** A query arrived: bring an idle upkeep back to its busy pace. */
+  wake(): void {
+    this.upkeep.wake();
+  }
+
+  /**
+   * Brings what the forwarder and the cache count on their own into the stats block.
+   * Counters are added as increments, so a block that outlives its host (a worker's,
+   * across a restart) keeps running totals; gauges are set.
+   */
+  publish(): void {
+    const f = this.forwarder.stats();
+    this.advance('upstreamSent', f.sent);
+    this.advance('upstreamTimeouts', f.timeouts);
+    this.advance('upstreamFailures', f.servfail);
+    this.advance('upstreamBusy', f.busy);
+    this.advance('upstreamErrors', f.errors);
+    this.advance('upstreamTcpRetries', f.tcpRetries);
+    this.advance('upstreamCoalesced', f.coalesced);
+    this.advance('mismatchSource', f.mismatchedBy.source);
+    this.advance('mismatchId', f.mismatchedBy.id);
+    this.advance('mismatchQuestion', f.mismatchedBy.question);
+    this.advance('mismatchMalformed', f.mismatchedBy.malformed);
+    this.stats.set('upstreamInflight', f.inflight);
+    this.stats.set('cacheEntries', this.engine.cache.size);
+  }
+
+  /** Adds to a counter what `total` (a running count kept elsewhere) grew by since last time. */
+  advance(name: CounterName, total: number): void {
+    this.stats.add(name, total - (this.published.get(name) ?? 0));
+    this.published.set(name, total);
+  }
+
+  /** Stops the upkeep and the forwarder (queries still waiting on it get SERVFAIL). */
+  async close(): Promise<void> {
+    this.upkeep.stop();
+    await this.forwarder.close();
+    this.publish();
+  }
+
+  private runUpkeep(): void {
+    this.engine.tick();
+    this.o.onUpkeep?.();
+    this.publish();
+  }
+
+  private active(): boolean {
+    const q = this.stats.get('queries');
+    const active = q !== this.lastQueries || this.forwarder.inflight > 0 || (this.o.busy?.() ?? false);
+    this.lastQueries = q;
+    return active;
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * Every counter a userspace engine host keeps, in one list, as bpf/heimdall.h keeps the
+ * XDP program's: the names (and so the TypeScript type), the slots of the Float64Array
+ * they live in, and the Prometheus metric each one is exported as all derive from
+ * COUNTERS below. Nothing else numbers a slot or spells a counter's metric.
+ *
+ * A host's counters live in a StatsBlock: one Float64Array, over a SharedArrayBuffer when
+ * the host runs on a worker thread. The owner writes its slots with plain stores (one
+ * writer per block, no atomics on the query path); the main thread reads every block at
+ * scrape time. An aligned 8-byte store is not torn on the machines this runs on, and a
+ * counter read a moment early is only a moment early.
+ */
+
+/** Upper bounds (seconds) of the upstream latency histogram's buckets. */
+export const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5] as const;
+
+/** Names of RCODEs 0..15 and BADVERS (16), the labels of the rcode counter. */
+export const RCODE_NAMES = [
+  'NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED', 'YXDOMAIN', 'YXRRSET', 'NXRRSET', 'NOTAUTH', 'NOTZONE',
+  'DSOTYPENI', 'RCODE12', 'RCODE13', 'RCODE14', 'RCODE15', 'BADVERS',
+] as const;
+
+/** Index of BADVERS among RCODE_NAMES (its header RCODE reads 0: it is extended). */
+export const RCODE_BADVERS_SLOT = 16;
+
+type Kind = 'counter' | 'gauge';
+
+interface Scalar {
+  kind: Kind;
+  metric: string;
+  help: string;
+  /** The one label this counter sets on a metric several counters share. */
+  label?: readonly [string, string];
+}
+
+interface Vector {
+  kind: 'counter';
+  metric: string;
+  help: string;
+  /** One slot per value of this label. */
+  label: string;
+  values: readonly string[];
+}
+
+interface HistogramPart {
+  kind: 'histogram';
+  metric: string;
+  help: string;
+}
+
+const answers = 'heimdall_userspace_answers_total';
+const answersHelp = 'Answers written in userspace, by where the data came from';
+const errors = 'heimdall_userspace_errors_total';
+const errorsHelp = 'Error replies written in userspace (malformed queries are in heimdall_malformed_total)';
+const malformed = 'heimdall_malformed_total';
+const malformedHelp = 'Queries that failed to parse or were answers: answered FORMERR or dropped';
+const mismatched = 'heimdall_upstream_mismatched_total';
+const mismatchedHelp = 'Datagrams from upstream ignored because they were not the answer to a query in flight, by reason';
+const xskDrops = 'heimdall_af_xdp_drops_total';
+const xskDropsHelp = 'Frames an AF_XDP worker received and could not answer, by reason';
+const tcp = 'heimdall_tcp_connections_total';
+const tcpHelp = 'TCP connections of the kernel listener, by what happened to them';
+const tcpMsgs = 'heimdall_tcp_messages_total';
+const tcpMsgsHelp = 'DNS messages over TCP, by outcome';
+const udp = 'heimdall_kernel_udp_datagrams_total';
+const udpHelp = 'Datagrams of the kernel UDP listener, by direction';
+
+/**
+ * The counters. Order is the slot order; scalars take one slot, a vector one per value,
+ * the latency histogram one per bucket plus its sum and count.
+ */
+export const COUNTERS = {
+  // The engine: every query handled in userspace, and what it became.
+  queries: { kind: 'counter', metric: 'heimdall_userspace_queries_total', help: 'Queries handled in userspace (AF_XDP, kernel UDP and TCP)' },
+  cacheHits: { kind: 'counter', metric: answers, help: answersHelp, label: ['source', 'cache'] },
+  staleServed: { kind: 'counter', metric: answers, help: answersHelp, label: ['source', 'stale'] },
+  upstreamAnswers: { kind: 'counter', metric: answers, help: answersHelp, label: ['source', 'upstream'] },
+  relayed: { kind: 'counter', metric: answers, help: answersHelp, label: ['source', 'relayed'] },
+  servfail: { kind: 'counter', metric: errors, help: errorsHelp, label: ['rcode', 'SERVFAIL'] },
+  notimp: { kind: 'counter', metric: errors, help: errorsHelp, label: ['rcode', 'NOTIMP'] },
+  badvers: { kind: 'counter', metric: errors, help: errorsHelp, label: ['rcode', 'BADVERS'] },
+  formerr: { kind: 'counter', metric: malformed, help: malformedHelp, label: ['action', 'formerr'] },
+  dropped: { kind: 'counter', metric: malformed, help: malformedHelp, label: ['action', 'dropped'] },
+  rcodes: { kind: 'counter', metric: 'heimdall_userspace_rcode_total', help: 'Responses written in userspace, by RCODE', label: 'rcode', values: RCODE_NAMES },
+  cacheEntries: { kind: 'gauge', metric: 'heimdall_cache_entries', help: 'Entries in the userspace caches (every engine)' },
+
+  // The forwarder (copied from its own counters at each upkeep).
+  upstreamSent: { kind: 'counter', metric: 'heimdall_upstream_queries_total', help: 'Queries sent to upstreams over UDP' },
+  upstreamTimeouts: { kind: 'counter', metric: 'heimdall_upstream_timeouts_total', help: 'Upstream attempts that timed out' },
+  upstreamFailures: { kind: 'counter', metric: 'heimdall_upstream_failures_total', help: 'Questions no upstream answered in time, or refused for capacity: each one a SERVFAIL or stale answer' },
+  upstreamBusy: { kind: 'counter', metric: 'heimdall_upstream_busy_total', help: 'Questions refused because too many were in flight (included in failures)' },
+  upstreamErrors: { kind: 'counter', metric: 'heimdall_upstream_errors_total', help: 'Send, bind and connect errors toward upstreams' },
+  upstreamTcpRetries: { kind: 'counter', metric: 'heimdall_upstream_tcp_retries_total', help: 'Truncated upstream answers retried over TCP' },
+  upstreamCoalesced: { kind: 'counter', metric: 'heimdall_upstream_coalesced_total', help: 'Questions served by a query already in flight' },
+  mismatchSource: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'source'] },
+  mismatchId: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'id'] },
+  mismatchQuestion: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'question'] },
+  mismatchMalformed: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'malformed'] },
+  upstreamInflight: { kind: 'gauge', metric: 'heimdall_upstream_inflight', help: 'Distinct questions waiting for an upstream' },
+  latency: { kind: 'histogram', metric: 'heimdall_upstream_latency_seconds', help: 'Time from sending a query upstream to its validated answer' },
+
+  // AF_XDP workers.
+  framesInUse: { kind: 'gauge', metric: 'heimdall_umem_frames_in_use', help: 'AF_XDP UMEM frames held by userspace (rx being answered, tx not yet completed)' },
+  badFrames: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'bad_frame'] },
+  txFull: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'tx_full'] },
+
+  // The main thread's kernel listeners.
+  udpReceived: { kind: 'counter', metric: udp, help: udpHelp, label: ['direction', 'received'] },
+  udpSent: { kind: 'counter', metric: udp, help: udpHelp, label: ['direction', 'sent'] },
+  udpErrors: { kind: 'counter', metric: udp, help: udpHelp, label: ['direction', 'error'] },
+  tcpOpen: { kind: 'gauge', metric: 'heimdall_tcp_connections_open', help: 'TCP connections open now' },
+  tcpAccepted: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'accepted'] },
+  tcpRejected: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'rejected'] },
+  tcpIdleClosed: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'idle_closed'] },
+  tcpSocketErrors: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'socket_error'] },
+  tcpResponses: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'answered'] },
+  tcpDropped: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'dropped'] },
+  tcpBadFrames: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'bad_frame'] },
+  tcpOversize: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'oversize'] },
+  tcpHandlerErrors: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'error'] },
+} as const satisfies Record<string, Scalar | Vector | HistogramPart>;
+
+type Defs = typeof COUNTERS;
+/** Counters of one slot. */
+export type CounterName = { [K in keyof Defs]: Defs[K] extends Scalar ? K : never }[keyof Defs];
+/** Counters of several slots (vectors and the histogram's buckets). */
+export type VectorName = { [K in keyof Defs]: Defs[K] extends Vector ? K : never }[keyof Defs];
+
+function width(d: Scalar | Vector | HistogramPart): number {
+  if (d.kind === 'histogram') return LATENCY_BUCKETS.length + 2;
+  return 'values' in d ? d.values.length : 1;
+}
+
+/** Slot of each counter: the first of its slots for vectors and the histogram. */
+export const Slot = (() => {
+  const out: Record<string, number> = {};
+  let next = 0;
+  for (const [name, d] of Object.entries(COUNTERS)) {
+    out[name] = next;
+    next += width(d);
+  }
+  out.size = next;
+  return out as { readonly [K in keyof Defs]: number } & { readonly size: number };
+})();
+
+/** Slots of a block. */
+export const STATS_SLOTS = Slot.size;
+
+/** Offsets inside the latency histogram's slots. */
+const LAT_SUM = LATENCY_BUCKETS.length;
+const LAT_COUNT = LATENCY_BUCKETS.length + 1;
+
+export interface LatencySnapshot {
+  buckets: readonly number[];
+  /** Per bucket, not cumulative; samples above the last bound are only in count. */
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/** One host's counters. */
+export class StatsBlock {
+  readonly v: Float64Array;
+
+  /** Over `buffer` (a worker's, shared with the main thread), or a fresh private one. */
+  constructor(buffer?: SharedArrayBuffer | ArrayBuffer) {
+    this.v = new Float64Array(buffer ?? new SharedArrayBuffer(STATS_SLOTS * 8), 0, STATS_SLOTS);
+  }
+
+  get buffer(): SharedArrayBuffer | ArrayBuffer {
+    return this.v.buffer;
+  }
+
+  get(name: CounterName): number {
+    return this.v[Slot[name]]!;
+  }
+
+  set(name: CounterName, value: number): void {
+    this.v[Slot[name]] = value;
+  }
+
+  add(name: CounterName, n = 1): void {
+    this.v[Slot[name]]! += n;
+  }
+
+  /** The values of a vector counter, by index. */
+  vector(name: VectorName): number[] {
+    const s = Slot[name];
+    return Array.from(this.v.subarray(s, s + COUNTERS[name].values.length));
+  }
+
+  /** Counts one reply by the RCODE index (0..15, RCODE_BADVERS_SLOT). */
+  countRcode(i: number): void {
+    this.v[Slot.rcodes + i]! += 1;
+  }
+
+  observeLatency(sec: number): void {
+    const v = this.v;
+    const s = Slot.latency;
+    v[s + LAT_SUM]! += sec;
+    v[s + LAT_COUNT]! += 1;
+    for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
+      if (sec <= LATENCY_BUCKETS[i]!) {
+        v[s + i]! += 1;
+        return;
+      }
+    }
+  }
+
+  latency(): LatencySnapshot {
+    const s = Slot.latency;
+    return {
+      buckets: LATENCY_BUCKETS,
+      counts: Array.from(this.v.subarray(s, s + LATENCY_BUCKETS.length)),
+      sum: this.v[s + LAT_SUM]!,
+      count: this.v[s + LAT_COUNT]!,
+    };
+  }
+
+  /** Slot-wise sum of several blocks (every engine host of the process). */
+  static sum(blocks: readonly StatsBlock[]): StatsBlock {
+    const out = new StatsBlock(new ArrayBuffer(STATS_SLOTS * 8));
+    for (const b of blocks) for (let i = 0; i < STATS_SLOTS; i++) out.v[i]! += b.v[i]!;
+    return out;
+  }
+}
