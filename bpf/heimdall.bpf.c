@@ -50,8 +50,8 @@ const volatile struct heimdall_config heimdall_cfg = {
 #define NSEC_PER_SEC 1000000000ULL
 #define MAX_REPLY_OFF 4096 /* no reply offset is larger; tells the verifier so */
 /* bpf_ktime_get_coarse_ns() trails CLOCK_MONOTONIC by up to a tick (10 ms at HZ=100,
- * the slowest; 7 ms seen here); it costs a fraction of the precise clock's TSC read,
- * which was 8% of the fast path. Entries stop being served this long before they expire. */
+ * the slowest) and is cheaper than the precise clock's TSC read (docs/BENCHMARKS.md).
+ * Entries stop being served this long before they expire, so none is ever served late. */
 #define CLOCK_SLACK_NS (20 * 1000 * 1000ULL)
 
 #ifndef barrier_var
@@ -311,7 +311,7 @@ static __always_inline int grow_frame(struct xdp_md *ctx, int delta, __u32 keep)
 /*
  * Whole seconds in ns nanoseconds. Below 2^41 ns (36 minutes, most TTLs) a 32-bit
  * division does: ns / 10^9 = (ns / 2^9) / 1953125, floors nested exactly. A 64-bit
- * divide costs several times a 32-bit one on the Xeons this runs on.
+ * divide costs several times a 32-bit one on x86-64.
  */
 static __always_inline __u64 seconds(__u64 ns)
 {

@@ -111,7 +111,5 @@ export function keyToText(key: Uint8Array): string {
 
 /** Latin-1 string of the key bytes, for Maps on cold paths (promotion, tools). */
 export function keyString(key: Uint8Array, pos = 0, len = key.length - pos): string {
-  let s = '';
-  for (let i = 0; i < len; i++) s += String.fromCharCode(key[pos + i]!);
-  return s;
+  return Buffer.from(key.buffer, key.byteOffset + pos, len).toString('latin1');
 }

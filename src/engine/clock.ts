@@ -17,9 +17,9 @@ export const monotonicNs: Clock = () => Number(process.hrtime.bigint());
 /**
  * The same clock without the BigInt: performance.now() is read from the same monotonic
  * source (uv_hrtime) as a double, so one offset taken at start-up turns it into
- * CLOCK_MONOTONIC nanoseconds. Allocation-free; it agrees with monotonicNs to within a
- * millisecond (measured here), far below the one-second resolution of TTLs: what the
- * query path reads.
+ * CLOCK_MONOTONIC nanoseconds. Allocation-free; both read one source, so they differ
+ * only by the rounding of a double (well under a millisecond), far below the one-second
+ * resolution of TTLs: what the query path reads.
  */
 const perfBase = ((): number => {
   performance.now(); // the first call initialises the timer: keep it out of the sample

@@ -3,11 +3,10 @@
  *
  * Every thread of heimdall-xdp has housekeeping (expiry sweeps, TX completions,
  * counters, the XDP hit feed). When the XDP program answers everything, none of it has
- * anything to do, yet each timer still wakes its thread, and on a small machine a
- * wake-up is not free: on this project's 2-vCPU lab one costs about a millisecond of a
- * core (even `time.sleep(0.25)` in a loop shows 1.6 ms of run time per wake), taken
- * from the cores the clients and the softirq share. That was most of the XDP path's
- * p99 gap to a bare XDP_TX reflector (docs/BENCHMARKS.md).
+ * anything to do, yet each timer still wakes its thread, and on a small (virtual)
+ * machine a wake-up is not free: its cost is taken from the cores the clients and the
+ * XDP path's softirq work share, and shows in the XDP path's latency tail
+ * (docs/BENCHMARKS.md has the figures).
  *
  * So: `work` runs every `busyMs` while `active()` says something happened since the
  * last run, and every `idleMs` once it says nothing did. `wake()` puts an idle schedule

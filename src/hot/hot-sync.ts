@@ -10,16 +10,13 @@ import type { CachedAnswer } from '../dns/answer.js';
 import type { PromotionEvent } from './promotion.js';
 import { HeimdallError, isNativeError } from '../errors.js';
 import type { FastPath } from '../xdp/fastpath.js';
+import { keyString } from '../dns/key.js';
 
 export interface HotSyncCounters {
   promotions: number;
   demotions: number;
   /** Promotions refused: map full, or an answer the map cannot hold. */
   refused: number;
-}
-
-function keyId(k: Uint8Array): string {
-  return Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('latin1');
 }
 
 export class HotSync {
@@ -43,13 +40,13 @@ export class HotSync {
   /** Applies one engine's promotion event. */
   apply(engine: number, e: PromotionEvent): void {
     if (e.kind === 'promote') {
-      const id = keyId(e.answer.key);
+      const id = keyString(e.answer.key);
       let h = this.holders.get(id);
       if (!h) this.holders.set(id, (h = new Map()));
       h.set(engine, e.answer);
       this.write(id);
     } else {
-      const id = keyId(e.key);
+      const id = keyString(e.key);
       const h = this.holders.get(id);
       if (!h || !h.delete(engine)) return;
       if (h.size === 0) {

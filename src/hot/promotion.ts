@@ -21,9 +21,9 @@
  * Hits are counted per slot and folded into the heat in batches: at tick(),
  * and before any decision that compares heats (a promotion that must
  * displace, score(), kernel hits). Folding costs a log and a power and may
- * move the slot in the heap; done per hit it was 6% of a worker's time on a
- * hot set, and merging the hits a slot gets between ticks changes nothing
- * that a 60-second half-life can see.
+ * move the slot in the heap, too much to pay per hit on a hot set
+ * (docs/BENCHMARKS.md), and merging the hits a slot gets between ticks
+ * changes nothing that a 60-second half-life can see.
  */
 import type { CachedAnswer } from '../dns/answer.js';
 import { RCODE_SERVFAIL } from '../dns/constants.js';

@@ -154,7 +154,7 @@ export class XskSocket {
   /**
    * open(), retried while the queue is still busy (EBUSY) for up to timeoutMs. The kernel
    * frees a closed socket's hold on its queue only after an RCU grace period and a
-   * workqueue run (10-30 ms measured here), so a socket reopened at once on the same
+   * workqueue run (tens of milliseconds; docs/AF_XDP.md), so a socket reopened at once on the same
    * queue, as by a restarted worker, can find it busy for that long.
    */
   static async openWhenFree(opts: XskOptions, timeoutMs = 1000, addon: NativeAddon = loadAddon()): Promise<XskSocket> {

@@ -26,8 +26,8 @@ type Name = keyof typeof COUNTERS;
 
 /** The sum of every block, read once per scrape however many metrics ask for it. */
 class Totals {
-  private at = -1;
-  private block = new StatsBlock(new ArrayBuffer(0));
+  private at = -Infinity;
+  private block = StatsBlock.sum([]);
   constructor(private readonly src: MetricsSources) {}
   get(): StatsBlock {
     const now = performance.now();
@@ -39,14 +39,22 @@ class Totals {
   }
 }
 
+// prom-client reads a metric through getForPromString() (its get() calls it too); its
+// typings leave it out, so it is declared here for the override below.
+declare module 'prom-client' {
+  interface Histogram<T extends string> {
+    getForPromString(): Promise<MetricObjectWithValues<MetricValueWithName<T>>>;
+  }
+}
+
 /** The upstream latency histogram, rebuilt from the blocks' bucket counts at each scrape. */
 class LatencyHistogram extends client.Histogram {
   constructor(private readonly totals: Totals, private readonly metricName: string, help: string) {
-    super({ name: metricName, help, buckets: [...LATENCY_BUCKETS] });
+    super({ name: metricName, help, buckets: [...LATENCY_BUCKETS], registers: [] });
   }
 
-  override async get(): Promise<client.MetricObjectWithValues<client.MetricValueWithName<string>>> {
-    const v = await super.get();
+  override async getForPromString(): Promise<client.MetricObjectWithValues<client.MetricValueWithName<string>>> {
+    const v = await super.getForPromString();
     const l = this.totals.get().latency();
     const bucket = `${this.metricName}_bucket`;
     let cumulative = 0;
@@ -93,7 +101,7 @@ function registerCounters(reg: client.Registry, totals: Totals): void {
       }
     };
     const Kind = first.kind === 'gauge' ? client.Gauge : client.Counter;
-    reg.registerMetric(new Kind({ name: metric, help: first.help, labelNames, collect }));
+    reg.registerMetric(new Kind({ name: metric, help: first.help, labelNames, collect, registers: [] }));
   }
 }
 
@@ -103,12 +111,14 @@ function labelOf(d: Def): string | undefined {
   return undefined;
 }
 
+/** A registry of its own: metrics are created with `registers: []`, never in prom-client's global one. */
 export function buildRegistry(src: MetricsSources): client.Registry {
   const reg = new client.Registry();
   const totals = new Totals(src);
   registerCounters(reg, totals);
   const xdpTx = (): number => Number(src.xdp().TX ?? 0n);
   reg.registerMetric(new client.Counter({
+    registers: [],
     name: 'heimdall_responses_total',
     help: 'DNS responses sent, by the path that produced them',
     labelNames: ['path'],
@@ -122,6 +132,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
     },
   }));
   reg.registerMetric(new client.Counter({
+    registers: [],
     name: 'heimdall_queries_total',
     help: 'DNS queries seen: answered in XDP plus handled in userspace',
     collect() {
@@ -130,6 +141,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
     },
   }));
   reg.registerMetric(new client.Counter({
+    registers: [],
     name: 'heimdall_xdp_packets_total',
     help: 'Packets seen by the XDP program, by outcome (TX, PASS_*, USER_*, DROP_*)',
     labelNames: ['outcome'],
@@ -139,6 +151,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
     },
   }));
   reg.registerMetric(new client.Gauge({
+    registers: [],
     name: 'heimdall_hot_entries',
     help: 'Entries in the XDP hot map',
     collect() {
@@ -146,6 +159,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
     },
   }));
   reg.registerMetric(new client.Counter({
+    registers: [],
     name: 'heimdall_hot_changes_total',
     help: 'Hot map promotions, demotions and refused promotions',
     labelNames: ['change'],
@@ -158,6 +172,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
     },
   }));
   reg.registerMetric(new client.Counter({
+    registers: [],
     name: 'heimdall_worker_restarts_total',
     help: 'AF_XDP workers that died and were replaced',
     collect() {
