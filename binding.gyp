@@ -3,6 +3,7 @@
     {
       "target_name": "heimdall",
       "sources": [
+        "addon/args.cc",
         "addon/binding.cc",
         "addon/errors.cc",
         "addon/program.cc",
