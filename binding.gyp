@@ -7,6 +7,7 @@
         "addon/binding.cc",
         "addon/errors.cc",
         "addon/program.cc",
+        "addon/testrun.cc",
         "addon/xdp_attach.cc",
         "addon/xsk.cc"
       ],

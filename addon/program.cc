@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// program.cc: open, configure, load and attach the heimdall XDP object; hot map,
-// counters and BPF_PROG_TEST_RUN. The TypeScript layer validates arguments for the
+// program.cc: open, configure, load and attach the heimdall XDP object; hot map and
+// counters. The TypeScript layer validates arguments for the
 // operator; the checks here (args.h) are the last line that keeps a wrong type from
 // becoming a crash and bad input out of the kernel.
 #include "program.h"
@@ -116,8 +116,6 @@ Napi::Function XdpProgram::Init(Napi::Env env) {
                          InstanceMethod("stats", &XdpProgram::Stats),
                          InstanceMethod("statsReset", &XdpProgram::StatsReset),
                          InstanceMethod("setRuntime", &XdpProgram::SetRuntime),
-                         InstanceMethod("testRun", &XdpProgram::TestRun),
-                         InstanceMethod("benchRun", &XdpProgram::BenchRun),
                          InstanceMethod("close", &XdpProgram::Close),
                          InstanceMethod("describe", &XdpProgram::Describe),
                      });
@@ -414,47 +412,6 @@ Napi::Value XdpProgram::SetRuntime(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
-// testRun(frame, repeat): BPF_PROG_TEST_RUN; returns { action, frame, durationNs }.
-Napi::Value XdpProgram::TestRun(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  EnsureOpen(env);
-  auto in = ArgBuffer(info, 0, "frame");
-  uint32_t repeat = info[1].IsUndefined() ? 1 : ArgUint32(info, 1, "repeat", 0, INT32_MAX);
-  std::vector<uint8_t> out(in.Length() + 4096);
-  LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = in.Data(), .data_out = out.data(), .data_size_in = static_cast<uint32_t>(in.Length()),
-              .data_size_out = static_cast<uint32_t>(out.size()), .repeat = static_cast<int>(repeat ? repeat : 1));
-  if (int e = bpf_prog_test_run_opts(prog_fd_, &o)) ThrowErrno(env, e, "bpf_prog_test_run_opts", "test run failed");
-  Napi::Object res = Napi::Object::New(env);
-  res.Set("action", o.retval);
-  res.Set("frame", Napi::Buffer<uint8_t>::Copy(env, out.data(), o.data_size_out));
-  res.Set("durationNs", o.duration);
-  return res;
-}
-
-// benchRun(frame, iterations): runs the program once per test run, `iterations` times,
-// each on a fresh copy of the frame (a reply rewrites it, so repeat would measure the
-// second pass over a reply). Returns the kernel's own mean time per run.
-Napi::Value XdpProgram::BenchRun(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  EnsureOpen(env);
-  auto in = ArgBuffer(info, 0, "frame");
-  uint32_t iterations = ArgUint32(info, 1, "iterations");
-  std::vector<uint8_t> out(in.Length() + 4096);
-  uint64_t total = 0;
-  uint32_t retval = 0;
-  for (uint32_t i = 0; i < iterations; i++) {
-    LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = in.Data(), .data_out = out.data(), .data_size_in = static_cast<uint32_t>(in.Length()),
-                .data_size_out = static_cast<uint32_t>(out.size()), .repeat = 1);
-    if (int e = bpf_prog_test_run_opts(prog_fd_, &o)) ThrowErrno(env, e, "bpf_prog_test_run_opts", "test run failed");
-    total += o.duration;
-    retval = o.retval;
-  }
-  Napi::Object res = Napi::Object::New(env);
-  res.Set("action", retval);
-  res.Set("meanNs", iterations ? static_cast<double>(total) / iterations : 0.0);
-  return res;
-}
-
 Napi::Value XdpProgram::Close(const Napi::CallbackInfo &info) {
   Release();
   return info.Env().Undefined();
@@ -465,6 +422,7 @@ Napi::Value XdpProgram::Describe(const Napi::CallbackInfo &info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("open", static_cast<bool>(obj_));
   o.Set("progId", prog_id_);
+  o.Set("progFd", prog_fd_);
   o.Set("ifindex", ifindex_);
   o.Set("hotCapacity", hot_capacity_);
   o.Set("xsksMapFd", xsks_fd_);

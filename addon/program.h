@@ -61,8 +61,6 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value StatsReset(const Napi::CallbackInfo &info);
   Napi::Value SetRuntime(const Napi::CallbackInfo &info);
-  Napi::Value TestRun(const Napi::CallbackInfo &info);
-  Napi::Value BenchRun(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
   Napi::Value Describe(const Napi::CallbackInfo &info);
 
