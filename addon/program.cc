@@ -69,9 +69,13 @@ bool FindConfig(bpf_object *obj, ConfigSlot *slot) {
   return false;
 }
 
+// bpf_object__find_map_fd_by_name() reports a missing map as EINVAL, the errno of a null
+// map: the two steps apart tell a map the object lacks from one without an fd.
 int MapFd(Napi::Env env, bpf_object *obj, const char *name) {
-  int fd = bpf_object__find_map_fd_by_name(obj, name);
-  if (fd < 0) ThrowErrno(env, fd, "bpf_object__find_map_fd_by_name", std::string("map ") + name + " missing from the BPF object");
+  const bpf_map *map = bpf_object__find_map_by_name(obj, name);
+  if (!map) ThrowErrno(env, ENOENT, "bpf_object__find_map_by_name", std::string("map ") + name + " missing from the BPF object; rebuild it");
+  int fd = bpf_map__fd(map);
+  if (fd < 0) ThrowErrno(env, fd, "bpf_map__fd", std::string("map ") + name + " has no fd after the load");
   return fd;
 }
 
