@@ -32,6 +32,8 @@ const construct = (addon: NativeAddon, ...args: unknown[]): NativeXdpProgram =>
 const call = (p: NativeXdpProgram, method: keyof NativeXdpProgram, ...args: unknown[]): unknown =>
   (p[method] as unknown as Loose).apply(p, args);
 
+const show = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? `${x}n` : x));
+
 function fdCount(): number {
   return readdirSync('/proc/self/fd').length;
 }
@@ -72,7 +74,7 @@ describePrivileged('the native XdpProgram under wrong arguments', {}, () => {
         [BPF_OBJECT_PATH, { ...OPTS, hotEntries: undefined }],
         [BPF_OBJECT_PATH, { ...OPTS, hotEntries: 64n }],
       ];
-      for (const args of bad) expect(() => construct(addon, ...args), JSON.stringify(args, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v))).toThrow(TypeError);
+      for (const args of bad) expect(() => construct(addon, ...args), show(args)).toThrow(TypeError);
     });
 
     it('throws RangeError for options out of range', () => {
@@ -92,7 +94,7 @@ describePrivileged('the native XdpProgram under wrong arguments', {}, () => {
         { hotEntries: Infinity },
         { hotEntries: 2 ** 32 },
       ];
-      for (const o of bad) expect(() => construct(addon, BPF_OBJECT_PATH, { ...OPTS, ...o }), JSON.stringify(o)).toThrow(RangeError);
+      for (const o of bad) expect(() => construct(addon, BPF_OBJECT_PATH, { ...OPTS, ...o }), show(o)).toThrow(RangeError);
       expect(() => construct(addon, BPF_OBJECT_PATH, { ...OPTS, hotEntries: 2 ** 31 })).toThrow(/too large for per-CPU hit counters/);
     });
   });
@@ -205,9 +207,9 @@ describePrivileged('the native XdpProgram under wrong arguments', {}, () => {
       expect(() => benchRun(fd, frame)).toThrow(TypeError);
       expect(() => benchRun(fd, frame, 0)).toThrow(RangeError);
       expect(() => benchRun(fd, null, 1)).toThrow(TypeError);
-      expect(() => addon.testRun(0, frame)).toThrow(/progFd 0 is not a BPF program/); // stdin
+      expect(() => addon.testRun(0, frame)).toThrow('progFd 0 is not an open BPF program'); // stdin
       const mapFd = p.describe().xsksMapFd;
-      expect(() => addon.testRun(mapFd, frame)).toThrow(`progFd ${mapFd} is not a BPF program`);
+      expect(() => addon.testRun(mapFd, frame)).toThrow(`progFd ${mapFd} is not an XDP program`);
     });
   });
 });
