@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // program.cc: open, configure, load and attach the heimdall XDP object; hot map and
-// counters. The TypeScript layer validates arguments for the
-// operator; the checks here (args.h) are the last line that keeps a wrong type from
-// becoming a crash and bad input out of the kernel.
+// counters. The TypeScript layer validates arguments for the operator; the checks here
+// (args.h) are the last line that keeps a wrong type from becoming a crash and bad
+// input out of the kernel.
 #include "program.h"
 
 #include <bpf/bpf.h>
