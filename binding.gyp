@@ -3,9 +3,11 @@
     {
       "target_name": "heimdall",
       "sources": [
+        "addon/args.cc",
         "addon/binding.cc",
         "addon/errors.cc",
         "addon/program.cc",
+        "addon/testrun.cc",
         "addon/xdp_attach.cc",
         "addon/xsk.cc"
       ],

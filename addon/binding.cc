@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // binding.cc: the addon's module: the XdpProgram and XskSocket classes, the layout of the shared
 // structs as the C compiler sees them (so TypeScript never keeps a copy), the clock the
-// XDP program uses, and interface helpers.
+// XDP program uses, interface helpers, and BPF_PROG_TEST_RUN for tests and benchmarks.
 #include <napi.h>
 
 #include <cstddef>
@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "heimdall.h"
 #include "program.h"
+#include "testrun.h"
 #include "xdp_attach.h"
 #include "xsk.h"
 
@@ -100,6 +101,8 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("monotonicNs", Napi::Function::New(env, MonotonicNs));
   exports.Set("xdpStatus", Napi::Function::New(env, XdpStatusJs));
   exports.Set("detachStale", Napi::Function::New(env, DetachStaleJs));
+  exports.Set("testRun", Napi::Function::New(env, TestRunJs));
+  exports.Set("benchRun", Napi::Function::New(env, BenchRunJs));
   return exports;
 }
 

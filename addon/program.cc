@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// program.cc: open, configure, load and attach the heimdall XDP object; hot map,
-// counters and BPF_PROG_TEST_RUN. Argument types are checked by the TypeScript layer;
-// the checks here are the cheap last line that keeps bad input out of the kernel.
+// program.cc: open, configure, load and attach the heimdall XDP object; hot map and
+// counters. The TypeScript layer validates arguments for the operator; the checks here
+// (args.h) are the last line that keeps a wrong type from becoming a crash and bad
+// input out of the kernel.
 #include "program.h"
 
 #include <bpf/bpf.h>
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "args.h"
 #include "errors.h"
 #include "heimdall.h"
 #include "xdp_attach.h"
@@ -67,20 +69,41 @@ bool FindConfig(bpf_object *obj, ConfigSlot *slot) {
   return false;
 }
 
+// bpf_object__find_map_fd_by_name() reports a missing map as EINVAL, the errno of a null
+// map: the two steps apart tell a map the object lacks from one without an fd.
 int MapFd(Napi::Env env, bpf_object *obj, const char *name) {
-  int fd = bpf_object__find_map_fd_by_name(obj, name);
-  if (fd < 0) ThrowErrno(env, fd, "bpf_object__find_map_fd_by_name", std::string("map ") + name + " missing from the BPF object");
+  const bpf_map *map = bpf_object__find_map_by_name(obj, name);
+  if (!map) ThrowErrno(env, ENOENT, "bpf_object__find_map_by_name", std::string("map ") + name + " missing from the BPF object; rebuild it");
+  int fd = bpf_map__fd(map);
+  if (fd < 0) ThrowErrno(env, fd, "bpf_map__fd", std::string("map ") + name + " has no fd after the load");
   return fd;
 }
 
-void CheckBuffer(Napi::Env env, const Napi::Value &v, size_t want, const char *what) {
-  if (!v.IsBuffer()) throw Napi::TypeError::New(env, std::string(what) + " must be a Buffer");
-  size_t len = v.As<Napi::Buffer<uint8_t>>().Length();
-  if (len != want)
-    throw Napi::RangeError::New(env, std::string(what) + " must be " + std::to_string(want) + " bytes, got " + std::to_string(len));
+}  // namespace
+
+void BpfObjectClose::operator()(bpf_object *obj) const noexcept { bpf_object__close(obj); }
+
+MappedRegion::MappedRegion(MappedRegion &&other) noexcept : addr_(other.addr_), len_(other.len_) {
+  other.addr_ = nullptr;
+  other.len_ = 0;
 }
 
-}  // namespace
+MappedRegion &MappedRegion::operator=(MappedRegion &&other) noexcept {
+  if (this != &other) {
+    reset();
+    addr_ = other.addr_;
+    len_ = other.len_;
+    other.addr_ = nullptr;
+    other.len_ = 0;
+  }
+  return *this;
+}
+
+void MappedRegion::reset() noexcept {
+  if (addr_) munmap(addr_, len_);
+  addr_ = nullptr;
+  len_ = 0;
+}
 
 Napi::Function XdpProgram::Init(Napi::Env env) {
   return DefineClass(env, "XdpProgram",
@@ -97,85 +120,75 @@ Napi::Function XdpProgram::Init(Napi::Env env) {
                          InstanceMethod("stats", &XdpProgram::Stats),
                          InstanceMethod("statsReset", &XdpProgram::StatsReset),
                          InstanceMethod("setRuntime", &XdpProgram::SetRuntime),
-                         InstanceMethod("testRun", &XdpProgram::TestRun),
-                         InstanceMethod("benchRun", &XdpProgram::BenchRun),
                          InstanceMethod("close", &XdpProgram::Close),
                          InstanceMethod("describe", &XdpProgram::Describe),
                      });
 }
 
 // new XdpProgram(objectPath, { ports: number[], udpSize: number, hotEntries: number })
+//
+// A constructor that throws never runs ~XdpProgram. So every resource is held by an
+// owning local (BpfObjectPtr, MappedRegion) that frees it on any throw, and the members
+// are assigned only after the last step that can fail: there is no partly built
+// XdpProgram to clean up, and no throw needs a Release() before it.
 XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpProgram>(info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
-    throw Napi::TypeError::New(env, "XdpProgram(path, options)");
-  std::string path = info[0].As<Napi::String>();
-  Napi::Object opts = info[1].As<Napi::Object>();
-  Napi::Array ports = opts.Get("ports").As<Napi::Array>();
-  uint32_t udp_size = opts.Get("udpSize").As<Napi::Number>().Uint32Value();
-  uint32_t hot_entries = opts.Get("hotEntries").As<Napi::Number>().Uint32Value();
+  std::string path = ArgString(info, 0, "objectPath");
+  Napi::Object opts = ArgObject(info, 1, "options");
+  Napi::Array ports = PropArray(opts, "ports");
   if (ports.Length() < 1 || ports.Length() > HEIMDALL_MAX_PORTS)
-    throw Napi::RangeError::New(env, "between 1 and " + std::to_string(HEIMDALL_MAX_PORTS) + " ports");
-  if (udp_size < 512 || udp_size > 65535) throw Napi::RangeError::New(env, "udpSize must be 512..65535");
-  if (hot_entries < 1) throw Napi::RangeError::New(env, "hotEntries must be at least 1");
-
-  ResetLibbpfLog();
-  if (access(path.c_str(), R_OK) != 0)
-    ThrowErrno(env, errno, "access", "BPF object " + path + " cannot be read; run 'npm run build'");
-  obj_ = bpf_object__open_file(path.c_str(), nullptr);
-  if (!obj_) {
-    int err = errno;
-    ThrowErrno(env, err, "bpf_object__open_file", "cannot open BPF object " + path);
-  }
-  ConfigSlot cfg;
-  if (!FindConfig(obj_, &cfg) || cfg.size != sizeof(heimdall_config)) {
-    Release();
-    ThrowErrno(env, EINVAL, "btf__find_by_name_kind", "BPF object " + path + " has no " HEIMDALL_CONFIG_VAR " of the expected size; rebuild it");
-  }
+    throw Napi::RangeError::New(env, "options.ports must hold between 1 and " + std::to_string(HEIMDALL_MAX_PORTS) + " ports");
   heimdall_config c = {};
   for (uint32_t i = 0; i < ports.Length(); i++) {
-    uint32_t p = ports.Get(i).As<Napi::Number>().Uint32Value();
-    if (p < 1 || p > 65535) {
-      Release();
-      throw Napi::RangeError::New(env, "port out of range: " + std::to_string(p));
-    }
-    c.ports[i] = htons(static_cast<uint16_t>(p));
+    std::string what = "options.ports[" + std::to_string(i) + "]";
+    c.ports[i] = htons(static_cast<uint16_t>(ValueUint32(env, ports.Get(i), what.c_str(), 1, 65535)));
   }
-  c.udp_size = static_cast<uint16_t>(udp_size);
+  c.udp_size = static_cast<uint16_t>(PropUint32(opts, "udpSize", 512, 65535));
+  uint32_t hot_entries = PropUint32(opts, "hotEntries", 1);
+
+  ResetLibbpfLog();
+  // Every per-CPU buffer is sized by this count (here and in Stats): a guessed one could
+  // be overrun by the kernel.
+  int ncpus = libbpf_num_possible_cpus();
+  if (ncpus < 1) ThrowErrno(env, ncpus < 0 ? ncpus : EINVAL, "libbpf_num_possible_cpus", "cannot count the possible CPUs");
+  if (static_cast<uint64_t>(hot_entries) * ncpus > UINT32_MAX / 8)
+    throw Napi::RangeError::New(env, "a hot map of " + std::to_string(hot_entries) + " entries is too large for per-CPU hit counters on " +
+                                         std::to_string(ncpus) + " CPUs (at most " + std::to_string(UINT32_MAX / 8 / ncpus) + "); lower --hot-size");
+  c.hot_capacity = hot_entries;
   // The hot key's name hash is seeded per load, so which names collide cannot be worked
   // out in advance (a collision only sends both names to userspace; see heimdall.h).
   if (getrandom(&c.hash_seed, sizeof(c.hash_seed), 0) != sizeof(c.hash_seed)) {
     int e = errno;
-    Release();
     ThrowErrno(env, e, "getrandom", "cannot seed the hot key hash");
   }
-  hash_seed_ = c.hash_seed;
-  ncpus_ = libbpf_num_possible_cpus();
-  if (ncpus_ < 1) ncpus_ = 1;
-  if (static_cast<uint64_t>(hot_entries) * ncpus_ > UINT32_MAX / 8) {
-    Release();
-    throw Napi::RangeError::New(env, "a hot map of " + std::to_string(hot_entries) + " entries is too large for per-CPU hit counters on " +
-                                         std::to_string(ncpus_) + " CPUs (at most " + std::to_string(UINT32_MAX / 8 / ncpus_) + "); lower --hot-size");
+
+  if (access(path.c_str(), R_OK) != 0) {
+    int e = errno;
+    ThrowErrno(env, e, "access", "BPF object " + path + " cannot be read; run 'npm run build'");
   }
-  c.hot_capacity = hot_entries;
+  BpfObjectPtr obj(bpf_object__open_file(path.c_str(), nullptr));
+  if (!obj) {
+    int e = errno;
+    ThrowErrno(env, e, "bpf_object__open_file", "cannot open BPF object " + path);
+  }
+  ConfigSlot cfg;
+  if (!FindConfig(obj.get(), &cfg) || cfg.size != sizeof(heimdall_config))
+    ThrowErrno(env, EINVAL, "btf__find_by_name_kind", "BPF object " + path + " has no " HEIMDALL_CONFIG_VAR " of the expected size; rebuild it");
   size_t rosize = 0;
   const void *ro = bpf_map__initial_value(cfg.rodata, &rosize);
   std::vector<uint8_t> image(static_cast<const uint8_t *>(ro), static_cast<const uint8_t *>(ro) + rosize);
   memcpy(image.data() + cfg.offset, &c, sizeof(c));
-  if (int e = bpf_map__set_initial_value(cfg.rodata, image.data(), image.size())) {
-    Release();
+  if (int e = bpf_map__set_initial_value(cfg.rodata, image.data(), image.size()))
     ThrowErrno(env, e, "bpf_map__set_initial_value", "cannot set the load-time settings");
-  }
 
-  bpf_map *hot = bpf_object__find_map_by_name(obj_, HEIMDALL_MAP_HOT);
-  bpf_map *hits = bpf_object__find_map_by_name(obj_, HEIMDALL_MAP_HITS);
-  if (!hot || !hits) {
-    Release();
-    ThrowErrno(env, ENOENT, "bpf_object__find_map_by_name", "BPF object " + path + " lacks the hot maps; rebuild it");
-  }
-  bpf_map__set_max_entries(hot, hot_entries);
-  bpf_map__set_max_entries(hits, hot_entries * static_cast<uint32_t>(ncpus_));
-  hot_capacity_ = hot_entries;
+  bpf_map *hot = bpf_object__find_map_by_name(obj.get(), HEIMDALL_MAP_HOT);
+  bpf_map *hits = bpf_object__find_map_by_name(obj.get(), HEIMDALL_MAP_HITS);
+  if (!hot || !hits) ThrowErrno(env, ENOENT, "bpf_object__find_map_by_name", "BPF object " + path + " lacks the hot maps; rebuild it");
+  if (int e = bpf_map__set_max_entries(hot, hot_entries)) ThrowErrno(env, e, "bpf_map__set_max_entries", "cannot size " HEIMDALL_MAP_HOT);
+  if (int e = bpf_map__set_max_entries(hits, hot_entries * static_cast<uint32_t>(ncpus)))
+    ThrowErrno(env, e, "bpf_map__set_max_entries", "cannot size " HEIMDALL_MAP_HITS);
+  bpf_program *prog = bpf_object__find_program_by_name(obj.get(), HEIMDALL_PROG_NAME);
+  if (!prog) ThrowErrno(env, ENOENT, "bpf_object__find_program_by_name", "program " HEIMDALL_PROG_NAME " missing from " + path);
 
   // The verifier gives up with EAGAIN when a signal is pending, and libbpf retries only a
   // few times: a thread that gets signals often (node --cpu-prof's SIGPROF every
@@ -183,49 +196,52 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  int err = bpf_object__load(obj_);
+  int err = bpf_object__load(obj.get());
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  if (err) {
-    std::string log = LibbpfLog();
-    Release();
-    ThrowErrno(env, err, "bpf_object__load", "cannot load the XDP program");
-  }
-  bpf_program *prog = bpf_object__find_program_by_name(obj_, HEIMDALL_PROG_NAME);
-  if (!prog) {
-    Release();
-    ThrowErrno(env, ENOENT, "bpf_object__find_program_by_name", "program " HEIMDALL_PROG_NAME " missing from " + path);
-  }
-  prog_fd_ = bpf_program__fd(prog);
+  if (err) ThrowErrno(env, err, "bpf_object__load", "cannot load the XDP program");
+
+  int prog_fd = bpf_program__fd(prog);
+  if (prog_fd < 0) ThrowErrno(env, prog_fd, "bpf_program__fd", "the loaded object has no fd for " HEIMDALL_PROG_NAME);
   bpf_prog_info pinfo = {};
   uint32_t plen = sizeof(pinfo);
-  if (bpf_obj_get_info_by_fd(prog_fd_, &pinfo, &plen) == 0) prog_id_ = pinfo.id;
-  hot_fd_ = MapFd(env, obj_, HEIMDALL_MAP_HOT);
-  hits_fd_ = MapFd(env, obj_, HEIMDALL_MAP_HITS);
-  stats_fd_ = MapFd(env, obj_, HEIMDALL_MAP_STATS);
-  xsks_fd_ = MapFd(env, obj_, HEIMDALL_MAP_XSKS);
-  runtime_fd_ = MapFd(env, obj_, HEIMDALL_MAP_RUNTIME);
+  if (int e = bpf_obj_get_info_by_fd(prog_fd, &pinfo, &plen)) ThrowErrno(env, e, "bpf_obj_get_info_by_fd", "cannot read the loaded program's id");
+  int hot_fd = MapFd(env, obj.get(), HEIMDALL_MAP_HOT);
+  int hits_fd = MapFd(env, obj.get(), HEIMDALL_MAP_HITS);
+  int stats_fd = MapFd(env, obj.get(), HEIMDALL_MAP_STATS);
+  int xsks_fd = MapFd(env, obj.get(), HEIMDALL_MAP_XSKS);
+  int runtime_fd = MapFd(env, obj.get(), HEIMDALL_MAP_RUNTIME);
   // The hit counters, mapped: read and reset with plain loads and stores.
-  hits_len_ = (static_cast<size_t>(hot_capacity_) * ncpus_ * sizeof(uint64_t) + getpagesize() - 1) & ~(static_cast<size_t>(getpagesize()) - 1);
-  void *mem = mmap(nullptr, hits_len_, PROT_READ | PROT_WRITE, MAP_SHARED, hits_fd_, 0);
+  size_t page = static_cast<size_t>(getpagesize());
+  size_t hits_len = (static_cast<size_t>(hot_entries) * ncpus * sizeof(uint64_t) + page - 1) & ~(page - 1);
+  void *mem = mmap(nullptr, hits_len, PROT_READ | PROT_WRITE, MAP_SHARED, hits_fd, 0);
   if (mem == MAP_FAILED) {
     int e = errno;
-    hits_len_ = 0;
-    Release();
     ThrowErrno(env, e, "mmap", "cannot map the hit counters");
   }
-  hits_ = static_cast<volatile uint64_t *>(mem);
+  MappedRegion hits_map(mem, hits_len);
+
+  // Nothing below can fail.
+  obj_ = std::move(obj);
+  hits_ = std::move(hits_map);
+  prog_fd_ = prog_fd;
+  prog_id_ = pinfo.id;
+  hot_fd_ = hot_fd;
+  hits_fd_ = hits_fd;
+  stats_fd_ = stats_fd;
+  xsks_fd_ = xsks_fd;
+  runtime_fd_ = runtime_fd;
+  hot_capacity_ = hot_entries;
+  ncpus_ = ncpus;
+  hash_seed_ = c.hash_seed;
 }
 
-XdpProgram::~XdpProgram() { Release(); }
+XdpProgram::~XdpProgram() = default;
 
 // Closing the object unloads the program unless it is attached: an attached program
 // keeps running (and falls back to the kernel for what it cannot answer) until detached.
 void XdpProgram::Release() {
-  if (hits_) munmap(const_cast<uint64_t *>(hits_), hits_len_);
-  hits_ = nullptr;
-  hits_len_ = 0;
-  if (obj_) bpf_object__close(obj_);
-  obj_ = nullptr;
+  hits_.reset();
+  obj_.reset();
   prog_fd_ = hot_fd_ = hits_fd_ = stats_fd_ = xsks_fd_ = runtime_fd_ = -1;
 }
 
@@ -237,8 +253,8 @@ void XdpProgram::EnsureOpen(Napi::Env env) const {
 Napi::Value XdpProgram::Attach(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  std::string ifname = info[0].As<Napi::String>();
-  std::string mode = info[1].As<Napi::String>();
+  std::string ifname = ArgString(info, 0, "ifname");
+  std::string mode = ArgString(info, 1, "mode");
   bool force = info[2].ToBoolean();
   AttachResult r = AttachXdp(env, ifname, prog_fd_, prog_id_, mode, force);
   ifindex_ = r.ifindex;
@@ -272,28 +288,26 @@ Napi::Value XdpProgram::Detach(const Napi::CallbackInfo &info) {
 Napi::Value XdpProgram::HotPut(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  CheckBuffer(env, info[0], sizeof(hot_key), "key");
-  CheckBuffer(env, info[1], sizeof(hot_value), "value");
-  auto *k = reinterpret_cast<const hot_key *>(info[0].As<Napi::Buffer<uint8_t>>().Data());
-  auto *v = reinterpret_cast<const hot_value *>(info[1].As<Napi::Buffer<uint8_t>>().Data());
+  auto *k = reinterpret_cast<const hot_key *>(ArgBuffer(info, 0, "key", sizeof(hot_key)).Data());
+  auto *v = reinterpret_cast<const hot_value *>(ArgBuffer(info, 1, "value", sizeof(hot_value)).Data());
   if (k->name_len < 1 || k->name_len > HOT_NAME_MAX) throw Napi::RangeError::New(env, "key name_len out of range");
   if (v->records_len > HOT_RECORDS_MAX || v->rr_count > HOT_RR_MAX)
     throw Napi::RangeError::New(env, "value records_len or rr_count out of range");
   if (v->hit_slot >= hot_capacity_) throw Napi::RangeError::New(env, "value hit_slot beyond the hot map capacity");
   for (uint32_t i = 0; i < v->rr_count; i++)
     if (v->ttl_off[i] + 4u > v->records_len) throw Napi::RangeError::New(env, "value ttl_off beyond records_len");
-  if (bpf_map_update_elem(hot_fd_, k, v, BPF_ANY) != 0)
-    ThrowErrno(env, errno, "bpf_map_update_elem", errno == E2BIG ? "hot map is full" : "cannot write hot entry");
+  if (int e = bpf_map_update_elem(hot_fd_, k, v, BPF_ANY))
+    ThrowErrno(env, e, "bpf_map_update_elem", e == -E2BIG ? "hot map is full" : "cannot write hot entry");
   return env.Undefined();
 }
 
 Napi::Value XdpProgram::HotDelete(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  CheckBuffer(env, info[0], sizeof(hot_key), "key");
-  if (bpf_map_delete_elem(hot_fd_, info[0].As<Napi::Buffer<uint8_t>>().Data()) != 0) {
-    if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowErrno(env, errno, "bpf_map_delete_elem", "cannot delete hot entry");
+  auto key = ArgBuffer(info, 0, "key", sizeof(hot_key));
+  if (int e = bpf_map_delete_elem(hot_fd_, key.Data())) {
+    if (e == -ENOENT) return Napi::Boolean::New(env, false);
+    ThrowErrno(env, e, "bpf_map_delete_elem", "cannot delete hot entry");
   }
   return Napi::Boolean::New(env, true);
 }
@@ -301,11 +315,11 @@ Napi::Value XdpProgram::HotDelete(const Napi::CallbackInfo &info) {
 Napi::Value XdpProgram::HotGet(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  CheckBuffer(env, info[0], sizeof(hot_key), "key");
+  auto key = ArgBuffer(info, 0, "key", sizeof(hot_key));
   auto out = Napi::Buffer<uint8_t>::New(env, sizeof(hot_value));
-  if (bpf_map_lookup_elem(hot_fd_, info[0].As<Napi::Buffer<uint8_t>>().Data(), out.Data()) != 0) {
-    if (errno == ENOENT) return env.Null();
-    ThrowErrno(env, errno, "bpf_map_lookup_elem", "cannot read hot entry");
+  if (int e = bpf_map_lookup_elem(hot_fd_, key.Data(), out.Data())) {
+    if (e == -ENOENT) return env.Null();
+    ThrowErrno(env, e, "bpf_map_lookup_elem", "cannot read hot entry");
   }
   return out;
 }
@@ -333,14 +347,14 @@ Napi::Value XdpProgram::HotKeys(const Napi::CallbackInfo &info) {
 Napi::Value XdpProgram::HitsRead(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  uint32_t slot = info[0].As<Napi::Number>().Uint32Value();
-  if (slot >= hot_capacity_) throw Napi::RangeError::New(env, "hit slot out of range");
+  uint32_t slot = ArgUint32(info, 0, "slot", 0, hot_capacity_ - 1);
   return Napi::BigInt::New(env, SlotHits(slot));
 }
 
 uint64_t XdpProgram::SlotHits(uint32_t slot) const {
   uint64_t sum = 0;
-  for (int c = 0; c < ncpus_; c++) sum += hits_[static_cast<size_t>(c) * hot_capacity_ + slot];
+  volatile uint64_t *hits = Hits();
+  for (int c = 0; c < ncpus_; c++) sum += hits[static_cast<size_t>(c) * hot_capacity_ + slot];
   return sum;
 }
 
@@ -349,21 +363,18 @@ uint64_t XdpProgram::SlotHits(uint32_t slot) const {
 Napi::Value XdpProgram::HitsReadAll(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  if (info.Length() < 1 || !info[0].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-    throw Napi::TypeError::New(env, "hitsReadAll(out: Float64Array)");
-  Napi::Float64Array out = info[0].As<Napi::Float64Array>();
-  if (out.ElementLength() < hot_capacity_) throw Napi::RangeError::New(env, "out is shorter than the hot map");
-  for (uint32_t slot = 0; slot < hot_capacity_; slot++) out[slot] = static_cast<double>(SlotHits(slot));
+  ArraySpan<double> out = ArgFloat64Array(info, 0, "out");
+  if (out.len < hot_capacity_) throw Napi::RangeError::New(env, "out is shorter than the hot map");
+  for (uint32_t slot = 0; slot < hot_capacity_; slot++) out.data[slot] = static_cast<double>(SlotHits(slot));
   return Napi::Number::New(env, hot_capacity_);
 }
 
 Napi::Value XdpProgram::HitsReset(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  uint32_t slot = info[0].As<Napi::Number>().Uint32Value();
-  if (slot >= hot_capacity_) throw Napi::RangeError::New(env, "hit slot out of range");
-  for (int c = 0; c < ncpus_; c++) hits_[static_cast<size_t>(c) * hot_capacity_ + slot] = 0;
+  uint32_t slot = ArgUint32(info, 0, "slot", 0, hot_capacity_ - 1);
+  volatile uint64_t *hits = Hits();
+  for (int c = 0; c < ncpus_; c++) hits[static_cast<size_t>(c) * hot_capacity_ + slot] = 0;
   return env.Undefined();
 }
 
@@ -373,8 +384,7 @@ Napi::Value XdpProgram::Stats(const Napi::CallbackInfo &info) {
   EnsureOpen(env);
   uint32_t zero = 0;
   std::vector<heimdall_stats> per(ncpus_);
-  if (bpf_map_lookup_elem(stats_fd_, &zero, per.data()) != 0)
-    ThrowErrno(env, errno, "bpf_map_lookup_elem", "cannot read counters");
+  if (int e = bpf_map_lookup_elem(stats_fd_, &zero, per.data())) ThrowErrno(env, e, "bpf_map_lookup_elem", "cannot read counters");
   auto arr = Napi::BigUint64Array::New(env, STAT_MAX);
   for (int s = 0; s < STAT_MAX; s++) {
     uint64_t sum = 0;
@@ -390,8 +400,7 @@ Napi::Value XdpProgram::StatsReset(const Napi::CallbackInfo &info) {
   uint32_t zero = 0;
   std::vector<heimdall_stats> per(ncpus_);
   memset(per.data(), 0, per.size() * sizeof(heimdall_stats));
-  if (bpf_map_update_elem(stats_fd_, &zero, per.data(), BPF_ANY) != 0)
-    ThrowErrno(env, errno, "bpf_map_update_elem", "cannot reset counters");
+  if (int e = bpf_map_update_elem(stats_fd_, &zero, per.data(), BPF_ANY)) ThrowErrno(env, e, "bpf_map_update_elem", "cannot reset counters");
   return env.Undefined();
 }
 
@@ -399,56 +408,12 @@ Napi::Value XdpProgram::StatsReset(const Napi::CallbackInfo &info) {
 Napi::Value XdpProgram::SetRuntime(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o = ArgObject(info, 0, "runtime");
   heimdall_runtime rt = {};
   rt.answers_off = o.Get("answersOff").ToBoolean() ? 1 : 0;
   uint32_t zero = 0;
-  if (bpf_map_update_elem(runtime_fd_, &zero, &rt, BPF_ANY) != 0)
-    ThrowErrno(env, errno, "bpf_map_update_elem", "cannot write runtime settings");
+  if (int e = bpf_map_update_elem(runtime_fd_, &zero, &rt, BPF_ANY)) ThrowErrno(env, e, "bpf_map_update_elem", "cannot write runtime settings");
   return env.Undefined();
-}
-
-// testRun(frame, repeat): BPF_PROG_TEST_RUN; returns { action, frame, durationNs }.
-Napi::Value XdpProgram::TestRun(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  EnsureOpen(env);
-  if (!info[0].IsBuffer()) throw Napi::TypeError::New(env, "frame must be a Buffer");
-  auto in = info[0].As<Napi::Buffer<uint8_t>>();
-  uint32_t repeat = info.Length() > 1 ? info[1].As<Napi::Number>().Uint32Value() : 1;
-  std::vector<uint8_t> out(in.Length() + 4096);
-  LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = in.Data(), .data_out = out.data(), .data_size_in = static_cast<uint32_t>(in.Length()),
-              .data_size_out = static_cast<uint32_t>(out.size()), .repeat = static_cast<int>(repeat ? repeat : 1));
-  if (bpf_prog_test_run_opts(prog_fd_, &o) != 0) ThrowErrno(env, errno, "bpf_prog_test_run_opts", "test run failed");
-  Napi::Object res = Napi::Object::New(env);
-  res.Set("action", o.retval);
-  res.Set("frame", Napi::Buffer<uint8_t>::Copy(env, out.data(), o.data_size_out));
-  res.Set("durationNs", o.duration);
-  return res;
-}
-
-// benchRun(frame, iterations): runs the program once per test run, `iterations` times,
-// each on a fresh copy of the frame (a reply rewrites it, so repeat would measure the
-// second pass over a reply). Returns the kernel's own mean time per run.
-Napi::Value XdpProgram::BenchRun(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  EnsureOpen(env);
-  if (!info[0].IsBuffer()) throw Napi::TypeError::New(env, "frame must be a Buffer");
-  auto in = info[0].As<Napi::Buffer<uint8_t>>();
-  uint32_t iterations = info[1].As<Napi::Number>().Uint32Value();
-  std::vector<uint8_t> out(in.Length() + 4096);
-  uint64_t total = 0;
-  uint32_t retval = 0;
-  for (uint32_t i = 0; i < iterations; i++) {
-    LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = in.Data(), .data_out = out.data(), .data_size_in = static_cast<uint32_t>(in.Length()),
-                .data_size_out = static_cast<uint32_t>(out.size()), .repeat = 1);
-    if (bpf_prog_test_run_opts(prog_fd_, &o) != 0) ThrowErrno(env, errno, "bpf_prog_test_run_opts", "test run failed");
-    total += o.duration;
-    retval = o.retval;
-  }
-  Napi::Object res = Napi::Object::New(env);
-  res.Set("action", retval);
-  res.Set("meanNs", iterations ? static_cast<double>(total) / iterations : 0.0);
-  return res;
 }
 
 Napi::Value XdpProgram::Close(const Napi::CallbackInfo &info) {
@@ -459,8 +424,9 @@ Napi::Value XdpProgram::Close(const Napi::CallbackInfo &info) {
 Napi::Value XdpProgram::Describe(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("open", obj_ != nullptr);
+  o.Set("open", static_cast<bool>(obj_));
   o.Set("progId", prog_id_);
+  o.Set("progFd", prog_fd_);
   o.Set("ifindex", ifindex_);
   o.Set("hotCapacity", hot_capacity_);
   o.Set("xsksMapFd", xsks_fd_);

@@ -4,12 +4,38 @@
 
 #include <napi.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 
 struct bpf_object;
-struct bpf_program;
 
 namespace heimdall {
+
+// Closes a bpf_object with bpf_object__close.
+struct BpfObjectClose {
+  void operator()(bpf_object *obj) const noexcept;
+};
+using BpfObjectPtr = std::unique_ptr<bpf_object, BpfObjectClose>;
+
+// A shared mapping of a BPF map's memory, unmapped when its holder goes.
+class MappedRegion {
+ public:
+  MappedRegion() = default;
+  MappedRegion(void *addr, size_t len) noexcept : addr_(addr), len_(len) {}
+  MappedRegion(MappedRegion &&other) noexcept;
+  MappedRegion &operator=(MappedRegion &&other) noexcept;
+  MappedRegion(const MappedRegion &) = delete;
+  MappedRegion &operator=(const MappedRegion &) = delete;
+  ~MappedRegion() { reset(); }
+
+  void *get() const { return addr_; }
+  void reset() noexcept;
+
+ private:
+  void *addr_ = nullptr;
+  size_t len_ = 0;
+};
 
 class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
  public:
@@ -20,6 +46,7 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
  private:
   void Release();
   void EnsureOpen(Napi::Env env) const;
+  volatile uint64_t *Hits() const { return static_cast<volatile uint64_t *>(hits_.get()); }
 
   Napi::Value Attach(const Napi::CallbackInfo &info);
   Napi::Value Detach(const Napi::CallbackInfo &info);
@@ -34,12 +61,15 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value StatsReset(const Napi::CallbackInfo &info);
   Napi::Value SetRuntime(const Napi::CallbackInfo &info);
-  Napi::Value TestRun(const Napi::CallbackInfo &info);
-  Napi::Value BenchRun(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
   Napi::Value Describe(const Napi::CallbackInfo &info);
 
-  bpf_object *obj_ = nullptr;
+  // Empty once closed. Everything below is only meaningful while it is set; the
+  // constructor assigns it last, after every step that can fail.
+  BpfObjectPtr obj_;
+  // hot_hits, mapped: a stripe of hot_capacity_ counters per CPU. A mapping holds its own
+  // reference to the map, so it stays valid in whichever order the two are released.
+  MappedRegion hits_;
   int prog_fd_ = -1;
   uint32_t prog_id_ = 0;
   int hot_fd_ = -1;
@@ -50,8 +80,6 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   uint32_t hot_capacity_ = 0;
   int ncpus_ = 1;
   uint64_t hash_seed_ = 0;
-  volatile uint64_t *hits_ = nullptr;  // hot_hits, mapped: stripe per CPU of hot_capacity_
-  size_t hits_len_ = 0;
   int ifindex_ = 0;
   uint32_t attach_mode_flags_ = 0;
 };

@@ -16,9 +16,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 
+#include "args.h"
 #include "errors.h"
 #include "heimdall.h"
 #include "xdp_attach.h"
@@ -44,39 +44,6 @@ constexpr uint32_t kMaxRing = 16384;
 // UMEM offsets travel in Uint32Arrays and are masked with JS bitwise operators, which
 // work on signed 32-bit integers: keeping the UMEM under 1 GiB keeps every offset positive.
 constexpr uint64_t kMaxUmem = 1ull << 30;
-
-struct U32Array {
-  uint32_t *data;
-  size_t len;
-};
-
-// One napi call per argument: this runs once per batch.
-U32Array GetU32Array(Napi::Env env, const Napi::Value &v, const char *what) {
-  napi_typedarray_type type;
-  size_t len = 0;
-  void *data = nullptr;
-  if (!v.IsTypedArray() || napi_get_typedarray_info(env, v, &type, &len, &data, nullptr, nullptr) != napi_ok ||
-      type != napi_uint32_array)
-    throw Napi::TypeError::New(env, std::string(what) + " must be a Uint32Array");
-  return {static_cast<uint32_t *>(data), len};
-}
-
-uint32_t GetCount(Napi::Env env, const Napi::Value &v, const char *what) {
-  if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(what) + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0 && d <= 4294967295.0) || std::floor(d) != d)
-    throw Napi::RangeError::New(env, std::string(what) + " must be an integer 0..2^32-1");
-  return static_cast<uint32_t>(d);
-}
-
-uint32_t GetOption(Napi::Env env, const Napi::Object &o, const char *name) {
-  Napi::Value v = o.Get(name);
-  if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("options.") + name + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0 && d <= 4294967295.0) || std::floor(d) != d)
-    throw Napi::RangeError::New(env, std::string("options.") + name + " must be a non-negative integer");
-  return static_cast<uint32_t>(d);
-}
 
 // UMEM pages are pinned; without CAP_IPC_LOCK they count against RLIMIT_MEMLOCK. Raise
 // the soft limit as far as allowed; EPERM (no CAP_SYS_RESOURCE) is not an error: with
@@ -136,13 +103,13 @@ XskSocket::XskSocket(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XskSocke
     throw Napi::TypeError::New(env, "XskSocket(ifname, queueId, options)");
   std::string ifname = info[0].As<Napi::String>();
   if (ifname.empty() || ifname.size() >= IFNAMSIZ) throw Napi::RangeError::New(env, "interface name must be 1..15 characters");
-  queue_id_ = GetCount(env, info[1], "queueId");
+  queue_id_ = ArgUint32(info, 1, "queueId");
   if (queue_id_ >= HEIMDALL_MAX_QUEUES)
     throw Napi::RangeError::New(env, "queueId must be below " + std::to_string(HEIMDALL_MAX_QUEUES));
   Napi::Object o = info[2].As<Napi::Object>();
-  frame_size_ = GetOption(env, o, "frameSize");
-  frame_count_ = GetOption(env, o, "frameCount");
-  ring_size_ = GetOption(env, o, "ringSize");
+  frame_size_ = PropUint32(o, "frameSize");
+  frame_count_ = PropUint32(o, "frameCount");
+  ring_size_ = PropUint32(o, "ringSize");
   if (frame_size_ != 2048 && frame_size_ != 4096) throw Napi::RangeError::New(env, "frameSize must be 2048 or 4096");
   if (ring_size_ < kMinRing || ring_size_ > kMaxRing || (ring_size_ & (ring_size_ - 1)))
     throw Napi::RangeError::New(env, "ringSize must be a power of two, 64..16384");
@@ -361,9 +328,9 @@ void XskSocket::KickTx() {
 Napi::Value XskSocket::Fill(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  U32Array a = GetU32Array(env, info[0], "addrs");
-  uint32_t n = GetCount(env, info[1], "n");
-  uint32_t offset = info.Length() > 2 && !info[2].IsUndefined() ? GetCount(env, info[2], "offset") : 0;
+  ArraySpan<uint32_t> a = ArgUint32Array(info, 0, "addrs");
+  uint32_t n = ArgUint32(info, 1, "n");
+  uint32_t offset = info.Length() > 2 && !info[2].IsUndefined() ? ArgUint32(info, 2, "offset") : 0;
   if (offset > a.len || n > a.len - offset) throw Napi::RangeError::New(env, "offset + n beyond the end of addrs");
   const uint32_t *src = a.data + offset;
   const uint32_t mask = frame_size_ - 1;
@@ -388,8 +355,8 @@ Napi::Value XskSocket::Fill(const Napi::CallbackInfo &info) {
 Napi::Value XskSocket::Rx(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  U32Array out = GetU32Array(env, info[0], "out");
-  uint32_t max = GetCount(env, info[1], "max");
+  ArraySpan<uint32_t> out = ArgUint32Array(info, 0, "out");
+  uint32_t max = ArgUint32(info, 1, "max");
   if (max > out.len / 2) throw Napi::RangeError::New(env, "max beyond out.length / 2");
   uint32_t idx = 0;
   uint32_t n = xsk_ring_cons__peek(&rx_, max, &idx);
@@ -413,8 +380,8 @@ Napi::Value XskSocket::Rx(const Napi::CallbackInfo &info) {
 Napi::Value XskSocket::Tx(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  U32Array d = GetU32Array(env, info[0], "descs");
-  uint32_t n = GetCount(env, info[1], "n");
+  ArraySpan<uint32_t> d = ArgUint32Array(info, 0, "descs");
+  uint32_t n = ArgUint32(info, 1, "n");
   if (n > d.len / 2) throw Napi::RangeError::New(env, "n beyond descs.length / 2");
   const uint32_t mask = frame_size_ - 1;
   for (uint32_t i = 0; i < n; i++) {
@@ -446,8 +413,8 @@ Napi::Value XskSocket::Tx(const Napi::CallbackInfo &info) {
 Napi::Value XskSocket::Complete(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
-  U32Array out = GetU32Array(env, info[0], "out");
-  uint32_t max = GetCount(env, info[1], "max");
+  ArraySpan<uint32_t> out = ArgUint32Array(info, 0, "out");
+  uint32_t max = ArgUint32(info, 1, "max");
   if (max > out.len) throw Napi::RangeError::New(env, "max beyond out.length");
   uint32_t idx = 0;
   uint32_t n = xsk_ring_cons__peek(&comp_, max, &idx);

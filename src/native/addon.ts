@@ -54,6 +54,11 @@ export interface NativeTestRun {
   durationNs: number;
 }
 
+export interface NativeBenchRun {
+  action: number;
+  meanNs: number;
+}
+
 export interface NativeXdpProgram {
   attach(ifname: string, mode: 'native' | 'generic' | 'auto', force: boolean): NativeAttachResult;
   detach(): boolean;
@@ -68,10 +73,18 @@ export interface NativeXdpProgram {
   stats(): BigUint64Array;
   statsReset(): void;
   setRuntime(rt: { answersOff: boolean }): void;
-  testRun(frame: Buffer, repeat?: number): NativeTestRun;
-  benchRun(frame: Buffer, iterations: number): { action: number; meanNs: number };
   close(): void;
-  describe(): { open: boolean; progId: number; ifindex: number; hotCapacity: number; xsksMapFd: number; cpus: number; hashSeed: bigint };
+  describe(): {
+    open: boolean;
+    progId: number;
+    /** The program's fd in this process, for testRun/benchRun; -1 once closed. */
+    progFd: number;
+    ifindex: number;
+    hotCapacity: number;
+    xsksMapFd: number;
+    cpus: number;
+    hashSeed: bigint;
+  };
 }
 
 export interface XdpStatus {
@@ -88,6 +101,10 @@ export interface NativeAddon {
   monotonicNs(): bigint;
   xdpStatus(ifname: string): XdpStatus;
   detachStale(ifname: string): boolean;
+  /** BPF_PROG_TEST_RUN of the XDP program behind progFd (XdpProgram.describe().progFd), for tests and benchmarks. */
+  testRun(progFd: number, frame: Buffer, repeat?: number): NativeTestRun;
+  /** `iterations` test runs, each on a fresh copy of the frame; the kernel's mean time per run. */
+  benchRun(progFd: number, frame: Buffer, iterations: number): NativeBenchRun;
 }
 
 /** Paths of build outputs, the same from src/ (tests, tsx) and dist/ (the CLI). */

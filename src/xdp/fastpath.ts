@@ -188,12 +188,17 @@ export class FastPath {
 
   testRun(frame: Buffer, repeat = 1): { action: number; frame: Buffer; durationNs: number } {
     if (!Buffer.isBuffer(frame)) throw new TypeError('frame must be a Buffer');
-    return this.native.testRun(frame, repeat);
+    // The fd is asked for on every run, never kept: after close() its number can be reused.
+    const { open, progFd } = this.native.describe();
+    if (!open) throw new Error('XdpProgram is closed');
+    return this.addon.testRun(progFd, frame, repeat);
   }
 
   benchRun(frame: Buffer, iterations: number): { action: number; meanNs: number } {
     if (!Number.isInteger(iterations) || iterations < 1) throw new RangeError('iterations must be a positive integer');
-    return this.native.benchRun(frame, iterations);
+    const { open, progFd } = this.native.describe();
+    if (!open) throw new Error('XdpProgram is closed');
+    return this.addon.benchRun(progFd, frame, iterations);
   }
 
   describe(): ReturnType<NativeXdpProgram['describe']> {
