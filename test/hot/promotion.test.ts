@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DnsCache, PromotionPolicy, type PromotionEvent } from '../../src/engine/index.js';
 import { answerFromResponse, keyString, makeKey, type CachedAnswer } from '../../src/dns/index.js';
-import { FakeClock, a, response } from './helpers.js';
+import { FakeClock, a, response } from '../helpers/dns-gen.js';
 
 function answerFor(now: number, name: string, ttl = 300, rcode = 0): CachedAnswer {
   return answerFromResponse(response(name, 'A', rcode === 0 ? [a(name, '192.0.2.1', ttl)] : [], { rcode }), now);

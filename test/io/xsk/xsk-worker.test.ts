@@ -7,9 +7,9 @@
  * new sockets, and the XSKMAP entries must be gone (queries fall back to the kernel).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describePrivileged } from '../helpers/privilege.js';
-import { createPairLab, type JsonChild, type PairLab } from '../helpers/netns.js';
-import { BPF_PASS_OBJECT_PATH } from '../../src/native/addon.js';
+import { describePrivileged } from '../../helpers/privilege.js';
+import { createPairLab, type JsonChild, type PairLab } from '../../helpers/netns.js';
+import { BPF_PASS_OBJECT_PATH } from '../../../src/native/addon.js';
 import { dig, flood, startAgent, type AgentStats, stopAgent } from './lab.js';
 
 interface Finish {

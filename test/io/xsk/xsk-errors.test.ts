@@ -6,10 +6,10 @@
  * crash the process or leave a socket, a ring mapping or a busy queue behind.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describePrivileged } from '../helpers/privilege.js';
-import { createPairLab, sh, type JsonChild, type PairLab } from '../helpers/netns.js';
-import { BPF_PASS_OBJECT_PATH } from '../../src/native/addon.js';
-import type { FrameAccounting } from '../../src/io/xsk.js';
+import { describePrivileged } from '../../helpers/privilege.js';
+import { createPairLab, sh, type JsonChild, type PairLab } from '../../helpers/netns.js';
+import { BPF_PASS_OBJECT_PATH } from '../../../src/native/addon.js';
+import type { FrameAccounting } from '../../../src/io/xsk.js';
 import { flood, startAgent, stopAgent } from './lab.js';
 import type { Outcome } from './scenarios.js';
 

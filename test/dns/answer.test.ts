@@ -10,7 +10,7 @@ import {
   remainingSeconds,
   writeReply,
 } from '../../src/dns/index.js';
-import { a, decode, encode, encodeCompressed, normalize, query, response, soa } from './helpers.js';
+import { a, decode, encode, encodeCompressed, normalize, query, response, soa } from '../helpers/dns-gen.js';
 
 const T0 = 7_000_000_000_000;
 

@@ -10,7 +10,7 @@ import {
   writeReply,
   type CachedAnswer,
 } from '../../src/dns/index.js';
-import { a, arbCacheableResponse, arbCaseOf, decode, encode, encodeCompressed, normalize, query, response, type ResponseOpts } from './helpers.js';
+import { a, arbCacheableResponse, arbCaseOf, decode, encode, encodeCompressed, normalize, query, response, type ResponseOpts } from '../helpers/dns-gen.js';
 
 const T0 = 5_000_000_000_000;
 

@@ -13,8 +13,8 @@
  */
 import { createInterface } from 'node:readline';
 import { Worker } from 'node:worker_threads';
-import { FastPath } from '../../src/xdp/fastpath.js';
-import { XskSocket, type XskOptions } from '../../src/io/xsk.js';
+import { FastPath } from '../../../src/xdp/fastpath.js';
+import { XskSocket, type XskOptions } from '../../../src/io/xsk.js';
 import { makeEchoHandler, type EchoCounters } from './echo.js';
 import { openWithRetry, resources, runScenario, type AgentContext } from './scenarios.js';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DnsCache, SlruLists, entryBytes } from '../../src/engine/index.js';
 import { MessageView, answerFromResponse, keyString, makeKey, writeReply, type CachedAnswer } from '../../src/dns/index.js';
-import { FakeClock, a, decode, query, response, soa } from './helpers.js';
+import { FakeClock, a, decode, query, response, soa } from '../helpers/dns-gen.js';
 
 function answerFor(clock: FakeClock, name: string, ttl = 300, dnssecOk = false): CachedAnswer {
   return answerFromResponse(response(name, 'A', [a(name, '192.0.2.1', ttl)], { do: dnssecOk }), clock.now);

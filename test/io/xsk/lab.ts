@@ -1,8 +1,8 @@
 /** Helpers of the AF_XDP lab tests: the agent in the appliance namespace, load from the client. */
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { JsonChild, sh, type PairLab } from '../helpers/netns.js';
-import type { XskStats } from '../../src/io/xsk.js';
+import { JsonChild, sh, type PairLab } from '../../helpers/netns.js';
+import type { XskStats } from '../../../src/io/xsk.js';
 
 const AGENT = fileURLToPath(new URL('./agent.ts', import.meta.url));
 const FLOOD = fileURLToPath(new URL('./flood.ts', import.meta.url));

@@ -6,9 +6,9 @@
  * socket counters, the XDP counters and the frame accounting must all agree.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describePrivileged } from '../helpers/privilege.js';
-import { createPairLab, type JsonChild, type PairLab } from '../helpers/netns.js';
-import { BPF_PASS_OBJECT_PATH } from '../../src/native/addon.js';
+import { describePrivileged } from '../../helpers/privilege.js';
+import { createPairLab, type JsonChild, type PairLab } from '../../helpers/netns.js';
+import { BPF_PASS_OBJECT_PATH } from '../../../src/native/addon.js';
 import { dig, flood, startAgent, type AgentStats } from './lab.js';
 
 const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);

@@ -15,7 +15,7 @@ import {
   writeFormErr,
   writeReply,
 } from '../../src/dns/index.js';
-import { arbCacheableResponse, arbPacket, encodeCompressed, query } from './helpers.js';
+import { arbCacheableResponse, arbPacket, encodeCompressed, query } from '../helpers/dns-gen.js';
 
 
 /** Header + body bytes. */

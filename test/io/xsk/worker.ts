@@ -11,7 +11,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { readlinkSync } from 'node:fs';
-import { XskSocket } from '../../src/io/xsk.js';
+import { XskSocket } from '../../../src/io/xsk.js';
 import { makeEchoHandler } from './echo.js';
 
 interface Data {

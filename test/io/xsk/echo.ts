@@ -6,8 +6,8 @@
  * (src/io/frame.ts), checksums computed in full.
  * Nothing here allocates per packet.
  */
-import type { XskSocket } from '../../src/io/xsk.js';
-import { FrameInfo, finishReply, parseFrame } from '../../src/io/frame.js';
+import type { XskSocket } from '../../../src/io/xsk.js';
+import { FrameInfo, finishReply, parseFrame } from '../../../src/io/frame.js';
 
 const info = new FrameInfo();
 

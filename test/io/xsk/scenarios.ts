@@ -7,10 +7,10 @@
  * 'check' phase (after).
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { loadAddon } from '../../src/native/addon.js';
-import type { NativeXskSocket } from '../../src/native/xsk-types.js';
-import type { FastPath } from '../../src/xdp/fastpath.js';
-import { XskSocket, type XskOptions } from '../../src/io/xsk.js';
+import { loadAddon } from '../../../src/native/addon.js';
+import type { NativeXskSocket } from '../../../src/native/xsk-types.js';
+import type { FastPath } from '../../../src/xdp/fastpath.js';
+import { XskSocket, type XskOptions } from '../../../src/io/xsk.js';
 import type { EchoCounters } from './echo.js';
 import { echoQuery } from './echo.js';
 

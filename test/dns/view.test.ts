@@ -13,7 +13,7 @@ import {
   textToWire,
   type Section,
 } from '../../src/dns/index.js';
-import { CLASS, TYPE, arbPacket, decode, encode, encodeCompressed, query, type Decoded } from './helpers.js';
+import { CLASS, TYPE, arbPacket, decode, encode, encodeCompressed, query, type Decoded } from '../helpers/dns-gen.js';
 
 interface Seen {
   name: string;
