@@ -132,7 +132,7 @@ export class DnsCache {
     for (let i = 0; i < n; i++) this.free[i] = n - 1 - i;
     this.freeTop = n;
     if (this.observer?.bindCache !== undefined) {
-      this.observer.bindCache({ touch: (s, hits) => this.touchSlot(s, hits) });
+      this.observer.bindCache({ touch: (s, hits) => this.touchSlot(s, hits), find: (key) => this.find(key, key.length) });
     }
   }
 

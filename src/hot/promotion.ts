@@ -27,8 +27,8 @@
  */
 import type { CachedAnswer } from '../dns/answer.js';
 import { RCODE_SERVFAIL } from '../dns/constants.js';
-import { keyString } from '../dns/key.js';
 import { type Clock, monotonicNs } from '../engine/clock.js';
+import { hotSizeFor } from '../config.js';
 
 export type DemoteReason = 'evicted' | 'expired' | 'displaced' | 'replaced';
 
@@ -39,7 +39,7 @@ export type PromotionEvent =
 export interface PromotionOptions {
   /** Entries the cache holds; slots are 0 .. cacheCapacity - 1. */
   cacheCapacity: number;
-  /** Hot-map capacity as a share of the cache (default 0.10). */
+  /** Hot-map capacity as a share of the cache (default: hotSizeFor, src/config.ts). */
   hotRatio?: number;
   /** Hot-map capacity as a number; overrides hotRatio. */
   capacity?: number;
@@ -60,6 +60,8 @@ export interface PromotionOptions {
 export interface CacheHandle {
   /** Counts `hits` hits on a slot served elsewhere (by XDP) as uses: refreshes its SLRU position. */
   touch(slot: number, hits: number): void;
+  /** The slot holding a key, or -1: the one key -> slot table, which the policy does not copy. */
+  find(key: Uint8Array): number;
 }
 
 /** Cache-side notifications the policy reacts to (the cache calls these). */
@@ -100,7 +102,6 @@ export class PromotionPolicy implements CacheObserver {
   private readonly pending: Float64Array;
   private readonly pendingAt: Float64Array;
   private touched: number[] = [];
-  private readonly byKey = new Map<string, number>();
 
   private cache: CacheHandle | undefined;
 
@@ -110,7 +111,7 @@ export class PromotionPolicy implements CacheObserver {
   constructor(opts: PromotionOptions) {
     const n = opts.cacheCapacity;
     if (!(Number.isInteger(n) && n > 0)) throw new RangeError(`cacheCapacity ${n}`);
-    const cap = opts.capacity ?? Math.floor(n * (opts.hotRatio ?? 0.1));
+    const cap = opts.capacity ?? (opts.hotRatio === undefined ? hotSizeFor(n) : Math.floor(n * opts.hotRatio));
     if (!(Number.isInteger(cap) && cap >= 0 && cap <= n)) throw new RangeError(`hot capacity ${cap}`);
     this.capacity = cap;
     this.threshold = opts.threshold ?? 3;
@@ -142,7 +143,13 @@ export class PromotionPolicy implements CacheObserver {
   }
 
   isHot(key: Uint8Array): boolean {
-    return this.byKey.has(keyString(key));
+    return this.hotSlotOf(key) >= 0;
+  }
+
+  /** The slot of a hot key, or -1 (looked up in the cache's own index). */
+  private hotSlotOf(key: Uint8Array): number {
+    const slot = this.cache?.find(key) ?? -1;
+    return slot >= 0 && this.heapPos[slot]! >= 0 ? slot : -1;
   }
 
   /** Keys currently hot (the policy's view of the map). */
@@ -206,7 +213,6 @@ export class PromotionPolicy implements CacheObserver {
       this.promotions++;
     } else {
       this.heapRemove(slot);
-      this.byKey.delete(keyString(old.key));
       this.hotAnswer[slot] = undefined;
     }
   }
@@ -228,8 +234,8 @@ export class PromotionPolicy implements CacheObserver {
    * the key is not hot.
    */
   noteKernelHits(key: Uint8Array, hits: number, nowNs: number = this.clock()): boolean {
-    const slot = this.byKey.get(keyString(key));
-    if (slot === undefined) return false;
+    const slot = this.hotSlotOf(key);
+    if (slot < 0) return false;
     if (hits > 0) {
       this.fold(slot);
       this.addHeat(slot, hits, nowNs);
@@ -311,7 +317,6 @@ export class PromotionPolicy implements CacheObserver {
     }
     this.hotAnswer[slot] = answer;
     this.setHotExpiry(slot, answer.expiresNs);
-    this.byKey.set(keyString(answer.key), slot);
     const i = this.heapSize++;
     this.heap[i] = slot;
     this.heapPos[slot] = i;
@@ -323,7 +328,6 @@ export class PromotionPolicy implements CacheObserver {
   private demote(slot: number, reason: DemoteReason): void {
     const a = this.hotAnswer[slot]!;
     this.heapRemove(slot);
-    this.byKey.delete(keyString(a.key));
     this.hotAnswer[slot] = undefined;
     this.demotions++;
     this.emit({ kind: 'demote', key: a.key, reason });

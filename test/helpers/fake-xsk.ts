@@ -3,6 +3,7 @@
  * completion ring) over a plain ArrayBuffer, so the frame accounting of src/io/xsk.ts
  * and the XskServer loop can be tested without root.
  */
+import { expect } from 'vitest';
 import type { NativeAddon } from '../../src/native/addon.js';
 import type { NativeXskOptions, NativeXskSocket, NativeXskStats } from '../../src/native/xsk-types.js';
 import { XskSocket, type XskOptions } from '../../src/io/xsk.js';
@@ -134,3 +135,13 @@ export function openFake(o: Partial<XskOptions> = {}): { sock: XskSocket; k: Fak
   return { sock, k: f.last() };
 }
 
+
+/** Every frame in exactly one place, and the fake kernel holding what the accounting says it holds. */
+export function checkInvariant(sock: XskSocket, k: FakeKernel): void {
+  const a = sock.accounting();
+  expect(a.free + a.fill + a.held + a.txQueued + a.tx).toBe(a.total);
+  expect(a.anomalies).toBe(0);
+  // What the kernel holds matches what the accounting says it holds.
+  expect(k.fillQ.length + k.rxQ.length).toBe(a.fill);
+  expect(k.txQ.length + k.compQ.length).toBe(a.tx);
+}

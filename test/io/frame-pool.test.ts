@@ -7,16 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { XskSocket, type XskOptions } from '../../src/io/xsk.js';
-import { FakeKernel, HEADROOM, fakeAddon, openFake as open } from '../helpers/fake-xsk.js';
-
-function checkInvariant(sock: XskSocket, k: FakeKernel): void {
-  const a = sock.accounting();
-  expect(a.free + a.fill + a.held + a.txQueued + a.tx).toBe(a.total);
-  expect(a.anomalies).toBe(0);
-  // What the kernel holds matches what the accounting says it holds.
-  expect(k.fillQ.length + k.rxQ.length).toBe(a.fill);
-  expect(k.txQ.length + k.compQ.length).toBe(a.tx);
-}
+import { FakeKernel, HEADROOM, checkInvariant, fakeAddon, openFake as open } from '../helpers/fake-xsk.js';
 
 /** One batch of the echo loop: reclaim, receive, send everything back, flush, refill. */
 function serve(sock: XskSocket): number {

@@ -7,8 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { DnsEngine, type Resolver } from '../../src/engine/engine.js';
 import { StatsBlock } from '../../src/engine/stats.js';
 import { XskServer, type FrameHandler } from '../../src/io/xsk-server.js';
-import type { XskSocket } from '../../src/io/xsk.js';
-import { openFake, type FakeKernel } from '../helpers/fake-xsk.js';
+import { checkInvariant, openFake, type FakeKernel } from '../helpers/fake-xsk.js';
 import { buildFrame, parseFrame, CLIENT4, SERVER4 } from '../helpers/frames.js';
 import { decode, query, response } from '../helpers/dns.js';
 
@@ -42,14 +41,6 @@ function replies(k: FakeKernel): ReturnType<typeof parseFrame>[] {
   return k.txQ.map(([a, len]) => parseFrame(Buffer.from(u.subarray(a, a + len))));
 }
 
-function invariant(sock: XskSocket, k: FakeKernel): void {
-  const a = sock.accounting();
-  expect(a.free + a.fill + a.held + a.txQueued + a.tx).toBe(a.total);
-  expect(a.anomalies).toBe(0);
-  expect(k.fillQ.length + k.rxQ.length).toBe(a.fill);
-  expect(k.txQ.length + k.compQ.length).toBe(a.tx);
-}
-
 const flush = () => new Promise((r) => setImmediate(r));
 
 describe('XskServer (fake kernel)', () => {
@@ -67,7 +58,7 @@ describe('XskServer (fake kernel)', () => {
     expect(d.id).toBe(4321);
     expect(d.questions![0]!.name).toBe('WWW.example.com');
     expect(d.answers![0]!.data).toBe('198.18.1.1');
-    invariant(sock, k);
+    checkInvariant(sock, k);
   });
 
   it('holds a miss\'s frame until the upstream answers, then sends the reply from it', async () => {
@@ -83,7 +74,7 @@ describe('XskServer (fake kernel)', () => {
     const [r] = replies(k);
     expect(decode(r!.dns).id).toBe(9);
     expect(stats.get('upstreamAnswers')).toBe(1);
-    invariant(sock, k);
+    checkInvariant(sock, k);
   });
 
   it('answers SERVFAIL when the upstream fails, from the held frame', async () => {
@@ -93,7 +84,7 @@ describe('XskServer (fake kernel)', () => {
     resolver.release(new Error('no upstream'));
     await flush();
     expect(decode(replies(k)[0]!.dns).rcode).toBe('SERVFAIL');
-    invariant(sock, k);
+    checkInvariant(sock, k);
   });
 
   it('releases and counts frames it cannot parse, and frames the handler throws on', () => {
@@ -109,7 +100,7 @@ describe('XskServer (fake kernel)', () => {
     expect(stats.get('badFrames')).toBe(2);
     expect(k.txQ.length).toBe(0);
     expect(sock.accounting().held).toBe(0);
-    invariant(sock, k);
+    checkInvariant(sock, k);
   });
 
   it('releases and counts replies neither the TX ring nor the send queue has room for', () => {
@@ -122,11 +113,11 @@ describe('XskServer (fake kernel)', () => {
     expect(stats.get('txFull')).toBe(4);
     expect(sock.accounting().held).toBe(0);
     expect(sock.accounting().txQueued).toBe(16);
-    invariant(sock, k);
+    checkInvariant(sock, k);
     k.txLimit = undefined;
     server.drain();
     expect(k.txQ.length).toBe(16);
-    invariant(sock, k);
+    checkInvariant(sock, k);
   });
 
   it('stop() waits for held misses, answers them, then closes with nothing outstanding', async () => {
