@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// xsk.cc: AF_XDP sockets (see xsk.h). The TypeScript layer (src/xdp/xsk.ts) validates
+// xsk.cc: AF_XDP sockets (see xsk.h). The TypeScript layer (src/io/xsk.ts) validates
 // arguments and keeps the frame accounting; the checks here are the cheap last line
 // that keeps a bad descriptor off the rings, where the kernel would drop it silently
 // and the frame would never come back.

@@ -19,6 +19,10 @@
  * UpstreamError and the caller answers SERVFAIL. Only what this class
  * resolves with may be cached: it is always a response that a configured
  * upstream sent to the port and ID of our query, for the question asked.
+ *
+ * One file for one state machine: a flight's attempts, timers, TCP retry and waiters
+ * change together, and splitting them would put one flight's state in several places.
+ * The parts that stand alone are beside it (wire.ts, udp.ts, tcp-client.ts, health.ts).
  */
 import { RCODE_FORMERR, RCODE_NOTIMP, RCODE_REFUSED } from '../dns/constants.js';
 import { MessageView } from '../dns/view.js';
