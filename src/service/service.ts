@@ -20,6 +20,7 @@ import { AskCounter } from '../hot/asks.js';
 import { HotSync } from '../hot/hot-sync.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
 import { UdpListener } from '../io/udp.js';
+import type { FrameHandler } from '../io/xsk-server.js';
 import { loadAddon } from '../native/addon.js';
 import type { Forwarder } from '../upstream/forwarder.js';
 import { FastPath } from '../xdp/fastpath.js';
@@ -133,13 +134,21 @@ export function createService(cfg: HeimdallConfig): Service {
     sync = new HotSync(fp);
     const hot = sync;
 
-    udp = new UdpListener(main.engine);
+    // The kernel listeners answer through the main engine, waking its upkeep from its idle
+    // pace as a worker's XskServer does, so their counters are never 5 s late.
+    const mainHandler: FrameHandler = {
+      handle: (buf, off, len, out, outOff, tcp, maxLen, nowNs) => {
+        main.wake();
+        return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs);
+      },
+    };
+    udp = new UdpListener(mainHandler);
     await udp.listen({ port: cfg.port }).catch((e: unknown) => {
       throw bindError(e, cfg.port, 'UDP');
     });
     const u = udp;
     undo.push(() => u.close());
-    tcp = new TcpListener(tcpHandlerOf(main.engine));
+    tcp = new TcpListener(tcpHandlerOf(mainHandler));
     await tcp.listen({ port: cfg.port }).catch((e: unknown) => {
       throw bindError(e, cfg.port, 'TCP');
     });

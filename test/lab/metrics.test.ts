@@ -37,7 +37,10 @@ describePrivileged('metrics of every engine in the lab', { netns: true, tools: [
     const before = svc.metrics();
     const N = 20;
     for (let i = 0; i < N; i++) expect(dig1(43000 + i, [`h${i}.lab.example`, 'A'])).toMatch(/status: NOERROR/);
-    const after = svc.metricsWhen((m) => v(m, 'heimdall_upstream_latency_seconds_count') - v(before, 'heimdall_upstream_latency_seconds_count') >= N, 5000);
+    // Engine counters are written as queries are answered; the forwarder's (queries sent)
+    // are brought in by the upkeep, up to a second later: wait for both.
+    const moved = (m: M, k: string) => v(m, k) - v(before, k) >= N;
+    const after = svc.metricsWhen((m) => moved(m, 'heimdall_upstream_latency_seconds_count') && moved(m, 'heimdall_upstream_queries_total') && v(m, 'heimdall_cache_entries') >= N, 5000);
     const d = (k: string) => v(after, k) - v(before, k);
     expect(d('heimdall_userspace_queries_total')).toBeGreaterThanOrEqual(N);
     expect(d(ANSWERS('upstream'))).toBeGreaterThanOrEqual(N);
@@ -73,7 +76,9 @@ describePrivileged('metrics of every engine in the lab', { netns: true, tools: [
     const refused = lab.dig(['+tcp', '+qid=999', 'elsewhere.example.org', 'A']);
     expect(refused).toMatch(/status: REFUSED, id: 999/);
     expect(refused).toMatch(/flags: qr rd ra;/);
-    const after = svc.metricsWhen((m) => v(m, 'heimdall_tcp_messages_total{outcome="answered"}') - v(before, 'heimdall_tcp_messages_total{outcome="answered"}') >= 2);
+    const grew = (m: M, k: string) => v(m, k) - v(before, k) >= 2;
+    // The main thread's upkeep is woken by the queries, so its counters come within 1 s.
+    const after = svc.metricsWhen((m) => grew(m, 'heimdall_tcp_messages_total{outcome="answered"}') && grew(m, 'heimdall_tcp_connections_total{event="accepted"}'), 2500);
     const d = (k: string) => v(after, k) - v(before, k);
     expect(d('heimdall_tcp_connections_total{event="accepted"}')).toBe(2);
     expect(d('heimdall_tcp_messages_total{outcome="answered"}')).toBe(2);
