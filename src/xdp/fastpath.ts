@@ -6,9 +6,10 @@
 import { BPF_OBJECT_PATH, loadAddon, type Layout, type NativeAddon, type NativeXdpProgram } from '../native/addon.js';
 import type { CachedAnswer } from '../dns/answer.js';
 import { HeimdallError } from '../errors.js';
+import { ATTACH_MODES, type AttachMode } from '../config.js';
 import { encodeHotEntry, hotKeyFromCacheKey } from './hot-entry.js';
 
-export type AttachMode = 'native' | 'generic' | 'auto';
+export type { AttachMode } from '../config.js';
 
 export interface FastPathOptions {
   /** Path of the BPF object; defaults to the built bpf/heimdall.bpf.o. */
@@ -71,7 +72,7 @@ export class FastPath {
 
   attach(ifname: string, mode: AttachMode = 'auto', force = false): { ifindex: number; mode: string; replaced: { id: number; name: string } | null } {
     if (typeof ifname !== 'string' || ifname.length === 0 || ifname.length > 15) throw new TypeError('interface name must be 1..15 characters');
-    if (!['native', 'generic', 'auto'].includes(mode)) throw new RangeError('mode must be native, generic or auto');
+    if (!ATTACH_MODES.includes(mode)) throw new RangeError('mode must be native, generic or auto');
     const r = this.native.attach(ifname, mode, force);
     this.attachedTo = ifname;
     return r;
