@@ -7,6 +7,8 @@
  * only a partial checksum, so an incremental update would be wrong.
  */
 
+import type { Addr } from '../net/addr.js';
+
 const ETH_P_IP = 0x0800;
 const ETH_P_IPV6 = 0x86dd;
 const ETH_P_8021Q = 0x8100;
@@ -63,6 +65,20 @@ export function parseFrame(buf: Uint8Array, off: number, len: number, info: Fram
   info.dns = udp + 8 - off;
   info.dnsLen = ulen - 8;
   return true;
+}
+
+/** Copies the source address of a frame parseFrame accepted into `into` (IPv4 in bytes 0..3). */
+export function readSource(buf: Uint8Array, off: number, info: FrameInfo, into: Addr): void {
+  const ip = off + info.l3;
+  const b = into.bytes;
+  if (info.ipv6) {
+    into.family = 6;
+    for (let i = 0; i < 16; i++) b[i] = buf[ip + 8 + i]!;
+  } else {
+    into.family = 4;
+    for (let i = 0; i < 4; i++) b[i] = buf[ip + 12 + i]!;
+    for (let i = 4; i < 16; i++) b[i] = 0;
+  }
 }
 
 /**

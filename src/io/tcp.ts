@@ -15,16 +15,17 @@
  */
 import net from 'node:net';
 import { FLAG_QR, HEADER_LEN, MAX_MESSAGE_LEN } from '../dns/constants.js';
+import { parseAddr, type Addr } from '../net/addr.js';
 import type { FrameHandler } from './xsk-server.js';
 
 /** One query message in (no length prefix), one reply message out, or null for no reply. */
-export type TcpHandler = (query: Uint8Array) => Promise<Uint8Array | null>;
+export type TcpHandler = (query: Uint8Array, client?: Addr) => Promise<Uint8Array | null>;
 
 /** A TcpHandler over anything that answers in place (the engine): one buffer per query. */
 export function tcpHandlerOf(handler: FrameHandler): TcpHandler {
-  return async (q) => {
+  return async (q, client) => {
     const out = new Uint8Array(MAX_MESSAGE_LEN);
-    const n = await handler.handle(q, 0, q.length, out, 0, true);
+    const n = await handler.handle(q, 0, q.length, out, 0, true, undefined, undefined, client);
     return n > 0 ? out.subarray(0, n) : null;
   };
 }
@@ -121,6 +122,8 @@ class FrameBuffer {
 
 interface Conn {
   sock: net.Socket;
+  /** The peer's address, parsed once at accept. */
+  client: Addr | undefined;
   frames: FrameBuffer;
   inflight: number;
   /** Reading paused for pipelining or write backpressure. */
@@ -219,7 +222,7 @@ export class TcpListener {
       return;
     }
     this.s.accepted++;
-    const c: Conn = { sock, frames: new FrameBuffer(), inflight: 0, paused: false, peerEnded: false, ending: false };
+    const c: Conn = { sock, client: parseAddr(sock.remoteAddress ?? '') ?? undefined, frames: new FrameBuffer(), inflight: 0, paused: false, peerEnded: false, ending: false };
     this.conns.add(c);
     sock.setTimeout(this.idleTimeoutMs);
     sock.on('data', (d: Buffer) => this.onData(c, d));
@@ -288,7 +291,7 @@ export class TcpListener {
     this.inflight++;
     let p: Promise<Uint8Array | null>;
     try {
-      p = Promise.resolve(this.handle(msg));
+      p = Promise.resolve(this.handle(msg, c.client));
     } catch (e) {
       p = Promise.reject(e);
     }

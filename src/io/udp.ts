@@ -5,6 +5,7 @@
  * redirect falls back to the kernel). Same engine, same cache rules as every other path.
  */
 import dgram from 'node:dgram';
+import { parseAddr } from '../net/addr.js';
 import type { FrameHandler } from './xsk-server.js';
 
 export interface UdpListenerOptions {
@@ -51,7 +52,7 @@ export class UdpListener {
       });
     };
     try {
-      const r = this.handler.handle(msg, 0, msg.length, out, 0, false);
+      const r = this.handler.handle(msg, 0, msg.length, out, 0, false, undefined, undefined, parseAddr(rinfo.address) ?? undefined);
       if (typeof r === 'number') send(r);
       else r.then(send, () => this.errors++);
     } catch {

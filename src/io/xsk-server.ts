@@ -14,12 +14,17 @@
 import type { Handled } from '../engine/engine.js';
 import { fastMonotonicNs, type Clock } from '../engine/clock.js';
 import type { StatsBlock } from '../engine/stats.js';
-import { FrameInfo, finishReply, parseFrame } from './frame.js';
+import type { Addr } from '../net/addr.js';
+import { FrameInfo, finishReply, parseFrame, readSource } from './frame.js';
 import type { XskSocket } from './xsk.js';
 
 /** What answers a DNS message in place (DnsEngine.handle). */
 export interface FrameHandler {
-  handle(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen?: number, nowNs?: number): Handled;
+  /**
+   * DnsEngine.handle's arguments, plus the client's address. `client` is the caller's
+   * scratch object, valid only during the call: whoever keeps it past the call copies it.
+   */
+  handle(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen?: number, nowNs?: number, client?: Addr): Handled;
 }
 
 export interface XskServerOptions {
@@ -32,6 +37,8 @@ export class XskServer {
   /** Queries waiting on the upstream, each holding its frame. */
   pending = 0;
   private readonly info = new FrameInfo();
+  /** The source of the frame being handled, rewritten for each one. */
+  private readonly client: Addr = { family: 4, bytes: new Uint8Array(16) };
   private readonly clock: Clock;
 
   constructor(
@@ -71,7 +78,8 @@ export class XskServer {
       const room = frameSize - (addr - sock.frameOf(addr)) - info.dns;
       let r: Handled;
       try {
-        r = this.handler.handle(umem, dns, info.dnsLen, umem, dns, false, room, now);
+        readSource(umem, addr, info, this.client);
+        r = this.handler.handle(umem, dns, info.dnsLen, umem, dns, false, room, now, this.client);
       } catch {
         this.stats.add('badFrames');
         sock.release(addr);

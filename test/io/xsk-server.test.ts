@@ -91,7 +91,7 @@ describe('XskServer (fake kernel)', () => {
     const { sock, k, server, stats } = setup((e) => ({
       handle: (...a) => {
         if (a[2] === 30) throw new Error('handler failed');
-        return e.handle(...a);
+        return e.handle(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
       },
     }));
     k.deliverBytes(Buffer.alloc(20)); // not IP
