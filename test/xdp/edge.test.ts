@@ -11,8 +11,10 @@ import { buildFrame, parseFrame, CLIENT4, CLIENT6, SERVER4, SERVER6, type FrameO
 import { query, response, cached, SOA, decode } from '../helpers/dns.js';
 import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
 import { serveLab } from '../helpers/edge.js';
-import { RRL_DEFAULTS, type RrlSettings } from '../../src/edge/rrl.js';
-import { AccessList, parseAclList } from '../../src/edge/acl.js';
+import { RRL_BUCKET_BYTES, RRL_BURST_NS, RRL_CLASS, RRL_DEFAULTS, RRL_MUL1, RRL_MUL2, RRL_TOKEN_ALL, RRL_TOKEN_ERROR, RateLimiter, SEND, type RrlSettings } from '../../src/edge/rrl.js';
+import { answerToken } from '../../src/xdp/hot-entry.js';
+import { parseAddr } from '../../src/net/addr.js';
+import { ACL_ALLOW, ACL_DENY, ACL_REFUSE, ACL_RRL_EXEMPT, AccessList, parseAclList } from '../../src/edge/acl.js';
 
 const NAME = 'www.example.com';
 
@@ -226,6 +228,33 @@ describePrivileged('XDP edge verdicts under BPF_PROG_TEST_RUN', {}, () => {
       await new Promise((r) => setTimeout(r, 1600));
       const slots = Array.from({ length: 8 }, () => run(hot({ src: CLIENT4 })).slot);
       expect(slots.every((s) => s === 'TX')).toBe(true);
+    });
+
+    it('agrees with userspace on the shared numbers (bpf/heimdall.h against src/edge/rrl.ts)', () => {
+      const l = fp.layout;
+      expect([l.RRL_MUL1, l.RRL_MUL2, l.RRL_BUCKET_SIZE, l.RRL_BURST_NS, l.RRL_TOKEN_ERROR, l.RRL_TOKEN_ALL]).toEqual([
+        RRL_MUL1, RRL_MUL2, RRL_BUCKET_BYTES, Number(RRL_BURST_NS), RRL_TOKEN_ERROR, RRL_TOKEN_ALL,
+      ]);
+      expect(l.RRL_CLASS).toMatchObject({ answer: RRL_CLASS.answer, nodata: RRL_CLASS.nodata, nxdomain: RRL_CLASS.nxdomain, error: RRL_CLASS.error });
+      expect([l.ACL.refuse, l.ACL.allow, l.ACL.deny, l.ACL.rrlExempt]).toEqual([ACL_REFUSE, ACL_ALLOW, ACL_DENY, ACL_RRL_EXEMPT]);
+    });
+
+    it('shares its buckets with userspace: answers either side sends count on both', () => {
+      const settings = { ...RRL_DEFAULTS, rate: 10, slip: 0 };
+      rrl(settings);
+      const { region, buckets, seed } = fp.rrlRegion();
+      const user = new RateLimiter(region, buckets, seed, settings);
+      const entry = cached(response(NAME, 'A', { answers: [{ type: 'A', name: NAME, ttl: 300, data: '198.18.10.1' }] }), fp.nowNs());
+      const token = answerToken(entry);
+      // Userspace sends the whole burst to 198.18.0.2; XDP then limits its /24.
+      for (let i = 0; i < 10; i++) expect(user.charge(parseAddr(CLIENT4)!, token, process.hrtime.bigint())).toBe(SEND);
+      expect(run(hot({ src: '198.18.0.99' })).slot).toBe('DROP_RATE_LIMITED');
+      // XDP spends another network's burst; userspace finds it spent.
+      for (let i = 0; i < 10; i++) expect(run(hot({ ipv6: true, src: CLIENT6 })).slot).toBe('TX');
+      expect(user.charge(parseAddr(CLIENT6)!, token, process.hrtime.bigint())).not.toBe(SEND);
+      // REFUSED is one class on both sides too.
+      for (let i = 0; i < 10; i++) user.charge(parseAddr('198.20.1.1')!, RRL_TOKEN_ERROR, process.hrtime.bigint());
+      expect(run(hot({ src: '198.20.1.1' })).slot).toBe('DROP_RATE_LIMITED');
     });
 
     it('never limits an exempt client', () => {
