@@ -17,6 +17,7 @@ import type { HeimdallConfig } from '../config.js';
 import { EngineHost } from '../engine/host.js';
 import { HeimdallError, isNativeError } from '../errors.js';
 import { AskCounter } from '../hot/asks.js';
+import { SharedInflight } from '../upstream/budget.js';
 import { HotSync } from '../hot/hot-sync.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
 import { UdpListener } from '../io/udp.js';
@@ -96,6 +97,7 @@ export function createService(cfg: HeimdallConfig): Service {
 
   async function compose(): Promise<void> {
     const asks = new AskCounter();
+    const inflight = new SharedInflight({ limit: cfg.upstreamInflightTotal });
     let sync: HotSync | undefined;
     let pool: WorkerPool | undefined;
     let fp: FastPath | undefined;
@@ -108,6 +110,7 @@ export function createService(cfg: HeimdallConfig): Service {
       engine: cfg.mainEngine,
       upstreams: cfg.upstreams,
       asks,
+      inflight: { shared: inflight, engineId: MAIN_ENGINE },
       onPromotion: (e) => sync?.apply(MAIN_ENGINE, e),
       onUpkeep: () => {
         const now = performance.now();
@@ -137,9 +140,9 @@ export function createService(cfg: HeimdallConfig): Service {
     // The kernel listeners answer through the main engine, waking its upkeep from its idle
     // pace as a worker's XskServer does, so their counters are never 5 s late.
     const mainHandler: FrameHandler = {
-      handle: (buf, off, len, out, outOff, tcp, maxLen, nowNs) => {
+      handle: (buf, off, len, out, outOff, tcp, maxLen, nowNs, client) => {
         main.wake();
-        return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs);
+        return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs, client);
       },
     };
     udp = new UdpListener(mainHandler);
@@ -169,9 +172,13 @@ export function createService(cfg: HeimdallConfig): Service {
         xsksMapFd: fp.describe().xsksMapFd,
         upstreams: cfg.upstreams,
         asks: asks.buffer,
+        inflight: inflight.buffer,
         engine: cfg.workerEngine,
         onPromotion: (id, e) => hot.apply(id, e),
-        onWorkerGone: (id) => hot.forgetEngine(id),
+        onWorkerGone: (id) => {
+          hot.forgetEngine(id);
+          inflight.forget(id); // what the dead worker held upstream is free again
+        },
         onRestart: (queue, why) => console.error(`heimdall-xdp: worker for queue ${queue} replaced (${why})`),
       });
       const workers = pool;
