@@ -18,6 +18,7 @@ import { EngineHost } from '../engine/host.js';
 import { HeimdallError, isNativeError } from '../errors.js';
 import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
+import { checkFdLimit } from './fd-limit.js';
 import { HotSync } from '../hot/hot-sync.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
 import { UdpListener } from '../io/udp.js';
@@ -80,6 +81,7 @@ export function createService(cfg: HeimdallConfig): Service {
 
   async function start(): Promise<void> {
     loadAddon().xdpStatus(cfg.iface); // a missing interface is reported before anything starts
+    checkFdLimit(cfg); // soft RLIMIT_NOFILE up to the hard one, and the limits well under it
     // V8's memory reducer shrinks the heap once a burst of work is over, with incremental
     // collections spread over the following seconds. For a server whose caches are
     // bounded it buys nothing, and those collections run on the cores the XDP path's
