@@ -4,7 +4,8 @@
  *
  * - a unique-name flood (>= 10k q/s for 15 s) from one client network while a second
  *   network (198.18.4.0/24, an extra address on the client's veth) asks new valid names
- *   (>= 95% answered) and hot names (all answered);
+ *   (>= 95% answered) and hot names (all answered); peak RSS under the configured bound
+ *   (src/service/memory-bound.ts, docs/LIMITS.md);
  * - the upstream blackholed under load: the service's open descriptors stay far from
  *   RLIMIT_NOFILE and the SERVFAILs come at once for what is over the limits, within the
  *   deadline for the rest.
@@ -18,6 +19,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { resolveConfig } from '../../src/config.js';
+import { memoryBound } from '../../src/service/memory-bound.js';
 import { describePrivileged } from '../helpers/privilege.js';
 import { ADDR, Lab, type Service } from '../helpers/lab.js';
 
@@ -138,6 +141,9 @@ describePrivileged('floods in the lab: upstream work bounded and fair', { netns:
     expect(hotRun.sent).toBeGreaterThan(1500);
     expect(hotRun.noerror, hotRun.out).toBe(hotRun.sent);
     expect(Math.max(...fds)).toBeLessThan(nofile() / 4);
+    // Memory: the peak stays under the bound docs/LIMITS.md gives for this configuration.
+    const cfg = resolveConfig({ iface: lab.applianceIf, upstream: ADDR.upstream4, cacheSize: 20_000, queues: 2 }, () => 2);
+    expect(Math.max(...rss)).toBeLessThan(memoryBound(cfg).total);
   }, 60_000);
 
   it('with the upstream blackholed under load, descriptors stay far from the limit and SERVFAIL comes fast', async () => {
