@@ -5,7 +5,11 @@
  */
 import dgram from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
+import { resolveConfig } from '../../src/config.js';
 import { DnsEngine, type Resolver } from '../../src/engine/engine.js';
+import { EngineHost } from '../../src/engine/host.js';
+import { AskCounter } from '../../src/hot/asks.js';
+import { SharedInflight } from '../../src/upstream/budget.js';
 import { parseAddr, prefixKey } from '../../src/net/addr.js';
 import { Forwarder } from '../../src/upstream/forwarder.js';
 import { decode, query, response } from '../helpers/dns.js';
@@ -72,5 +76,26 @@ describe('DnsEngine miss path and the upstream limits', () => {
     expect(fwd.inflight).toBe(3);
     await fwd.close();
     await Promise.all([...held, otherQ]);
+  });
+
+  it('EngineHost builds its cache and forwarder with the configured limits, and publishes them', async () => {
+    const cfg = resolveConfig(
+      { iface: 'hx0', upstream: '127.0.0.1:9', cacheSize: 1000, cacheBytes: 300_000, upstreamInflight: 40, upstreamClientShare: 10, upstreamTcpConns: 3, upstreamTcpPipeline: 7 },
+      () => 1,
+    );
+    const shared = new SharedInflight({ limit: 5 });
+    const host = new EngineHost({ engine: cfg.mainEngine, upstreams: cfg.upstreams, asks: new AskCounter(undefined, 10), inflight: { shared, engineId: 0 }, onPromotion: () => {} });
+    cleanups.push(() => host.close());
+    expect(host.engine.cache.maxBytes).toBe(300_000);
+    expect(host.engine.cache.maxEntries).toBe(1000);
+    expect([host.forwarder.maxInflight, host.forwarder.maxPerClient]).toEqual([40, 4]);
+    // The shared budget is the one given: its sixth question is refused for the process.
+    const ps = Array.from({ length: 6 }, (_, i) => host.forwarder.resolve({ name: Uint8Array.of(1, 97 + i, 0), qtype: 1, qclass: 1, dnssecOk: false }).catch((e: Error & { code?: string }) => e.code));
+    expect(shared.inUse).toBe(5);
+    await host.close();
+    expect(await Promise.all(ps)).toEqual(['UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_BUSY']);
+    expect(shared.inUse).toBe(0);
+    expect(host.stats.get('busyProcess')).toBe(1);
+    expect(host.stats.get('cacheBytes')).toBe(0);
   });
 });
