@@ -112,7 +112,8 @@ start_contender() { # name rundir
     xdp | userspace)
       local extra=() deadline
       [[ $name == userspace ]] && extra=(--no-xdp-answers)
-      start_bg "$CUR_LOG" node bin/heimdall-xdp.js attach "$IF_A" --upstream "$UPSTREAM" --metrics-listen "$METRICS" \
+      # --allow: the lab's clients are in 198.18.0.0/15, which the default access list refuses.
+      start_bg "$CUR_LOG" node bin/heimdall-xdp.js attach "$IF_A" --upstream "$UPSTREAM" --metrics-listen "$METRICS" --allow 198.18.0.0/15 \
         --hot-size "$HEIMDALL_HOT_SIZE" "${extra[@]}"
       deadline=$((SECONDS + 30))
       until grep -q serving "$CUR_LOG"; do

@@ -88,7 +88,10 @@ describePrivileged('floods in the lab: upstream work bounded and fair', { netns:
     // The second network: an address on the client's veth and a route back from the appliance.
     lab.exec('client', 'ip', ['addr', 'add', `${OTHER4}/24`, 'dev', `${lab.prefix}c0`]);
     lab.exec('appliance', 'ip', ['route', 'add', '198.18.4.0/24', 'dev', lab.applianceIf]);
-    svc = lab.startService(['--upstream', ADDR.upstream4, '--cache-size', '20000', '--metrics-listen', '127.0.0.1:9153']);
+    // --rrl 0: the edge's response rate limiting would drop most answers to the flooding
+    // network (dnsperf then slows down for want of answers); it has its own tests. What
+    // is measured here is the work behind it, which it does not reduce.
+    svc = lab.startService(['--upstream', ADDR.upstream4, '--cache-size', '20000', '--rrl', '0', '--metrics-listen', '127.0.0.1:9153']);
     await svc.ready();
   }, 90_000);
 
