@@ -52,10 +52,12 @@ export interface Service {
 }
 
 /** One line an operator can act on, for a failed bind of one of the service's ports. */
-export function bindError(e: unknown, port: number, what: string): Error {
+export function bindError(e: unknown, port: number, what: string, host?: string): Error {
   const code = (e as { code?: string }).code;
-  if (code === 'EADDRINUSE') return new HeimdallError('E_PORT_IN_USE', `${what} port ${port} is in use by another process (see 'ss -lunpt sport = :${port}'); stop it or choose another port`, { cause: e });
-  if (code === 'EACCES') return new HeimdallError('E_PERMISSION', `cannot bind ${what} port ${port}: permission denied (run as root)`, { cause: e });
+  const on = host ? ` on ${host}` : '';
+  if (code === 'EADDRINUSE') return new HeimdallError('E_PORT_IN_USE', `${what} port ${port}${on} is in use by another process (see 'ss -lunpt sport = :${port}'); stop it or choose another port`, { cause: e });
+  if (code === 'EACCES') return new HeimdallError('E_PERMISSION', `cannot bind ${what} port ${port}${on}: permission denied (run as root)`, { cause: e });
+  if (code === 'EADDRNOTAVAIL') return new HeimdallError('E_BAD_OPTION', `cannot bind ${what} port ${port}${on}: the address is not on this host (check --listen)`, { cause: e });
   return e instanceof Error ? e : new Error(String(e));
 }
 
@@ -172,10 +174,10 @@ export function createService(cfg: HeimdallConfig): Service {
     // bind them only. Followed as the interface's addresses change (unless --listen).
     const bindServed = async (s: Served): Promise<void> => {
       await u.bind(cfg.port, s.text).catch((e: unknown) => {
-        throw bindError(e, cfg.port, `UDP ${s.text}`);
+        throw bindError(e, cfg.port, 'UDP', s.text);
       });
       await t.listen({ port: cfg.port, host: s.text }).catch((e: unknown) => {
-        throw bindError(e, cfg.port, `TCP ${s.text}`);
+        throw bindError(e, cfg.port, 'TCP', s.text);
       });
     };
     let started = false;
