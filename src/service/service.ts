@@ -21,6 +21,8 @@ import { ServedAddresses, type Served } from '../edge/local.js';
 import { claimInterface } from '../edge/owner.js';
 import { accessListOf, buildPolicy, edgeSetup } from '../edge/policy.js';
 import { AskCounter } from '../hot/asks.js';
+import { SharedInflight } from '../upstream/budget.js';
+import { checkFdLimit } from './fd-limit.js';
 import { HotSync } from '../hot/hot-sync.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
 import { UdpListener } from '../io/udp.js';
@@ -85,6 +87,7 @@ export function createService(cfg: HeimdallConfig): Service {
 
   async function start(): Promise<void> {
     loadAddon().xdpStatus(cfg.iface); // a missing interface is reported before anything starts
+    checkFdLimit(cfg); // soft RLIMIT_NOFILE up to the hard one, and the limits well under it
     // V8's memory reducer shrinks the heap once a burst of work is over, with incremental
     // collections spread over the following seconds. For a server whose caches are
     // bounded it buys nothing, and those collections run on the cores the XDP path's
@@ -102,6 +105,7 @@ export function createService(cfg: HeimdallConfig): Service {
 
   async function compose(): Promise<void> {
     const asks = new AskCounter();
+    const inflight = new SharedInflight({ limit: cfg.upstreamInflightTotal });
     let sync: HotSync | undefined;
     let pool: WorkerPool | undefined;
     let fp: FastPath | undefined;
@@ -114,6 +118,7 @@ export function createService(cfg: HeimdallConfig): Service {
       engine: cfg.mainEngine,
       upstreams: cfg.upstreams,
       asks,
+      inflight: { shared: inflight, engineId: MAIN_ENGINE },
       onPromotion: (e) => sync?.apply(MAIN_ENGINE, e),
       onUpkeep: () => {
         const now = performance.now();
@@ -152,9 +157,9 @@ export function createService(cfg: HeimdallConfig): Service {
     // its upkeep from its idle pace as a worker's XskServer does, so their counters are
     // never 5 s late.
     const engineHandler: FrameHandler = {
-      handle: (buf, off, len, out, outOff, tcp, maxLen, nowNs) => {
+      handle: (buf, off, len, out, outOff, tcp, maxLen, nowNs, client) => {
         main.wake();
-        return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs);
+        return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs, client);
       },
     };
     const mainHandler = new EdgeGuard(engineHandler, buildPolicy(setup), main.stats);
@@ -212,9 +217,13 @@ export function createService(cfg: HeimdallConfig): Service {
         edge: setup,
         upstreams: cfg.upstreams,
         asks: asks.buffer,
+        inflight: inflight.buffer,
         engine: cfg.workerEngine,
         onPromotion: (id, e) => hot.apply(id, e),
-        onWorkerGone: (id) => hot.forgetEngine(id),
+        onWorkerGone: (id) => {
+          hot.forgetEngine(id);
+          inflight.forget(id); // what the dead worker held upstream is free again
+        },
         onRestart: (queue, why) => console.error(`heimdall-xdp: worker for queue ${queue} replaced (${why})`),
       });
       const workers = pool;
