@@ -11,12 +11,14 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
-import { resolveConfig, SETTINGS, type IntSetting } from './config.js';
+import { resolveConfig, SETTINGS, type ConfigInput, type HeimdallConfig, type IntSetting } from './config.js';
+import { loadConfigFile, locateError, mergeInput, type LoadedConfig } from './config-file.js';
 import { DEFAULT_ALLOW } from './edge/acl.js';
 import { interfaceOwner } from './edge/owner.js';
 import { HeimdallError, operatorMessage } from './errors.js';
 import { loadAddon } from './native/addon.js';
 import { createService } from './service/service.js';
+import { formatUpstream } from './upstream/upstream.js';
 
 /** A commander parser for an integer setting, with the bounds of SETTINGS. */
 function int(name: IntSetting) {
@@ -40,10 +42,39 @@ function requireRoot(): void {
   if (process.getuid?.() !== 0) throw new HeimdallError('E_NOT_ROOT', 'must run as root: loading XDP needs CAP_BPF and CAP_NET_ADMIN (try sudo)');
 }
 
+/** Options that are not settings: never from a config file, never in ConfigInput. */
+const NOT_SETTINGS = new Set(['config']);
+
+/** What the command line itself gave (not commander's defaults): these override the file. */
+export function cliInput(iface: string | undefined, cmd: Command): Partial<ConfigInput> {
+  const o = cmd.opts();
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (NOT_SETTINGS.has(k) || cmd.getOptionValueSource(k) !== 'cli') continue;
+    out[k] = v;
+  }
+  if (iface !== undefined) out.iface = iface;
+  return out as Partial<ConfigInput>;
+}
+
+/** The config from a file (if any) and the command line, checked: one typed object. */
+export function configFrom(file: LoadedConfig | null, cli: Partial<ConfigInput>): HeimdallConfig {
+  const input = mergeInput(file, cli);
+  if (input.iface === undefined) throw new HeimdallError('E_BAD_OPTION', `no interface: give it after attach${file ? ` or as 'interface:' in ${file.path}` : ''}`);
+  if (input.upstream === undefined) throw new HeimdallError('E_BAD_OPTION', `no upstream: give --upstream${file ? ` or 'upstreams:' in ${file.path}` : ''}`);
+  try {
+    return resolveConfig(input, rxQueues);
+  } catch (e) {
+    throw locateError(e, file, cli);
+  }
+}
+
 /** Runs the service in the foreground until SIGINT or SIGTERM, then detaches. */
-async function attach(iface: string, o: Record<string, unknown>): Promise<void> {
+async function attach(iface: string | undefined, o: Record<string, unknown>, cmd: Command): Promise<void> {
+  const file = typeof o.config === 'string' ? loadConfigFile(o.config) : null;
+  const cli = cliInput(iface, cmd);
+  const cfg = configFrom(file, cli);
   requireRoot();
-  const cfg = resolveConfig({ ...o, iface, upstream: String(o.upstream) }, rxQueues);
   const svc = createService(cfg);
   await svc.start();
   console.log(`heimdall-xdp serving ${svc.summary}; SIGINT or SIGTERM detaches`);
@@ -64,8 +95,9 @@ export function buildProgram(): Command {
   program
     .command('attach')
     .description('attach to an interface and serve DNS until SIGINT or SIGTERM, then detach')
-    .argument('<iface>', 'network interface to serve on')
-    .requiredOption('-u, --upstream <list>', 'upstream resolvers, comma separated: addr[:port], [v6addr]:port')
+    .argument('[iface]', "network interface to serve on (or 'interface:' in the config file)")
+    .option('-c, --config <file>', 'read settings from a YAML file (config/heimdall-xdp.example.yaml); flags override it')
+    .option('-u, --upstream <list>', "upstream resolvers, comma separated: addr[:port], [v6addr]:port (or 'upstreams:' in the config file)")
     .option(...flag('port', '-p'), SETTINGS.port.default)
     .option('-m, --mode <mode>', 'XDP mode: auto, native or generic', 'auto')
     .option(...flag('queues', '-q'))
@@ -96,6 +128,19 @@ export function buildProgram(): Command {
     .option('--rrl-exempt <prefixes>', 'client prefixes whose responses are never rate limited')
     .option('--force', 'take the interface over from a foreign XDP program or a live heimdall-xdp')
     .action(attach);
+
+  program
+    .command('check-config')
+    .description('check a config file without attaching: says what is wrong (file:line: key: ...) or what it would run')
+    .argument('<file>')
+    .argument('[iface]', "the interface, when the file has no 'interface:'")
+    .action((path: string, iface: string | undefined) => {
+      const file = loadConfigFile(path);
+      const cli: Partial<ConfigInput> = iface !== undefined ? { iface } : file.input.iface === undefined ? { iface: 'unset' } : {};
+      const cfg = configFrom(file, cli);
+      const ifaceText = cfg.iface === 'unset' && iface === undefined ? 'interface from the command line' : `interface ${cfg.iface}`;
+      console.log(`${path}: ok (${ifaceText}, upstreams ${cfg.upstreams.map(formatUpstream).join(', ')}, port ${cfg.port}, ${cfg.edge.allow.length} allowed and ${cfg.edge.deny.length} denied prefixes, ${cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit'})`);
+    });
 
   program
     .command('detach')

@@ -3,7 +3,7 @@
  * object. Every default and every bound is here, under one name per setting: the CLI
  * builds its flags from SETTINGS, `resolveConfig` checks and completes what it was
  * given, and everything downstream reads the result and computes no default of its own.
- * A config file, when it comes, produces the same ConfigInput.
+ * A config file (src/config-file.ts) produces the same ConfigInput.
  */
 import { EDNS_UDP_SIZE } from './dns/constants.js';
 import { DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
@@ -48,7 +48,7 @@ export const SETTINGS = {
 
 export type IntSetting = keyof typeof SETTINGS;
 
-/** What a user gave: flags today, a config file later. Absent means the default. */
+/** What a user gave: flags, a config file, or both (flags win). Absent means the default. */
 export interface ConfigInput {
   iface: string;
   upstream: string;
@@ -140,14 +140,29 @@ export interface HeimdallConfig {
   readonly workerEngine: EngineConfig;
 }
 
-function badOption(message: string): HeimdallError {
-  return new HeimdallError('E_BAD_OPTION', message);
+/**
+ * A wrong option: the message names the flag; `field` and `detail` (the message without
+ * the flag) let a config file's reader say it at the key and line (src/config-file.ts).
+ */
+export class ConfigError extends HeimdallError {
+  constructor(
+    message: string,
+    readonly field?: keyof ConfigInput,
+    readonly detail?: string,
+  ) {
+    super('E_BAD_OPTION', message);
+  }
+}
+
+function badOption(message: string, field?: keyof ConfigInput, detail?: string): HeimdallError {
+  return new ConfigError(message, field, detail);
 }
 
 function int(name: IntSetting, v: number | undefined, fallback: number): number {
   const s = SETTINGS[name];
   const n = v ?? fallback;
-  if (!Number.isInteger(n) || n < s.min || n > s.max) throw badOption(`${s.flag} must be an integer from ${s.min} to ${s.max}, got ${String(v)}`);
+  const detail = `must be an integer from ${s.min} to ${s.max}, got ${String(v)}`;
+  if (!Number.isInteger(n) || n < s.min || n > s.max) throw badOption(`${s.flag} ${detail}`, name, detail);
   return n;
 }
 
@@ -155,15 +170,16 @@ function int(name: IntSetting, v: number | undefined, fallback: number): number 
 export function parseListen(text: string, flag = '--metrics-listen'): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d+)$/.exec(text);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || !(port >= 1 && port <= 65535)) throw badOption(`${flag} must be addr:port (e.g. 127.0.0.1:9153), got '${text}'`);
+  const detail = `must be addr:port (e.g. 127.0.0.1:9153), got '${text}'`;
+  if (!m || !(port >= 1 && port <= 65535)) throw badOption(`${flag} ${detail}`, 'metricsListen', detail);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
-function cidrs(flag: string, text: string | undefined, fallback: readonly string[]): Cidr[] {
+function cidrs(flag: string, field: keyof ConfigInput, text: string | undefined, fallback: readonly string[]): Cidr[] {
   try {
     return parseAclList(text ?? fallback.join(','));
   } catch (e) {
-    throw badOption(`${flag}: ${(e as Error).message}`);
+    throw badOption(`${flag}: ${(e as Error).message}`, field, (e as Error).message);
   }
 }
 
@@ -173,17 +189,17 @@ function listenAddrs(text: string | undefined): string[] | null {
   const out: string[] = [];
   for (const raw of text.split(',').map((t) => t.trim()).filter((t) => t.length > 0)) {
     const a = parseAddr(raw);
-    if (!a || raw.includes('/')) throw badOption(`--listen: '${raw}' is not an IPv4 or IPv6 address`);
+    if (!a || raw.includes('/')) throw badOption(`--listen: '${raw}' is not an IPv4 or IPv6 address`, 'listen', `'${raw}' is not an IPv4 or IPv6 address`);
     const zone = raw.includes('%') ? raw.slice(raw.indexOf('%')) : '';
     out.push(formatAddr(a) + zone);
   }
-  if (out.length === 0) throw badOption('--listen needs at least one address');
+  if (out.length === 0) throw badOption('--listen needs at least one address', 'listen', 'needs at least one address');
   return out;
 }
 
 function edgeConfig(input: ConfigInput): EdgeConfig {
   const rrlBuckets = int('rrlBuckets', input.rrlBuckets, SETTINGS.rrlBuckets.default);
-  if ((rrlBuckets & (rrlBuckets - 1)) !== 0) throw badOption(`--rrl-buckets must be a power of two, got ${rrlBuckets}`);
+  if ((rrlBuckets & (rrlBuckets - 1)) !== 0) throw badOption(`--rrl-buckets must be a power of two, got ${rrlBuckets}`, 'rrlBuckets', `must be a power of two, got ${rrlBuckets}`);
   const rrl: RrlSettings = Object.freeze({
     rate: int('rrl', input.rrl, SETTINGS.rrl.default),
     slip: int('rrlSlip', input.rrlSlip, SETTINGS.rrlSlip.default),
@@ -194,9 +210,9 @@ function edgeConfig(input: ConfigInput): EdgeConfig {
   });
   return Object.freeze({
     listen: listenAddrs(input.listen),
-    allow: Object.freeze(cidrs('--allow', input.allow, DEFAULT_ALLOW)),
-    deny: Object.freeze(cidrs('--deny', input.deny, [])),
-    rrlExempt: Object.freeze(cidrs('--rrl-exempt', input.rrlExempt, [])),
+    allow: Object.freeze(cidrs('--allow', 'allow', input.allow, DEFAULT_ALLOW)),
+    deny: Object.freeze(cidrs('--deny', 'deny', input.deny, [])),
+    rrlExempt: Object.freeze(cidrs('--rrl-exempt', 'rrlExempt', input.rrlExempt, [])),
     rrl,
     rrlBuckets,
   });
@@ -221,15 +237,16 @@ export function hotShares(hotSize: number, afXdp: boolean, queues: number): { ma
 export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => number): HeimdallConfig {
   const iface = input.iface;
   if (typeof iface !== 'string' || iface.length < 1 || iface.length > 15 || /[\s/]/.test(iface)) {
-    throw badOption(`interface name must be 1 to 15 characters without spaces or '/', got '${String(iface)}'`);
+    const detail = `interface name must be 1 to 15 characters without spaces or '/', got '${String(iface)}'`;
+    throw badOption(detail, 'iface', detail);
   }
   const mode = (input.mode ?? 'auto') as AttachMode;
-  if (!ATTACH_MODES.includes(mode)) throw badOption(`--mode must be auto, native or generic, not '${String(input.mode)}'`);
+  if (!ATTACH_MODES.includes(mode)) throw badOption(`--mode must be auto, native or generic, not '${String(input.mode)}'`, 'mode', `must be auto, native or generic, not '${String(input.mode)}'`);
   let upstreams: UpstreamAddr[];
   try {
     upstreams = parseUpstreams(input.upstream);
   } catch (e) {
-    throw badOption(`--upstream: ${(e as Error).message}`);
+    throw badOption(`--upstream: ${(e as Error).message}`, 'upstream', (e as Error).message);
   }
   const cacheSize = int('cacheSize', input.cacheSize, SETTINGS.cacheSize.default);
   const hotSize = int('hotSize', input.hotSize, hotSizeFor(cacheSize));

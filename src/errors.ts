@@ -17,6 +17,8 @@ export type ServiceErrorCode =
   | 'E_NOT_ROOT'
   /** An option or config value is wrong; the message names it. */
   | 'E_BAD_OPTION'
+  /** A config file is unreadable or wrong; the message names the file, line and key. */
+  | 'E_BAD_CONFIG'
   /** A port the service binds is taken. */
   | 'E_PORT_IN_USE'
   /** A bind or load was refused for lack of privilege. */
