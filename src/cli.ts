@@ -17,6 +17,9 @@ import { DEFAULT_ALLOW } from './edge/acl.js';
 import { interfaceOwner } from './edge/owner.js';
 import { HeimdallError, operatorMessage } from './errors.js';
 import { loadAddon } from './native/addon.js';
+import { log, setLogFormat, LOG_FORMATS } from './log.js';
+import { controlRequest, serveControl } from './service/control.js';
+import { describeReload } from './service/reload.js';
 import { createService } from './service/service.js';
 import { formatUpstream } from './upstream/upstream.js';
 
@@ -69,17 +72,56 @@ export function configFrom(file: LoadedConfig | null, cli: Partial<ConfigInput>)
   }
 }
 
-/** Runs the service in the foreground until SIGINT or SIGTERM, then detaches. */
+/**
+ * Runs the service in the foreground until SIGINT or SIGTERM, then detaches. SIGHUP (or
+ * `heimdall-xdp reload <iface>` over the control socket) reads the config file again
+ * and changes what can change while running; a file with a mistake is refused and the
+ * running config kept.
+ */
 async function attach(iface: string | undefined, o: Record<string, unknown>, cmd: Command): Promise<void> {
-  const file = typeof o.config === 'string' ? loadConfigFile(o.config) : null;
+  const path = typeof o.config === 'string' ? o.config : undefined;
+  const file = path !== undefined ? loadConfigFile(path) : null;
   const cli = cliInput(iface, cmd);
   const cfg = configFrom(file, cli);
+  setLogFormat(cfg.logFormat);
   requireRoot();
   const svc = createService(cfg);
-  await svc.start();
-  console.log(`heimdall-xdp serving ${svc.summary}; SIGINT or SIGTERM detaches`);
-  await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
-  await svc.stop();
+  let started = false;
+  async function reload(): Promise<string> {
+    if (!started) throw new HeimdallError('E_NOT_RUNNING', 'still starting: reload again once it serves');
+    if (path === undefined) throw new HeimdallError('E_BAD_OPTION', 'started without --config: there is no file to read again (flags cannot change while running)');
+    const next = configFrom(loadConfigFile(path), cli);
+    const r = await svc.reload(next);
+    setLogFormat(svc.config.logFormat);
+    const w = r.workers.live > r.workers.confirmed ? ` (${r.workers.live - r.workers.confirmed} of ${r.workers.live} workers did not confirm; a worker restarted since has the new settings)` : '';
+    return `${describeReload(r.diff)}${w}`;
+  }
+  const reloadLogged = async (): Promise<string> => {
+    try {
+      const msg = await reload();
+      log('info', 'reload', `${path ?? ''}: ${msg}`);
+      return msg;
+    } catch (e) {
+      log('error', 'reload', `refused, running config kept: ${operatorMessage(e)}`);
+      throw e;
+    }
+  };
+  const onHup = (): void => void reloadLogged().catch(() => undefined);
+  process.on('SIGHUP', onHup);
+  try {
+    await svc.start();
+    const control = await serveControl(cfg.iface, { reload: async () => ({ message: await reloadLogged() }) }).catch((e: unknown) => {
+      log('warn', 'control', `no control socket (${(e as Error).message}); reload with SIGHUP`);
+      return undefined;
+    });
+    started = true;
+    console.log(`heimdall-xdp serving ${svc.summary}; SIGINT or SIGTERM detaches${path ? ', SIGHUP reloads ' + path : ''}`);
+    await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+    await control?.close();
+    await svc.stop();
+  } finally {
+    process.off('SIGHUP', onHup);
+  }
   console.log(`detached from ${cfg.iface}`);
 }
 
@@ -114,6 +156,7 @@ export function buildProgram(): Command {
     .option('--no-xdp-answers', 'XDP answers nothing and redirects every query to the workers (measures the userspace path)')
     .option('--no-af-xdp', 'no AF_XDP workers: queries reach userspace through the kernel stack')
     .option('--serve-stale', 'answer from expired entries when no upstream answers (RFC 8767)')
+    .option('--log-format <format>', `log lines on stderr: ${LOG_FORMATS.join(' or ')} (default: text)`)
     .option('--metrics-listen <addr:port>', 'serve Prometheus metrics at http://addr:port/metrics')
     .option('--listen <addrs>', 'addresses to answer on, comma separated (default: every address of the interface, followed as it changes)')
     .option('--allow <prefixes>', `client prefixes served, comma separated; 'default' = ${DEFAULT_ALLOW.join(',')}; 'any' = everyone (default: default)`)
@@ -140,6 +183,15 @@ export function buildProgram(): Command {
       const cfg = configFrom(file, cli);
       const ifaceText = cfg.iface === 'unset' && iface === undefined ? 'interface from the command line' : `interface ${cfg.iface}`;
       console.log(`${path}: ok (${ifaceText}, upstreams ${cfg.upstreams.map(formatUpstream).join(', ')}, port ${cfg.port}, ${cfg.edge.allow.length} allowed and ${cfg.edge.deny.length} denied prefixes, ${cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit'})`);
+    });
+
+  program
+    .command('reload')
+    .description('make a running attach read its config file again: changes what can change live, says what needs a restart')
+    .argument('<iface>')
+    .action(async (iface: string) => {
+      const r = await controlRequest(iface, { cmd: 'reload' });
+      console.log(`reloaded ${iface}: ${String(r.message)}`);
     });
 
   program

@@ -21,6 +21,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type Pai
 import { ATTACH_MODES, SETTINGS, type ConfigInput, type IntSetting } from './config.js';
 import { parseAclList } from './edge/acl.js';
 import { HeimdallError } from './errors.js';
+import { LOG_FORMATS } from './log.js';
 import { parseAddr } from './net/addr.js';
 import { parseUpstreams } from './upstream/upstream.js';
 
@@ -37,7 +38,7 @@ interface KeySpec {
   values?: readonly string[];
   /** list: checks one item; throws with what is wrong. */
   item?: (text: string) => void;
-  /** Changes on reload without a restart (src/service/reload.ts applies them). */
+  /** Changes on reload without a restart (src/service/reload.ts RELOAD_KEYS says the same). */
   live: boolean;
 }
 
@@ -55,7 +56,7 @@ const addrItem = (t: string): void => {
 /** Every key of the file, in the order the example and the schema list them. */
 export const FILE_KEYS: Readonly<Record<string, KeySpec>> = Object.freeze({
   interface: { field: 'iface', kind: 'string', help: 'network interface to serve on (the argument of attach overrides it)', live: false },
-  upstreams: { field: 'upstream', kind: 'list', help: 'upstream resolvers: addr[:port] or [v6addr]:port', item: upstreamItem, live: false },
+  upstreams: { field: 'upstream', kind: 'list', help: 'upstream resolvers: addr[:port] or [v6addr]:port', item: upstreamItem, live: true },
   ...Object.fromEntries([intKey('port', false)]),
   mode: { field: 'mode', kind: 'enum', values: ATTACH_MODES, help: 'XDP mode: auto, native or generic', live: false },
   ...Object.fromEntries([
@@ -71,9 +72,10 @@ export const FILE_KEYS: Readonly<Record<string, KeySpec>> = Object.freeze({
     intKey('upstreamTcpConns', false),
     intKey('upstreamTcpPipeline', false),
   ]),
-  'xdp-answers': { field: 'xdpAnswers', kind: 'bool', help: 'XDP answers hot names itself (false: every query goes to the workers)', live: false },
+  'xdp-answers': { field: 'xdpAnswers', kind: 'bool', help: 'XDP answers hot names itself (false: every query goes to the workers)', live: true },
   'af-xdp': { field: 'afXdp', kind: 'bool', help: 'AF_XDP workers (false: queries reach userspace through the kernel stack)', live: false },
   'serve-stale': { field: 'serveStale', kind: 'bool', help: 'answer from expired entries when no upstream answers (RFC 8767)', live: false },
+  'log-format': { field: 'logFormat', kind: 'enum', values: LOG_FORMATS, help: 'log lines on stderr: text, or json (one object per line)', live: true },
   'metrics-listen': { field: 'metricsListen', kind: 'string', help: 'serve Prometheus metrics at http://addr:port/metrics', live: false },
   listen: { field: 'listen', kind: 'list', help: 'addresses to answer on (default: every address of the interface, followed)', item: addrItem, live: false },
   allow: { field: 'allow', kind: 'list', help: "client prefixes served; 'default' = the private and local ranges, 'any' = everyone", item: prefixItem, live: true },

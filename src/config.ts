@@ -9,6 +9,7 @@ import { EDNS_UDP_SIZE } from './dns/constants.js';
 import { DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
 import { RRL_DEFAULTS, type RrlSettings } from './edge/rrl.js';
 import { HeimdallError } from './errors.js';
+import { LOG_FORMATS, type LogFormat } from './log.js';
 import { formatAddr, parseAddr, type Cidr } from './net/addr.js';
 import { parseUpstreams, type UpstreamAddr } from './upstream/upstream.js';
 
@@ -70,6 +71,8 @@ export interface ConfigInput {
   serveStale?: boolean;
   metricsListen?: string;
   force?: boolean;
+  /** text or json (src/log.ts). */
+  logFormat?: string;
   /** Addresses to serve, comma separated; absent: every address of the interface, followed as it changes. */
   listen?: string;
   /** Prefixes to serve (`default` = DEFAULT_ALLOW, `any` = everyone); absent: DEFAULT_ALLOW. */
@@ -133,6 +136,7 @@ export interface HeimdallConfig {
   readonly serveStale: boolean;
   readonly metricsListen: { readonly host: string; readonly port: number } | null;
   readonly force: boolean;
+  readonly logFormat: LogFormat;
   readonly edge: EdgeConfig;
   /** The main thread's engine (kernel UDP and TCP). */
   readonly mainEngine: EngineConfig;
@@ -242,6 +246,8 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   }
   const mode = (input.mode ?? 'auto') as AttachMode;
   if (!ATTACH_MODES.includes(mode)) throw badOption(`--mode must be auto, native or generic, not '${String(input.mode)}'`, 'mode', `must be auto, native or generic, not '${String(input.mode)}'`);
+  const logFormat = (input.logFormat ?? 'text') as LogFormat;
+  if (!LOG_FORMATS.includes(logFormat)) throw badOption(`--log-format must be text or json, not '${String(input.logFormat)}'`, 'logFormat', `must be text or json, not '${String(input.logFormat)}'`);
   let upstreams: UpstreamAddr[];
   try {
     upstreams = parseUpstreams(input.upstream);
@@ -282,6 +288,7 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
     serveStale,
     metricsListen: input.metricsListen === undefined ? null : Object.freeze(parseListen(input.metricsListen)),
     force: input.force ?? false,
+    logFormat,
     edge: edgeConfig(input),
     mainEngine: engine(shares.main),
     workerEngine: engine(shares.worker),

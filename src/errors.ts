@@ -36,7 +36,11 @@ export type ServiceErrorCode =
   /** Another live heimdall-xdp serves the interface. */
   | 'E_IFACE_OWNED'
   /** The interface has no address to serve (and no --listen was given). */
-  | 'E_NO_ADDRESS';
+  | 'E_NO_ADDRESS'
+  /** A control request for a service that is not running (or not on that interface). */
+  | 'E_NOT_RUNNING'
+  /** A running service refused a control request (src/service/control.ts); the message says why. */
+  | 'E_CONTROL';
 
 /** Every code: the service's own, the DNS core's and the forwarder's families. */
 export type ErrorCode = ServiceErrorCode | `ERR_DNS_${string}` | `UPSTREAM_${string}`;

@@ -49,3 +49,13 @@ export function buildPolicy(s: EdgeSetup, addon: NativeAddon = loadAddon()): Edg
     udpSize: s.udpSize,
   };
 }
+
+/**
+ * The policy after a reload: the new access lists, and the same rate limiter (the same
+ * mapping of the shared buckets) with the new settings; mapped only if it was off.
+ */
+export function updatePolicy(prev: EdgePolicy, s: EdgeSetup, addon: NativeAddon = loadAddon()): EdgePolicy {
+  if (s.rrl.rate > 0 && prev.rrl) prev.rrl.configure(s.rrl);
+  const rrl = s.rrl.rate > 0 ? (prev.rrl ?? buildPolicy(s, addon).rrl) : null;
+  return { ...prev, acl: accessListOf(s), rrl };
+}

@@ -79,7 +79,7 @@ export class DnsEngine {
   /** Parses the query being answered now; a miss re-reads its own query after the await. */
   private readonly view = new MessageView();
   private readonly key = new Uint8Array(MAX_KEY_LEN);
-  private readonly resolver: Resolver;
+  private resolver: Resolver;
   private readonly clock: Clock;
   private readonly udpSize: number;
   /** Reply options of the synchronous path: written and used within one call. */
@@ -106,6 +106,11 @@ export class DnsEngine {
     this.c = this.stats.v;
     this.udpSize = opts.udpSize ?? EDNS_UDP_SIZE;
     this.syncOpts = { udpSize: this.udpSize };
+  }
+
+  /** Sends the next misses to another resolver (a reload's upstreams); questions in flight finish on the old one. */
+  setResolver(r: Resolver): void {
+    this.resolver = r;
   }
 
   /**

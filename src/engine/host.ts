@@ -35,8 +35,20 @@ export interface EngineHostOptions {
   upstreamDeadlineMs?: number;
 }
 
+/** The counters publish() takes from the forwarder's running totals. */
+const FORWARDER_COUNTERS: readonly CounterName[] = [
+  'upstreamSent', 'upstreamTimeouts', 'upstreamFailures', 'busyEngine', 'busyClient', 'busyProcess', 'busyWaiting', 'busyTcp',
+  'upstreamTcpConnects', 'upstreamTcpIdleClosed', 'upstreamTcpLost', 'upstreamTcpReused', 'upstreamErrors', 'upstreamTcpRetries',
+  'upstreamCoalesced', 'mismatchSource', 'mismatchId', 'mismatchQuestion', 'mismatchMalformed',
+];
+
+/** The longest a replaced forwarder is kept for its questions in flight (its deadline is 4 s). */
+const DRAIN_MS = 10_000;
+
 export class EngineHost {
-  readonly forwarder: Forwarder;
+  private fwd: Forwarder;
+  /** Forwarders replaced by a reload, finishing their questions in flight. */
+  private readonly draining = new Set<Promise<void>>();
   readonly engine: DnsEngine;
   readonly stats: StatsBlock;
   private readonly upkeep: Upkeep;
@@ -46,18 +58,9 @@ export class EngineHost {
 
   constructor(private readonly o: EngineHostOptions) {
     this.stats = o.stats ?? new StatsBlock();
-    this.forwarder = new Forwarder({
-      upstreams: [...o.upstreams],
-      udpSize: o.engine.udpSize,
-      timeoutMs: o.upstreamTimeoutMs,
-      deadlineMs: o.upstreamDeadlineMs,
-      maxInflight: o.engine.upstreamInflight,
-      maxPerClient: o.engine.upstreamPerClient,
-      shared: o.inflight === undefined ? undefined : engineShare(o.inflight.shared, o.inflight.engineId),
-      tcp: { maxConns: o.engine.upstreamTcpConns, maxPipeline: o.engine.upstreamTcpPipeline },
-    });
+    this.fwd = this.makeForwarder(o.upstreams);
     this.engine = new DnsEngine({
-      resolver: this.forwarder,
+      resolver: this.fwd,
       cacheSize: o.engine.cacheSize,
       cacheBytes: o.engine.cacheBytes,
       hotCapacity: o.engine.hotCapacity,
@@ -71,6 +74,54 @@ export class EngineHost {
     // Upkeep: expired entries out, the thread's own work, counters published; once a
     // second while queries come, every 5 s when none did (upkeep.ts says why).
     this.upkeep = new Upkeep(() => this.runUpkeep(), () => this.active(), o.upkeep);
+  }
+
+  /** The forwarder misses go to now. */
+  get forwarder(): Forwarder {
+    return this.fwd;
+  }
+
+  private makeForwarder(upstreams: readonly UpstreamAddr[]): Forwarder {
+    const o = this.o;
+    return new Forwarder({
+      upstreams: [...upstreams],
+      udpSize: o.engine.udpSize,
+      timeoutMs: o.upstreamTimeoutMs,
+      deadlineMs: o.upstreamDeadlineMs,
+      maxInflight: o.engine.upstreamInflight,
+      maxPerClient: o.engine.upstreamPerClient,
+      shared: o.inflight === undefined ? undefined : engineShare(o.inflight.shared, o.inflight.engineId),
+      tcp: { maxConns: o.engine.upstreamTcpConns, maxPipeline: o.engine.upstreamTcpPipeline },
+    });
+  }
+
+  /**
+   * New upstreams (a reload): the next misses go to a new forwarder over them; the old
+   * one finishes the questions it has in flight (up to its deadline) and is closed, so
+   * no query is lost. What the old one counts after the switch is not published.
+   */
+  setUpstreams(upstreams: readonly UpstreamAddr[]): void {
+    const now = this.fwd.upstreams.map((u) => `${u.host}:${u.port}`).join(',');
+    const next = upstreams.map((u) => `${u.host}:${u.port}`).join(',');
+    if (now === next) return;
+    this.publish();
+    const old = this.fwd;
+    this.fwd = this.makeForwarder(upstreams);
+    this.engine.setResolver(this.fwd);
+    // The new forwarder counts from zero: publish() adds its totals from there.
+    for (const name of FORWARDER_COUNTERS) this.published.set(name, 0);
+    const drained = (async () => {
+      const end = performance.now() + DRAIN_MS;
+      while (old.inflight > 0 && performance.now() < end) await new Promise((r) => setTimeout(r, 50));
+      await old.close();
+    })();
+    this.draining.add(drained);
+    void drained.finally(() => this.draining.delete(drained));
+  }
+
+  /** A new promotion threshold (a reload). */
+  setPromoteAfter(n: number): void {
+    this.engine.policy?.setThreshold(n);
   }
 
   start(): void {
@@ -125,7 +176,8 @@ export class EngineHost {
   /** Stops the upkeep and the forwarder (queries still waiting on it get SERVFAIL). */
   async close(): Promise<void> {
     this.upkeep.stop();
-    await this.forwarder.close();
+    await this.fwd.close();
+    await Promise.all([...this.draining]);
     this.publish();
   }
 

@@ -79,7 +79,8 @@ const defaultEligible = (a: CachedAnswer): boolean => a.rcode !== RCODE_SERVFAIL
 
 export class PromotionPolicy implements CacheObserver {
   readonly capacity: number;
-  readonly threshold: number;
+  /** Hits before promotion; a reload may change it (setThreshold). */
+  threshold: number;
   readonly halfLifeNs: number;
   private readonly displaceLog: number;
   private readonly eligible: (a: CachedAnswer) => boolean;
@@ -107,6 +108,12 @@ export class PromotionPolicy implements CacheObserver {
 
   promotions = 0;
   demotions = 0;
+
+  /** A new promotion threshold (a reload); counts already gathered keep counting. */
+  setThreshold(n: number): void {
+    if (!(Number.isInteger(n) && n >= 1)) throw new RangeError(`threshold ${n}`);
+    this.threshold = n;
+  }
 
   constructor(opts: PromotionOptions) {
     const n = opts.cacheCapacity;

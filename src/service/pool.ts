@@ -11,7 +11,7 @@ import { HeimdallError } from '../errors.js';
 import type { PromotionEvent } from '../hot/promotion.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
 import type { EdgeSetup } from '../edge/policy.js';
-import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
+import type { FromWorker, LiveChange, ToWorker, WorkerInit } from './protocol.js';
 
 export interface WorkerPoolOptions {
   iface: string;
@@ -32,6 +32,8 @@ export interface WorkerPoolOptions {
 }
 
 const RESTART_DELAY_MS = 200;
+/** How long a reload waits for each worker to say it has the new settings. */
+const RELOAD_ACK_MS = 5000;
 const STOP_GRACE_MS = 3000;
 
 // From src/ (tests, tsx) the worker is TypeScript: source-entry.mjs registers tsx first.
@@ -44,16 +46,19 @@ interface Slot {
   stats: StatsBlock;
   ready: boolean;
   restarts: number;
+  /** Reloads this worker has yet to confirm, by sequence number. */
+  reloaded: Map<number, () => void>;
 }
 
 export class WorkerPool {
   private readonly slots: Slot[] = [];
   private stopping = false;
+  private reloadSeq = 0;
   restarts = 0;
 
   constructor(private readonly o: WorkerPoolOptions) {
     for (let q = 0; q < o.queues; q++) {
-      this.slots.push({ worker: null, stats: new StatsBlock(), ready: false, restarts: 0 });
+      this.slots.push({ worker: null, stats: new StatsBlock(), ready: false, restarts: 0, reloaded: new Map() });
     }
   }
 
@@ -98,6 +103,9 @@ export class WorkerPool {
             if (!settled) (settled = true), reject(new HeimdallError('E_WORKER', m.message));
             void w.terminate();
             break;
+          case 'reloaded':
+            slot.reloaded.get(m.seq)?.();
+            break;
           case 'stopped':
             break;
         }
@@ -123,6 +131,40 @@ export class WorkerPool {
         }, RESTART_DELAY_MS);
       });
     });
+  }
+
+  /**
+   * Hands every worker a reload's settings, and keeps them for workers started later
+   * (a restart). Resolves with the number of workers that confirmed within
+   * RELOAD_ACK_MS; a worker starting meanwhile gets them from its WorkerInit.
+   */
+  async reload(change: LiveChange): Promise<{ confirmed: number; live: number }> {
+    this.o.edge = change.edge;
+    this.o.upstreams = change.upstreams;
+    this.o.engine = { ...this.o.engine, promoteAfter: change.promoteAfter };
+    const seq = ++this.reloadSeq;
+    const waits: Promise<boolean>[] = [];
+    for (const s of this.slots) {
+      const w = s.worker;
+      if (!w) continue;
+      waits.push(
+        new Promise<boolean>((resolve) => {
+          const t = setTimeout(() => finish(false), RELOAD_ACK_MS);
+          const onExit = (): void => finish(false);
+          function finish(ok: boolean): void {
+            clearTimeout(t);
+            w!.off('exit', onExit);
+            s.reloaded.delete(seq);
+            resolve(ok);
+          }
+          s.reloaded.set(seq, () => finish(true));
+          w.once('exit', onExit);
+        }),
+      );
+      w.postMessage({ type: 'reload', seq, change } satisfies ToWorker);
+    }
+    const results = await Promise.all(waits);
+    return { confirmed: results.filter(Boolean).length, live: waits.length };
   }
 
   /** The thread ids of the live workers (tests kill one to check it is replaced). */

@@ -31,11 +31,21 @@ export interface WorkerInit {
 
 export type ToWorker =
   | { type: 'kernelHits'; items: { key: Uint8Array; hits: number }[] }
+  /** A reload: what may change while running (src/service/reload.ts). Answered with 'reloaded'. */
+  | { type: 'reload'; seq: number; change: LiveChange }
   | { type: 'stop' };
+
+/** The settings a reload changes in a running engine thread. */
+export interface LiveChange {
+  edge: EdgeSetup;
+  upstreams: readonly UpstreamAddr[];
+  promoteAfter: number;
+}
 
 export type FromWorker =
   | { type: 'ready'; mode: 'copy' | 'zerocopy' }
   | { type: 'promote'; answer: CachedAnswer }
   | { type: 'demote'; key: Uint8Array; reason: DemoteReason }
+  | { type: 'reloaded'; seq: number }
   | { type: 'fatal'; message: string }
   | { type: 'stopped' };

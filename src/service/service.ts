@@ -19,7 +19,8 @@ import { HeimdallError, isNativeError } from '../errors.js';
 import { EdgeGuard } from '../edge/guard.js';
 import { ServedAddresses, type Served } from '../edge/local.js';
 import { claimInterface } from '../edge/owner.js';
-import { accessListOf, buildPolicy, edgeSetup } from '../edge/policy.js';
+import { accessListOf, buildPolicy, edgeSetup, updatePolicy, type EdgeSetup } from '../edge/policy.js';
+import { applyLive, diffConfig, type ConfigDiff } from './reload.js';
 import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
 import { checkFdLimit } from './fd-limit.js';
@@ -44,9 +45,22 @@ const KERNEL_HITS_MS = 5000;
 /** The main thread's engine id for the hot map sync (workers are 1..queues). */
 const MAIN_ENGINE = 0;
 
+export interface ReloadResult {
+  diff: ConfigDiff;
+  /** Workers that confirmed the new settings, of those running. */
+  workers: { confirmed: number; live: number };
+}
+
 export interface Service {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * Changes what can change while running to `next`'s values (src/service/reload.ts);
+   * reports what changed and what needs a restart. Queries in flight are not lost.
+   */
+  reload(next: HeimdallConfig): Promise<ReloadResult>;
+  /** The config running now (the start's, with what reloads changed). */
+  readonly config: HeimdallConfig;
   /** What start() attached, for the start-up line. */
   readonly summary: string;
 }
@@ -71,9 +85,15 @@ async function probeUpstreams(fwd: Forwarder, list: string): Promise<void> {
   }
 }
 
-export function createService(cfg: HeimdallConfig): Service {
+export function createService(initial: HeimdallConfig): Service {
+  const cfg = initial;
+  /** The running config: `cfg` (the start's) with what reloads changed. */
+  let running = initial;
   const undo: (() => Promise<void> | void)[] = [];
   let summary = '';
+  /** Set once started: applies a reload's live settings. */
+  let applyChange: ((next: HeimdallConfig) => Promise<ReloadResult['workers']>) | undefined;
+  let reloading: Promise<unknown> = Promise.resolve();
 
   async function stop(): Promise<void> {
     while (undo.length > 0) {
@@ -162,7 +182,8 @@ export function createService(cfg: HeimdallConfig): Service {
         return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs, client);
       },
     };
-    const mainHandler = new EdgeGuard(engineHandler, buildPolicy(setup), main.stats);
+    let mainPolicy = buildPolicy(setup);
+    const mainHandler = new EdgeGuard(engineHandler, mainPolicy, main.stats);
     udp = new UdpListener(mainHandler);
     const u = udp;
     undo.push(() => u.close());
@@ -266,6 +287,23 @@ export function createService(cfg: HeimdallConfig): Service {
     const paths = cfg.afXdp ? `${cfg.queues} AF_XDP worker(s)` : 'kernel sockets only';
     const rrl = cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit';
     summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}) via ${cfg.upstreamList}`;
+    applyChange = async (next) => {
+      // The XDP maps first (in place: setAccessList adds before it removes), then each
+      // thread's guard; a query sees either the old policy or the new, never neither.
+      const nextSetup: EdgeSetup = { ...setup, allow: next.edge.allow.map((c) => c.text), deny: next.edge.deny.map((c) => c.text), exempt: next.edge.rrlExempt.map((c) => c.text), rrl: { ...next.edge.rrl } };
+      program.setAccessList(accessListOf(nextSetup));
+      program.setRateLimit(next.edge.rrl);
+      program.setAnswers(next.xdpAnswers);
+      mainPolicy = updatePolicy(mainPolicy, nextSetup);
+      mainHandler.setPolicy(mainPolicy);
+      main.setPromoteAfter(next.promoteAfter);
+      main.setUpstreams(next.upstreams);
+      return pool ? pool.reload({ edge: nextSetup, upstreams: next.upstreams, promoteAfter: next.promoteAfter }) : { confirmed: 0, live: 0 };
+    };
+    undo.push(() => {
+      applyChange = undefined;
+    });
+
     const crash = (): void => pool?.crashAll();
     // SIGUSR2 crashes the workers on purpose; the supervisor replaces them. It exists to
     // prove (and let an operator check) that recovery loses nothing.
@@ -275,9 +313,26 @@ export function createService(cfg: HeimdallConfig): Service {
     });
   }
 
+  async function reload(next: HeimdallConfig): Promise<ReloadResult> {
+    // One reload at a time: a second waits for the first.
+    const run = reloading.then(async (): Promise<ReloadResult> => {
+      if (!applyChange) throw new HeimdallError('E_NOT_RUNNING', 'the service is not running');
+      const diff = diffConfig(running, next);
+      const workers = diff.live.length > 0 ? await applyChange(next) : { confirmed: 0, live: 0 };
+      running = applyLive(running, next);
+      return { diff, workers };
+    });
+    reloading = run.catch(() => undefined);
+    return run;
+  }
+
   return {
     start,
     stop,
+    reload,
+    get config() {
+      return running;
+    },
     get summary() {
       return summary;
     },

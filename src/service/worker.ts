@@ -9,7 +9,8 @@ import { StatsBlock } from '../engine/stats.js';
 import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
 import { EdgeGuard } from '../edge/guard.js';
-import { buildPolicy } from '../edge/policy.js';
+import { buildPolicy, updatePolicy } from '../edge/policy.js';
+import type { EdgePolicy } from '../edge/guard.js';
 import { XskServer } from '../io/xsk-server.js';
 import { XskSocket } from '../io/xsk.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
@@ -27,6 +28,10 @@ const post = (m: FromWorker): void => port.postMessage(m);
 const SOCKET = { frameSize: 2048, ringSize: 2048, frameCount: 8192, batchSize: 256 } as const;
 
 let server: XskServer | undefined;
+let guarded: EdgeGuard | undefined;
+let policy: EdgePolicy | undefined;
+/** The edge setup now: init's, or a reload's that came before the socket was ready. */
+let edge = init.edge;
 const host = new EngineHost({
   engine: init.engine,
   upstreams: init.upstreams,
@@ -51,6 +56,16 @@ async function stop(): Promise<void> {
 port.on('message', (m: ToWorker) => {
   if (m.type === 'kernelHits') {
     for (const k of m.items) host.engine.policy?.noteKernelHits(k.key, k.hits);
+  } else if (m.type === 'reload') {
+    // The settings apply to the next query; those in flight finish under the old ones.
+    edge = m.change.edge;
+    if (policy && guarded) {
+      policy = updatePolicy(policy, m.change.edge);
+      guarded.setPolicy(policy);
+    }
+    host.setPromoteAfter(m.change.promoteAfter);
+    host.setUpstreams(m.change.upstreams);
+    post({ type: 'reloaded', seq: m.seq });
   } else if (m.type === 'stop') {
     void stop();
   }
@@ -59,7 +74,8 @@ port.on('message', (m: ToWorker) => {
 host.start();
 try {
   const sock = await XskSocket.openWhenFree({ ifname: init.iface, queueId: init.queue, xsksMapFd: init.xsksMapFd, ...SOCKET });
-  const guarded = new EdgeGuard(host.engine, buildPolicy(init.edge), host.stats);
+  policy = buildPolicy(edge);
+  guarded = new EdgeGuard(host.engine, policy, host.stats);
   server = new XskServer(sock, guarded, host.stats, { onActivity: () => host.wake() });
   server.start((e) => post({ type: 'fatal', message: e.message }));
   post({ type: 'ready', mode: sock.mode });

@@ -10,11 +10,13 @@ const BUILT = existsSync(fileURLToPath(new URL('../../dist/bin.js', import.meta.
 describe('heimdall-xdp command', () => {
   it.runIf(BUILT || process.env.CI === 'true')('lists its commands and the attach options', () => {
     const top = execFileSync(process.execPath, [BIN, '--help'], { encoding: 'utf8' });
-    expect(top).toMatch(/attach \[options\] <iface>/);
+    expect(top).toMatch(/attach \[options\] \[iface\]/);
+    expect(top).toMatch(/check-config <file> \[iface\]/);
+    expect(top).toMatch(/reload <iface>/);
     expect(top).toMatch(/detach <iface>/);
     expect(top).toMatch(/status <iface>/);
     const attach = execFileSync(process.execPath, [BIN, 'attach', '--help'], { encoding: 'utf8' });
-    for (const opt of ['--upstream', '--port', '--mode', '--queues', '--cache-size', '--hot-size', '--no-xdp-answers', '--metrics-listen']) {
+    for (const opt of ['--upstream', '--port', '--mode', '--queues', '--cache-size', '--hot-size', '--no-xdp-answers', '--metrics-listen', '--config', '--log-format']) {
       expect(attach).toContain(opt);
     }
   });

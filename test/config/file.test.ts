@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { buildProgram, configFrom } from '../../src/cli.js';
 import { configSchema, FILE_KEYS, parseConfigText } from '../../src/config-file.js';
 import { SETTINGS } from '../../src/config.js';
+import { formatLine } from '../../src/log.js';
+import { applyLive, describeReload, diffConfig, RELOAD_KEYS } from '../../src/service/reload.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const EXAMPLE = join(ROOT, 'config/heimdall-xdp.example.yaml');
@@ -62,6 +64,7 @@ xdp-answers: false
 af-xdp: false
 serve-stale: true
 metrics-listen: 127.0.0.1:9999
+log-format: json
 listen: [198.18.0.1, fd00::1]
 allow: [198.18.0.0/15, "fd00::/8"]
 deny: 198.18.0.128/25
@@ -87,6 +90,7 @@ rrl-exempt: [198.18.0.2/32]
     expect([c.workerEngine.upstreamTcpConns, c.workerEngine.upstreamTcpPipeline]).toEqual([3, 8]);
     expect([c.xdpAnswers, c.afXdp, c.serveStale]).toEqual([false, false, true]);
     expect(c.metricsListen).toEqual({ host: '127.0.0.1', port: 9999 });
+    expect(c.logFormat).toBe('json');
     expect(c.edge.listen).toEqual(['198.18.0.1', 'fd00::1']);
     expect(c.edge.allow.map((x) => x.text)).toEqual(['198.18.0.0/15', 'fd00::/8']);
     expect(c.edge.deny.map((x) => x.text)).toEqual(['198.18.0.128/25']);
@@ -149,5 +153,38 @@ rrl-exempt: [198.18.0.2/32]
     expect(r.stderr).toBe('heimdall-xdp: bad.yaml:2: rrl: must be an integer from 0 to 1000000, got -1\n');
     const missing = spawnSync(process.execPath, ['--import', 'tsx', 'src/bin.ts', 'check-config', join(dir, 'none.yaml')], { cwd: ROOT, encoding: 'utf8' });
     expect(missing.stderr).toMatch(/^heimdall-xdp: cannot read config file .*none\.yaml: no such file\n$/);
+  });
+});
+
+describe('reload', () => {
+  const base = 'interface: eth0\nupstreams: [198.18.1.2]\nallow: [198.18.0.0/15]\n';
+  const cfg = (extra: string) => configFrom(parseConfigText(base + extra, 'r.yaml'), {});
+
+  it('knows every key of the file, live or not as the file format says', () => {
+    expect(Object.keys(RELOAD_KEYS)).toEqual(Object.keys(FILE_KEYS));
+    for (const [k, spec] of Object.entries(FILE_KEYS)) expect(RELOAD_KEYS[k]!.live, k).toBe(spec.live);
+  });
+
+  it('changes the live settings and keeps the running value of the others', () => {
+    const running = cfg('port: 53\nrrl: 100\n');
+    const next = cfg('port: 5353\nrrl: 200\ndeny: [198.18.0.9/32]\npromote-after: 7\nlog-format: json\n');
+    expect(diffConfig(running, next)).toEqual({ live: ['promote-after', 'log-format', 'deny', 'rrl'], restart: ['port'] });
+    const after = applyLive(running, next);
+    expect(after.port).toBe(53);
+    expect(after.edge.rrl.rate).toBe(200);
+    expect(after.edge.deny.map((c) => c.text)).toEqual(['198.18.0.9/32']);
+    expect([after.promoteAfter, after.workerEngine.promoteAfter, after.mainEngine.promoteAfter]).toEqual([7, 7, 7]);
+    expect(after.logFormat).toBe('json');
+    expect(diffConfig(after, next)).toEqual({ live: [], restart: ['port'] });
+    expect(describeReload(diffConfig(after, next))).toBe('nothing to change; port changed in the file but need a restart (running values kept)');
+    expect(describeReload({ live: ['allow'], restart: [] })).toBe('changed allow');
+  });
+
+  it('logs one line per event, as text or JSON', () => {
+    const now = new Date('2026-12-01T17:00:00.000Z');
+    expect(formatLine('info', 'reload', 'changed allow', {}, 'text', now)).toBe('heimdall-xdp: info reload: changed allow\n');
+    const j = formatLine('warn', 'upstream', '198.18.1.2:53 down', { upstream: '198.18.1.2:53' }, 'json', now);
+    expect(j.endsWith('\n') && !j.slice(0, -1).includes('\n')).toBe(true);
+    expect(JSON.parse(j)).toEqual({ time: '2026-12-01T17:00:00.000Z', level: 'warn', event: 'upstream', msg: '198.18.1.2:53 down', upstream: '198.18.1.2:53' });
   });
 });

@@ -58,7 +58,8 @@ export class Lab {
   /** Starts heimdall-xdp in the appliance (from source, as the tests see it). */
   startService(args: string[]): Service {
     // The lab's prefixes are not in the default access list (it refuses public addresses).
-    const allow = args.includes('--allow') ? [] : ['--allow', LAB_ALLOW];
+    // A config file says its own (a flag would override it).
+    const allow = args.includes('--allow') || args.includes('--config') ? [] : ['--allow', LAB_ALLOW];
     const p = spawn('ip', ['netns', 'exec', this.ns.appliance, process.execPath, '--import', 'tsx', `${ROOT}/src/bin.ts`, 'attach', this.applianceIf, ...allow, ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],

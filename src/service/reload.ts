@@ -1,0 +1,90 @@
+/**
+ * What a reload may change. A running service takes a new HeimdallConfig (from the
+ * config file read again, with the command line's flags still on top) and changes in
+ * place what it can: the upstreams (the next misses go to them; questions in flight
+ * finish on the old ones), the access lists and rate limits (the XDP maps are updated in
+ * place and every thread's EdgeGuard swaps its policy), the promotion threshold, and
+ * whether XDP answers. Everything else is fixed when the service starts (the interface,
+ * the maps' sizes, the sockets, the workers): a change to it is reported as needing a
+ * restart and not applied.
+ *
+ * The keys are the config file's (src/config-file.ts FILE_KEYS, whose `live` flags say
+ * the same); a test keeps the two in step.
+ */
+import type { HeimdallConfig } from '../config.js';
+
+type Get = (c: HeimdallConfig) => unknown;
+
+/** Each file key and how to read its value from a resolved config. */
+export const RELOAD_KEYS: Readonly<Record<string, { live: boolean; get: Get }>> = {
+  interface: { live: false, get: (c) => c.iface },
+  upstreams: { live: true, get: (c) => c.upstreams.map((u) => `${u.host}:${u.port}`) },
+  port: { live: false, get: (c) => c.port },
+  mode: { live: false, get: (c) => c.mode },
+  queues: { live: false, get: (c) => c.queues },
+  'cache-size': { live: false, get: (c) => c.cacheSize },
+  'hot-size': { live: false, get: (c) => c.hotSize },
+  'promote-after': { live: true, get: (c) => c.promoteAfter },
+  'udp-size': { live: false, get: (c) => c.udpSize },
+  'cache-bytes': { live: false, get: (c) => c.workerEngine.cacheBytes },
+  'upstream-inflight': { live: false, get: (c) => c.workerEngine.upstreamInflight },
+  'upstream-inflight-total': { live: false, get: (c) => c.upstreamInflightTotal },
+  'upstream-client-share': { live: false, get: (c) => c.workerEngine.upstreamPerClient },
+  'upstream-tcp-conns': { live: false, get: (c) => c.workerEngine.upstreamTcpConns },
+  'upstream-tcp-pipeline': { live: false, get: (c) => c.workerEngine.upstreamTcpPipeline },
+  'xdp-answers': { live: true, get: (c) => c.xdpAnswers },
+  'af-xdp': { live: false, get: (c) => c.afXdp },
+  'serve-stale': { live: false, get: (c) => c.serveStale },
+  'log-format': { live: true, get: (c) => c.logFormat },
+  'metrics-listen': { live: false, get: (c) => c.metricsListen },
+  listen: { live: false, get: (c) => c.edge.listen },
+  allow: { live: true, get: (c) => c.edge.allow.map((x) => x.text) },
+  deny: { live: true, get: (c) => c.edge.deny.map((x) => x.text) },
+  rrl: { live: true, get: (c) => c.edge.rrl.rate },
+  'rrl-slip': { live: true, get: (c) => c.edge.rrl.slip },
+  'rrl-window': { live: true, get: (c) => c.edge.rrl.window },
+  'rrl-all': { live: true, get: (c) => c.edge.rrl.allRate },
+  'rrl-v4-prefix': { live: true, get: (c) => c.edge.rrl.v4Prefix },
+  'rrl-v6-prefix': { live: true, get: (c) => c.edge.rrl.v6Prefix },
+  'rrl-buckets': { live: false, get: (c) => c.edge.rrlBuckets },
+  'rrl-exempt': { live: true, get: (c) => c.edge.rrlExempt.map((x) => x.text) },
+};
+
+export interface ConfigDiff {
+  /** Keys that changed and change now. */
+  live: string[];
+  /** Keys that changed but keep their running value until a restart. */
+  restart: string[];
+}
+
+export function diffConfig(running: HeimdallConfig, next: HeimdallConfig): ConfigDiff {
+  const out: ConfigDiff = { live: [], restart: [] };
+  for (const [key, k] of Object.entries(RELOAD_KEYS)) {
+    if (JSON.stringify(k.get(running)) === JSON.stringify(k.get(next))) continue;
+    (k.live ? out.live : out.restart).push(key);
+  }
+  return out;
+}
+
+/** The config that runs after a reload: the new live settings, the running rest. */
+export function applyLive(running: HeimdallConfig, next: HeimdallConfig): HeimdallConfig {
+  const promoteAfter = next.promoteAfter;
+  return Object.freeze({
+    ...running,
+    upstreams: next.upstreams,
+    upstreamList: next.upstreamList,
+    promoteAfter,
+    xdpAnswers: next.xdpAnswers,
+    logFormat: next.logFormat,
+    edge: Object.freeze({ ...running.edge, allow: next.edge.allow, deny: next.edge.deny, rrlExempt: next.edge.rrlExempt, rrl: next.edge.rrl }),
+    mainEngine: Object.freeze({ ...running.mainEngine, promoteAfter }),
+    workerEngine: Object.freeze({ ...running.workerEngine, promoteAfter }),
+  });
+}
+
+/** One line for the log and the `reload` command. */
+export function describeReload(d: ConfigDiff): string {
+  const live = d.live.length > 0 ? `changed ${d.live.join(', ')}` : 'nothing to change';
+  const restart = d.restart.length > 0 ? `; ${d.restart.join(', ')} changed in the file but need a restart (running values kept)` : '';
+  return `${live}${restart}`;
+}

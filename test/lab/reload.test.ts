@@ -1,0 +1,151 @@
+/**
+ * The config file and live reload in the lab: `attach --config`, then the file changed
+ * and read again (SIGHUP and `heimdall-xdp reload`) while dnsperf keeps asking — no
+ * query lost; the new upstreams and access lists take effect at once; a file with a
+ * mistake is refused and the running config kept; a setting that cannot change live
+ * is reported as needing a restart.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describePrivileged } from '../helpers/privilege.js';
+import { ADDR, Lab, type Service } from '../helpers/lab.js';
+
+describePrivileged('config file and live reload in the lab', { netns: true, tools: ['dig', 'dnsperf', 'nsd', 'curl'] }, () => {
+  const lab = new Lab('r');
+  const dir = mkdtempSync(join(tmpdir(), 'hx-reload-'));
+  const file = join(dir, 'heimdall.yaml');
+  let svc: Service;
+
+  /** The config file with these keys on top of the base. */
+  function write(extra: Record<string, string> = {}): void {
+    const keys: Record<string, string> = {
+      interface: lab.applianceIf,
+      upstreams: `[${ADDR.upstream4}]`,
+      allow: '[198.18.0.0/15, "fd00::/8"]',
+      'metrics-listen': '127.0.0.1:9153',
+      queues: '2',
+      ...extra,
+    };
+    writeFileSync(file, Object.entries(keys).map(([k, v]) => `${k}: ${v}\n`).join(''));
+  }
+  const reload = () => lab.cli(['reload', lab.applianceIf]);
+
+  /** dnsperf from the client, without blocking this process (the reloads happen meanwhile). */
+  function dnsperf(args: string[]): Promise<string> {
+    return new Promise((resolve) => {
+      const p = spawn('ip', ['netns', 'exec', lab.ns.client, 'dnsperf', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (out += d));
+      p.on('exit', () => resolve(out));
+    });
+  }
+
+  beforeAll(async () => {
+    lab.up(1000);
+    write();
+    svc = lab.startService(['--config', file]);
+    await svc.ready();
+  }, 90_000);
+
+  afterAll(async () => {
+    try {
+      if (svc) expect(await svc.stop()).toBe(0);
+    } finally {
+      lab.down();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('serves what the file says', () => {
+    expect(svc.stdout).toMatch(new RegExp(`on ${lab.applianceIf} port 53 \\(.*2 AF_XDP worker.*via ${ADDR.upstream4}.*SIGHUP reloads`));
+    expect(lab.dig(['www.lab.example', 'A'])).toMatch(/status: NOERROR/);
+    expect(lab.dig(['www.lab.example', 'A'], ADDR.appliance6)).toMatch(/status: NOERROR/);
+    // The control socket: root and the group only.
+    expect(lab.exec('appliance', 'stat', ['-c', '%a %F', '/run/heimdall-xdp', `/run/heimdall-xdp/${lab.applianceIf}.sock`])).toBe('750 directory\n660 socket\n');
+  });
+
+  it('reloads under a query stream without losing a query', async () => {
+    const q = join(dir, 'q');
+    writeFileSync(q, Array.from({ length: 400 }, (_, i) => `h${i}.lab.example A`).join('\n') + '\n');
+    const load = dnsperf(['-s', ADDR.appliance4, '-d', q, '-l', '6', '-Q', '1500', '-t', '2', '-c', '4']);
+    await new Promise((r) => setTimeout(r, 1000));
+    // Upstreams over IPv6 now, other rate limits, another promotion threshold: by the CLI...
+    write({ upstreams: `["[${ADDR.upstream6}]:53"]`, rrl: '2000', 'promote-after': '4' });
+    const r1 = await reload();
+    expect(r1.stderr).toBe('');
+    expect(r1.stdout).toMatch(/^reloaded .*: changed upstreams, promote-after, rrl\n$/);
+    await new Promise((r) => setTimeout(r, 1000));
+    // ...and by SIGHUP.
+    write({ upstreams: `["[${ADDR.upstream6}]:53"]`, rrl: '2000', 'promote-after': '2' });
+    svc.signal('SIGHUP');
+    await new Promise((r) => setTimeout(r, 1000));
+    write({ upstreams: `[${ADDR.upstream4}, "[${ADDR.upstream6}]"]` });
+    expect((await reload()).code).toBe(0);
+    const out = await load;
+    const sent = Number(/Queries sent:\s+(\d+)/.exec(out)?.[1]);
+    const done = Number(/Queries completed:\s+(\d+)/.exec(out)?.[1]);
+    expect(sent, out).toBeGreaterThan(6000);
+    expect(done, out).toBe(sent);
+    expect(out, out).toMatch(/NOERROR \d+ \(100\.00%\)/);
+    expect(svc.stderr).toMatch(/info reload: .*heimdall\.yaml: changed upstreams, promote-after, rrl\n/);
+    expect(svc.stderr).toMatch(/info reload: .*heimdall\.yaml: changed promote-after\n/);
+    expect(svc.stderr).toMatch(/info reload: .*heimdall\.yaml: changed upstreams, promote-after, rrl\n/);
+  }, 60_000);
+
+  it('sends the next misses to the new upstreams at once', async () => {
+    write({ upstreams: '[198.18.1.99]' }); // nobody answers there
+    expect((await reload()).code).toBe(0);
+    expect(lab.dig(['+time=6', 'h900.lab.example', 'A'])).toMatch(/status: SERVFAIL/);
+    expect(lab.dig(['h1.lab.example', 'A'])).toMatch(/status: NOERROR/); // cached
+    write();
+    expect((await reload()).code).toBe(0);
+    expect(lab.dig(['h901.lab.example', 'A'])).toMatch(/status: NOERROR/);
+  }, 60_000);
+
+  it('applies a new access list on every path at once', async () => {
+    for (let i = 0; i < 4; i++) lab.dig(['www.lab.example', 'A']); // hot: XDP answers it
+    write({ deny: `[${ADDR.client4}/32]` });
+    const r = await reload();
+    expect(r.stdout).toMatch(/changed deny/);
+    // Dropped, whether XDP or a worker would have answered (hot name, cold name), UDP or TCP.
+    expect(lab.dig(['www.lab.example', 'A'])).toMatch(/timed out|no servers could be reached/);
+    expect(lab.dig(['h950.lab.example', 'A'])).toMatch(/timed out|no servers could be reached/);
+    expect(lab.dig(['+tcp', 'h951.lab.example', 'A'])).toMatch(/timed out|no servers could be reached|connection reset|end of file/);
+    expect(lab.dig(['www.lab.example', 'A'], ADDR.appliance6)).toMatch(/status: NOERROR/);
+    // Allowed no more (neither allowed nor denied): REFUSED.
+    write({ allow: '["fd00::/8"]' });
+    expect((await reload()).stdout).toMatch(/changed allow/);
+    expect(lab.dig(['www.lab.example', 'A'])).toMatch(/status: REFUSED/);
+    write();
+    expect((await reload()).stdout).toMatch(/changed allow/);
+    expect(lab.dig(['www.lab.example', 'A'])).toMatch(/status: NOERROR/);
+  }, 60_000);
+
+  it('refuses a file with a mistake and keeps the running config', async () => {
+    writeFileSync(file, `interface: ${lab.applianceIf}\nupstreams: [${ADDR.upstream4}]\nallow: [198.18.0.0/15]\nrrl: fast\n`);
+    const r = await reload();
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('heimdall-xdp: heimdall.yaml:4: rrl: must be an integer from 0 to 1000000, got "fast"\n');
+    expect(svc.stderr).toMatch(/error reload: refused, running config kept: heimdall\.yaml:4: rrl/);
+    expect(lab.dig(['www.lab.example', 'A'], ADDR.appliance6)).toMatch(/status: NOERROR/); // fd00::/8 still allowed
+  });
+
+  it('says which changes need a restart, and keeps their running values', async () => {
+    write({ port: '5353', 'cache-size': '5000' });
+    const r = await reload();
+    expect(r.code).toBe(0);
+    // hot-size and cache-bytes follow cache-size when not given.
+    expect(r.stdout).toMatch(/: nothing to change; port, cache-size, hot-size, cache-bytes changed in the file but need a restart \(running values kept\)\n$/);
+    expect(lab.dig(['www.lab.example', 'A'])).toMatch(/status: NOERROR/);
+  });
+
+  it('says when nobody serves an interface', async () => {
+    const r = await lab.cli(['reload', 'nosuch0']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^heimdall-xdp: no heimdall-xdp serves 'nosuch0' \(no control socket \/run\/heimdall-xdp\/nosuch0\.sock\)\n$/);
+  });
+});
