@@ -17,7 +17,7 @@ import { DEFAULT_ALLOW } from './edge/acl.js';
 import { interfaceOwner } from './edge/owner.js';
 import { HeimdallError, operatorMessage } from './errors.js';
 import { loadAddon } from './native/addon.js';
-import { log, setLogFormat, LOG_FORMATS } from './log.js';
+import { announce, log, setLogFormat, LOG_FORMATS } from './log.js';
 import { controlRequest, serveControl } from './service/control.js';
 import { describeReload } from './service/reload.js';
 import { createService } from './service/service.js';
@@ -115,14 +115,14 @@ async function attach(iface: string | undefined, o: Record<string, unknown>, cmd
       return undefined;
     });
     started = true;
-    console.log(`heimdall-xdp serving ${svc.summary}; SIGINT or SIGTERM detaches${path ? ', SIGHUP reloads ' + path : ''}`);
+    announce('start', `heimdall-xdp serving ${svc.summary}; SIGINT or SIGTERM detaches${path ? ', SIGHUP reloads ' + path : ''}`, { pid: process.pid });
     await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
     await control?.close();
     await svc.stop();
   } finally {
     process.off('SIGHUP', onHup);
   }
-  console.log(`detached from ${cfg.iface}`);
+  announce('detach', `detached from ${cfg.iface}`);
 }
 
 export function buildProgram(): Command {

@@ -7,6 +7,9 @@
  * or one JSON object per line with --log-format json, for log pipelines:
  *
  *   {"time":"2026-12-01T17:00:00.000Z","level":"info","event":"reload","msg":"changed allow, rrl"}
+ *
+ * Events: start, attach (a program replaced), address (served addresses changed),
+ * worker (a worker replaced), reload, control, detach.
  */
 export type LogLevel = 'info' | 'warn' | 'error';
 export type LogFormat = 'text' | 'json';
@@ -31,4 +34,13 @@ export function formatLine(level: LogLevel, event: string, msg: string, fields: 
 
 export function log(level: LogLevel, event: string, msg: string, fields?: Record<string, unknown>): void {
   sink(formatLine(level, event, msg, fields));
+}
+
+/**
+ * The lines an operator reads on the terminal (start-up, program replaced, detach): on
+ * stdout as they always were in text format; in JSON format an info event like any other.
+ */
+export function announce(event: string, msg: string, fields?: Record<string, unknown>): void {
+  if (format === 'json') log('info', event, msg, fields);
+  else process.stdout.write(`${msg}\n`);
 }

@@ -5,6 +5,7 @@
  * XDP program's local sets, the kernel listeners) is told of each change.
  */
 import { networkInterfaces } from 'node:os';
+import { log } from '../log.js';
 import { formatAddr, parseAddr, type Addr } from '../net/addr.js';
 
 export const POLL_MS = 2000;
@@ -58,7 +59,7 @@ export class ServedAddresses {
     if (this.fixed) return;
     this.timer = setInterval(() => {
       this.polling = this.polling.then(() => this.poll()).catch((e: unknown) => {
-        console.error(`heimdall-xdp: cannot follow the addresses of ${this.iface}: ${(e as Error).message}`);
+        log('error', 'address', `cannot follow the addresses of ${this.iface}: ${(e as Error).message}`);
       });
     }, POLL_MS);
     this.timer.unref();

@@ -21,6 +21,7 @@ import { ServedAddresses, type Served } from '../edge/local.js';
 import { claimInterface } from '../edge/owner.js';
 import { accessListOf, buildPolicy, edgeSetup, updatePolicy, type EdgeSetup } from '../edge/policy.js';
 import { applyLive, diffConfig, type ConfigDiff } from './reload.js';
+import { announce, log } from '../log.js';
 import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
 import { checkFdLimit } from './fd-limit.js';
@@ -222,12 +223,12 @@ export function createService(initial: HeimdallConfig): Service {
           } else if (!started) {
             throw e;
           } else {
-            console.error(`heimdall-xdp: cannot serve new address ${s.text}: ${(e as Error).message}`);
+            log('error', 'address', `cannot serve new address ${s.text}: ${(e as Error).message}`);
           }
         }
       }
       if (started && (added.length > 0 || removed.length > 0)) {
-        console.log(`heimdall-xdp: now serving ${all.map((s) => s.text).join(', ') || 'no address'} on ${cfg.iface}`);
+        log('info', 'address', `now serving ${all.map((s) => s.text).join(', ') || 'no address'} on ${cfg.iface}`);
       }
     });
     await served.start();
@@ -242,7 +243,7 @@ export function createService(initial: HeimdallConfig): Service {
       program.detach();
     });
     fp.setAnswers(cfg.xdpAnswers);
-    if (r.replaced) console.log(`replaced XDP program '${r.replaced.name}' (id ${r.replaced.id}) on ${cfg.iface}`);
+    if (r.replaced) announce('attach', `replaced XDP program '${r.replaced.name}' (id ${r.replaced.id}) on ${cfg.iface}`);
 
     if (cfg.afXdp) {
       pool = new WorkerPool({
@@ -259,7 +260,7 @@ export function createService(initial: HeimdallConfig): Service {
           hot.forgetEngine(id);
           inflight.forget(id); // what the dead worker held upstream is free again
         },
-        onRestart: (queue, why) => console.error(`heimdall-xdp: worker for queue ${queue} replaced (${why})`),
+        onRestart: (queue, why) => log('warn', 'worker', `worker for queue ${queue} replaced (${why})`),
       });
       const workers = pool;
       undo.push(() => workers.stop());

@@ -143,6 +143,20 @@ describePrivileged('config file and live reload in the lab', { netns: true, tool
     expect(lab.dig(['www.lab.example', 'A'])).toMatch(/status: NOERROR/);
   });
 
+  it('switches its log to JSON lines on reload', async () => {
+    write({ 'log-format': 'json' });
+    expect((await reload()).stdout).toMatch(/changed log-format/);
+    const lines = svc.stderr.split('\n').filter((l) => l.startsWith('{'));
+    expect(lines.length).toBeGreaterThanOrEqual(1);
+    const last = JSON.parse(lines.at(-1)!) as Record<string, string>;
+    expect(last).toMatchObject({ level: 'info', event: 'reload' });
+    expect(last.msg).toMatch(/changed log-format/);
+    expect(Date.parse(last.time!)).toBeGreaterThan(Date.now() - 60_000);
+    write();
+    expect((await reload()).code).toBe(0);
+    expect(svc.stderr).toMatch(/\nheimdall-xdp: info reload: .*changed log-format/);
+  });
+
   it('says when nobody serves an interface', async () => {
     const r = await lab.cli(['reload', 'nosuch0']);
     expect(r.code).toBe(1);
