@@ -20,6 +20,9 @@ import { loadAddon } from './native/addon.js';
 import { announce, log, setLogFormat, LOG_FORMATS } from './log.js';
 import { controlRequest, serveControl } from './service/control.js';
 import { describeReload } from './service/reload.js';
+import { parseQtype } from './service/cache-control.js';
+import { textToWire } from './dns/name.js';
+import { cacheCommand, statsCommand, upstreamsCommand } from './control-cli.js';
 import { createService } from './service/service.js';
 import { formatUpstream } from './upstream/upstream.js';
 
@@ -110,7 +113,26 @@ async function attach(iface: string | undefined, o: Record<string, unknown>, cmd
   process.on('SIGHUP', onHup);
   try {
     await svc.start();
-    const control = await serveControl(cfg.iface, { reload: async () => ({ message: await reloadLogged() }) }).catch((e: unknown) => {
+    const control = await serveControl(cfg.iface, {
+      reload: async () => ({ message: await reloadLogged() }),
+      stats: async () => ({ ...(await svc.stats()) }),
+      upstreams: () => svc.control({ op: 'upstreams' }),
+      cache: async (req) => {
+        if (req.op === 'flushAll') return svc.control({ op: 'flushAll' });
+        if ((req.op !== 'lookup' && req.op !== 'flush') || typeof req.name !== 'string') throw new Error('cache: lookup or flush a name');
+        let name: string;
+        try {
+          name = req.name;
+          textToWire(name.endsWith('.') ? name : `${name}.`);
+        } catch {
+          throw new Error(`'${req.name}' is not a domain name`);
+        }
+        const qtype = typeof req.type === 'string' ? parseQtype(req.type) : undefined;
+        const r = await svc.control({ op: req.op, name, qtype });
+        if (req.op === 'flush') log('info', 'cache', `flushed ${name}${req.type ? ` ${String(req.type)}` : ''}: ${String(r.removed)} cache entries, ${String(r.hotRemoved)} hot`);
+        return r;
+      },
+    }).catch((e: unknown) => {
       log('warn', 'control', `no control socket (${(e as Error).message}); reload with SIGHUP`);
       return undefined;
     });
@@ -193,6 +215,32 @@ export function buildProgram(): Command {
       const r = await controlRequest(iface, { cmd: 'reload' });
       console.log(`reloaded ${iface}: ${String(r.message)}`);
     });
+
+  program
+    .command('stats')
+    .description('what a running attach is doing: queries/s and answers by path, hit ratio, hot map, upstream, drops by reason')
+    .argument('<iface>')
+    .option('--json', 'everything as one JSON object (every metric, and per-second rates)')
+    .option('--interval <ms>', 'rates over this many milliseconds', '1000')
+    .action(statsCommand);
+
+  program
+    .command('cache')
+    .description('look a name up in the caches and the XDP hot map, or flush it (or everything) from all of them')
+    .argument('<iface>')
+    .argument('<action>', 'lookup or flush')
+    .argument('[name]')
+    .argument('[type]', 'A, AAAA, MX, ... (default: every type)')
+    .option('--all', 'flush: every entry of every cache and the hot map')
+    .option('--json', 'the reply as JSON')
+    .action(cacheCommand);
+
+  program
+    .command('upstreams')
+    .description("the upstreams' health, round-trip time and counts, as the engines see them")
+    .argument('<iface>')
+    .option('--json', 'the reply as JSON')
+    .action(upstreamsCommand);
 
   program
     .command('detach')

@@ -58,6 +58,28 @@ export class HotSync {
     }
   }
 
+  /** Whether the key is in the XDP map now. */
+  isHot(key: Uint8Array): boolean {
+    return this.written.has(keyString(key));
+  }
+
+  /** Takes a key out of the map now, whichever engines hold it (a cache flush). */
+  drop(key: Uint8Array): boolean {
+    const id = keyString(key);
+    this.holders.delete(id);
+    const had = this.written.has(id);
+    this.remove(id, key);
+    return had;
+  }
+
+  /** Empties the map (a flush of everything); returns how many entries it had. */
+  dropAll(): number {
+    const all = [...this.written.values()];
+    this.holders.clear();
+    for (const a of all) this.remove(keyString(a.key), a.key);
+    return all.length;
+  }
+
   /** Drops everything an engine held (its worker stopped or died). */
   forgetEngine(engine: number): void {
     for (const [id, h] of this.holders) {

@@ -12,6 +12,7 @@ import type { PromotionEvent } from '../hot/promotion.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
 import type { EdgeSetup } from '../edge/policy.js';
 import type { FromWorker, LiveChange, ToWorker, WorkerInit } from './protocol.js';
+import type { EngineRequest } from './cache-control.js';
 
 export interface WorkerPoolOptions {
   iface: string;
@@ -32,8 +33,8 @@ export interface WorkerPoolOptions {
 }
 
 const RESTART_DELAY_MS = 200;
-/** How long a reload waits for each worker to say it has the new settings. */
-const RELOAD_ACK_MS = 5000;
+/** How long a reload or control request waits for each worker's answer. */
+const REPLY_MS = 5000;
 const STOP_GRACE_MS = 3000;
 
 // From src/ (tests, tsx) the worker is TypeScript: source-entry.mjs registers tsx first.
@@ -46,19 +47,19 @@ interface Slot {
   stats: StatsBlock;
   ready: boolean;
   restarts: number;
-  /** Reloads this worker has yet to confirm, by sequence number. */
-  reloaded: Map<number, () => void>;
+  /** Requests (reload, control) this worker has yet to answer, by sequence number. */
+  waiting: Map<number, (value: unknown) => void>;
 }
 
 export class WorkerPool {
   private readonly slots: Slot[] = [];
   private stopping = false;
-  private reloadSeq = 0;
+  private seq = 0;
   restarts = 0;
 
   constructor(private readonly o: WorkerPoolOptions) {
     for (let q = 0; q < o.queues; q++) {
-      this.slots.push({ worker: null, stats: new StatsBlock(), ready: false, restarts: 0, reloaded: new Map() });
+      this.slots.push({ worker: null, stats: new StatsBlock(), ready: false, restarts: 0, waiting: new Map() });
     }
   }
 
@@ -104,7 +105,10 @@ export class WorkerPool {
             void w.terminate();
             break;
           case 'reloaded':
-            slot.reloaded.get(m.seq)?.();
+            slot.waiting.get(m.seq)?.(true);
+            break;
+          case 'controlReply':
+            slot.waiting.get(m.seq)?.(m.value);
             break;
           case 'stopped':
             break;
@@ -135,36 +139,51 @@ export class WorkerPool {
 
   /**
    * Hands every worker a reload's settings, and keeps them for workers started later
-   * (a restart). Resolves with the number of workers that confirmed within
-   * RELOAD_ACK_MS; a worker starting meanwhile gets them from its WorkerInit.
+   * (a restart). Resolves with the number of workers that confirmed within REPLY_MS; a
+   * worker starting meanwhile gets them from its WorkerInit.
    */
   async reload(change: LiveChange): Promise<{ confirmed: number; live: number }> {
     this.o.edge = change.edge;
     this.o.upstreams = change.upstreams;
     this.o.engine = { ...this.o.engine, promoteAfter: change.promoteAfter };
-    const seq = ++this.reloadSeq;
-    const waits: Promise<boolean>[] = [];
+    const replies = await this.request((seq) => ({ type: 'reload', seq, change }));
+    return { confirmed: replies.filter((r) => r !== undefined).length, live: replies.length };
+  }
+
+  /** Asks every live worker's engine (src/service/cache-control.ts); undefined for one that did not answer. */
+  control(req: EngineRequest): Promise<unknown[]> {
+    return this.request((seq) => ({ type: 'control', seq, req }));
+  }
+
+  /** Sends a request to every live worker; each answer, or undefined after REPLY_MS or if it exits. */
+  private async request(make: (seq: number) => ToWorker): Promise<unknown[]> {
+    const seq = ++this.seq;
+    const waits: Promise<unknown>[] = [];
     for (const s of this.slots) {
       const w = s.worker;
       if (!w) continue;
       waits.push(
-        new Promise<boolean>((resolve) => {
-          const t = setTimeout(() => finish(false), RELOAD_ACK_MS);
-          const onExit = (): void => finish(false);
-          function finish(ok: boolean): void {
+        new Promise<unknown>((resolve) => {
+          const t = setTimeout(() => finish(undefined), REPLY_MS);
+          const onExit = (): void => finish(undefined);
+          function finish(v: unknown): void {
             clearTimeout(t);
             w!.off('exit', onExit);
-            s.reloaded.delete(seq);
-            resolve(ok);
+            s.waiting.delete(seq);
+            resolve(v);
           }
-          s.reloaded.set(seq, () => finish(true));
+          s.waiting.set(seq, finish);
           w.once('exit', onExit);
         }),
       );
-      w.postMessage({ type: 'reload', seq, change } satisfies ToWorker);
+      w.postMessage(make(seq));
     }
-    const results = await Promise.all(waits);
-    return { confirmed: results.filter(Boolean).length, live: waits.length };
+    return Promise.all(waits);
+  }
+
+  /** How many workers run now. */
+  get live(): number {
+    return this.slots.filter((s) => s.worker !== null && s.ready).length;
   }
 
   /** The thread ids of the live workers (tests kill one to check it is replaced). */

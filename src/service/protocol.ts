@@ -9,6 +9,7 @@ import type { CachedAnswer } from '../dns/answer.js';
 import type { EdgeSetup } from '../edge/policy.js';
 import type { DemoteReason } from '../hot/promotion.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
+import type { EngineRequest } from './cache-control.js';
 
 /** workerData of a worker. */
 export interface WorkerInit {
@@ -33,6 +34,8 @@ export type ToWorker =
   | { type: 'kernelHits'; items: { key: Uint8Array; hits: number }[] }
   /** A reload: what may change while running (src/service/reload.ts). Answered with 'reloaded'. */
   | { type: 'reload'; seq: number; change: LiveChange }
+  /** A control request for the engine (src/service/cache-control.ts). Answered with 'controlReply'. */
+  | { type: 'control'; seq: number; req: EngineRequest }
   | { type: 'stop' };
 
 /** The settings a reload changes in a running engine thread. */
@@ -47,5 +50,6 @@ export type FromWorker =
   | { type: 'promote'; answer: CachedAnswer }
   | { type: 'demote'; key: Uint8Array; reason: DemoteReason }
   | { type: 'reloaded'; seq: number }
+  | { type: 'controlReply'; seq: number; value: unknown }
   | { type: 'fatal'; message: string }
   | { type: 'stopped' };

@@ -22,6 +22,10 @@ import { claimInterface } from '../edge/owner.js';
 import { accessListOf, buildPolicy, edgeSetup, updatePolicy, type EdgeSetup } from '../edge/policy.js';
 import { applyLive, diffConfig, type ConfigDiff } from './reload.js';
 import { announce, log } from '../log.js';
+import { engineControl, qtypeText, type CachedEntryInfo, type EngineRequest } from './cache-control.js';
+import { fastMonotonicNs } from '../engine/clock.js';
+import { makeKey } from '../dns/key.js';
+import type { UpstreamStats } from '../upstream/health.js';
 import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
 import { checkFdLimit } from './fd-limit.js';
@@ -52,6 +56,14 @@ export interface ReloadResult {
   workers: { confirmed: number; live: number };
 }
 
+export interface ServiceStats {
+  /** metric{label="value"} -> value, as /metrics says them. */
+  metrics: Record<string, number>;
+  hotCapacity: number;
+  workers: { configured: number; live: number };
+  uptimeS: number;
+}
+
 export interface Service {
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -62,6 +74,10 @@ export interface Service {
   reload(next: HeimdallConfig): Promise<ReloadResult>;
   /** The config running now (the start's, with what reloads changed). */
   readonly config: HeimdallConfig;
+  /** A cache or upstream request over every engine and the hot map (the control socket). */
+  control(req: EngineRequest): Promise<Record<string, unknown>>;
+  /** Every metric as /metrics has it, and what the figures are out of. */
+  stats(): Promise<ServiceStats>;
   /** What start() attached, for the start-up line. */
   readonly summary: string;
 }
@@ -94,6 +110,10 @@ export function createService(initial: HeimdallConfig): Service {
   let summary = '';
   /** Set once started: applies a reload's live settings. */
   let applyChange: ((next: HeimdallConfig) => Promise<ReloadResult['workers']>) | undefined;
+  /** Set once started: the control requests. */
+  let controlImpl: ((req: EngineRequest) => Promise<Record<string, unknown>>) | undefined;
+  let statsImpl: (() => Promise<ServiceStats>) | undefined;
+  const startedAt = performance.now();
   let reloading: Promise<unknown> = Promise.resolve();
 
   async function stop(): Promise<void> {
@@ -268,21 +288,69 @@ export function createService(initial: HeimdallConfig): Service {
     }
     main.start();
 
+    const workers = pool;
+    const reg = buildRegistry({
+      xdp: () => program.stats(),
+      stats: () => [main.stats, ...(workers?.stats() ?? [])],
+      hotEntries: () => hot.size,
+      hot: () => hot.counters,
+      workerRestarts: () => workers?.restarts ?? 0,
+    });
     if (cfg.metricsListen) {
-      const workers = pool;
-      const reg = buildRegistry({
-        xdp: () => program.stats(),
-        stats: () => [main.stats, ...(workers?.stats() ?? [])],
-        hotEntries: () => hot.size,
-        hot: () => hot.counters,
-        workerRestarts: () => workers?.restarts ?? 0,
-      });
       const listen = cfg.metricsListen;
       const server: http.Server = await serveMetrics(reg, listen).catch((e: unknown) => {
         throw bindError(e, listen.port, 'metrics');
       });
       undo.push(() => new Promise<void>((res) => server.close(() => res())));
     }
+    statsImpl = async () => ({
+      metrics: parseExposition(await reg.metrics()),
+      hotCapacity: cfg.hotSize,
+      workers: { configured: cfg.afXdp ? cfg.queues : 0, live: workers?.live ?? 0 },
+      uptimeS: Math.round((performance.now() - startedAt) / 1000),
+    });
+    /** Every engine's answer to req: the main thread's and each worker's that answered. */
+    const askEngines = async (req: EngineRequest): Promise<{ all: unknown[]; engines: { asked: number; answered: number } }> => {
+      const mine = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs());
+      const theirs = workers ? await workers.control(req) : [];
+      const all = [mine, ...theirs.filter((v) => v !== undefined && !(v as { error?: string }).error)];
+      return { all, engines: { asked: 1 + theirs.length, answered: all.length } };
+    };
+    controlImpl = async (req) => {
+      switch (req.op) {
+        case 'lookup': {
+          const { all, engines } = await askEngines(req);
+          const entries = all.flat() as CachedEntryInfo[];
+          const keys = new Set([...entries.map((e) => e.key), ...keysOf(req.name, req.qtype)]);
+          const hotKeys = [...keys].filter((k) => hot.isHot(Buffer.from(k, 'hex')));
+          return { entries, hot: hotKeys.map((k) => describeKey(k)), engines };
+        }
+        case 'flush': {
+          // Which of its keys are hot is asked first: flushing an engine's cache demotes
+          // what it held, and the last holder's demotion takes the key out of the map.
+          const found = (await askEngines({ op: 'lookup', name: req.name, qtype: req.qtype })).all.flat() as CachedEntryInfo[];
+          const keys = new Set([...found.map((e) => e.key), ...keysOf(req.name, req.qtype)]);
+          const wasHot = [...keys].filter((k) => hot.isHot(Buffer.from(k, 'hex')));
+          const { all, engines } = await askEngines(req);
+          for (const k of new Set([...keys, ...(all as string[][]).flat()])) hot.drop(Buffer.from(k, 'hex'));
+          return { removed: (all as string[][]).flat().length, hotRemoved: wasHot.length, engines };
+        }
+        case 'flushAll': {
+          const hotBefore = hot.size;
+          const { all, engines } = await askEngines(req);
+          hot.dropAll();
+          return { removed: (all as number[]).reduce((a, b) => a + b, 0), hotRemoved: hotBefore, engines };
+        }
+        case 'upstreams': {
+          const { all, engines } = await askEngines(req);
+          return { upstreams: mergeUpstreams(all as UpstreamStats[][]), engines };
+        }
+      }
+    };
+    undo.push(() => {
+      controlImpl = undefined;
+      statsImpl = undefined;
+    });
 
     const mode = `${r.mode} XDP${cfg.xdpAnswers ? '' : ', answers off'}`;
     const paths = cfg.afXdp ? `${cfg.queues} AF_XDP worker(s)` : 'kernel sockets only';
@@ -331,6 +399,14 @@ export function createService(initial: HeimdallConfig): Service {
     start,
     stop,
     reload,
+    control: (req) => {
+      if (!controlImpl) throw new HeimdallError('E_NOT_RUNNING', 'the service is not running');
+      return controlImpl(req);
+    },
+    stats: () => {
+      if (!statsImpl) throw new HeimdallError('E_NOT_RUNNING', 'the service is not running');
+      return statsImpl();
+    },
     get config() {
       return running;
     },
@@ -356,4 +432,47 @@ function publishListeners(main: EngineHost, udp: UdpListener, tcp: TcpListener):
   main.advance('tcpBadFrames', t.badFrames);
   main.advance('tcpOversize', t.oversize);
   main.advance('tcpHandlerErrors', t.handlerErrors);
+}
+
+/** The cache keys of a name and type, with and without DO (for the hot map). */
+function keysOf(name: string, qtype: number | undefined): string[] {
+  if (qtype === undefined) return [];
+  const n = name.endsWith('.') ? name : `${name}.`;
+  return [false, true].map((d) => Buffer.from(makeKey(n, qtype, 1, d)).toString('hex'));
+}
+
+function describeKey(hex: string): { type: string; dnssecOk: boolean } {
+  const k = Buffer.from(hex, 'hex');
+  return { type: qtypeText((k[k.length - 5]! << 8) | k[k.length - 4]!), dnssecOk: k[k.length - 1] === 1 };
+}
+
+/** Each upstream as every engine sees it: healthy in how many, RTT, counts summed. */
+function mergeUpstreams(lists: UpstreamStats[][]): Record<string, unknown>[] {
+  const by = new Map<string, { upstream: string; healthyIn: number; engines: number; rtts: number[]; sent: number; answers: number; timeouts: number; errors: number }>();
+  for (const list of lists) {
+    for (const u of list) {
+      let m = by.get(u.upstream);
+      if (!m) by.set(u.upstream, (m = { upstream: u.upstream, healthyIn: 0, engines: 0, rtts: [], sent: 0, answers: 0, timeouts: 0, errors: 0 }));
+      m.engines++;
+      if (u.healthy) m.healthyIn++;
+      if (u.rttMs !== null) m.rtts.push(u.rttMs);
+      m.sent += u.sent;
+      m.answers += u.answers;
+      m.timeouts += u.timeouts;
+      m.errors += u.errors;
+    }
+  }
+  return [...by.values()].map(({ rtts, ...m }) => ({ ...m, rttMs: rtts.length ? Math.round((rtts.reduce((a, b) => a + b, 0) / rtts.length) * 10) / 10 : null }));
+}
+
+/** The Prometheus text /metrics serves into metric{labels} -> value (the same figures, the same names). */
+export function parseExposition(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const sp = line.lastIndexOf(' ');
+    const v = Number(line.slice(sp + 1));
+    if (sp > 0 && !Number.isNaN(v)) out[line.slice(0, sp)] = v;
+  }
+  return out;
 }

@@ -14,6 +14,8 @@ import type { EdgePolicy } from '../edge/guard.js';
 import { XskServer } from '../io/xsk-server.js';
 import { XskSocket } from '../io/xsk.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
+import { engineControl } from './cache-control.js';
+import { fastMonotonicNs } from '../engine/clock.js';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
@@ -66,6 +68,14 @@ port.on('message', (m: ToWorker) => {
     host.setPromoteAfter(m.change.promoteAfter);
     host.setUpstreams(m.change.upstreams);
     post({ type: 'reloaded', seq: m.seq });
+  } else if (m.type === 'control') {
+    let value: unknown;
+    try {
+      value = engineControl(host, init.id, m.req, fastMonotonicNs());
+    } catch (e) {
+      value = { error: (e as Error).message };
+    }
+    post({ type: 'controlReply', seq: m.seq, value });
   } else if (m.type === 'stop') {
     void stop();
   }

@@ -1,0 +1,81 @@
+/**
+ * What the control socket asks of one engine (a worker's or the main thread's): look a
+ * name up in its cache, flush a name or everything, and report its upstreams' health.
+ * The same function runs in every engine thread (src/service/worker.ts, service.ts); the
+ * main thread gathers the answers and adds the XDP hot map's part.
+ */
+import { remainingSeconds, type CachedAnswer } from '../dns/answer.js';
+import { textToWire } from '../dns/name.js';
+import type { EngineHost } from '../engine/host.js';
+import type { UpstreamStats } from '../upstream/health.js';
+
+const TYPES: Readonly<Record<string, number>> = {
+  A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, NAPTR: 35, DS: 43,
+  RRSIG: 46, NSEC: 47, DNSKEY: 48, NSEC3: 50, TLSA: 52, SVCB: 64, HTTPS: 65, CAA: 257,
+};
+
+/** A query type by mnemonic (A, AAAA, ...) or TYPEnnn; throws a one-line error. */
+export function parseQtype(text: string): number {
+  const t = text.toUpperCase();
+  if (TYPES[t] !== undefined) return TYPES[t];
+  const m = /^TYPE(\d{1,5})$/.exec(t);
+  if (m && Number(m[1]) <= 65535) return Number(m[1]);
+  throw new Error(`unknown query type '${text}' (e.g. A, AAAA, MX, or TYPE65)`);
+}
+
+export function qtypeText(n: number): string {
+  return Object.entries(TYPES).find(([, v]) => v === n)?.[0] ?? `TYPE${n}`;
+}
+
+export type EngineRequest =
+  | { op: 'lookup'; name: string; qtype?: number }
+  | { op: 'flush'; name: string; qtype?: number }
+  | { op: 'flushAll' }
+  | { op: 'upstreams' };
+
+export interface CachedEntryInfo {
+  engine: number;
+  type: string;
+  dnssecOk: boolean;
+  rcode: number;
+  /** Seconds of TTL left (0: expired, kept for serve-stale or the next sweep). */
+  ttlLeft: number;
+  /** The cache key, hex (the main thread looks it up in the hot map). */
+  key: string;
+}
+
+/** The cache keys of `name` (any DO bit; of `qtype` if given) in this cache. */
+export function entriesOf(host: EngineHost, name: string, qtype?: number): CachedAnswer[] {
+  const wire = textToWire(name.endsWith('.') ? name : `${name}.`);
+  const lower = wire.map((c) => (c >= 0x41 && c <= 0x5a ? c | 0x20 : c));
+  const out: CachedAnswer[] = [];
+  for (const a of host.engine.cache.entriesInEvictionOrder()) {
+    const k = a.key;
+    if (k.length !== lower.length + 5 || (qtype !== undefined && a.qtype !== qtype)) continue;
+    let same = true;
+    for (let i = 0; i < lower.length && same; i++) same = k[i] === lower[i];
+    if (same) out.push(a);
+  }
+  return out;
+}
+
+export function engineControl(host: EngineHost, engineId: number, req: EngineRequest, nowNs: number): unknown {
+  switch (req.op) {
+    case 'lookup':
+      return entriesOf(host, req.name, req.qtype).map(
+        (a): CachedEntryInfo => ({ engine: engineId, type: qtypeText(a.qtype), dnssecOk: a.dnssecOk, rcode: a.rcode, ttlLeft: remainingSeconds(a, nowNs), key: Buffer.from(a.key).toString('hex') }),
+      );
+    case 'flush': {
+      const found = entriesOf(host, req.name, req.qtype);
+      for (const a of found) host.engine.cache.delete(a.key);
+      return found.map((a) => Buffer.from(a.key).toString('hex'));
+    }
+    case 'flushAll': {
+      const n = host.engine.cache.size;
+      host.engine.cache.clear();
+      return n;
+    }
+    case 'upstreams':
+      return host.forwarder.stats().perUpstream satisfies UpstreamStats[];
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * The control socket's verbs against a running attach in the lab: stats (text and
+ * JSON), cache lookup and flush (a hot entry leaves the XDP map at once: the next ask
+ * goes upstream), flush --all, upstreams, and the socket closed to other users.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describePrivileged } from '../helpers/privilege.js';
+import { ADDR, Lab, runCli, type Service } from '../helpers/lab.js';
+
+const UP = 'heimdall_responses_total{path="upstream"}';
+const XDP = 'heimdall_responses_total{path="xdp"}';
+
+describePrivileged('control socket verbs in the lab', { netns: true, tools: ['dig', 'nsd', 'curl', 'setpriv'] }, () => {
+  const lab = new Lab('k');
+  let svc: Service;
+  const cli = (...args: string[]) => lab.cli(args);
+
+  /** Asks until XDP answers the name (it is hot), at most 20 times. */
+  async function makeHot(name: string): Promise<void> {
+    for (let i = 0; i < 20; i++) {
+      const before = svc.metrics()[XDP] ?? 0;
+      expect(lab.dig([name, 'A'])).toMatch(/status: NOERROR/);
+      if ((svc.metrics()[XDP] ?? 0) > before) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`${name} never became hot`);
+  }
+
+  beforeAll(async () => {
+    lab.up(200);
+    svc = lab.startService(['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153']);
+    await svc.ready();
+  }, 90_000);
+
+  afterAll(async () => {
+    try {
+      if (svc) expect(await svc.stop()).toBe(0);
+    } finally {
+      lab.down();
+    }
+  }, 60_000);
+
+  it('stats: answers by path, hit ratio, hot map, upstream, drops; --json for scripts', async () => {
+    await makeHot('www.lab.example');
+    const t = await cli('stats', lab.applianceIf, '--interval', '300');
+    expect(t.stderr).toBe('');
+    expect(t.code).toBe(0);
+    expect(t.stdout).toMatch(new RegExp(`^${lab.applianceIf}: up \\d+ s, \\d+ of \\d+ AF_XDP workers running, 0 restarts\\n`));
+    expect(t.stdout).toMatch(/\nqueries\/s: \d+ \(over 300 ms\); answers\/s: xdp \d+, cache \d+, upstream \d+, error \d+\n/);
+    expect(t.stdout).toMatch(/\nhit ratio: .* since start \(xdp [1-9][\d.]*%\)\n/);
+    expect(t.stdout).toMatch(/\nhot map: [1-9]\d* of \d+ entries/);
+    expect(t.stdout).toMatch(/\nupstream: [1-9]\d* sent, [\d.]+ ms mean, 0 timeouts/);
+    expect(t.stdout).toMatch(/\ndrops: /);
+    const j = await cli('stats', lab.applianceIf, '--json', '--interval', '200');
+    const s = JSON.parse(j.stdout) as { metrics: Record<string, number>; perSecond: Record<string, number>; hotCapacity: number; workers: { live: number } };
+    // The same figures /metrics has.
+    const m = svc.metrics();
+    expect(s.metrics[XDP]).toBeGreaterThanOrEqual(1);
+    expect(s.metrics[XDP]).toBeLessThanOrEqual(m[XDP]!);
+    expect(Object.keys(s.metrics)).toContain('heimdall_hot_entries');
+    expect(s.hotCapacity).toBe(10_000);
+    expect(s.workers.live).toBeGreaterThanOrEqual(1);
+    expect(typeof s.perSecond).toBe('object');
+  }, 60_000);
+
+  it('cache lookup says where a name is cached and whether XDP has it', async () => {
+    await makeHot('mail.lab.example');
+    const r = await cli('cache', lab.applianceIf, 'lookup', 'mail.lab.example', 'A');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^mail\.lab\.example A: cached in [1-9]\d* place\(s\) of \d+ engines; hot in XDP: A\n/);
+    expect(r.stdout).toMatch(/ (main|worker \d+): A rcode 0, TTL left \d+ s/);
+    const none = await cli('cache', lab.applianceIf, 'lookup', 'never.lab.example', 'A');
+    expect(none.stdout).toMatch(/^never\.lab\.example A: not cached in \d+ engines; not in the XDP hot map\n$/);
+    const bad = await cli('cache', lab.applianceIf, 'lookup', 'x.lab.example', 'BOGUS');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toBe("heimdall-xdp: unknown query type 'BOGUS' (e.g. A, AAAA, MX, or TYPE65)\n");
+  }, 60_000);
+
+  it('cache flush takes a hot name out of every cache and the XDP map: the next ask goes upstream', async () => {
+    await makeHot('v4only.lab.example');
+    const r = await cli('cache', lab.applianceIf, 'flush', 'v4only.lab.example', 'A');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^flushed [1-9]\d* cache entries of v4only\.lab\.example A in \d+ engines and 1 from the XDP hot map\n$/);
+    expect((await cli('cache', lab.applianceIf, 'lookup', 'v4only.lab.example', 'A')).stdout).toMatch(/not cached .* not in the XDP hot map/);
+    const before = svc.metricsWhen(() => true);
+    expect(lab.dig(['v4only.lab.example', 'A'])).toMatch(/status: NOERROR/);
+    const after = svc.metricsWhen((m) => m[UP]! > before[UP]!);
+    expect(after[UP]! - before[UP]!).toBe(1);
+    expect(after[XDP]).toBe(before[XDP]);
+    expect(svc.stderr).toMatch(/info cache: flushed v4only\.lab\.example A: [1-9]\d* cache entries, 1 hot/);
+  }, 60_000);
+
+  it('cache flush --all empties every cache and the hot map', async () => {
+    await makeHot('h1.lab.example');
+    await makeHot('h2.lab.example');
+    const r = await cli('cache', lab.applianceIf, 'flush', '--all');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^flushed [1-9]\d* cache entries in \d+ engines and [2-9]\d* from the XDP hot map\n$/);
+    const before = svc.metricsWhen((m) => m['heimdall_hot_entries'] === 0);
+    expect(before['heimdall_hot_entries']).toBe(0);
+    for (const n of ['h1.lab.example', 'h2.lab.example', 'www.lab.example']) expect(lab.dig([n, 'A'])).toMatch(/status: NOERROR/);
+    const after = svc.metricsWhen((m) => m[UP]! - before[UP]! >= 3);
+    expect(after[UP]! - before[UP]!).toBe(3);
+    expect(after[XDP]).toBe(before[XDP]);
+  }, 60_000);
+
+  it('upstreams: health, round-trip time and counts', async () => {
+    const r = await cli('upstreams', lab.applianceIf);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^${ADDR.upstream4.replace(/\./g, '\\.')}:53: up, rtt [\\d.]+ ms, [1-9]\\d* sent, [1-9]\\d* answers, 0 timeouts, 0 errors\\n$`));
+    const j = JSON.parse((await cli('upstreams', lab.applianceIf, '--json')).stdout) as { upstreams: { upstream: string; healthyIn: number; engines: number }[] };
+    expect(j.upstreams[0]).toMatchObject({ upstream: `${ADDR.upstream4}:53` });
+    expect(j.upstreams[0]!.healthyIn).toBe(j.upstreams[0]!.engines);
+  });
+
+  it('is closed to other users', async () => {
+    const r = await runCli(['ip', 'netns', 'exec', lab.ns.appliance, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', 'src/bin.ts', 'stats', lab.applianceIf]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^heimdall-xdp: cannot use \/run\/heimdall-xdp\/.*\.sock: permission denied/);
+  });
+});
