@@ -4,9 +4,13 @@
  * goes upstream), flush --all, upstreams, and the socket closed to other users.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describePrivileged } from '../helpers/privilege.js';
 import { ADDR, Lab, runCli, type Service } from '../helpers/lab.js';
 
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const UP = 'heimdall_responses_total{path="upstream"}';
 const XDP = 'heimdall_responses_total{path="xdp"}';
 
@@ -111,6 +115,30 @@ describePrivileged('control socket verbs in the lab', { netns: true, tools: ['di
     const j = JSON.parse((await cli('upstreams', lab.applianceIf, '--json')).stdout) as { upstreams: { upstream: string; healthyIn: number; engines: number }[] };
     expect(j.upstreams[0]).toMatchObject({ upstream: `${ADDR.upstream4}:53` });
     expect(j.upstreams[0]!.healthyIn).toBe(j.upstreams[0]!.engines);
+  });
+
+  it('has every metric the Grafana dashboard queries, with the label values it names', () => {
+    const text = lab.exec('appliance', 'curl', ['-s', '--max-time', '3', 'http://127.0.0.1:9153/metrics']);
+    const dash = JSON.parse(readFileSync(join(ROOT, 'dashboards/heimdall-xdp.json'), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
+    const exprs = dash.panels.flatMap((p) => p.targets.map((t) => t.expr));
+    expect(exprs.length).toBeGreaterThan(15);
+    let checked = 0;
+    for (const expr of exprs) {
+      for (const m of expr.matchAll(/(heimdall_[a-z0-9_]+)\{([^}]*)\}/g)) {
+        const name = m[1]!;
+        const base = name.replace(/_(bucket|sum|count)$/, '');
+        expect(text, `${name} in ${expr}`).toMatch(new RegExp(`^# TYPE ${base} `, 'm'));
+        // Each literal label value the panel selects is one the service exports.
+        for (const l of m[2]!.matchAll(/([a-z_]+)=~?"([^"]*)"/g)) {
+          if (l[1] === 'instance') continue;
+          for (const v of l[2]!.split('|').filter((x) => !/[.*+?]/.test(x))) {
+            expect(text, `${name}{${l[1]}="${v}"} in ${expr}`).toMatch(new RegExp(`^${base}(_total)?\\{[^}]*${l[1]}="${v}"`, 'm'));
+            checked++;
+          }
+        }
+      }
+    }
+    expect(checked).toBeGreaterThan(8);
   });
 
   it('is closed to other users', async () => {
