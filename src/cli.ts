@@ -16,6 +16,7 @@ import { loadConfigFile, locateError, mergeInput, type LoadedConfig } from './co
 import { DEFAULT_ALLOW } from './edge/acl.js';
 import { interfaceOwner } from './edge/owner.js';
 import { HeimdallError, operatorMessage } from './errors.js';
+import { attachCaps, missingCaps, type CapName } from './caps.js';
 import { loadAddon } from './native/addon.js';
 import { announce, log, setLogFormat, LOG_FORMATS } from './log.js';
 import { controlRequest, serveControl } from './service/control.js';
@@ -44,8 +45,14 @@ export function rxQueues(iface: string): number {
   }
 }
 
-function requireRoot(): void {
-  if (process.getuid?.() !== 0) throw new HeimdallError('E_NOT_ROOT', 'must run as root: loading XDP needs CAP_BPF and CAP_NET_ADMIN (try sudo)');
+/** Root, or a user with the capabilities (`need`) as ambient ones: names what is missing. */
+function requireRoot(need: readonly CapName[] = attachCaps()): void {
+  const missing = missingCaps(need);
+  if (missing.length === 0) return;
+  if (process.getuid?.() !== 0 && missing.length === need.length) {
+    throw new HeimdallError('E_NOT_ROOT', `must run as root, or with the capabilities ${need.join(', ')} (loading XDP needs CAP_BPF and CAP_NET_ADMIN; try sudo, or the systemd unit)`);
+  }
+  throw new HeimdallError('E_NOT_ROOT', `missing capabilities ${missing.join(', ')}: run as root, or grant ${need.join(', ')} (see docs/OPERATIONS.md)`);
 }
 
 /** Options that are not settings: never from a config file, never in ConfigInput. */

@@ -11,12 +11,16 @@
  * the owner alive however it ended); this file is created after that claim is held, so
  * a socket file left by a killed process is replaced, never a live one's.
  */
-import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { HeimdallError } from '../errors.js';
 
-export const CONTROL_DIR = '/run/heimdall-xdp';
+/**
+ * Where the sockets are: /run/heimdall-xdp (the systemd unit's RuntimeDirectory), or
+ * HEIMDALL_XDP_RUN_DIR (tests, or a service user without a unit).
+ */
+export const CONTROL_DIR = process.env.HEIMDALL_XDP_RUN_DIR ?? '/run/heimdall-xdp';
 /** A request line longer than this is refused (nothing the CLI sends comes close). */
 const MAX_LINE = 64 * 1024;
 const CLIENT_TIMEOUT_MS = 15_000;
@@ -36,7 +40,9 @@ export interface ControlServer {
 /** Serves the control socket of iface; `handlers` answer each command. */
 export async function serveControl(iface: string, handlers: Record<string, ControlHandler>, dir = CONTROL_DIR): Promise<ControlServer> {
   mkdirSync(dir, { recursive: true, mode: 0o750 });
-  chmodSync(dir, 0o750);
+  // Ours (made here, or the unit's RuntimeDirectory): no one else may enter it. Another
+  // owner's directory is left as that owner set it.
+  if (statSync(dir).uid === process.getuid?.()) chmodSync(dir, 0o750);
   const path = controlPath(iface, dir);
   try {
     unlinkSync(path); // left by a process that was killed: we hold the interface now

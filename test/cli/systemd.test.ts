@@ -1,0 +1,43 @@
+/**
+ * The systemd unit: what systemd-analyze says of it, and that it grants exactly the
+ * capabilities attach checks for (test/lab/caps.test.ts runs that set as a non-root uid).
+ */
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ATTACH_CAPS } from '../../src/caps.js';
+
+const UNIT = fileURLToPath(new URL('../../systemd/heimdall-xdp@.service', import.meta.url));
+const text = readFileSync(UNIT, 'utf8');
+const values = (key: string): string[] => [...text.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]!);
+const HAVE_ANALYZE = spawnSync('systemd-analyze', ['--version']).status === 0;
+
+describe('systemd unit heimdall-xdp@.service', () => {
+  it('runs node itself as a dedicated user with exactly the capabilities attach needs', () => {
+    expect(values('User')).toEqual(['heimdall-xdp']);
+    expect(values('ExecStart')[0]).toMatch(/^\/usr\/bin\/node \/\S+\/heimdall-xdp\/bin\/heimdall-xdp\.js attach %I --config \/etc\/heimdall-xdp\/%I\.yaml$/);
+    expect(values('ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
+    expect(values('Restart')).toEqual(['on-failure']);
+    expect(values('KillMode')).toEqual(['mixed']);
+    expect(Number(values('TimeoutStopSec')[0])).toBeGreaterThanOrEqual(10);
+    expect(values('RuntimeDirectory')).toEqual(['heimdall-xdp']);
+    expect(values('RuntimeDirectoryMode')).toEqual(['0750']);
+    for (const key of ['AmbientCapabilities', 'CapabilityBoundingSet']) expect(values(key)[0]!.split(' ').sort()).toEqual([...ATTACH_CAPS].sort());
+  });
+
+  it.runIf(HAVE_ANALYZE || process.env.CI === 'true')('passes systemd-analyze verify without a remark', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hx-unit-'));
+    copyFileSync(UNIT, join(dir, 'heimdall-xdp@.service'));
+    symlinkSync('heimdall-xdp@.service', join(dir, 'heimdall-xdp@eth0.service'));
+    const r = spawnSync('systemd-analyze', ['verify', join(dir, 'heimdall-xdp@eth0.service')], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(`${r.stdout}${r.stderr}`).toBe('');
+    // It would say so: a broken directive is reported.
+    writeFileSync(join(dir, 'x@.service'), text.replace('KillMode=mixed', 'KillMode=bogus'));
+    symlinkSync('x@.service', join(dir, 'x@eth0.service'));
+    expect(spawnSync('systemd-analyze', ['verify', join(dir, 'x@eth0.service')], { encoding: 'utf8' }).stderr).toMatch(/kill mode/);
+  });
+});
