@@ -10,7 +10,8 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { once } from 'node:events';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { resolveConfig, SETTINGS, type ConfigInput, type HeimdallConfig, type IntSetting } from './config.js';
 import { loadConfigFile, locateError, mergeInput, type LoadedConfig } from './config-file.js';
 import { DEFAULT_ALLOW } from './edge/acl.js';
@@ -35,6 +36,15 @@ function int(name: IntSetting) {
     if (!Number.isInteger(n) || n < s.min || n > s.max) throw new InvalidArgumentError(`${s.flag} must be an integer from ${s.min} to ${s.max}`);
     return n;
   };
+}
+
+/** The version in package.json (dist/ and src/ are both one level under it). */
+export function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
 }
 
 export function rxQueues(iface: string): number {
@@ -157,6 +167,7 @@ async function attach(iface: string | undefined, o: Record<string, unknown>, cmd
 export function buildProgram(): Command {
   const program = new Command('heimdall-xdp')
     .description('Caching DNS forwarder whose hottest answers are served by XDP from a BPF map')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .showHelpAfterError('(run with --help for usage)');
 
   const flag = (name: IntSetting, short?: string): [string, string, (v: string) => number] => {
