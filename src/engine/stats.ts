@@ -107,6 +107,7 @@ export const COUNTERS = {
   txFull: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'tx_full'] },
   xskReceived: { kind: 'counter', metric: 'heimdall_af_xdp_received_total', help: 'Frames AF_XDP workers took from their RX rings' },
   noFrame: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'no_frame'] },
+  xskHandlerErrors: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'handler_error'] },
   xskKernelRxDropped: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_rx_dropped'] },
   xskKernelRxRingFull: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_rx_ring_full'] },
   xskKernelRxInvalid: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_rx_invalid'] },

@@ -7,7 +7,7 @@
  *               release                 RELEASED at once; when the answer comes, a fresh
  *                                       frame from the free list takes headers + reply ─► TX
  *                                       (no free frame: counted drop, no_frame)
- *                                     0 or throws: release
+ *                                     0: release; throws or rejects: release, counted
  *
  * so that every frame received is sent or released within its batch, whatever the
  * upstream does: a miss never holds a UMEM frame, and the fill ring stays stocked while
@@ -137,7 +137,7 @@ export class XskServer {
         readSource(umem, addr, info, this.client);
         r = this.handler.handle(msg, 0, info.dnsLen, msg, 0, false, room, now, this.client);
       } catch {
-        this.stats.add('badFrames');
+        this.stats.add('xskHandlerErrors');
         sock.release(addr);
         continue;
       }
@@ -219,7 +219,7 @@ export class XskServer {
       },
       () => {
         this.pending--;
-        this.stats.add('badFrames');
+        this.stats.add('xskHandlerErrors');
         this.unpark(p);
       },
     );
