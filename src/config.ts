@@ -6,7 +6,10 @@
  * A config file, when it comes, produces the same ConfigInput.
  */
 import { EDNS_UDP_SIZE } from './dns/constants.js';
+import { DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
+import { RRL_DEFAULTS, type RrlSettings } from './edge/rrl.js';
 import { HeimdallError } from './errors.js';
+import { formatAddr, parseAddr, type Cidr } from './net/addr.js';
 import { parseUpstreams, type UpstreamAddr } from './upstream/upstream.js';
 
 export type AttachMode = 'auto' | 'native' | 'generic';
@@ -31,6 +34,13 @@ export const SETTINGS = {
   tcpMaxConnections: { flag: '--tcp-max-connections', min: 1, max: 1_000_000, default: 1000, help: 'TCP connections open at most (at the limit the least recently active idle one is closed for a new one)' },
   tcpMaxPerClient: { flag: '--tcp-max-per-client', min: 1, max: 1_000_000, default: 64, help: 'TCP connections open at most from one client network (/24, /56)' },
   tcpIdleTimeout: { flag: '--tcp-idle-timeout', min: 1, max: 3_600_000, default: 10_000, help: 'ms before an idle TCP connection is closed (500 ms while over half the connection limit is in use)' },
+  rrl: { flag: '--rrl', min: 0, max: 1_000_000, default: RRL_DEFAULTS.rate, help: 'responses/s of one answer (or of errors, or NXDOMAIN of one zone) to one client network; 0 turns rate limiting off' },
+  rrlSlip: { flag: '--rrl-slip', min: 0, max: 100, default: RRL_DEFAULTS.slip, help: 'every k-th rate-limited response is sent truncated (TC=1) so real clients retry over TCP; 0 never' },
+  rrlWindow: { flag: '--rrl-window', min: 1, max: 3600, default: RRL_DEFAULTS.window, help: 'seconds a flood stays limited after it stops' },
+  rrlAll: { flag: '--rrl-all', min: 0, max: 1_000_000, default: RRL_DEFAULTS.allRate, help: 'responses/s of any kind to one client network; 0 no such ceiling' },
+  rrlV4Prefix: { flag: '--rrl-v4-prefix', min: 8, max: 32, default: RRL_DEFAULTS.v4Prefix, help: 'IPv4 prefix length of a client network for rate limiting' },
+  rrlV6Prefix: { flag: '--rrl-v6-prefix', min: 16, max: 64, default: RRL_DEFAULTS.v6Prefix, help: 'IPv6 prefix length of a client network for rate limiting' },
+  rrlBuckets: { flag: '--rrl-buckets', min: 1024, max: 1 << 24, default: 65536, help: 'rate-limit buckets, a power of two (24 bytes each, shared by XDP and userspace)' },
 } as const;
 
 export type IntSetting = keyof typeof SETTINGS;
@@ -54,6 +64,30 @@ export interface ConfigInput {
   serveStale?: boolean;
   metricsListen?: string;
   force?: boolean;
+  /** Addresses to serve, comma separated; absent: every address of the interface, followed as it changes. */
+  listen?: string;
+  /** Prefixes to serve (`default` = DEFAULT_ALLOW, `any` = everyone); absent: DEFAULT_ALLOW. */
+  allow?: string;
+  deny?: string;
+  rrlExempt?: string;
+  rrl?: number;
+  rrlSlip?: number;
+  rrlWindow?: number;
+  rrlAll?: number;
+  rrlV4Prefix?: number;
+  rrlV6Prefix?: number;
+  rrlBuckets?: number;
+}
+
+/** Who is served, on which addresses, and how fast (src/edge). */
+export interface EdgeConfig {
+  /** Addresses served (text form); null: every address of the interface, followed. */
+  readonly listen: readonly string[] | null;
+  readonly allow: readonly Cidr[];
+  readonly deny: readonly Cidr[];
+  readonly rrlExempt: readonly Cidr[];
+  readonly rrl: Readonly<RrlSettings>;
+  readonly rrlBuckets: number;
 }
 
 /** What one engine host (a worker's or the main thread's) is built with. */
@@ -85,6 +119,7 @@ export interface HeimdallConfig {
   readonly serveStale: boolean;
   readonly metricsListen: { readonly host: string; readonly port: number } | null;
   readonly force: boolean;
+  readonly edge: EdgeConfig;
   /** The main thread's engine (kernel UDP and TCP). */
   readonly mainEngine: EngineConfig;
   /** Each AF_XDP worker's engine. */
@@ -108,6 +143,49 @@ export function parseListen(text: string, flag = '--metrics-listen'): { host: st
   const port = m ? Number(m[3]) : NaN;
   if (!m || !(port >= 1 && port <= 65535)) throw badOption(`${flag} must be addr:port (e.g. 127.0.0.1:9153), got '${text}'`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+function cidrs(flag: string, text: string | undefined, fallback: readonly string[]): Cidr[] {
+  try {
+    return parseAclList(text ?? fallback.join(','));
+  } catch (e) {
+    throw badOption(`${flag}: ${(e as Error).message}`);
+  }
+}
+
+/** --listen: addresses, each normalised; a link-local IPv6 one keeps its %zone. */
+function listenAddrs(text: string | undefined): string[] | null {
+  if (text === undefined) return null;
+  const out: string[] = [];
+  for (const raw of text.split(',').map((t) => t.trim()).filter((t) => t.length > 0)) {
+    const a = parseAddr(raw);
+    if (!a || raw.includes('/')) throw badOption(`--listen: '${raw}' is not an IPv4 or IPv6 address`);
+    const zone = raw.includes('%') ? raw.slice(raw.indexOf('%')) : '';
+    out.push(formatAddr(a) + zone);
+  }
+  if (out.length === 0) throw badOption('--listen needs at least one address');
+  return out;
+}
+
+function edgeConfig(input: ConfigInput): EdgeConfig {
+  const rrlBuckets = int('rrlBuckets', input.rrlBuckets, SETTINGS.rrlBuckets.default);
+  if ((rrlBuckets & (rrlBuckets - 1)) !== 0) throw badOption(`--rrl-buckets must be a power of two, got ${rrlBuckets}`);
+  const rrl: RrlSettings = Object.freeze({
+    rate: int('rrl', input.rrl, SETTINGS.rrl.default),
+    slip: int('rrlSlip', input.rrlSlip, SETTINGS.rrlSlip.default),
+    window: int('rrlWindow', input.rrlWindow, SETTINGS.rrlWindow.default),
+    allRate: int('rrlAll', input.rrlAll, SETTINGS.rrlAll.default),
+    v4Prefix: int('rrlV4Prefix', input.rrlV4Prefix, SETTINGS.rrlV4Prefix.default),
+    v6Prefix: int('rrlV6Prefix', input.rrlV6Prefix, SETTINGS.rrlV6Prefix.default),
+  });
+  return Object.freeze({
+    listen: listenAddrs(input.listen),
+    allow: Object.freeze(cidrs('--allow', input.allow, DEFAULT_ALLOW)),
+    deny: Object.freeze(cidrs('--deny', input.deny, [])),
+    rrlExempt: Object.freeze(cidrs('--rrl-exempt', input.rrlExempt, [])),
+    rrl,
+    rrlBuckets,
+  });
 }
 
 /**
@@ -169,6 +247,7 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
     serveStale,
     metricsListen: input.metricsListen === undefined ? null : Object.freeze(parseListen(input.metricsListen)),
     force: input.force ?? false,
+    edge: edgeConfig(input),
     mainEngine: engine(shares.main),
     workerEngine: engine(shares.worker),
   });

@@ -65,6 +65,10 @@ const tcpHelp = 'TCP connections of the kernel listener, by what happened to the
 const tcpMsgs = 'heimdall_tcp_messages_total';
 const tcpMsgsHelp = 'DNS messages over TCP, by outcome';
 const udp = 'heimdall_kernel_udp_datagrams_total';
+const edgeDrops = 'heimdall_edge_drops_total';
+const edgeDropsHelp = 'Queries userspace dropped by the edge policy (the XDP program counts its own in heimdall_xdp_packets_total), by reason';
+const edgeReplies = 'heimdall_edge_replies_total';
+const edgeRepliesHelp = 'Replies userspace wrote by the edge policy instead of an answer, by kind';
 const udpHelp = 'Datagrams of the kernel UDP listener, by direction';
 
 /**
@@ -136,6 +140,16 @@ export const COUNTERS = {
   tcpBadFrames: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'bad_frame'] },
   tcpOversize: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'oversize'] },
   tcpHandlerErrors: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'error'] },
+
+  // The edge policy on every userspace path (src/edge/guard.ts).
+  edgeDenied: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'denied'] },
+  edgeBadSource: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'bad_source'] },
+  edgeSourcePort: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'source_port'] },
+  edgeResponse: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'response'] },
+  edgeNotQuery: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'not_a_query'] },
+  edgeRateLimited: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'rate_limited'] },
+  edgeRefused: { kind: 'counter', metric: edgeReplies, help: edgeRepliesHelp, label: ['kind', 'refused'] },
+  edgeSlipped: { kind: 'counter', metric: edgeReplies, help: edgeRepliesHelp, label: ['kind', 'slip'] },
 } as const satisfies Record<string, Scalar | Vector | HistogramPart>;
 
 type Defs = typeof COUNTERS;

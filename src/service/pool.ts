@@ -10,12 +10,14 @@ import { StatsBlock } from '../engine/stats.js';
 import { HeimdallError } from '../errors.js';
 import type { PromotionEvent } from '../hot/promotion.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
+import type { EdgeSetup } from '../edge/policy.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
 
 export interface WorkerPoolOptions {
   iface: string;
   queues: number;
   xsksMapFd: number;
+  edge: EdgeSetup;
   upstreams: readonly UpstreamAddr[];
   engine: EngineConfig;
   /** The shared ask counts (AskCounter.buffer). */
@@ -66,6 +68,7 @@ export class WorkerPool {
       iface: this.o.iface,
       queue,
       xsksMapFd: this.o.xsksMapFd,
+      edge: this.o.edge,
       upstreams: this.o.upstreams,
       engine: this.o.engine,
       asks: this.o.asks,

@@ -16,6 +16,10 @@ import type http from 'node:http';
 import type { HeimdallConfig } from '../config.js';
 import { EngineHost } from '../engine/host.js';
 import { HeimdallError, isNativeError } from '../errors.js';
+import { EdgeGuard } from '../edge/guard.js';
+import { ServedAddresses, type Served } from '../edge/local.js';
+import { claimInterface } from '../edge/owner.js';
+import { accessListOf, buildPolicy, edgeSetup } from '../edge/policy.js';
 import { AskCounter } from '../hot/asks.js';
 import { HotSync } from '../hot/hot-sync.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
@@ -128,32 +132,68 @@ export function createService(cfg: HeimdallConfig): Service {
     undo.push(() => main.close());
     await probeUpstreams(main.forwarder, cfg.upstreamList);
 
-    fp = FastPath.open({ ports: [cfg.port], udpSize: cfg.udpSize, hotEntries: cfg.hotSize });
+    // One live owner per interface: a second instance is refused before it touches anything.
+    const claim = await claimInterface(cfg.iface, cfg.force);
+    undo.push(() => claim.release());
+
+    fp = FastPath.open({ ports: [cfg.port], udpSize: cfg.udpSize, hotEntries: cfg.hotSize, rrlBuckets: cfg.edge.rrlBuckets });
     const program = fp;
     undo.push(() => program.close());
     sync = new HotSync(fp);
     const hot = sync;
+    const d = fp.describe();
+    const setup = edgeSetup(cfg.edge, cfg.udpSize, { fd: d.rrlMapFd, buckets: d.rrlBuckets, seed: d.rrlSeed });
+    fp.setAccessList(accessListOf(setup));
+    fp.setRateLimit(cfg.edge.rrl);
 
-    // The kernel listeners answer through the main engine, waking its upkeep from its idle
-    // pace as a worker's XskServer does, so their counters are never 5 s late.
-    const mainHandler: FrameHandler = {
+    // The kernel listeners answer through the main engine behind the edge policy, waking
+    // its upkeep from its idle pace as a worker's XskServer does, so their counters are
+    // never 5 s late.
+    const engineHandler: FrameHandler = {
       handle: (buf, off, len, out, outOff, tcp, maxLen, nowNs) => {
         main.wake();
         return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs);
       },
     };
+    const mainHandler = new EdgeGuard(engineHandler, buildPolicy(setup), main.stats);
     udp = new UdpListener(mainHandler);
-    await udp.listen({ port: cfg.port }).catch((e: unknown) => {
-      throw bindError(e, cfg.port, 'UDP');
-    });
     const u = udp;
     undo.push(() => u.close());
     tcp = new TcpListener(tcpHandlerOf(mainHandler), cfg.tcp);
-    await tcp.listen({ port: cfg.port }).catch((e: unknown) => {
-      throw bindError(e, cfg.port, 'TCP');
-    });
     const t = tcp;
     undo.push(() => t.close());
+
+    // The served addresses: the program answers for them only, and the kernel listeners
+    // bind them only. Followed as the interface's addresses change (unless --listen).
+    const bindServed = async (s: Served): Promise<void> => {
+      await u.bind(cfg.port, s.text).catch((e: unknown) => {
+        throw bindError(e, cfg.port, `UDP ${s.text}`);
+      });
+      await t.listen({ port: cfg.port, host: s.text }).catch((e: unknown) => {
+        throw bindError(e, cfg.port, `TCP ${s.text}`);
+      });
+    };
+    let started = false;
+    const served = new ServedAddresses(cfg.iface, cfg.edge.listen, async (all, added, removed) => {
+      program.setLocalAddresses(all.map((s) => s.addr));
+      for (const s of removed) {
+        await u.unbind(s.text);
+        await t.unlisten(s.text);
+      }
+      for (const s of added) {
+        if (!started) await bindServed(s);
+        else await bindServed(s).catch((e: unknown) => console.error(`heimdall-xdp: cannot serve new address ${s.text}: ${(e as Error).message}`));
+      }
+      if (started && (added.length > 0 || removed.length > 0)) {
+        console.log(`heimdall-xdp: now serving ${all.map((s) => s.text).join(', ') || 'no address'} on ${cfg.iface}`);
+      }
+    });
+    await served.start();
+    started = true;
+    undo.push(() => served.stop());
+    if (served.list.length === 0) {
+      throw new HeimdallError('E_NO_ADDRESS', `interface '${cfg.iface}' has no IP address to serve; add one, or name the addresses with --listen`);
+    }
 
     const r = fp.attach(cfg.iface, cfg.mode, cfg.force);
     undo.push(() => {
@@ -167,6 +207,7 @@ export function createService(cfg: HeimdallConfig): Service {
         iface: cfg.iface,
         queues: cfg.queues,
         xsksMapFd: fp.describe().xsksMapFd,
+        edge: setup,
         upstreams: cfg.upstreams,
         asks: asks.buffer,
         engine: cfg.workerEngine,
@@ -198,7 +239,8 @@ export function createService(cfg: HeimdallConfig): Service {
 
     const mode = `${r.mode} XDP${cfg.xdpAnswers ? '' : ', answers off'}`;
     const paths = cfg.afXdp ? `${cfg.queues} AF_XDP worker(s)` : 'kernel sockets only';
-    summary = `${cfg.iface} port ${cfg.port} (${mode}, ${paths}) via ${cfg.upstreamList}`;
+    const rrl = cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit';
+    summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}) via ${cfg.upstreamList}`;
     const crash = (): void => pool?.crashAll();
     // SIGUSR2 crashes the workers on purpose; the supervisor replaces them. It exists to
     // prove (and let an operator check) that recovery loses nothing.

@@ -3,7 +3,7 @@
  * through the AF_XDP workers, what the XDP program redirected equals what the workers
  * took from their RX rings plus what the kernel dropped on the way (XDP_STATISTICS), and
  * what the workers took equals the queries their engines counted plus the frames they
- * could not parse or handle.
+ * could not parse or handle and those the edge policy stopped before the engine.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +25,10 @@ export function accounting(m: M) {
   const kernelDrops = v(m, DROP('kernel_rx_dropped')) + v(m, DROP('kernel_rx_ring_full'));
   // Main-thread queries (kernel UDP, TCP) are not part of it; the test sends none.
   const workerQueries = v(m, 'heimdall_userspace_queries_total');
-  const unhandled = v(m, DROP('bad_frame')) + v(m, DROP('handler_error'));
+  // Frames that never reached the engine: unparsable, failed, or stopped by the edge policy first.
+  let edge = v(m, 'heimdall_edge_replies_total{kind="refused"}');
+  for (const r of ['denied', 'bad_source', 'source_port', 'response', 'not_a_query']) edge += v(m, `heimdall_edge_drops_total{reason="${r}"}`);
+  const unhandled = v(m, DROP('bad_frame')) + v(m, DROP('handler_error')) + edge;
   return { redirected, received, kernelDrops, workerQueries, unhandled };
 }
 
