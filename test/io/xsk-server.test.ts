@@ -10,7 +10,7 @@ import { DnsEngine, type Resolver } from '../../src/engine/engine.js';
 import { StatsBlock } from '../../src/engine/stats.js';
 import { XskServer, type FrameHandler } from '../../src/io/xsk-server.js';
 import { checkInvariant, openFake, type FakeKernel } from '../helpers/fake-xsk.js';
-import { buildFrame, parseFrame, CLIENT4, SERVER4 } from '../helpers/frames.js';
+import { buildFrame, ipBytes, parseFrame, CLIENT4, CLIENT6, SERVER4, SERVER6 } from '../helpers/frames.js';
 import { decode, query, response } from '../helpers/dns.js';
 
 const wwwA = response('www.example.com', 'A', { answers: [{ type: 'A', name: 'www.example.com', ttl: 60, data: '198.18.1.1' }] });
@@ -95,6 +95,31 @@ describe('XskServer (fake kernel)', () => {
     expect(d.questions![0]!.name).toBe('www.example.com');
     expect(d.answers![0]!.data).toBe('198.18.1.1');
     expect(stats.get('upstreamAnswers')).toBe(1);
+    checkInvariant(sock, k);
+  });
+
+  it('a miss over IPv6 behind two VLAN tags is answered from a fresh frame with its headers intact', async () => {
+    const { resolver, sock, k, server } = setup();
+    const q = buildFrame(query('www.example.com', 'A', { id: 77 }), { ipv6: true, vlans: [100, 200], sport: 40123 });
+    k.deliverBytes(q);
+    server.drain();
+    expect(sock.accounting().held).toBe(0);
+    for (let i = 0; i < 70; i++) {
+      k.deliverBytes(Buffer.alloc(20)); // the frames around are reused meanwhile
+      server.drain();
+    }
+    resolver.release(wwwA);
+    await flush();
+    const [r] = replies(k);
+    expect(r!.vlans).toEqual([100, 200]);
+    expect(r!.ipv6).toBe(true);
+    expect(r!.src.equals(ipBytes(SERVER6))).toBe(true);
+    expect(r!.dst.equals(ipBytes(CLIENT6))).toBe(true);
+    expect(r!.dport).toBe(40123);
+    expect(r!.udpChecksumOk).toBe(true);
+    expect(r!.ipLengthOk).toBe(true);
+    expect(r!.dstMac.equals(q.subarray(6, 12))).toBe(true);
+    expect(decode(r!.dns).id).toBe(77);
     checkInvariant(sock, k);
   });
 
