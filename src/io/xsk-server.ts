@@ -63,22 +63,21 @@ const SPARE_BUFFERS = 64;
 /** A miss waiting on the upstream: what its reply needs, none of it in the UMEM. */
 interface Parked {
   /** The query (handler input), then the reply (handler output), from offset 0. */
-  msg: Uint8Array;
+  msg: Buffer;
   /** The frame's bytes before the DNS message (L2-L4 headers), as received. */
-  head: Uint8Array;
+  head: Buffer;
   info: FrameInfo;
   /** Where in its frame the packet started (the kernel's headroom): kept for the reply. */
   offset: number;
 }
 
-/** dst[dOff..] = src[sOff, sOff+n): a loop for the small messages of DNS, no view allocated. */
-function copy(dst: Uint8Array, dOff: number, src: Uint8Array, sOff: number, n: number): void {
-  if (n > 256) {
-    dst.set(src.subarray(sOff, sOff + n), dOff);
-    return;
-  }
-  for (let i = 0; i < n; i++) dst[dOff + i] = src[sOff + i]!;
+/** dst[dOff..] = src[sOff, sOff+n): one memcpy (Buffer.copy), no view allocated. */
+function copy(dst: Buffer, dOff: number, src: Buffer, sOff: number, n: number): void {
+  src.copy(dst, dOff, sOff, sOff + n);
 }
+
+/** A Buffer over the same memory as u (no copy). */
+const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
 export class XskServer {
   /** Queries waiting on the upstream (none of them holds a frame). */
@@ -88,8 +87,10 @@ export class XskServer {
   private readonly client: Addr = { family: 4, bytes: new Uint8Array(16) };
   private readonly clock: Clock;
   /** The buffer the next query is copied into; handed to a miss that parks. */
-  private scratch: Uint8Array;
-  private readonly spares: Uint8Array[] = [];
+  private scratch: Buffer;
+  private readonly spares: Buffer[] = [];
+  /** The UMEM as a Buffer, for Buffer.copy. */
+  private readonly umemBuf: Buffer;
   /** The socket's XDP_STATISTICS totals already added to the counters. */
   private readonly seen = new Map<keyof NativeXskStats, number>();
 
@@ -100,7 +101,8 @@ export class XskServer {
     private readonly o: XskServerOptions = {},
   ) {
     this.clock = o.clock ?? fastMonotonicNs;
-    this.scratch = new Uint8Array(sock.frameSize);
+    this.scratch = Buffer.allocUnsafeSlow(sock.frameSize);
+    this.umemBuf = asBuffer(sock.umem);
   }
 
   /** Serves the socket from now on; onFatal gets errors of the poll loop itself. */
@@ -117,6 +119,7 @@ export class XskServer {
     if (n > 0) this.stats.add('xskReceived', n);
     const now = this.clock(); // once per batch: a clock read per query showed in profiles
     const umem = sock.umem;
+    const ub = this.umemBuf;
     const d = sock.rxDescs;
     const frameSize = sock.frameSize;
     const info = this.info;
@@ -133,7 +136,7 @@ export class XskServer {
       const msg = this.scratch;
       let r: Handled;
       try {
-        copy(msg, 0, umem, dns, info.dnsLen);
+        copy(msg, 0, ub, dns, info.dnsLen);
         readSource(umem, addr, info, this.client);
         r = this.handler.handle(msg, 0, info.dnsLen, msg, 0, false, room, now, this.client);
       } catch {
@@ -142,7 +145,7 @@ export class XskServer {
         continue;
       }
       if (typeof r === 'number') {
-        if (r > 0) copy(umem, dns, msg, 0, r);
+        if (r > 0) copy(ub, dns, msg, 0, r);
         this.complete(addr, info, r);
       } else {
         this.park(addr, r);
@@ -204,11 +207,11 @@ export class XskServer {
     const base = sock.frameOf(addr);
     const p: Parked = {
       msg: this.scratch,
-      head: sock.umem.slice(addr, addr + info.dns),
+      head: Buffer.from(sock.umem.subarray(addr, addr + info.dns)),
       info: Object.assign(new FrameInfo(), info),
       offset: addr - base,
     };
-    this.scratch = this.spares.pop() ?? new Uint8Array(sock.frameSize);
+    this.scratch = this.spares.pop() ?? Buffer.allocUnsafeSlow(sock.frameSize);
     sock.release(addr);
     this.pending++;
     r.then(
@@ -234,9 +237,8 @@ export class XskServer {
       return;
     }
     const addr = base + p.offset;
-    const umem = sock.umem;
-    copy(umem, addr, p.head, 0, p.head.length);
-    copy(umem, addr + p.info.dns, p.msg, 0, dnsLen);
+    copy(this.umemBuf, addr, p.head, 0, p.head.length);
+    copy(this.umemBuf, addr + p.info.dns, p.msg, 0, dnsLen);
     this.complete(addr, p.info, dnsLen);
     sock.flush();
   }
