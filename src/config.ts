@@ -34,6 +34,12 @@ export const SETTINGS = {
   tcpMaxConnections: { flag: '--tcp-max-connections', min: 1, max: 1_000_000, default: 1000, help: 'TCP connections open at most (at the limit the least recently active idle one is closed for a new one)' },
   tcpMaxPerClient: { flag: '--tcp-max-per-client', min: 1, max: 1_000_000, default: 64, help: 'TCP connections open at most from one client network (/24, /56)' },
   tcpIdleTimeout: { flag: '--tcp-idle-timeout', min: 1, max: 3_600_000, default: 10_000, help: 'ms before an idle TCP connection is closed (500 ms while over half the connection limit is in use)' },
+  cacheBytes: { flag: '--cache-bytes', min: 65_536, max: 2 ** 45, default: undefined, help: 'userspace cache bytes per engine, as docs/LIMITS.md counts them (default: 1024 per cache entry)' },
+  upstreamInflight: { flag: '--upstream-inflight', min: 1, max: 65_536, default: 1024, help: 'distinct questions in flight upstream per engine; beyond it a miss gets SERVFAIL at once' },
+  upstreamInflightTotal: { flag: '--upstream-inflight-total', min: 1, max: 1_000_000, default: 2048, help: 'distinct questions in flight upstream in the whole process (every engine)' },
+  upstreamClientShare: { flag: '--upstream-client-share', min: 1, max: 100, default: 25, help: "percent of an engine's in-flight questions one client network (/24, /56) may hold" },
+  upstreamTcpConns: { flag: '--upstream-tcp-conns', min: 1, max: 64, default: 2, help: 'TCP connections per upstream per engine (after TC=1), reused and pipelined' },
+  upstreamTcpPipeline: { flag: '--upstream-tcp-pipeline', min: 1, max: 1024, default: 64, help: 'queries in flight on one upstream TCP connection' },
   rrl: { flag: '--rrl', min: 0, max: 1_000_000, default: RRL_DEFAULTS.rate, help: 'responses/s of one answer (or of errors, or NXDOMAIN of one zone) to one client network; 0 turns rate limiting off' },
   rrlSlip: { flag: '--rrl-slip', min: 0, max: 100, default: RRL_DEFAULTS.slip, help: 'every k-th rate-limited response is sent truncated (TC=1) so real clients retry over TCP; 0 never' },
   rrlWindow: { flag: '--rrl-window', min: 1, max: 3600, default: RRL_DEFAULTS.window, help: 'seconds a flood stays limited after it stops' },
@@ -59,6 +65,12 @@ export interface ConfigInput {
   tcpMaxConnections?: number;
   tcpMaxPerClient?: number;
   tcpIdleTimeout?: number;
+  cacheBytes?: number;
+  upstreamInflight?: number;
+  upstreamInflightTotal?: number;
+  upstreamClientShare?: number;
+  upstreamTcpConns?: number;
+  upstreamTcpPipeline?: number;
   xdpAnswers?: boolean;
   afXdp?: boolean;
   serveStale?: boolean;
@@ -98,6 +110,14 @@ export interface EngineConfig {
   readonly promoteAfter: number;
   readonly udpSize: number;
   readonly serveStale: boolean;
+  /** Cache bytes (DnsCache maxBytes). */
+  readonly cacheBytes: number;
+  /** Questions in flight upstream, this engine. */
+  readonly upstreamInflight: number;
+  /** Of those, the most one client network may hold. */
+  readonly upstreamPerClient: number;
+  readonly upstreamTcpConns: number;
+  readonly upstreamTcpPipeline: number;
 }
 
 export interface HeimdallConfig {
@@ -114,6 +134,8 @@ export interface HeimdallConfig {
   readonly udpSize: number;
   /** The kernel TCP listener's limits (src/io/tcp.ts TcpListenerOptions). */
   readonly tcp: { readonly maxConnections: number; readonly maxPerClient: number; readonly idleTimeoutMs: number };
+  /** Questions in flight upstream in the whole process. */
+  readonly upstreamInflightTotal: number;
   readonly xdpAnswers: boolean;
   readonly afXdp: boolean;
   readonly serveStale: boolean;
@@ -225,7 +247,15 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   const serveStale = input.serveStale ?? false;
   const afXdp = input.afXdp ?? true;
   const shares = hotShares(hotSize, afXdp, queues);
-  const engine = (hotCapacity: number): EngineConfig => Object.freeze({ cacheSize, hotCapacity, promoteAfter, udpSize, serveStale });
+  const cacheBytes = int('cacheBytes', input.cacheBytes, cacheSize * 1024);
+  const upstreamInflight = int('upstreamInflight', input.upstreamInflight, SETTINGS.upstreamInflight.default);
+  const upstreamInflightTotal = int('upstreamInflightTotal', input.upstreamInflightTotal, SETTINGS.upstreamInflightTotal.default);
+  const share = int('upstreamClientShare', input.upstreamClientShare, SETTINGS.upstreamClientShare.default);
+  const upstreamPerClient = Math.max(1, Math.floor((upstreamInflight * share) / 100));
+  const upstreamTcpConns = int('upstreamTcpConns', input.upstreamTcpConns, SETTINGS.upstreamTcpConns.default);
+  const upstreamTcpPipeline = int('upstreamTcpPipeline', input.upstreamTcpPipeline, SETTINGS.upstreamTcpPipeline.default);
+  const engine = (hotCapacity: number): EngineConfig =>
+    Object.freeze({ cacheSize, hotCapacity, promoteAfter, udpSize, serveStale, cacheBytes, upstreamInflight, upstreamPerClient, upstreamTcpConns, upstreamTcpPipeline });
   return Object.freeze({
     iface,
     upstreams: Object.freeze(upstreams),
@@ -242,6 +272,7 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
       maxPerClient: int('tcpMaxPerClient', input.tcpMaxPerClient, SETTINGS.tcpMaxPerClient.default),
       idleTimeoutMs: int('tcpIdleTimeout', input.tcpIdleTimeout, SETTINGS.tcpIdleTimeout.default),
     }),
+    upstreamInflightTotal,
     xdpAnswers: input.xdpAnswers ?? true,
     afXdp,
     serveStale,

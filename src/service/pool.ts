@@ -22,6 +22,8 @@ export interface WorkerPoolOptions {
   engine: EngineConfig;
   /** The shared ask counts (AskCounter.buffer). */
   asks: SharedArrayBuffer;
+  /** The upstream in-flight budget (SharedInflight.buffer). */
+  inflight: SharedArrayBuffer;
   /** Engine ids of workers are 1..queues (0 is the main thread's engine). */
   onPromotion: (engineId: number, e: PromotionEvent) => void;
   onWorkerGone: (engineId: number) => void;
@@ -73,6 +75,7 @@ export class WorkerPool {
       engine: this.o.engine,
       asks: this.o.asks,
       stats: slot.stats.buffer as SharedArrayBuffer,
+      inflight: this.o.inflight,
     };
     const w = new Worker(WORKER_FILE, { workerData: init });
     slot.worker = w;

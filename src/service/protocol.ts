@@ -25,6 +25,8 @@ export interface WorkerInit {
   asks: SharedArrayBuffer;
   /** StatsBlock.buffer: this worker's counters. */
   stats: SharedArrayBuffer;
+  /** SharedInflight.buffer: the process-wide budget of questions in flight upstream. */
+  inflight: SharedArrayBuffer;
 }
 
 export type ToWorker =

@@ -21,6 +21,8 @@ import { ServedAddresses, type Served } from '../edge/local.js';
 import { claimInterface } from '../edge/owner.js';
 import { accessListOf, buildPolicy, edgeSetup } from '../edge/policy.js';
 import { AskCounter } from '../hot/asks.js';
+import { SharedInflight } from '../upstream/budget.js';
+import { checkFdLimit } from './fd-limit.js';
 import { HotSync } from '../hot/hot-sync.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
 import { UdpListener } from '../io/udp.js';
@@ -50,10 +52,12 @@ export interface Service {
 }
 
 /** One line an operator can act on, for a failed bind of one of the service's ports. */
-export function bindError(e: unknown, port: number, what: string): Error {
+export function bindError(e: unknown, port: number, what: string, host?: string): Error {
   const code = (e as { code?: string }).code;
-  if (code === 'EADDRINUSE') return new HeimdallError('E_PORT_IN_USE', `${what} port ${port} is in use by another process (see 'ss -lunpt sport = :${port}'); stop it or choose another port`, { cause: e });
-  if (code === 'EACCES') return new HeimdallError('E_PERMISSION', `cannot bind ${what} port ${port}: permission denied (run as root)`, { cause: e });
+  const on = host ? ` on ${host}` : '';
+  if (code === 'EADDRINUSE') return new HeimdallError('E_PORT_IN_USE', `${what} port ${port}${on} is in use by another process (see 'ss -lunpt sport = :${port}'); stop it or choose another port`, { cause: e });
+  if (code === 'EACCES') return new HeimdallError('E_PERMISSION', `cannot bind ${what} port ${port}${on}: permission denied (run as root)`, { cause: e });
+  if (code === 'EADDRNOTAVAIL') return new HeimdallError('E_BAD_OPTION', `cannot bind ${what} port ${port}${on}: the address is not on this host (check --listen)`, { cause: e });
   return e instanceof Error ? e : new Error(String(e));
 }
 
@@ -83,6 +87,7 @@ export function createService(cfg: HeimdallConfig): Service {
 
   async function start(): Promise<void> {
     loadAddon().xdpStatus(cfg.iface); // a missing interface is reported before anything starts
+    checkFdLimit(cfg); // soft RLIMIT_NOFILE up to the hard one, and the limits well under it
     // V8's memory reducer shrinks the heap once a burst of work is over, with incremental
     // collections spread over the following seconds. For a server whose caches are
     // bounded it buys nothing, and those collections run on the cores the XDP path's
@@ -100,6 +105,7 @@ export function createService(cfg: HeimdallConfig): Service {
 
   async function compose(): Promise<void> {
     const asks = new AskCounter();
+    const inflight = new SharedInflight({ limit: cfg.upstreamInflightTotal });
     let sync: HotSync | undefined;
     let pool: WorkerPool | undefined;
     let fp: FastPath | undefined;
@@ -112,6 +118,7 @@ export function createService(cfg: HeimdallConfig): Service {
       engine: cfg.mainEngine,
       upstreams: cfg.upstreams,
       asks,
+      inflight: { shared: inflight, engineId: MAIN_ENGINE },
       onPromotion: (e) => sync?.apply(MAIN_ENGINE, e),
       onUpkeep: () => {
         const now = performance.now();
@@ -150,9 +157,9 @@ export function createService(cfg: HeimdallConfig): Service {
     // its upkeep from its idle pace as a worker's XskServer does, so their counters are
     // never 5 s late.
     const engineHandler: FrameHandler = {
-      handle: (buf, off, len, out, outOff, tcp, maxLen, nowNs) => {
+      handle: (buf, off, len, out, outOff, tcp, maxLen, nowNs, client) => {
         main.wake();
-        return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs);
+        return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs, client);
       },
     };
     const mainHandler = new EdgeGuard(engineHandler, buildPolicy(setup), main.stats);
@@ -167,10 +174,10 @@ export function createService(cfg: HeimdallConfig): Service {
     // bind them only. Followed as the interface's addresses change (unless --listen).
     const bindServed = async (s: Served): Promise<void> => {
       await u.bind(cfg.port, s.text).catch((e: unknown) => {
-        throw bindError(e, cfg.port, `UDP ${s.text}`);
+        throw bindError(e, cfg.port, 'UDP', s.text);
       });
       await t.listen({ port: cfg.port, host: s.text }).catch((e: unknown) => {
-        throw bindError(e, cfg.port, `TCP ${s.text}`);
+        throw bindError(e, cfg.port, 'TCP', s.text);
       });
     };
     let started = false;
@@ -181,8 +188,22 @@ export function createService(cfg: HeimdallConfig): Service {
         await t.unlisten(s.text);
       }
       for (const s of added) {
-        if (!started) await bindServed(s);
-        else await bindServed(s).catch((e: unknown) => console.error(`heimdall-xdp: cannot serve new address ${s.text}: ${(e as Error).message}`));
+        try {
+          await bindServed(s);
+        } catch (e) {
+          const cause = (e as { cause?: { code?: string } }).cause;
+          if (!cfg.edge.listen && cause?.code === 'EADDRNOTAVAIL') {
+            // An interface address still in duplicate address detection (IPv6 right
+            // after the link came up) cannot be bound yet: try again at the next poll.
+            await u.unbind(s.text);
+            await t.unlisten(s.text);
+            served.retry(s);
+          } else if (!started) {
+            throw e;
+          } else {
+            console.error(`heimdall-xdp: cannot serve new address ${s.text}: ${(e as Error).message}`);
+          }
+        }
       }
       if (started && (added.length > 0 || removed.length > 0)) {
         console.log(`heimdall-xdp: now serving ${all.map((s) => s.text).join(', ') || 'no address'} on ${cfg.iface}`);
@@ -210,9 +231,13 @@ export function createService(cfg: HeimdallConfig): Service {
         edge: setup,
         upstreams: cfg.upstreams,
         asks: asks.buffer,
+        inflight: inflight.buffer,
         engine: cfg.workerEngine,
         onPromotion: (id, e) => hot.apply(id, e),
-        onWorkerGone: (id) => hot.forgetEngine(id),
+        onWorkerGone: (id) => {
+          hot.forgetEngine(id);
+          inflight.forget(id); // what the dead worker held upstream is free again
+        },
         onRestart: (queue, why) => console.error(`heimdall-xdp: worker for queue ${queue} replaced (${why})`),
       });
       const workers = pool;

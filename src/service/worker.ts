@@ -7,6 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { EngineHost } from '../engine/host.js';
 import { StatsBlock } from '../engine/stats.js';
 import { AskCounter } from '../hot/asks.js';
+import { SharedInflight } from '../upstream/budget.js';
 import { EdgeGuard } from '../edge/guard.js';
 import { buildPolicy } from '../edge/policy.js';
 import { XskServer } from '../io/xsk-server.js';
@@ -32,6 +33,7 @@ const host = new EngineHost({
   upstreams: init.upstreams,
   asks: new AskCounter(init.asks),
   stats: new StatsBlock(init.stats),
+  inflight: { shared: new SharedInflight({ buffer: init.inflight }), engineId: init.id },
   onPromotion: (e) => (e.kind === 'promote' ? post({ type: 'promote', answer: e.answer }) : post({ type: 'demote', key: e.key, reason: e.reason })),
   onUpkeep: () => server?.upkeep(),
   busy: () => (server?.pending ?? 0) > 0,
