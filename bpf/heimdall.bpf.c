@@ -604,6 +604,34 @@ static __always_inline int port_guarded(__u16 port)
 	return 0;
 }
 
+static __always_inline int is_local4(const struct heimdall_local *lo, __u32 daddr)
+{
+	if (!lo)
+		return 0;
+	for (__u32 i = 0; i < HEIMDALL_LOCAL_MAX; i++) {
+		if (i >= lo->n4)
+			break;
+		if (lo->v4[i] == daddr)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int is_local6(const struct heimdall_local *lo, const struct in6_addr *d)
+{
+	if (!lo)
+		return 0;
+	__u32 d0 = d->in6_u.u6_addr32[0], d1 = d->in6_u.u6_addr32[1];
+	__u32 d2 = d->in6_u.u6_addr32[2], d3 = d->in6_u.u6_addr32[3];
+	for (__u32 i = 0; i < HEIMDALL_LOCAL_MAX; i++) {
+		if (i >= lo->n6)
+			break;
+		if (lo->v6[i][0] == d0 && lo->v6[i][1] == d1 && lo->v6[i][2] == d2 && lo->v6[i][3] == d3)
+			return 1;
+	}
+	return 0;
+}
+
 static __always_inline __u32 prefix_mask(__u32 bits)
 {
 	return bits >= 32 ? 0xffffffffu : bits == 0 ? 0 : ~(0xffffffffu >> bits);
@@ -622,7 +650,10 @@ static __always_inline int check_edge(struct xdp_md *ctx, struct l4info *l4, str
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct acl_value *acl;
+	__u8 action = ACL_REFUSE;
 	__u32 l3 = l4->l3_off;
+	__u32 key = 0; /* one stack slot for every lookup key here: two frames share 512 bytes */
+	struct heimdall_local *lo = bpf_map_lookup_elem(&local, &key);
 
 	if (l3 > 22 || l4->dns_off > 128)
 		return -STAT_PASS_MALFORMED; /* cannot happen: parse_to_dns bounds both */
@@ -630,7 +661,7 @@ static __always_inline int check_edge(struct xdp_md *ctx, struct l4info *l4, str
 		struct ipv6hdr *ip6 = data + l3;
 		if ((void *)(ip6 + 1) > data_end)
 			return -STAT_PASS_MALFORMED;
-		if (!bpf_map_lookup_elem(&local_v6, &ip6->daddr))
+		if (!is_local6(lo, &ip6->daddr))
 			return -STAT_PASS_NOT_LOCAL;
 		__u32 a0 = bpf_ntohl(ip6->saddr.in6_u.u6_addr32[0]);
 		__u32 a1 = bpf_ntohl(ip6->saddr.in6_u.u6_addr32[1]);
@@ -644,6 +675,8 @@ static __always_inline int check_edge(struct xdp_md *ctx, struct l4info *l4, str
 		struct acl_key_v6 k6 = { .prefixlen = 128 };
 		__builtin_memcpy(k6.addr, &ip6->saddr, 16);
 		acl = bpf_map_lookup_elem(&acl_v6, &k6);
+		if (acl)
+			action = acl->action;
 		__u32 bits = rt ? rt->rrl_v6_prefix : 56;
 		lim->fam_len = (6 << 8) | bits;
 		lim->w0 = a0 & prefix_mask(bits);
@@ -652,16 +685,24 @@ static __always_inline int check_edge(struct xdp_md *ctx, struct l4info *l4, str
 		struct iphdr *ip = data + l3;
 		if ((void *)(ip + 1) > data_end)
 			return -STAT_PASS_MALFORMED;
-		if (!bpf_map_lookup_elem(&local_v4, &ip->daddr))
+		if (!is_local4(lo, ip->daddr))
 			return -STAT_PASS_NOT_LOCAL;
 		__u32 a = bpf_ntohl(ip->saddr);
 		__u8 top = a >> 24;
 		/* 0/8 (this network), 127/8 (loopback), 224/4 (multicast), 240/4 and broadcast */
 		if (top == 0 || top == 127 || top >= 224)
 			return -STAT_DROP_BAD_SOURCE;
-		struct acl_key_v4 k4 = { .prefixlen = 32 };
-		__builtin_memcpy(k4.addr, &ip->saddr, 4);
-		acl = bpf_map_lookup_elem(&acl_v4, &k4);
+		key = a >> 16;
+		__u8 *b16 = bpf_map_lookup_elem(&acl16, &key);
+		if (b16 && !(*b16 & ACL_REFINE)) {
+			action = *b16;
+		} else {
+			struct acl_key_v4 k4 = { .prefixlen = 32 };
+			__builtin_memcpy(k4.addr, &ip->saddr, 4);
+			acl = bpf_map_lookup_elem(&acl_v4, &k4);
+			if (acl)
+				action = acl->action;
+		}
 		__u32 bits = rt ? rt->rrl_v4_prefix : 24;
 		lim->fam_len = (4 << 8) | bits;
 		lim->w0 = a & prefix_mask(bits);
@@ -676,7 +717,6 @@ static __always_inline int check_edge(struct xdp_md *ctx, struct l4info *l4, str
 	if (port_guarded(bpf_ntohs(udp->source)))
 		return -STAT_DROP_SOURCE_PORT;
 
-	__u8 action = acl ? acl->action : ACL_REFUSE;
 	if ((action & ~ACL_RRL_EXEMPT) == ACL_DENY)
 		return -STAT_DROP_DENIED;
 
