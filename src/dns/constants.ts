@@ -60,6 +60,8 @@ export const RCODE_NOTIMP = 4;
 export const RCODE_REFUSED = 5;
 /** Extended rcode 16, carried partly in the OPT record (RFC 6891 9). */
 export const RCODE_BADVERS = 16;
+/** Extended rcode 23: the server cookie was missing or wrong, a fresh one is in the answer (RFC 7873 8). */
+export const RCODE_BADCOOKIE = 23;
 
 export const CLASS_IN = 1;
 

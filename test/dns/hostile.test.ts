@@ -162,7 +162,7 @@ describe('names that point at bytes a reply rewrites', () => {
     const out = new Uint8Array(512);
     const n = writeReply(q, ans, 1e12 + 3e9, out, 0, { udpSize: 1232 });
     const d = decode(out.subarray(0, n));
-    expect((d.answers[0]!.data as { exchange: string }).exchange).toBe('b');
+    expect((d.answers[0] as { data: { exchange: string } }).data.exchange).toBe('b');
     expect(d.additionals.filter((x) => x.type === 'A').map((x) => x.name)).toEqual(['b']);
   });
 });

@@ -51,7 +51,7 @@ function xdpReply(q: Uint8Array, qv: MessageView, ans: CachedAnswer): Uint8Array
   const base = 12 + qv.questionLen;
   const out = new Uint8Array(base + ans.records.length + 11);
   out.set(q.subarray(0, base), 0);
-  out[2] |= 0x80;
+  out[2] = out[2]! | 0x80;
   out[6] = ans.ancount >> 8;
   out[7] = ans.ancount & 0xff;
   out[8] = ans.nscount >> 8;
