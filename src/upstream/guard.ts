@@ -7,10 +7,12 @@
  * 0x20: every letter of the name goes out in a random case, and only an answer that
  * echoes the name byte for byte is taken (wire.ts, Mismatch.CASE). An upstream that
  * does not preserve case shows as CASE mismatches with no exactly echoed answer in
- * between: after CAPS_MISSES of them in a row the guard sends that upstream plain
- * names for CAPS_OFF_MS, then tries the random case again (one more run of misses
- * turns it off again). Each CASE mismatch lets the forwarder retry at once, so a
- * non-preserving upstream costs its first question a few round trips, not timeouts.
+ * between (counted across questions): after CAPS_MISSES of them in a row the guard
+ * sends that upstream plain names for CAPS_OFF_MS, then tries the random case again
+ * (one more run of misses turns it off again). A single CASE mismatch does not end the
+ * attempt (the real answer may still come: a forger must not be able to hurry us on);
+ * the switch to plain names does, so a non-preserving upstream costs its first
+ * questions one attempt timeout, not the deadline.
  *
  * Cookies: a random 8-byte client cookie per upstream (not linkable across upstreams
  * or restarts), sent in every query with the server cookie last learned from that
@@ -19,7 +21,8 @@
  * of every accepted answer is kept. Once an upstream has given a server cookie, an
  * answer without one is refused too; after COOKIE_MISSES such refusals in a row with no
  * good answer between, the guard concludes the upstream stopped doing cookies
- * (replaced, or an anycast node without them) and forgets its server cookie.
+ * (replaced, or an anycast node without them), forgets its server cookie, and the
+ * forwarder asks again at once.
  */
 import { randomFillSync } from 'node:crypto';
 import type { MessageView } from '../dns/view.js';
@@ -30,7 +33,7 @@ export const CAPS_MISSES = 2;
 /** How long an upstream that did not preserve case gets plain names before trying again. */
 export const CAPS_OFF_MS = 5 * 60_000;
 /** Answers without a cookie in a row from an upstream that gave one before we forget it. */
-export const COOKIE_MISSES = 3;
+export const COOKIE_MISSES = 2;
 
 export interface GuardOptions {
   /** Randomise the case of query names (default true). */
@@ -113,10 +116,9 @@ export class UpstreamGuard {
   }
 
   /**
-   * A datagram from this upstream that was not taken. Returns true when a retry at
-   * once may succeed: for every CASE mismatch (a fresh random case is what tells a
-   * forger from an upstream that rewrites case, and after CAPS_MISSES plain names go
-   * out), and when the server cookie was just forgotten.
+   * A datagram from this upstream that was not taken. Returns true when the guard
+   * changed what it sends (plain names now, or the server cookie forgotten), so that
+   * asking again at once may succeed.
    */
   mismatched(reason: MismatchCode, now: number): boolean {
     if (reason === Mismatch.CASE) {
@@ -124,8 +126,9 @@ export class UpstreamGuard {
         this.capsMisses = 0;
         this.capsOffUntil = now + CAPS_OFF_MS;
         this.capsFallbacks++;
+        return true;
       }
-      return true;
+      return false;
     }
     if (reason === Mismatch.NO_COOKIE && ++this.cookieMisses >= COOKIE_MISSES) {
       this.cookieMisses = 0;
