@@ -26,7 +26,7 @@ import {
   OPCODE_QUERY,
 } from './constants.js';
 import { DnsError, DnsErrorCode } from './errors.js';
-import { scrubResponse } from './scrub.js';
+import { isScrubbed, scrubResponse } from './scrub.js';
 import { MessageView, RecordCursor } from './view.js';
 
 export interface CachedAnswer {
@@ -172,8 +172,9 @@ export function answerFromResponse(
   // element loads stay monomorphic.
   if (Object.getPrototypeOf(msg) !== Uint8Array.prototype) msg = new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength);
   // Scrubbed and rebuilt first: only records the rules allow, names that stay valid
-  // wherever the records are placed after the question (scrub.ts).
-  msg = scrubResponse(msg);
+  // wherever the records are placed after the question (scrub.ts). The forwarder's
+  // answers come scrubbed already (one rebuild per miss, not two).
+  if (!isScrubbed(msg)) msg = scrubResponse(msg);
   const v = scratchView;
   const e = v.parse(msg, 0, msg.length);
   if (e !== 0) throw new DnsError(e, v.errorPos);

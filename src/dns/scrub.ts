@@ -29,6 +29,7 @@
  * the same name in any case, whatever TTLs are later written into it: the property the
  * cache, the reply writer and the XDP hot entry rely on.
  */
+import { Buffer } from 'node:buffer';
 import {
   HEADER_LEN,
   MAX_MESSAGE_LEN,
@@ -124,14 +125,16 @@ function readName(buf: Uint8Array, base: number, pos: number): Uint8Array {
   }
 }
 
+const keyBuf = Buffer.alloc(MAX_NAME_WIRE);
+
 /** Lowercased latin1 key of wire name bytes [from, end). */
 function keyOf(w: Uint8Array, from = 0): string {
-  let s = '';
-  for (let i = from; i < w.length; i++) {
-    const c = w[i]!;
-    s += String.fromCharCode(c >= 0x41 && c <= 0x5a ? c | 0x20 : c);
+  const n = w.length - from;
+  for (let i = 0; i < n; i++) {
+    const c = w[from + i]!;
+    keyBuf[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
   }
-  return s;
+  return keyBuf.toString('latin1', 0, n);
 }
 
 /** True when `a` is `b` or an ancestor of it (both keys of whole wire names). */
@@ -174,14 +177,31 @@ function signerOf(buf: Uint8Array, rd: number, rdLen: number): string {
   }
 }
 
+/** Names that are one bare pointer, by target: most owners point at the question or an earlier owner. */
+const byTarget = new Map<number, { wire: Uint8Array; key: string }>();
+
+function ownerAt(msg: Uint8Array, base: number, pos: number): { wire: Uint8Array; key: string } {
+  const b = msg[pos]!;
+  const target = b >= 0xc0 ? ((b & 0x3f) << 8) | msg[pos + 1]! : -1;
+  if (target >= 0) {
+    const hit = byTarget.get(target);
+    if (hit !== undefined) return hit;
+  }
+  const wire = readName(msg, base, pos);
+  const n = { wire, key: keyOf(wire) };
+  if (target >= 0) byTarget.set(target, n);
+  return n;
+}
+
 function collect(msg: Uint8Array, base: number): Rec[] {
   const recs: Rec[] = [];
+  byTarget.clear();
   for (let s = 0; s < 3; s++) {
     view.records(s as 0 | 1 | 2, cursor);
     while (cursor.next()) {
       const type = cursor.type;
       if (type === TYPE_OPT) continue;
-      const owner = readName(msg, base, cursor.pos);
+      const owner = ownerAt(msg, base, cursor.pos);
       let targetKey = '';
       const layout = rdataLayout(type);
       if (type === TYPE_NS || type === TYPE_CNAME || type === TYPE_DNAME || type === TYPE_MX || type === TYPE_SRV) {
@@ -200,8 +220,8 @@ function collect(msg: Uint8Array, base: number): Rec[] {
         fixedPos: cursor.ttlPos - 2,
         rdPos: cursor.rdataPos,
         rdLen: cursor.rdLength,
-        owner,
-        ownerKey: keyOf(owner),
+        owner: owner.wire,
+        ownerKey: owner.key,
         targetKey,
         covered,
         signerKey,
@@ -209,6 +229,11 @@ function collect(msg: Uint8Array, base: number): Rec[] {
     }
   }
   return recs;
+}
+
+function inZone(zones: Set<string>, key: string): boolean {
+  for (const z of zones) if (isAtOrAbove(z, key)) return true;
+  return false;
 }
 
 /** Which records the rules keep (and minimal keeps), as a parallel array of flags: 0 drop (rules), 1 keep, 2 drop (minimal). */
@@ -255,10 +280,6 @@ function classify(recs: Rec[], qnameKey: string, qtype: number, rcode: number, m
       }
     }
   }
-  const inZone = (key: string): boolean => {
-    for (const z of zones) if (isAtOrAbove(z, key)) return true;
-    return false;
-  };
   let positive = false;
   for (const r of recs) {
     if (r.section !== 0) break;
@@ -281,7 +302,7 @@ function classify(recs: Rec[], qnameKey: string, qtype: number, rcode: number, m
         keep = isAtOrAbove(r.ownerKey, last);
         minimalKeep = t === TYPE_SOA && !positive;
       } else if (t === TYPE_NSEC || t === TYPE_NSEC3) {
-        keep = inZone(r.ownerKey);
+        keep = inZone(zones, r.ownerKey);
         minimalKeep = dnssec;
       }
     } else {
@@ -321,45 +342,104 @@ function compressible(type: number): boolean {
   }
 }
 
-/** Writes records into `out` with a compression table of its own. */
+function lowerByte(c: number): number {
+  return c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+}
+
+/** True when the (possibly compressed) name at out[pos] equals w[off..] ignoring ASCII case. */
+function sameName(out: Uint8Array, pos: number, w: Uint8Array, off: number): boolean {
+  let p = pos;
+  let q = off;
+  for (;;) {
+    let len = out[p]!;
+    while (len >= 0xc0) {
+      p = ((len & 0x3f) << 8) | out[p + 1]!;
+      len = out[p]!;
+    }
+    if (len !== w[q]) return false;
+    if (len === 0) return true;
+    for (let i = 1; i <= len; i++) if (lowerByte(out[p + i]!) !== lowerByte(w[q + i]!)) return false;
+    p += len + 1;
+    q += len + 1;
+  }
+}
+
+const labelOffs = new Int32Array(128);
+const suffixHash = new Int32Array(128);
+
+/**
+ * Writes records into `out` with a compression table of its own: the hash of every
+ * name suffix written inline below 0x4000, and where it is; a hit is checked byte by
+ * byte before a pointer is written.
+ */
 class Writer {
   p = 0;
-  private readonly dict = new Map<string, number>();
+  private readonly hashes: number[] = [];
+  private readonly positions: number[] = [];
   constructor(readonly out: Uint8Array) {}
 
-  /** Makes every suffix of the name written at `pos` a target (only below 0x4000, the pointer range). */
-  remember(name: Uint8Array, pos: number, upTo = name.length): void {
+  /** Label offsets of `w` into labelOffs and suffix hashes (lowercased) into suffixHash; returns the label count. */
+  private static labels(w: Uint8Array): number {
+    let n = 0;
     let off = 0;
-    while (off < upTo && name[off] !== 0) {
-      if (pos + off >= 0x4000) return;
-      const k = keyOf(name, off);
-      if (!this.dict.has(k)) this.dict.set(k, pos + off);
-      off += name[off]! + 1;
+    while (w[off] !== 0) {
+      labelOffs[n++] = off;
+      off += w[off]! + 1;
     }
+    let h = 0x811c9dc5;
+    for (let i = n - 1; i >= 0; i--) {
+      const o = labelOffs[i]!;
+      const end = o + w[o]! + 1;
+      for (let j = o; j < end; j++) h = Math.imul(h ^ lowerByte(w[j]!), 0x01000193);
+      suffixHash[i] = h;
+    }
+    return n;
+  }
+
+  private find(hash: number, w: Uint8Array, off: number): number {
+    const hs = this.hashes;
+    for (let i = 0; i < hs.length; i++) {
+      if (hs[i] === hash && sameName(this.out, this.positions[i]!, w, off)) return this.positions[i]!;
+    }
+    return -1;
+  }
+
+  /** Makes the first `upTo` suffixes of the name written at `pos` targets (pointers reach 0x3fff). */
+  private remember(pos: number, upTo: number): void {
+    for (let i = 0; i < upTo; i++) {
+      const at = pos + labelOffs[i]!;
+      if (at >= 0x4000) return;
+      this.hashes.push(suffixHash[i]!);
+      this.positions.push(at);
+    }
+  }
+
+  /** Registers a name already in `out` at `pos` (the question). */
+  known(w: Uint8Array, pos: number): void {
+    this.remember(pos, Writer.labels(w));
   }
 
   name(w: Uint8Array, compress: boolean): void {
     const out = this.out;
-    let off = 0;
+    const n = Writer.labels(w);
+    const start = this.p;
     if (compress) {
-      while (w[off] !== 0) {
-        const at = this.dict.get(keyOf(w, off));
-        if (at !== undefined) {
-          const start = this.p;
+      for (let i = 0; i < n; i++) {
+        const off = labelOffs[i]!;
+        const at = this.find(suffixHash[i]!, w, off);
+        if (at >= 0) {
           out.set(w.subarray(0, off), start);
           out[start + off] = 0xc0 | (at >>> 8);
           out[start + off + 1] = at & 0xff;
           this.p = start + off + 2;
-          this.remember(w, start, off);
+          this.remember(start, i);
           return;
         }
-        off += w[off]! + 1;
       }
     }
-    const start = this.p;
     out.set(w, start);
     this.p = start + w.length;
-    this.remember(w, start);
+    this.remember(start, n);
   }
 
   bytes(src: Uint8Array, from: number, n: number): void {
@@ -368,10 +448,22 @@ class Writer {
   }
 }
 
+/** Messages this module built, so that the next step does not rebuild them again. */
+const rebuilt = new WeakSet<Uint8Array>();
+
+/**
+ * True when `msg` is a message scrubResponse returned (so it already keeps the rules
+ * and the rebuilt form). Such a message must not be changed beyond its header (ID,
+ * flags): answerFromResponse trusts it without scrubbing it a second time.
+ */
+export function isScrubbed(msg: Uint8Array): boolean {
+  return rebuilt.has(msg);
+}
+
 /**
  * Scrubs and rebuilds a response: see the module comment. Returns a new message;
  * throws DnsError when `msg` does not parse or the rebuilt message would not fit
- * 65535 bytes.
+ * 65535 bytes. The result is remembered (isScrubbed): change at most its header.
  */
 export function scrubResponse(msg: Uint8Array, opts: ScrubOptions = {}): Uint8Array {
   const v = view;
@@ -388,7 +480,7 @@ export function scrubResponse(msg: Uint8Array, opts: ScrubOptions = {}): Uint8Ar
   const qEnd = HEADER_LEN + v.qnameLen + 4;
   out.set(msg.subarray(0, qEnd), 0);
   w.p = qEnd;
-  w.remember(msg.subarray(HEADER_LEN, HEADER_LEN + v.qnameLen), HEADER_LEN);
+  w.known(msg.subarray(HEADER_LEN, HEADER_LEN + v.qnameLen), HEADER_LEN);
   const counts = [0, 0, 0];
   for (let i = 0; i < recs.length; i++) {
     const r = recs[i]!;
@@ -445,5 +537,7 @@ export function scrubResponse(msg: Uint8Array, opts: ScrubOptions = {}): Uint8Ar
     out[6 + 2 * s] = n >>> 8;
     out[7 + 2 * s] = n & 0xff;
   }
-  return out.slice(0, w.p);
+  const result = out.slice(0, w.p);
+  rebuilt.add(result);
+  return result;
 }
