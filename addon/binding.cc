@@ -4,6 +4,10 @@
 // XDP program uses, interface helpers, and BPF_PROG_TEST_RUN for tests and benchmarks.
 #include <napi.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstddef>
 #include <ctime>
 
@@ -33,6 +37,32 @@ Napi::Object Layout(Napi::Env env) {
   l.Set("HOT_HASH_MUL1", Napi::BigInt::New(env, static_cast<uint64_t>(HOT_HASH_MUL1)));
   l.Set("HOT_HASH_MUL2", Napi::BigInt::New(env, static_cast<uint64_t>(HOT_HASH_MUL2)));
   l.Set("PROG_NAME", HEIMDALL_PROG_NAME);
+  l.Set("RRL_BUCKETS_DEFAULT", RRL_BUCKETS_DEFAULT);
+  l.Set("RRL_BURST_NS", Napi::Number::New(env, static_cast<double>(RRL_BURST_NS)));
+  l.Set("RRL_BUCKET_SIZE", sizeof(rrl_bucket));
+  l.Set("RRL_MUL1", RRL_MUL1);
+  l.Set("RRL_MUL2", RRL_MUL2);
+  l.Set("RRL_TOKEN_ERROR", RRL_TOKEN_ERROR);
+  l.Set("RRL_TOKEN_ALL", RRL_TOKEN_ALL);
+  Napi::Object classes = Napi::Object::New(env);
+  classes.Set("answer", RRL_CLASS_ANSWER);
+  classes.Set("nodata", RRL_CLASS_NODATA);
+  classes.Set("nxdomain", RRL_CLASS_NXDOMAIN);
+  classes.Set("error", RRL_CLASS_ERROR);
+  l.Set("RRL_CLASS", classes);
+  Napi::Object acl = Napi::Object::New(env);
+  acl.Set("refuse", ACL_REFUSE);
+  acl.Set("allow", ACL_ALLOW);
+  acl.Set("deny", ACL_DENY);
+  acl.Set("rrlExempt", ACL_RRL_EXEMPT);
+  acl.Set("max", HEIMDALL_ACL_MAX);
+  l.Set("ACL", acl);
+  l.Set("LOCAL_MAX", HEIMDALL_LOCAL_MAX);
+  Napi::Object guarded = Napi::Object::New(env);
+#define HEIMDALL_GUARD_JS(p, name) guarded.Set(#p, name);
+  HEIMDALL_GUARDED_PORTS(HEIMDALL_GUARD_JS)
+#undef HEIMDALL_GUARD_JS
+  l.Set("guardedPorts", guarded);
 
   Napi::Object key = Napi::Object::New(env);
   key.Set("size", sizeof(hot_key));
@@ -55,6 +85,7 @@ Napi::Object Layout(Napi::Env env) {
   FIELD(val, hot_value, records_len);
   FIELD(val, hot_value, rr_count);
   FIELD(val, hot_value, records_csum);
+  FIELD(val, hot_value, rrl_token);
   FIELD(val, hot_value, name);
   FIELD(val, hot_value, ttl);
   FIELD(val, hot_value, ttl_off);
@@ -79,6 +110,11 @@ Napi::Object Layout(Napi::Env env) {
   maps.Set("stats", HEIMDALL_MAP_STATS);
   maps.Set("xsks", HEIMDALL_MAP_XSKS);
   maps.Set("runtime", HEIMDALL_MAP_RUNTIME);
+  maps.Set("acl4", HEIMDALL_MAP_ACL4);
+  maps.Set("acl6", HEIMDALL_MAP_ACL6);
+  maps.Set("local4", HEIMDALL_MAP_LOCAL4);
+  maps.Set("local6", HEIMDALL_MAP_LOCAL6);
+  maps.Set("rrl", HEIMDALL_MAP_RRL);
   l.Set("maps", maps);
   return l;
 }
@@ -89,6 +125,25 @@ Napi::Value MonotonicNs(const Napi::CallbackInfo &info) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec));
+}
+
+// mapRegion(fd, bytes) -> ArrayBuffer over a BPF_F_MMAPABLE map of this process (the
+// rate limiter's buckets), shared with the XDP program; unmapped when collected. Any
+// thread may map it: worker threads get the fd number, which is valid process-wide.
+Napi::Value MapRegionJs(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "mapRegion(fd, bytes)");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  double bytes = info[1].As<Napi::Number>().DoubleValue();
+  if (fd < 0 || !(bytes >= 1 && bytes <= (1ull << 32))) throw Napi::RangeError::New(env, "mapRegion: bad fd or size");
+  size_t page = static_cast<size_t>(getpagesize());
+  size_t len = (static_cast<size_t>(bytes) + page - 1) & ~(page - 1);
+  void *mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (mem == MAP_FAILED) {
+    int e = errno;
+    ThrowErrno(env, e, "mmap", "cannot map the BPF map");
+  }
+  return Napi::ArrayBuffer::New(env, mem, static_cast<size_t>(bytes), [len](Napi::Env, void *data) { munmap(data, len); });
 }
 
 }  // namespace
@@ -103,6 +158,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("detachStale", Napi::Function::New(env, DetachStaleJs));
   exports.Set("testRun", Napi::Function::New(env, TestRunJs));
   exports.Set("benchRun", Napi::Function::New(env, BenchRunJs));
+  exports.Set("mapRegion", Napi::Function::New(env, MapRegionJs));
   return exports;
 }
 

@@ -120,12 +120,15 @@ Napi::Function XdpProgram::Init(Napi::Env env) {
                          InstanceMethod("stats", &XdpProgram::Stats),
                          InstanceMethod("statsReset", &XdpProgram::StatsReset),
                          InstanceMethod("setRuntime", &XdpProgram::SetRuntime),
+                         InstanceMethod("edgePut", &XdpProgram::EdgePut),
+                         InstanceMethod("edgeDelete", &XdpProgram::EdgeDelete),
+                         InstanceMethod("edgeKeys", &XdpProgram::EdgeKeys),
                          InstanceMethod("close", &XdpProgram::Close),
                          InstanceMethod("describe", &XdpProgram::Describe),
                      });
 }
 
-// new XdpProgram(objectPath, { ports: number[], udpSize: number, hotEntries: number })
+// new XdpProgram(objectPath, { ports: number[], udpSize: number, hotEntries: number, rrlBuckets: number })
 //
 // A constructor that throws never runs ~XdpProgram. So every resource is held by an
 // owning local (BpfObjectPtr, MappedRegion) that frees it on any throw, and the members
@@ -145,6 +148,8 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   }
   c.udp_size = static_cast<uint16_t>(PropUint32(opts, "udpSize", 512, 65535));
   uint32_t hot_entries = PropUint32(opts, "hotEntries", 1);
+  uint32_t rrl_buckets = PropUint32(opts, "rrlBuckets", 1, 1u << 26);
+  if (rrl_buckets & (rrl_buckets - 1)) throw Napi::RangeError::New(env, "options.rrlBuckets must be a power of two");
 
   ResetLibbpfLog();
   // Every per-CPU buffer is sized by this count (here and in Stats): a guessed one could
@@ -161,6 +166,12 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
     int e = errno;
     ThrowErrno(env, e, "getrandom", "cannot seed the hot key hash");
   }
+  // The same for the rate limiter's buckets: which clients share one cannot be planned.
+  if (getrandom(&c.rrl_seed, sizeof(c.rrl_seed), 0) != sizeof(c.rrl_seed)) {
+    int e = errno;
+    ThrowErrno(env, e, "getrandom", "cannot seed the rate limiter's hash");
+  }
+  c.rrl_mask = rrl_buckets - 1;
 
   if (access(path.c_str(), R_OK) != 0) {
     int e = errno;
@@ -187,6 +198,9 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   if (int e = bpf_map__set_max_entries(hot, hot_entries)) ThrowErrno(env, e, "bpf_map__set_max_entries", "cannot size " HEIMDALL_MAP_HOT);
   if (int e = bpf_map__set_max_entries(hits, hot_entries * static_cast<uint32_t>(ncpus)))
     ThrowErrno(env, e, "bpf_map__set_max_entries", "cannot size " HEIMDALL_MAP_HITS);
+  bpf_map *rrl = bpf_object__find_map_by_name(obj.get(), HEIMDALL_MAP_RRL);
+  if (!rrl) ThrowErrno(env, ENOENT, "bpf_object__find_map_by_name", "BPF object " + path + " lacks the " HEIMDALL_MAP_RRL " map; rebuild it");
+  if (int e = bpf_map__set_max_entries(rrl, rrl_buckets)) ThrowErrno(env, e, "bpf_map__set_max_entries", "cannot size " HEIMDALL_MAP_RRL);
   bpf_program *prog = bpf_object__find_program_by_name(obj.get(), HEIMDALL_PROG_NAME);
   if (!prog) ThrowErrno(env, ENOENT, "bpf_object__find_program_by_name", "program " HEIMDALL_PROG_NAME " missing from " + path);
 
@@ -210,6 +224,11 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   int stats_fd = MapFd(env, obj.get(), HEIMDALL_MAP_STATS);
   int xsks_fd = MapFd(env, obj.get(), HEIMDALL_MAP_XSKS);
   int runtime_fd = MapFd(env, obj.get(), HEIMDALL_MAP_RUNTIME);
+  int acl4_fd = MapFd(env, obj.get(), HEIMDALL_MAP_ACL4);
+  int acl6_fd = MapFd(env, obj.get(), HEIMDALL_MAP_ACL6);
+  int local4_fd = MapFd(env, obj.get(), HEIMDALL_MAP_LOCAL4);
+  int local6_fd = MapFd(env, obj.get(), HEIMDALL_MAP_LOCAL6);
+  int rrl_fd = MapFd(env, obj.get(), HEIMDALL_MAP_RRL);
   // The hit counters, mapped: read and reset with plain loads and stores.
   size_t page = static_cast<size_t>(getpagesize());
   size_t hits_len = (static_cast<size_t>(hot_entries) * ncpus * sizeof(uint64_t) + page - 1) & ~(page - 1);
@@ -230,6 +249,13 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   stats_fd_ = stats_fd;
   xsks_fd_ = xsks_fd;
   runtime_fd_ = runtime_fd;
+  acl4_fd_ = acl4_fd;
+  acl6_fd_ = acl6_fd;
+  local4_fd_ = local4_fd;
+  local6_fd_ = local6_fd;
+  rrl_fd_ = rrl_fd;
+  rrl_buckets_ = rrl_buckets;
+  rrl_seed_ = c.rrl_seed;
   hot_capacity_ = hot_entries;
   ncpus_ = ncpus;
   hash_seed_ = c.hash_seed;
@@ -243,6 +269,7 @@ void XdpProgram::Release() {
   hits_.reset();
   obj_.reset();
   prog_fd_ = hot_fd_ = hits_fd_ = stats_fd_ = xsks_fd_ = runtime_fd_ = -1;
+  acl4_fd_ = acl6_fd_ = local4_fd_ = local6_fd_ = rrl_fd_ = -1;
 }
 
 void XdpProgram::EnsureOpen(Napi::Env env) const {
@@ -404,16 +431,110 @@ Napi::Value XdpProgram::StatsReset(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
-// setRuntime({ answersOff: boolean })
+namespace {
+// A non-negative integer property up to 2^53 (a nanosecond figure may pass 2^32).
+uint64_t PropU53(const Napi::Object &o, const char *key) {
+  Napi::Value v = o.Get(key);
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d)))
+    throw Napi::RangeError::New(o.Env(), std::string("runtime.") + key + " must be a non-negative integer");
+  return static_cast<uint64_t>(d);
+}
+}  // namespace
+
+// setRuntime({ answersOff, rrlCostNs, rrlAllCostNs, rrlDebtNs, rrlSlip, rrlV4Prefix, rrlV6Prefix })
 Napi::Value XdpProgram::SetRuntime(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
   Napi::Object o = ArgObject(info, 0, "runtime");
   heimdall_runtime rt = {};
   rt.answers_off = o.Get("answersOff").ToBoolean() ? 1 : 0;
+  rt.rrl_cost_ns = PropU53(o, "rrlCostNs");
+  rt.rrl_all_cost_ns = PropU53(o, "rrlAllCostNs");
+  rt.rrl_debt_ns = PropU53(o, "rrlDebtNs");
+  if (rt.rrl_cost_ns > 1000000000ull || rt.rrl_all_cost_ns > 1000000000ull || rt.rrl_debt_ns > 86400ull * 1000000000ull)
+    throw Napi::RangeError::New(env, "runtime rate-limit figures out of range");
+  rt.rrl_slip = PropUint32(o, "rrlSlip", 0, 100);
+  rt.rrl_v4_prefix = PropUint32(o, "rrlV4Prefix", 1, 32);
+  rt.rrl_v6_prefix = PropUint32(o, "rrlV6Prefix", 1, 64);
   uint32_t zero = 0;
   if (int e = bpf_map_update_elem(runtime_fd_, &zero, &rt, BPF_ANY)) ThrowErrno(env, e, "bpf_map_update_elem", "cannot write runtime settings");
   return env.Undefined();
+}
+
+// The edge maps userspace writes by name: the access-list tries and the own-address sets.
+int XdpProgram::EdgeMapFd(Napi::Env env, const std::string &name, size_t *key_size, size_t *value_size) const {
+  EnsureOpen(env);
+  if (name == HEIMDALL_MAP_ACL4) {
+    *key_size = sizeof(acl_key_v4);
+    *value_size = sizeof(acl_value);
+    return acl4_fd_;
+  }
+  if (name == HEIMDALL_MAP_ACL6) {
+    *key_size = sizeof(acl_key_v6);
+    *value_size = sizeof(acl_value);
+    return acl6_fd_;
+  }
+  if (name == HEIMDALL_MAP_LOCAL4) {
+    *key_size = 4;
+    *value_size = 1;
+    return local4_fd_;
+  }
+  if (name == HEIMDALL_MAP_LOCAL6) {
+    *key_size = 16;
+    *value_size = 1;
+    return local6_fd_;
+  }
+  throw Napi::RangeError::New(env, "no edge map named '" + name + "'");
+}
+
+// edgePut(map, key, value): one entry of an access list or own-address set.
+Napi::Value XdpProgram::EdgePut(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  size_t ks, vs;
+  int fd = EdgeMapFd(env, ArgString(info, 0, "map"), &ks, &vs);
+  auto key = ArgBuffer(info, 1, "key", ks);
+  auto value = ArgBuffer(info, 2, "value", vs);
+  if (ks == sizeof(acl_key_v4) || ks == sizeof(acl_key_v6)) {
+    uint32_t plen;
+    memcpy(&plen, key.Data(), 4);
+    if (plen > (ks - 4) * 8) throw Napi::RangeError::New(env, "prefix length beyond the address");
+  }
+  if (int e = bpf_map_update_elem(fd, key.Data(), value.Data(), BPF_ANY))
+    ThrowErrno(env, e, "bpf_map_update_elem", e == -E2BIG || e == -ENOSPC ? "edge map is full" : "cannot write edge map entry");
+  return env.Undefined();
+}
+
+// edgeDelete(map, key) -> whether it was there
+Napi::Value XdpProgram::EdgeDelete(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  size_t ks, vs;
+  int fd = EdgeMapFd(env, ArgString(info, 0, "map"), &ks, &vs);
+  auto key = ArgBuffer(info, 1, "key", ks);
+  if (int e = bpf_map_delete_elem(fd, key.Data())) {
+    if (e == -ENOENT) return Napi::Boolean::New(env, false);
+    ThrowErrno(env, e, "bpf_map_delete_elem", "cannot delete edge map entry");
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+// edgeKeys(map) -> Buffer[]
+Napi::Value XdpProgram::EdgeKeys(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  size_t ks, vs;
+  int fd = EdgeMapFd(env, ArgString(info, 0, "map"), &ks, &vs);
+  std::vector<std::vector<uint8_t>> keys;
+  std::vector<uint8_t> cur(ks), next(ks);
+  const void *prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, next.data()) == 0) {
+    keys.push_back(next);
+    cur = next;
+    prev = cur.data();
+    if (keys.size() > HEIMDALL_ACL_MAX) break;
+  }
+  Napi::Array arr = Napi::Array::New(env, keys.size());
+  for (size_t i = 0; i < keys.size(); i++) arr.Set(i, Napi::Buffer<uint8_t>::Copy(env, keys[i].data(), ks));
+  return arr;
 }
 
 Napi::Value XdpProgram::Close(const Napi::CallbackInfo &info) {
@@ -430,6 +551,9 @@ Napi::Value XdpProgram::Describe(const Napi::CallbackInfo &info) {
   o.Set("ifindex", ifindex_);
   o.Set("hotCapacity", hot_capacity_);
   o.Set("xsksMapFd", xsks_fd_);
+  o.Set("rrlMapFd", rrl_fd_);
+  o.Set("rrlBuckets", rrl_buckets_);
+  o.Set("rrlSeed", rrl_seed_);
   o.Set("cpus", ncpus_);
   o.Set("hashSeed", Napi::BigInt::New(env, static_cast<uint64_t>(hash_seed_)));
   return o;

@@ -61,6 +61,10 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value StatsReset(const Napi::CallbackInfo &info);
   Napi::Value SetRuntime(const Napi::CallbackInfo &info);
+  int EdgeMapFd(Napi::Env env, const std::string &name, size_t *key_size, size_t *value_size) const;
+  Napi::Value EdgePut(const Napi::CallbackInfo &info);
+  Napi::Value EdgeDelete(const Napi::CallbackInfo &info);
+  Napi::Value EdgeKeys(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
   Napi::Value Describe(const Napi::CallbackInfo &info);
 
@@ -77,6 +81,13 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   int stats_fd_ = -1;
   int xsks_fd_ = -1;
   int runtime_fd_ = -1;
+  int acl4_fd_ = -1;
+  int acl6_fd_ = -1;
+  int local4_fd_ = -1;
+  int local6_fd_ = -1;
+  int rrl_fd_ = -1;
+  uint32_t rrl_buckets_ = 0;
+  uint32_t rrl_seed_ = 0;
   uint32_t hot_capacity_ = 0;
   int ncpus_ = 1;
   uint64_t hash_seed_ = 0;

@@ -31,6 +31,7 @@ const volatile struct heimdall_config heimdall_cfg = {
 	.udp_size = 1232,
 	.hash_seed = 0,
 	.hot_capacity = HOT_ENTRIES_DEFAULT,
+	.rrl_mask = RRL_BUCKETS_DEFAULT - 1,
 };
 
 #define DNS_HDR_LEN 12
@@ -42,6 +43,7 @@ const volatile struct heimdall_config heimdall_cfg = {
 #define DNS_AD 0x0020
 #define DNS_CD 0x0010
 #define DNS_RCODE 0x000f
+#define DNS_RCODE_REFUSED 5
 #define DNS_TYPE_OPT 41
 #define OPT_RR_LEN 11 /* root name, type, class, TTL, RDLENGTH */
 #define EDNS_DO_HI 0x80
@@ -71,10 +73,10 @@ struct dnshdr {
 struct query {
 	__u32 qlen;      /* wire length of the question name */
 	__u32 qsum;      /* checksum sum of the question bytes as sent */
-	__u32 has_opt;
-	__u32 do_bit;
 	__u32 limit;     /* largest DNS payload this client accepts */
 	__u16 qflags;    /* header flags of the query, host order */
+	__u8 has_opt;
+	__u8 do_bit;
 };
 
 static __always_inline void count(__u32 slot)
@@ -259,7 +261,7 @@ static __always_inline int parse_query(struct xdp_md *ctx, __u32 dns_off, __u32 
 		return STAT_USER_EDNS;
 	__u32 udp_size = csum_be16(opt + 3);
 	q->has_opt = 1;
-	q->do_bit = opt[7] & EDNS_DO_HI;
+	q->do_bit = (opt[7] & EDNS_DO_HI) ? 1 : 0;
 	q->limit = udp_size > DNS_MIN_LIMIT ? udp_size : DNS_MIN_LIMIT;
 	if (q->do_bit)
 		key->flags = HOT_KEY_DO;
@@ -321,15 +323,17 @@ static __always_inline __u64 seconds(__u64 ns)
 }
 
 /*
- * Rewrite the admitted query into the reply for hot entry v and return XDP_TX.
- * Nothing here can fail for a valid entry; the checks only keep a broken frame from
- * ever leaving (it is dropped and counted).
+ * Rewrite the admitted query into the reply for hot entry v and return XDP_TX; with no
+ * entry (v NULL), into a reply with the question only and bare_flags (an RCODE, TC) in
+ * its header: REFUSED, or the truncated reply a rate-limited response slips as. `stat`
+ * is the outcome counted. Nothing here can fail for a valid entry; the checks only keep
+ * a broken frame from ever leaving (it is dropped and counted).
  */
 static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct query *q,
-				  const struct hot_value *v, __u64 now)
+				  const struct hot_value *v, __u16 bare_flags, __u32 stat, __u64 now)
 {
 	__u32 l3_off = l4->l3_off, dns_off = l4->dns_off, qlen = q->qlen;
-	__u32 rlen = v->records_len, rr = v->rr_count;
+	__u32 rlen = v ? v->records_len : 0, rr = v ? v->rr_count : 0;
 	__u32 rec_base = DNS_HDR_LEN + qlen + 4; /* DNS offset of the records */
 	__u32 reply_len = rec_base + rlen + (q->has_opt ? OPT_RR_LEN : 0);
 	__u32 udp_len = sizeof(struct udphdr) + reply_len;
@@ -350,16 +354,16 @@ static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct 
 		goto drop;
 
 	/* From here the frame is the reply's; a failed check drops it. */
-	if (rlen && bpf_xdp_store_bytes(ctx, dns_off + rec_base, (void *)v->records, rlen))
+	if (v && rlen && bpf_xdp_store_bytes(ctx, dns_off + rec_base, (void *)v->records, rlen))
 		goto drop;
 
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 
 	/* TTLs count down from the moment the upstream answered. */
-	__u64 elapsed = now > v->origin_ns ? seconds(now - v->origin_ns) : 0;
+	__u64 elapsed = v && now > v->origin_ns ? seconds(now - v->origin_ns) : 0;
 	for (__u32 j = 0; j < HOT_RR_MAX; j++) {
-		if (j >= rr)
+		if (j >= rr || !v)
 			break;
 		__u32 off = v->ttl_off[j];
 		__u32 ttl = v->ttl[j];
@@ -409,32 +413,52 @@ static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct 
 
 	/* Header: ID kept; QR and RA set; RD and CD echoed; AA never (we are a cache);
 	 * AD only for a client that asked for DNSSEC (RFC 6840 section 5.8). */
-	__u16 flags = DNS_QR | DNS_RA | (q->qflags & (DNS_RD | DNS_CD)) | (v->flags & HOT_VAL_RCODE_MASK);
-	if ((v->flags & HOT_VAL_AD) && (q->do_bit || (q->qflags & DNS_AD)))
-		flags |= DNS_AD;
-	__u16 arcount = v->arcount + (q->has_opt ? 1 : 0);
+	__u16 flags = DNS_QR | DNS_RA | (q->qflags & (DNS_RD | DNS_CD));
+	__u16 an = 0, ns = 0, ar = 0, rsum = 0;
+	if (v) {
+		flags |= v->flags & HOT_VAL_RCODE_MASK;
+		if ((v->flags & HOT_VAL_AD) && (q->do_bit || (q->qflags & DNS_AD)))
+			flags |= DNS_AD;
+		an = v->ancount;
+		ns = v->nscount;
+		ar = v->arcount;
+		rsum = v->records_csum;
+	} else {
+		flags |= bare_flags & (DNS_TC | DNS_RCODE);
+	}
+	__u16 arcount = ar + (q->has_opt ? 1 : 0);
 	dh->flags = bpf_htons(flags);
 	dh->qdcount = bpf_htons(1);
-	dh->ancount = bpf_htons(v->ancount);
-	dh->nscount = bpf_htons(v->nscount);
+	dh->ancount = bpf_htons(an);
+	dh->nscount = bpf_htons(ns);
 	dh->arcount = bpf_htons(arcount);
-	sum += bpf_ntohs(dh->id) + flags + 1 + v->ancount + v->nscount + arcount;
-	sum += q->qsum + v->records_csum;
+	sum += bpf_ntohs(dh->id) + flags + 1 + an + ns + arcount;
+	sum += q->qsum + rsum;
 
 	/* Addresses swap; their sum, part of the pseudo-header, does not change. */
-	__u8 tmp_mac[ETH_ALEN];
-	__builtin_memcpy(tmp_mac, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, tmp_mac, ETH_ALEN);
+	/* Swapped through registers: stack is scarce (two frames share 512 bytes). */
+	__u32 d4, s4;
+	__u16 d2, s2;
+	__builtin_memcpy(&d4, eth->h_dest, 4);
+	__builtin_memcpy(&d2, eth->h_dest + 4, 2);
+	__builtin_memcpy(&s4, eth->h_source, 4);
+	__builtin_memcpy(&s2, eth->h_source + 4, 2);
+	__builtin_memcpy(eth->h_dest, &s4, 4);
+	__builtin_memcpy(eth->h_dest + 4, &s2, 2);
+	__builtin_memcpy(eth->h_source, &d4, 4);
+	__builtin_memcpy(eth->h_source + 4, &d2, 2);
 
 	struct udphdr *udp;
 	if (l4->ipv6) {
 		struct ipv6hdr *ip6 = data + l3_off;
 		if ((void *)(ip6 + 1) > data_end)
 			goto drop;
-		struct in6_addr a = ip6->saddr;
-		ip6->saddr = ip6->daddr;
-		ip6->daddr = a;
+		__u64 *sa = (__u64 *)&ip6->saddr, *da = (__u64 *)&ip6->daddr;
+		__u64 t0 = sa[0], t1 = sa[1];
+		sa[0] = da[0];
+		sa[1] = da[1];
+		da[0] = t0;
+		da[1] = t1;
 		ip6->payload_len = bpf_htons(udp_len);
 		ip6->hop_limit = REPLY_HOP_LIMIT;
 		const __u8 *ab = (const __u8 *)&ip6->saddr;
@@ -477,16 +501,184 @@ static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct 
 	__u16 check = ~csum_fold(sum);
 	udp->check = bpf_htons(check ? check : 0xffff);
 
-	__u32 slot = bpf_get_smp_processor_id() * heimdall_cfg.hot_capacity + v->hit_slot;
-	__u64 *hits = bpf_map_lookup_elem(&hot_hits, &slot);
-	if (hits)
-		(*hits)++;
-	count(STAT_TX);
+	if (v) {
+		__u32 slot = bpf_get_smp_processor_id() * heimdall_cfg.hot_capacity + v->hit_slot;
+		__u64 *hits = bpf_map_lookup_elem(&hot_hits, &slot);
+		if (hits)
+			(*hits)++;
+	}
+	count(stat);
 	return XDP_TX;
 
 drop:
 	count(STAT_DROP_REWRITE);
 	return XDP_DROP;
+}
+
+/* What rate limiting needs to know of the client: its network, for rrl_index(). */
+struct limits {
+	__u32 fam_len; /* family << 8 | prefix length; 0: not rate limited (exempt) */
+	__u32 w0, w1;  /* the client network, big-endian words, host bits cleared */
+	__u32 pad;
+};
+
+#define RRL_SEND 0
+#define RRL_DROP 1
+#define RRL_SLIP 2
+
+/*
+ * Charges one response of `cost` to bucket b at `now` (see struct rrl_bucket). Returns
+ * RRL_SEND, or RRL_DROP / RRL_SLIP for a limited response. Buckets are shared by every
+ * CPU and by userspace: the credit is claimed by whoever moves the stamp forward
+ * (compare-and-swap), and debits are atomic, so concurrent responses are never lost.
+ */
+static __always_inline int rrl_charge(struct rrl_bucket *b, __u64 now, __s64 cost, __s64 debt, __u32 slip)
+{
+	__u64 last = b->stamp;
+
+	if (now > last && __sync_val_compare_and_swap(&b->stamp, last, now) == last) {
+		__u64 credit = now - last;
+		if (credit > (__u64)(RRL_BURST_NS + debt))
+			credit = RRL_BURST_NS + debt;
+		__s64 bal = __sync_add_and_fetch(&b->balance, (__s64)credit);
+		if (bal > RRL_BURST_NS)
+			__sync_fetch_and_add(&b->balance, RRL_BURST_NS - bal);
+	}
+	__s64 before = __sync_fetch_and_add(&b->balance, -cost);
+	if (before >= cost)
+		return RRL_SEND;
+	if (before - cost < -debt)
+		__sync_fetch_and_add(&b->balance, cost); /* the debt stays within the window */
+	__u64 n = __sync_add_and_fetch(&b->limited, 1);
+	return slip && n % slip == 0 ? RRL_SLIP : RRL_DROP;
+}
+
+static __always_inline int rrl_bucket_charge(const struct limits *lim, const struct heimdall_runtime *rt,
+					     __u32 token, __u64 cost, __u64 now)
+{
+	__u32 idx = rrl_index(heimdall_cfg.rrl_seed, token, lim->fam_len, lim->w0, lim->w1, heimdall_cfg.rrl_mask);
+	struct rrl_bucket *b = bpf_map_lookup_elem(&rrl, &idx);
+
+	if (!b)
+		return RRL_SEND;
+	return rrl_charge(b, now, (__s64)cost, (__s64)rt->rrl_debt_ns, rt->rrl_slip);
+}
+
+/* The verdict of rate limiting for one response of class `token` to this client. */
+static __always_inline int rate_limit(const struct limits *lim, __u32 token, __u64 now)
+{
+	__u32 zero = 0;
+	struct heimdall_runtime *rt;
+
+	if (!lim->fam_len)
+		return RRL_SEND;
+	rt = bpf_map_lookup_elem(&runtime, &zero);
+	if (!rt || !rt->rrl_cost_ns)
+		return RRL_SEND;
+	int r = rrl_bucket_charge(lim, rt, token, rt->rrl_cost_ns, now);
+	if (rt->rrl_all_cost_ns) {
+		int all = rrl_bucket_charge(lim, rt, RRL_TOKEN_ALL, rt->rrl_all_cost_ns, now);
+		if (r == RRL_SEND)
+			r = all;
+	}
+	return r;
+}
+
+static __always_inline int port_guarded(__u16 port)
+{
+	switch (port) {
+#define HEIMDALL_GUARD_CASE(p, name) case p:
+		HEIMDALL_GUARDED_PORTS(HEIMDALL_GUARD_CASE)
+#undef HEIMDALL_GUARD_CASE
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline __u32 prefix_mask(__u32 bits)
+{
+	return bits >= 32 ? 0xffffffffu : bits == 0 ? 0 : ~(0xffffffffu >> bits);
+}
+
+/*
+ * The edge decisions, from addresses and ports only, before any DNS is parsed: a
+ * destination this service does not serve is transit (-STAT_PASS_NOT_LOCAL); sources
+ * that cannot be clients and sources in the deny list are dropped (-STAT_DROP_*); a
+ * DNS response is dropped. Otherwise returns the access-list action (ACL_ALLOW or
+ * ACL_REFUSE) and fills lim for rate limiting.
+ */
+static __always_inline int check_edge(struct xdp_md *ctx, struct l4info *l4, struct heimdall_runtime *rt,
+				      struct limits *lim)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct acl_value *acl;
+	__u32 l3 = l4->l3_off;
+
+	if (l3 > 22 || l4->dns_off > 128)
+		return -STAT_PASS_MALFORMED; /* cannot happen: parse_to_dns bounds both */
+	if (l4->ipv6) {
+		struct ipv6hdr *ip6 = data + l3;
+		if ((void *)(ip6 + 1) > data_end)
+			return -STAT_PASS_MALFORMED;
+		if (!bpf_map_lookup_elem(&local_v6, &ip6->daddr))
+			return -STAT_PASS_NOT_LOCAL;
+		__u32 a0 = bpf_ntohl(ip6->saddr.in6_u.u6_addr32[0]);
+		__u32 a1 = bpf_ntohl(ip6->saddr.in6_u.u6_addr32[1]);
+		__u32 a2 = bpf_ntohl(ip6->saddr.in6_u.u6_addr32[2]);
+		__u32 a3 = bpf_ntohl(ip6->saddr.in6_u.u6_addr32[3]);
+		/* unspecified, loopback, IPv4-mapped (never on the wire) and multicast */
+		if ((a0 | a1) == 0 && (a2 == 0 || a2 == 0xffff) && (a3 <= 1 || a2 == 0xffff))
+			return -STAT_DROP_BAD_SOURCE;
+		if ((a0 >> 24) == 0xff)
+			return -STAT_DROP_BAD_SOURCE;
+		struct acl_key_v6 k6 = { .prefixlen = 128 };
+		__builtin_memcpy(k6.addr, &ip6->saddr, 16);
+		acl = bpf_map_lookup_elem(&acl_v6, &k6);
+		__u32 bits = rt ? rt->rrl_v6_prefix : 56;
+		lim->fam_len = (6 << 8) | bits;
+		lim->w0 = a0 & prefix_mask(bits);
+		lim->w1 = bits > 32 ? a1 & prefix_mask(bits - 32) : 0;
+	} else {
+		struct iphdr *ip = data + l3;
+		if ((void *)(ip + 1) > data_end)
+			return -STAT_PASS_MALFORMED;
+		if (!bpf_map_lookup_elem(&local_v4, &ip->daddr))
+			return -STAT_PASS_NOT_LOCAL;
+		__u32 a = bpf_ntohl(ip->saddr);
+		__u8 top = a >> 24;
+		/* 0/8 (this network), 127/8 (loopback), 224/4 (multicast), 240/4 and broadcast */
+		if (top == 0 || top == 127 || top >= 224)
+			return -STAT_DROP_BAD_SOURCE;
+		struct acl_key_v4 k4 = { .prefixlen = 32 };
+		__builtin_memcpy(k4.addr, &ip->saddr, 4);
+		acl = bpf_map_lookup_elem(&acl_v4, &k4);
+		__u32 bits = rt ? rt->rrl_v4_prefix : 24;
+		lim->fam_len = (4 << 8) | bits;
+		lim->w0 = a & prefix_mask(bits);
+		lim->w1 = 0;
+	}
+	/* A no-op mask the verifier sees as a bound on the offset read back from the stack. */
+	__u64 uoff = l4->dns_off - sizeof(struct udphdr);
+	asm volatile("%[u] &= 255" : [u] "+r"(uoff));
+	struct udphdr *udp = data + uoff;
+	if ((void *)(udp + 1) > data_end)
+		return -STAT_PASS_MALFORMED;
+	if (port_guarded(bpf_ntohs(udp->source)))
+		return -STAT_DROP_SOURCE_PORT;
+
+	__u8 action = acl ? acl->action : ACL_REFUSE;
+	if ((action & ~ACL_RRL_EXEMPT) == ACL_DENY)
+		return -STAT_DROP_DENIED;
+
+	/* An answer sent to a server is never answered (two servers cannot loop). */
+	__u8 *flags = data + uoff + sizeof(struct udphdr) + 2;
+	if ((void *)(flags + 1) <= data_end && (*flags & 0x80))
+		return -STAT_DROP_RESPONSE;
+
+	if (action & ACL_RRL_EXEMPT)
+		lim->fam_len = 0;
+	return action & ~ACL_RRL_EXEMPT;
 }
 
 /*
@@ -498,6 +690,7 @@ struct fastpath {
 	__u64 words[HOT_NAME_MAX / 8]; /* the lowercased name, zero padded */
 	struct l4info l4;
 	struct query q;
+	struct limits lim;
 };
 
 __noinline int serve(struct xdp_md *ctx, struct fastpath *fp)
@@ -529,7 +722,44 @@ __noinline int serve(struct xdp_md *ctx, struct fastpath *fp)
 	if (DNS_HDR_LEN + q->qlen + 4 + v->records_len + (q->has_opt ? OPT_RR_LEN : 0) > limit)
 		return to_user(ctx, STAT_USER_OVERSIZE); /* userspace truncates with TC=1 */
 
-	return answer(ctx, &fp->l4, q, v, now);
+	switch (rate_limit(&fp->lim, v->rrl_token, now)) {
+	case RRL_SEND:
+		return answer(ctx, &fp->l4, q, v, 0, STAT_TX, now);
+	case RRL_SLIP:
+		return answer(ctx, &fp->l4, q, NULL, DNS_TC | (v->flags & HOT_VAL_RCODE_MASK), STAT_TX_SLIP, now);
+	default:
+		count(STAT_DROP_RATE_LIMITED);
+		return XDP_DROP;
+	}
+}
+
+/*
+ * A source the access lists neither allow nor deny: a plain query gets REFUSED (rate
+ * limited as an error), anything else is dropped, since an error reply to what is not
+ * recognisably a query is how two services start a loop.
+ */
+__noinline int refuse(struct xdp_md *ctx, struct fastpath *fp)
+{
+	if (!fp)
+		return XDP_PASS;
+	if (fp->l4.dns_off > 128) {
+		count(STAT_DROP_REFUSED_JUNK);
+		return XDP_DROP;
+	}
+	if (parse_query(ctx, fp->l4.dns_off, fp->l4.dns_len, &fp->key, fp->words, &fp->q)) {
+		count(STAT_DROP_REFUSED_JUNK);
+		return XDP_DROP;
+	}
+	__u64 now = bpf_ktime_get_coarse_ns();
+	switch (rate_limit(&fp->lim, RRL_TOKEN_ERROR, now)) {
+	case RRL_SEND:
+		return answer(ctx, &fp->l4, &fp->q, NULL, DNS_RCODE_REFUSED, STAT_TX_REFUSED, now);
+	case RRL_SLIP:
+		return answer(ctx, &fp->l4, &fp->q, NULL, DNS_TC | DNS_RCODE_REFUSED, STAT_TX_SLIP, now);
+	default:
+		count(STAT_DROP_RATE_LIMITED);
+		return XDP_DROP;
+	}
 }
 
 SEC("xdp")
@@ -546,6 +776,14 @@ int heimdall_xdp(struct xdp_md *ctx)
 	}
 
 	struct heimdall_runtime *rt = bpf_map_lookup_elem(&runtime, &zero);
+	r = check_edge(ctx, &fp.l4, rt, &fp.lim);
+	if (r < 0) {
+		count(-r);
+		return -r == STAT_PASS_NOT_LOCAL ? XDP_PASS : XDP_DROP;
+	}
+	if (r == ACL_REFUSE)
+		return refuse(ctx, &fp);
+
 	if (rt && rt->answers_off)
 		return to_user(ctx, STAT_USER_DISABLED);
 

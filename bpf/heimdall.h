@@ -20,6 +20,11 @@
 #define HEIMDALL_MAP_STATS "stats"
 #define HEIMDALL_MAP_XSKS "xsks_map"
 #define HEIMDALL_MAP_RUNTIME "runtime"
+#define HEIMDALL_MAP_ACL4 "acl_v4"
+#define HEIMDALL_MAP_ACL6 "acl_v6"
+#define HEIMDALL_MAP_LOCAL4 "local_v4"
+#define HEIMDALL_MAP_LOCAL6 "local_v6"
+#define HEIMDALL_MAP_RRL "rrl"
 #define HEIMDALL_CONFIG_VAR "heimdall_cfg"
 
 /* Longest question name (wire form, root label included) the fast path answers.
@@ -45,6 +50,13 @@
 #define HEIMDALL_MAX_QUEUES 64
 #endif
 #define HEIMDALL_MAX_PORTS 4
+/* Default buckets of the response rate limiter (a power of two); the loader sets the real count. */
+#ifndef RRL_BUCKETS_DEFAULT
+#define RRL_BUCKETS_DEFAULT 65536
+#endif
+/* Entries of each access-list trie and each own-address set. */
+#define HEIMDALL_ACL_MAX 4096
+#define HEIMDALL_LOCAL_MAX 256
 
 /* hot_key.flags */
 #define HOT_KEY_DO 0x01
@@ -98,7 +110,8 @@ struct hot_value {
 	__u16 records_len;
 	__u16 rr_count;   /* entries used in ttl_off[] and ttl[] */
 	__u16 records_csum;
-	__u16 pad[3];
+	__u16 pad;
+	__u32 rrl_token;  /* rate-limit class of this answer (rrl_index() below), from userspace */
 	__u8 name[HOT_NAME_MAX];   /* lowercased wire name, zero padded: checked against the query */
 	__u32 ttl[HOT_RR_MAX];     /* TTL at origin_ns, at most the entry's lifetime */
 	__u16 ttl_off[HOT_RR_MAX]; /* offset of each TTL field inside records[] */
@@ -112,18 +125,121 @@ struct heimdall_config {
 	__u16 pad[3];
 	__u64 hash_seed;                 /* seed of hot_key.name_hash, random per load */
 	__u32 hot_capacity;              /* entries of the hot map: the stride of hot_hits */
+	__u32 rrl_mask;                  /* buckets of the rrl map minus one (a power of two) */
+	__u32 rrl_seed;                  /* seed of rrl_index(), random per load */
 	__u32 pad2;
 };
 
-/* Runtime settings, entry 0 of the runtime ARRAY map; all zero means the defaults. */
+/*
+ * Runtime settings, entry 0 of the runtime ARRAY map, written by userspace while
+ * attached. All zero: XDP answers on, rate limiting off.
+ */
 struct heimdall_runtime {
-	__u32 answers_off; /* 1: answer nothing, redirect every query (--no-xdp-answers) */
-	__u32 pad;
+	__u32 answers_off;     /* 1: answer nothing, redirect every query (--no-xdp-answers) */
+	__u32 rrl_slip;        /* every slip-th rate-limited response goes out truncated (TC=1); 0: none */
+	__u64 rrl_cost_ns;     /* credit one response costs: 1e9 / responses-per-second; 0: RRL off */
+	__u64 rrl_all_cost_ns; /* the same for the ceiling over all answers to a prefix; 0: none */
+	__u64 rrl_debt_ns;     /* the window: a bucket's balance goes no lower than minus this */
+	__u32 rrl_v4_prefix;   /* client network bits counted together, 1..32 */
+	__u32 rrl_v6_prefix;   /* 1..64 */
 };
 
 /*
+ * Access lists: LPM tries keyed by source prefix. The longest matching prefix decides;
+ * no match means ACL_REFUSE. Userspace folds --allow, --deny and --rrl-exempt into one
+ * set of prefixes whose values already hold the longest-match answer of each list.
+ */
+struct acl_key_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+struct acl_key_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+#define ACL_REFUSE 0 /* answered REFUSED (rate limited), never from the cache */
+#define ACL_ALLOW 1  /* served */
+#define ACL_DENY 2   /* dropped without a reply */
+#define ACL_RRL_EXEMPT 0x80 /* flag: responses to this source are not rate limited */
+struct acl_value {
+	__u8 action; /* ACL_REFUSE, ACL_ALLOW or ACL_DENY, | ACL_RRL_EXEMPT */
+	__u8 pad[3];
+};
+
+/*
+ * Response rate limiting. One bucket per (client network, response class), found by
+ * rrl_index(); buckets are shared by whatever hashes to them, which can only make a
+ * limit stricter, never looser (no eviction an attacker could force). A bucket's balance
+ * is credit in nanoseconds: time adds credit one for one, up to RRL_BURST_NS (a second's
+ * worth of responses), and each response costs rrl_cost_ns; a response that finds less
+ * than its cost is limited, and the debt it leaves is bounded by rrl_debt_ns (the
+ * window), so a flood stays limited until it has been quiet for that long. The map is
+ * mmapped by userspace, which charges the same buckets for the answers it sends.
+ */
+#define RRL_BURST_NS 1000000000LL
+struct rrl_bucket {
+	__s64 balance; /* credit, ns; may be negative (debt) */
+	__u64 stamp;   /* CLOCK_MONOTONIC of the last credit */
+	__u64 limited; /* responses limited so far: every slip-th is sent truncated */
+};
+
+/* Response classes (the high byte of a token; answers carry their own token). */
+#define RRL_CLASS_ANSWER 0x01 /* positive answer: token mixes qname and qtype */
+#define RRL_CLASS_NODATA 0x02 /* qname and qtype */
+#define RRL_CLASS_NXDOMAIN 0x03 /* the zone (SOA owner): a random-subdomain flood is one class */
+#define RRL_CLASS_ERROR 0x04 /* REFUSED, FORMERR, SERVFAIL, NOTIMP: one class per client network */
+#define RRL_CLASS_ALL 0x05   /* the optional ceiling over all responses */
+#define RRL_TOKEN_ERROR (RRL_CLASS_ERROR << 24)
+#define RRL_TOKEN_ALL (RRL_CLASS_ALL << 24)
+
+/*
+ * The bucket of (token, client network): a seeded 32-bit multiply-xorshift over the
+ * token, the family and prefix length, and the network's first two 32-bit words
+ * (big-endian; IPv4 uses the first). userspace (src/edge/rrl.ts) computes the same.
+ */
+#define RRL_MUL1 0x9e3779b1u
+#define RRL_MUL2 0x85ebca6bu
+static inline __u32 rrl_mix(__u32 h, __u32 w)
+{
+	h ^= w;
+	h *= RRL_MUL1;
+	return h ^ (h >> 16);
+}
+static inline __u32 rrl_index(__u32 seed, __u32 token, __u32 fam_len, __u32 w0, __u32 w1, __u32 mask)
+{
+	__u32 h = rrl_mix(rrl_mix(rrl_mix(rrl_mix(seed, token), fam_len), w0), w1);
+	h ^= h >> 13;
+	h *= RRL_MUL2;
+	h ^= h >> 16;
+	return h & mask;
+}
+
+/*
+ * Source ports no DNS client sends from: services that answer any datagram (echo,
+ * daytime, quote, chargen, time) or are classic reflection amplifiers (portmap, NTP,
+ * NetBIOS, SNMP, CLDAP, SSDP, mDNS, memcached). A "query" from one of them is a spoofed
+ * reflection attempt or a loop in the making; it is dropped. docs/XDP.md says why for
+ * each. X(port, name)
+ */
+#define HEIMDALL_GUARDED_PORTS(X) \
+	X(0, "zero")              \
+	X(7, "echo")              \
+	X(13, "daytime")          \
+	X(17, "qotd")             \
+	X(19, "chargen")          \
+	X(37, "time")             \
+	X(111, "portmap")         \
+	X(123, "ntp")             \
+	X(137, "netbios-ns")      \
+	X(161, "snmp")            \
+	X(389, "cldap")           \
+	X(1900, "ssdp")           \
+	X(5353, "mdns")           \
+	X(11211, "memcached")
+
+/*
  * Per-CPU counters, one slot per outcome: every packet lands in exactly one of the
- * TX / PASS_* / USER_* / DROP_* slots, so totals are sums and the hot path touches one
+ * TX / TX_* / PASS_* / USER_* / DROP_* slots, so totals are sums and the hot path touches one
  * counter. REDIRECT_FALLBACK is counted on top when a packet meant for userspace found
  * no AF_XDP socket on its queue and went to the kernel instead.
  * X(name, description): the one list from which the enum and the addon's names come.
@@ -138,6 +254,15 @@ struct heimdall_runtime {
 	X(PASS_IPV6_EXT, "IPv6 extension header: passed to the kernel")                    \
 	X(PASS_NOT_UDP, "not UDP: passed to the kernel")                                   \
 	X(PASS_NOT_PORT, "UDP to a port not served: passed to the kernel")                 \
+	X(PASS_NOT_LOCAL, "to an address this service does not serve (transit): passed to the kernel") \
+	X(DROP_BAD_SOURCE, "from a broadcast, multicast, loopback or unspecified address: dropped") \
+	X(DROP_SOURCE_PORT, "from a source port used for reflection (0, 7, 19, ...): dropped") \
+	X(DROP_DENIED, "source in the deny list: dropped")                                 \
+	X(DROP_RESPONSE, "a DNS response (QR=1) sent to the server: dropped")              \
+	X(TX_REFUSED, "source not in the allow list: REFUSED sent with XDP_TX")            \
+	X(DROP_REFUSED_JUNK, "source not in the allow list, and not a plain query: dropped") \
+	X(DROP_RATE_LIMITED, "response over the rate limit: dropped")                     \
+	X(TX_SLIP, "response over the rate limit: truncated reply (TC=1) sent instead")    \
 	X(USER_DISABLED, "XDP answers switched off: sent to userspace")                    \
 	X(USER_SHORT, "DNS header or question cut short: sent to userspace")               \
 	X(USER_NOT_QUERY, "not a plain query (QR, opcode, TC, counts): sent to userspace") \
@@ -170,11 +295,15 @@ struct heimdall_stats {
 #ifdef __cplusplus
 static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
-static_assert(sizeof(struct heimdall_config) == 32, "heimdall_config layout");
+static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
+static_assert(sizeof(struct heimdall_runtime) == 40, "heimdall_runtime layout");
+static_assert(sizeof(struct rrl_bucket) == 24, "rrl_bucket layout");
 #else
 _Static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 _Static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
-_Static_assert(sizeof(struct heimdall_config) == 32, "heimdall_config layout");
+_Static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
+_Static_assert(sizeof(struct heimdall_runtime) == 40, "heimdall_runtime layout");
+_Static_assert(sizeof(struct rrl_bucket) == 24, "rrl_bucket layout");
 #endif
 
 #endif /* HEIMDALL_H */

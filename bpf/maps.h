@@ -4,6 +4,7 @@
 #define HEIMDALL_MAPS_H
 
 #include <linux/bpf.h>
+#include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 
 #include "heimdall.h"
@@ -54,6 +55,49 @@ struct {
 	__type(key, __u32);
 	__type(value, struct heimdall_runtime);
 } runtime SEC(".maps");
+
+/* Access lists by source prefix (struct acl_key_*, struct acl_value); no match: ACL_REFUSE. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, HEIMDALL_ACL_MAX);
+	__type(key, struct acl_key_v4);
+	__type(value, struct acl_value);
+} acl_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, HEIMDALL_ACL_MAX);
+	__type(key, struct acl_key_v6);
+	__type(value, struct acl_value);
+} acl_v6 SEC(".maps");
+
+/* The addresses this service answers on (kept by userspace as the interface's change);
+ * a query to any other destination is transit and passes to the kernel untouched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HEIMDALL_LOCAL_MAX);
+	__type(key, __u32); /* network order */
+	__type(value, __u8);
+} local_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HEIMDALL_LOCAL_MAX);
+	__type(key, struct in6_addr);
+	__type(value, __u8);
+} local_v6 SEC(".maps");
+
+/* Response rate-limit buckets (struct rrl_bucket), shared with userspace through mmap.
+ * The loader sets the count (a power of two). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, RRL_BUCKETS_DEFAULT);
+	__type(key, __u32);
+	__type(value, struct rrl_bucket);
+} rrl SEC(".maps");
 
 /* Per-CPU scratch for moving the reply's headers when the frame has no tailroom. */
 #define SCRATCH_LEN 512 /* grow_frame() masks with 511 */

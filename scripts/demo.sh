@@ -35,9 +35,11 @@ paths() { printf '%s %s %s' "$(metric 'heimdall_responses_total{path="upstream"}
 step "lab: client -> appliance (heimdall-xdp) -> upstream (NSD)"
 $LAB up 10000
 
-step "heimdall-xdp attach ${HX_LAB}a0 --upstream 198.18.1.2,[fd00:0:0:2::2]"
+# The lab's addresses (198.18.0.0/15, fd00::/8) are not in the default access list,
+# which serves private networks only: the demo opens the service to them.
+step "heimdall-xdp attach ${HX_LAB}a0 --upstream 198.18.1.2,[fd00:0:0:2::2] --allow 198.18.0.0/15,fd00::/8"
 ip netns exec "$NS_A" node bin/heimdall-xdp.js attach "${HX_LAB}a0" --upstream '198.18.1.2,[fd00:0:0:2::2]' \
-  --metrics-listen 127.0.0.1:9153 >"$LOG" 2>&1 &
+  --allow 198.18.0.0/15,fd00::/8 --metrics-listen 127.0.0.1:9153 >"$LOG" 2>&1 &
 PID=$!
 for _ in $(seq 100); do grep -q serving "$LOG" && break; kill -0 $PID 2>/dev/null || { cat "$LOG"; die "service did not start"; }; sleep 0.1; done
 cat "$LOG"

@@ -12,6 +12,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { resolveConfig, SETTINGS, type IntSetting } from './config.js';
+import { DEFAULT_ALLOW } from './edge/acl.js';
+import { interfaceOwner } from './edge/owner.js';
 import { HeimdallError, operatorMessage } from './errors.js';
 import { loadAddon } from './native/addon.js';
 import { createService } from './service/service.js';
@@ -71,19 +73,38 @@ export function buildProgram(): Command {
     .option(...flag('hotSize'))
     .option(...flag('promoteAfter'), SETTINGS.promoteAfter.default)
     .option(...flag('udpSize'), SETTINGS.udpSize.default)
+    .option(...flag('cacheBytes'))
+    .option(...flag('upstreamInflight'), SETTINGS.upstreamInflight.default)
+    .option(...flag('upstreamInflightTotal'), SETTINGS.upstreamInflightTotal.default)
+    .option(...flag('upstreamClientShare'), SETTINGS.upstreamClientShare.default)
+    .option(...flag('upstreamTcpConns'), SETTINGS.upstreamTcpConns.default)
+    .option(...flag('upstreamTcpPipeline'), SETTINGS.upstreamTcpPipeline.default)
     .option('--no-xdp-answers', 'XDP answers nothing and redirects every query to the workers (measures the userspace path)')
     .option('--no-af-xdp', 'no AF_XDP workers: queries reach userspace through the kernel stack')
     .option('--serve-stale', 'answer from expired entries when no upstream answers (RFC 8767)')
     .option('--metrics-listen <addr:port>', 'serve Prometheus metrics at http://addr:port/metrics')
-    .option('--force', 'replace a foreign XDP program already attached to the interface')
+    .option('--listen <addrs>', 'addresses to answer on, comma separated (default: every address of the interface, followed as it changes)')
+    .option('--allow <prefixes>', `client prefixes served, comma separated; 'default' = ${DEFAULT_ALLOW.join(',')}; 'any' = everyone (default: default)`)
+    .option('--deny <prefixes>', 'client prefixes dropped without a reply (the longest matching prefix of --allow/--deny wins; others get REFUSED)')
+    .option(...flag('rrl'), SETTINGS.rrl.default)
+    .option(...flag('rrlSlip'), SETTINGS.rrlSlip.default)
+    .option(...flag('rrlWindow'), SETTINGS.rrlWindow.default)
+    .option(...flag('rrlAll'), SETTINGS.rrlAll.default)
+    .option(...flag('rrlV4Prefix'), SETTINGS.rrlV4Prefix.default)
+    .option(...flag('rrlV6Prefix'), SETTINGS.rrlV6Prefix.default)
+    .option(...flag('rrlBuckets'), SETTINGS.rrlBuckets.default)
+    .option('--rrl-exempt <prefixes>', 'client prefixes whose responses are never rate limited')
+    .option('--force', 'take the interface over from a foreign XDP program or a live heimdall-xdp')
     .action(attach);
 
   program
     .command('detach')
     .description('remove a heimdall XDP program left on an interface (never a foreign one)')
     .argument('<iface>')
-    .action((iface: string) => {
+    .action(async (iface: string) => {
       requireRoot();
+      const owner = await interfaceOwner(iface);
+      if (owner !== null) throw new HeimdallError('E_IFACE_OWNED', `interface '${iface}' is served by a running heimdall-xdp${owner ? ` (pid ${owner})` : ''}; stop that process instead (it detaches on SIGTERM)`);
       const removed = loadAddon().detachStale(iface);
       console.log(removed ? `detached heimdall from ${iface}` : `no heimdall program on ${iface}`);
     });
@@ -92,10 +113,12 @@ export function buildProgram(): Command {
     .command('status')
     .description('show the XDP program attached to an interface')
     .argument('<iface>')
-    .action((iface: string) => {
+    .action(async (iface: string) => {
       requireRoot();
       const s = loadAddon().xdpStatus(iface);
-      console.log(s.progId ? `${iface}: XDP program '${s.name}' (id ${s.progId}, ${s.mode} mode)` : `${iface}: no XDP program`);
+      const owner = await interfaceOwner(iface);
+      const by = owner ? `, served by pid ${owner}` : owner === 0 ? ', served by a running heimdall-xdp' : '';
+      console.log(s.progId ? `${iface}: XDP program '${s.name}' (id ${s.progId}, ${s.mode} mode${by})` : `${iface}: no XDP program`);
     });
   return program;
 }

@@ -6,7 +6,10 @@
  * A config file, when it comes, produces the same ConfigInput.
  */
 import { EDNS_UDP_SIZE } from './dns/constants.js';
+import { DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
+import { RRL_DEFAULTS, type RrlSettings } from './edge/rrl.js';
 import { HeimdallError } from './errors.js';
+import { formatAddr, parseAddr, type Cidr } from './net/addr.js';
 import { parseUpstreams, type UpstreamAddr } from './upstream/upstream.js';
 
 export type AttachMode = 'auto' | 'native' | 'generic';
@@ -28,6 +31,19 @@ export const SETTINGS = {
   hotSize: { flag: '--hot-size', min: 1, max: 10_000_000, default: undefined, help: `XDP hot map entries (default: ${HOT_SHARE * 100}% of the cache size)` },
   promoteAfter: { flag: '--promote-after', min: 1, max: 1000, default: 3, help: 'asks of a name (on any queue, within about a minute) before its answer is promoted into the XDP hot map' },
   udpSize: { flag: '--udp-size', min: 512, max: 4096, default: EDNS_UDP_SIZE, help: 'EDNS UDP payload size advertised and served' },
+  cacheBytes: { flag: '--cache-bytes', min: 65_536, max: 2 ** 45, default: undefined, help: 'userspace cache bytes per engine, as docs/LIMITS.md counts them (default: 1024 per cache entry)' },
+  upstreamInflight: { flag: '--upstream-inflight', min: 1, max: 65_536, default: 1024, help: 'distinct questions in flight upstream per engine; beyond it a miss gets SERVFAIL at once' },
+  upstreamInflightTotal: { flag: '--upstream-inflight-total', min: 1, max: 1_000_000, default: 2048, help: 'distinct questions in flight upstream in the whole process (every engine)' },
+  upstreamClientShare: { flag: '--upstream-client-share', min: 1, max: 100, default: 25, help: "percent of an engine's in-flight questions one client network (/24, /56) may hold" },
+  upstreamTcpConns: { flag: '--upstream-tcp-conns', min: 1, max: 64, default: 2, help: 'TCP connections per upstream per engine (after TC=1), reused and pipelined' },
+  upstreamTcpPipeline: { flag: '--upstream-tcp-pipeline', min: 1, max: 1024, default: 64, help: 'queries in flight on one upstream TCP connection' },
+  rrl: { flag: '--rrl', min: 0, max: 1_000_000, default: RRL_DEFAULTS.rate, help: 'responses/s of one answer (or of errors, or NXDOMAIN of one zone) to one client network; 0 turns rate limiting off' },
+  rrlSlip: { flag: '--rrl-slip', min: 0, max: 100, default: RRL_DEFAULTS.slip, help: 'every k-th rate-limited response is sent truncated (TC=1) so real clients retry over TCP; 0 never' },
+  rrlWindow: { flag: '--rrl-window', min: 1, max: 3600, default: RRL_DEFAULTS.window, help: 'seconds a flood stays limited after it stops' },
+  rrlAll: { flag: '--rrl-all', min: 0, max: 1_000_000, default: RRL_DEFAULTS.allRate, help: 'responses/s of any kind to one client network; 0 no such ceiling' },
+  rrlV4Prefix: { flag: '--rrl-v4-prefix', min: 8, max: 32, default: RRL_DEFAULTS.v4Prefix, help: 'IPv4 prefix length of a client network for rate limiting' },
+  rrlV6Prefix: { flag: '--rrl-v6-prefix', min: 16, max: 64, default: RRL_DEFAULTS.v6Prefix, help: 'IPv6 prefix length of a client network for rate limiting' },
+  rrlBuckets: { flag: '--rrl-buckets', min: 1024, max: 1 << 24, default: 65536, help: 'rate-limit buckets, a power of two (24 bytes each, shared by XDP and userspace)' },
 } as const;
 
 export type IntSetting = keyof typeof SETTINGS;
@@ -43,11 +59,41 @@ export interface ConfigInput {
   hotSize?: number;
   promoteAfter?: number;
   udpSize?: number;
+  cacheBytes?: number;
+  upstreamInflight?: number;
+  upstreamInflightTotal?: number;
+  upstreamClientShare?: number;
+  upstreamTcpConns?: number;
+  upstreamTcpPipeline?: number;
   xdpAnswers?: boolean;
   afXdp?: boolean;
   serveStale?: boolean;
   metricsListen?: string;
   force?: boolean;
+  /** Addresses to serve, comma separated; absent: every address of the interface, followed as it changes. */
+  listen?: string;
+  /** Prefixes to serve (`default` = DEFAULT_ALLOW, `any` = everyone); absent: DEFAULT_ALLOW. */
+  allow?: string;
+  deny?: string;
+  rrlExempt?: string;
+  rrl?: number;
+  rrlSlip?: number;
+  rrlWindow?: number;
+  rrlAll?: number;
+  rrlV4Prefix?: number;
+  rrlV6Prefix?: number;
+  rrlBuckets?: number;
+}
+
+/** Who is served, on which addresses, and how fast (src/edge). */
+export interface EdgeConfig {
+  /** Addresses served (text form); null: every address of the interface, followed. */
+  readonly listen: readonly string[] | null;
+  readonly allow: readonly Cidr[];
+  readonly deny: readonly Cidr[];
+  readonly rrlExempt: readonly Cidr[];
+  readonly rrl: Readonly<RrlSettings>;
+  readonly rrlBuckets: number;
 }
 
 /** What one engine host (a worker's or the main thread's) is built with. */
@@ -58,6 +104,14 @@ export interface EngineConfig {
   readonly promoteAfter: number;
   readonly udpSize: number;
   readonly serveStale: boolean;
+  /** Cache bytes (DnsCache maxBytes). */
+  readonly cacheBytes: number;
+  /** Questions in flight upstream, this engine. */
+  readonly upstreamInflight: number;
+  /** Of those, the most one client network may hold. */
+  readonly upstreamPerClient: number;
+  readonly upstreamTcpConns: number;
+  readonly upstreamTcpPipeline: number;
 }
 
 export interface HeimdallConfig {
@@ -72,11 +126,14 @@ export interface HeimdallConfig {
   readonly hotSize: number;
   readonly promoteAfter: number;
   readonly udpSize: number;
+  /** Questions in flight upstream in the whole process. */
+  readonly upstreamInflightTotal: number;
   readonly xdpAnswers: boolean;
   readonly afXdp: boolean;
   readonly serveStale: boolean;
   readonly metricsListen: { readonly host: string; readonly port: number } | null;
   readonly force: boolean;
+  readonly edge: EdgeConfig;
   /** The main thread's engine (kernel UDP and TCP). */
   readonly mainEngine: EngineConfig;
   /** Each AF_XDP worker's engine. */
@@ -100,6 +157,49 @@ export function parseListen(text: string, flag = '--metrics-listen'): { host: st
   const port = m ? Number(m[3]) : NaN;
   if (!m || !(port >= 1 && port <= 65535)) throw badOption(`${flag} must be addr:port (e.g. 127.0.0.1:9153), got '${text}'`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+function cidrs(flag: string, text: string | undefined, fallback: readonly string[]): Cidr[] {
+  try {
+    return parseAclList(text ?? fallback.join(','));
+  } catch (e) {
+    throw badOption(`${flag}: ${(e as Error).message}`);
+  }
+}
+
+/** --listen: addresses, each normalised; a link-local IPv6 one keeps its %zone. */
+function listenAddrs(text: string | undefined): string[] | null {
+  if (text === undefined) return null;
+  const out: string[] = [];
+  for (const raw of text.split(',').map((t) => t.trim()).filter((t) => t.length > 0)) {
+    const a = parseAddr(raw);
+    if (!a || raw.includes('/')) throw badOption(`--listen: '${raw}' is not an IPv4 or IPv6 address`);
+    const zone = raw.includes('%') ? raw.slice(raw.indexOf('%')) : '';
+    out.push(formatAddr(a) + zone);
+  }
+  if (out.length === 0) throw badOption('--listen needs at least one address');
+  return out;
+}
+
+function edgeConfig(input: ConfigInput): EdgeConfig {
+  const rrlBuckets = int('rrlBuckets', input.rrlBuckets, SETTINGS.rrlBuckets.default);
+  if ((rrlBuckets & (rrlBuckets - 1)) !== 0) throw badOption(`--rrl-buckets must be a power of two, got ${rrlBuckets}`);
+  const rrl: RrlSettings = Object.freeze({
+    rate: int('rrl', input.rrl, SETTINGS.rrl.default),
+    slip: int('rrlSlip', input.rrlSlip, SETTINGS.rrlSlip.default),
+    window: int('rrlWindow', input.rrlWindow, SETTINGS.rrlWindow.default),
+    allRate: int('rrlAll', input.rrlAll, SETTINGS.rrlAll.default),
+    v4Prefix: int('rrlV4Prefix', input.rrlV4Prefix, SETTINGS.rrlV4Prefix.default),
+    v6Prefix: int('rrlV6Prefix', input.rrlV6Prefix, SETTINGS.rrlV6Prefix.default),
+  });
+  return Object.freeze({
+    listen: listenAddrs(input.listen),
+    allow: Object.freeze(cidrs('--allow', input.allow, DEFAULT_ALLOW)),
+    deny: Object.freeze(cidrs('--deny', input.deny, [])),
+    rrlExempt: Object.freeze(cidrs('--rrl-exempt', input.rrlExempt, [])),
+    rrl,
+    rrlBuckets,
+  });
 }
 
 /**
@@ -139,7 +239,15 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   const serveStale = input.serveStale ?? false;
   const afXdp = input.afXdp ?? true;
   const shares = hotShares(hotSize, afXdp, queues);
-  const engine = (hotCapacity: number): EngineConfig => Object.freeze({ cacheSize, hotCapacity, promoteAfter, udpSize, serveStale });
+  const cacheBytes = int('cacheBytes', input.cacheBytes, cacheSize * 1024);
+  const upstreamInflight = int('upstreamInflight', input.upstreamInflight, SETTINGS.upstreamInflight.default);
+  const upstreamInflightTotal = int('upstreamInflightTotal', input.upstreamInflightTotal, SETTINGS.upstreamInflightTotal.default);
+  const share = int('upstreamClientShare', input.upstreamClientShare, SETTINGS.upstreamClientShare.default);
+  const upstreamPerClient = Math.max(1, Math.floor((upstreamInflight * share) / 100));
+  const upstreamTcpConns = int('upstreamTcpConns', input.upstreamTcpConns, SETTINGS.upstreamTcpConns.default);
+  const upstreamTcpPipeline = int('upstreamTcpPipeline', input.upstreamTcpPipeline, SETTINGS.upstreamTcpPipeline.default);
+  const engine = (hotCapacity: number): EngineConfig =>
+    Object.freeze({ cacheSize, hotCapacity, promoteAfter, udpSize, serveStale, cacheBytes, upstreamInflight, upstreamPerClient, upstreamTcpConns, upstreamTcpPipeline });
   return Object.freeze({
     iface,
     upstreams: Object.freeze(upstreams),
@@ -151,11 +259,13 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
     hotSize,
     promoteAfter,
     udpSize,
+    upstreamInflightTotal,
     xdpAnswers: input.xdpAnswers ?? true,
     afXdp,
     serveStale,
     metricsListen: input.metricsListen === undefined ? null : Object.freeze(parseListen(input.metricsListen)),
     force: input.force ?? false,
+    edge: edgeConfig(input),
     mainEngine: engine(shares.main),
     workerEngine: engine(shares.worker),
   });

@@ -30,7 +30,11 @@ export type ServiceErrorCode =
   /** The hot map has no free slot. */
   | 'E_HOT_FULL'
   /** Another name already holds the hot map key (a 64-bit hash collision). */
-  | 'E_HOT_COLLISION';
+  | 'E_HOT_COLLISION'
+  /** Another live heimdall-xdp serves the interface. */
+  | 'E_IFACE_OWNED'
+  /** The interface has no address to serve (and no --listen was given). */
+  | 'E_NO_ADDRESS';
 
 /** Every code: the service's own, the DNS core's and the forwarder's families. */
 export type ErrorCode = ServiceErrorCode | `ERR_DNS_${string}` | `UPSTREAM_${string}`;

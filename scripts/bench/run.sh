@@ -19,6 +19,11 @@
 # BENCH_NO_DOCS=1 (leave docs/ alone).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# npm run bench -- flood: the flood scenario (scripts/bench/flood.sh) instead.
+if [[ ${1:-} == flood ]]; then
+  shift
+  exec bash scripts/bench/flood.sh "$@"
+fi
 # shellcheck source=scripts/bench/lib.sh
 source scripts/bench/lib.sh
 

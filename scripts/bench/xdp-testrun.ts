@@ -1,6 +1,8 @@
 /**
- * npm run bench:xdp: nanoseconds per packet of the XDP program for a hit, a miss and a
- * pass, measured by BPF_PROG_TEST_RUN (the kernel's own timer, no syscall cost).
+ * npm run bench:xdp: nanoseconds per packet of the XDP program for a hit (with rate
+ * limiting off and on), a refused, a denied and a rate-limited query, a miss and a pass,
+ * measured by BPF_PROG_TEST_RUN (the kernel's own timer, no syscall cost). The edge
+ * policy is the shipped one: access lists loaded, the served addresses set.
  *
  * A hit rewrites the frame into a reply, so test-run's `repeat` would time the second
  * pass over a reply; every figure is therefore the mean of many single runs on a fresh
@@ -12,6 +14,9 @@ import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
 import { buildFrame } from '../../test/helpers/frames.js';
 import { query, response, cached } from '../../test/helpers/dns.js';
 import { operatorMessage } from '../../src/errors.js';
+import { AccessList, parseAclList } from '../../src/edge/acl.js';
+import { RRL_DEFAULTS } from '../../src/edge/rrl.js';
+import { parseAddr } from '../../src/net/addr.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const RUNS = Number(process.env.RUNS ?? 100_000);
@@ -24,6 +29,17 @@ function median(xs: number[]): number {
 function main(): void {
   const fp = FastPath.open({ hotEntries: 1024 });
   const now = fp.nowNs();
+  // The fixtures' client is allowed; 198.20.0.0/16 is in no list (refused), 198.18.66.0/24 denied.
+  fp.setAccessList(AccessList.build(parseAclList('default,198.18.0.0/15,fd00::/8'), parseAclList('198.18.66.0/24')));
+  fp.setLocalAddresses(['198.18.0.1', 'fd00::1'].map((a) => parseAddr(a)!));
+  const rrlOff = (): void => fp.setRateLimit({ ...RRL_DEFAULTS, rate: 0 });
+  // The highest rate: every answer is charged to its bucket, none is limited.
+  const rrlOn = (): void => {
+    fp.clearRateLimit(); // the rate-limited case leaves its bucket in debt
+    fp.setRateLimit({ ...RRL_DEFAULTS, rate: 1_000_000 });
+  };
+  // One response a second: after the first run every one is over the limit (no slips).
+  const rrlTight = (): void => fp.setRateLimit({ ...RRL_DEFAULTS, rate: 1, slip: 0 });
   // A typical hot answer: two A records; and a larger one, four AAAA plus EDNS.
   fp.put(cached(response('www.example.com', 'A', {
     answers: [
@@ -40,16 +56,23 @@ function main(): void {
     fp.put(cached(response(n, 'A', { answers: [{ type: 'A', name: n, ttl: 300, data: '198.18.20.1' }] }), now));
   }
 
-  const cases: { name: string; frame: Buffer; action: number; repeatOk: boolean }[] = [
-    { name: 'hit  IPv4 A (2 RRs)', frame: buildFrame(query('WWW.example.com', 'A')), action: XdpAction.TX, repeatOk: false },
-    { name: 'hit  IPv6 AAAA (4 RRs) + EDNS, partial csum', frame: buildFrame(query('v6.example.com', 'AAAA', { edns: { udpSize: 1232 } }), { ipv6: true, partialChecksum: true }), action: XdpAction.TX, repeatOk: false },
-    { name: 'miss IPv4 (redirect; no socket: PASS)', frame: buildFrame(query('cold.example.org', 'A')), action: XdpAction.PASS, repeatOk: true },
-    { name: 'pass IPv4 UDP to port 443', frame: buildFrame(query('www.example.com', 'A'), { dport: 443 }), action: XdpAction.PASS, repeatOk: true },
+  const hitA = buildFrame(query('WWW.example.com', 'A'));
+  const cases: { name: string; frame: Buffer; action: number; repeatOk: boolean; setup: () => void }[] = [
+    { name: 'hit  IPv4 A (2 RRs), rate limiting on', frame: hitA, action: XdpAction.TX, repeatOk: false, setup: rrlOn },
+    { name: 'hit  IPv4 A (2 RRs), rate limiting off', frame: hitA, action: XdpAction.TX, repeatOk: false, setup: rrlOff },
+    { name: 'hit  IPv6 AAAA (4 RRs) + EDNS, partial csum', frame: buildFrame(query('v6.example.com', 'AAAA', { edns: { udpSize: 1232 } }), { ipv6: true, partialChecksum: true }), action: XdpAction.TX, repeatOk: false, setup: rrlOn },
+    { name: 'refused IPv4 (REFUSED written in XDP)', frame: buildFrame(query('www.example.com', 'A'), { src: '198.20.0.2' }), action: XdpAction.TX, repeatOk: false, setup: rrlOn },
+    { name: 'denied IPv4 (dropped)', frame: buildFrame(query('www.example.com', 'A'), { src: '198.18.66.2' }), action: XdpAction.DROP, repeatOk: true, setup: rrlOn },
+    { name: 'rate-limited IPv4 hit (dropped)', frame: hitA, action: XdpAction.DROP, repeatOk: true, setup: rrlTight },
+    { name: 'miss IPv4 (redirect; no socket: PASS)', frame: buildFrame(query('cold.example.org', 'A')), action: XdpAction.PASS, repeatOk: true, setup: rrlOn },
+    { name: 'pass IPv4 UDP to port 443', frame: buildFrame(query('www.example.com', 'A'), { dport: 443 }), action: XdpAction.PASS, repeatOk: true, setup: rrlOn },
   ];
 
   const samples = cases.map(() => [] as number[]);
   for (let r = 0; r < ROUNDS; r++) {
     cases.forEach((c, i) => {
+      c.setup();
+      if (c.setup === rrlTight) fp.testRun(c.frame); // spend the one response of the second
       const res = fp.benchRun(c.frame, RUNS);
       if (res.action !== c.action) throw new Error(`${c.name}: action ${res.action}, expected ${c.action}`);
       samples[i]!.push(res.meanNs);
@@ -58,6 +81,7 @@ function main(): void {
 
   const rows = cases.map((c, i) => {
     const s = samples[i]!;
+    c.setup();
     const rep = c.repeatOk ? fp.testRun(c.frame, RUNS).durationNs : NaN;
     return { case: c.name, median: median(s), min: Math.min(...s), max: Math.max(...s), repeat: rep };
   });

@@ -12,7 +12,7 @@ Wants=network-online.target
 
 [Service]
 WorkingDirectory=/vagrant
-ExecStart=/usr/bin/node /vagrant/bin/heimdall-xdp.js attach $iface --upstream 198.18.1.20 --metrics-listen 198.18.0.10:9153
+ExecStart=/usr/bin/node /vagrant/bin/heimdall-xdp.js attach $iface --upstream 198.18.1.20 --allow 198.18.0.0/15,fd00::/8 --metrics-listen 198.18.0.10:9153
 Restart=on-failure
 
 [Install]

@@ -22,10 +22,12 @@ import type { CachedAnswer, TtlPolicy } from '../dns/answer.js';
 import { fastMonotonicNs, type Clock } from './clock.js';
 import { RCODE_BADVERS_SLOT, Slot, StatsBlock } from './stats.js';
 import { hotSizeFor } from '../config.js';
+import { prefixKey, type Addr } from '../net/addr.js';
 
 /** What the engine needs of the upstream side (src/upstream/forwarder.ts provides it). */
 export interface Resolver {
-  resolve(q: { name: Uint8Array; qtype: number; qclass: number; dnssecOk: boolean; checkingDisabled?: boolean }): Promise<Uint8Array>;
+  /** `client`: the asker's prefix key (prefixKey), so one network cannot take every upstream slot. */
+  resolve(q: { name: Uint8Array; qtype: number; qclass: number; dnssecOk: boolean; checkingDisabled?: boolean }, client?: string): Promise<Uint8Array>;
 }
 
 export interface EngineOptions {
@@ -116,9 +118,10 @@ export class DnsEngine {
    * maxLen: the most bytes the reply may take (room in the frame); tcp: the reply goes
    * over TCP (no UDP size limit, never TC=1 from an upstream's truncation).
    * nowNs: the clock, read once by a caller that handles a batch of queries (an AF_XDP
-   * worker reads it once per RX batch); read here when absent.
+   * worker reads it once per RX batch); read here when absent. client: who asked, for
+   * the per-network share of the upstream (a miss without it is charged to no network).
    */
-  handle(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen?: number, nowNs?: number): Handled {
+  handle(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen?: number, nowNs?: number, client?: Addr): Handled {
     const c = this.c;
     c[Slot_queries]! += 1;
     const v = this.view;
@@ -149,7 +152,7 @@ export class DnsEngine {
       c[Slot_cacheHits]! += 1;
       return this.counted(writeReply(v, hit, now, out, outOff, opts), out, outOff);
     }
-    return this.miss(buf, off, len, out, outOff, tcp, maxLen, klen, asks);
+    return this.miss(buf, off, len, out, outOff, tcp, maxLen, klen, asks, client);
   }
 
   /**
@@ -184,7 +187,7 @@ export class DnsEngine {
    * this query needs is in the arguments and locals; after the await the shared view is
    * pointed at this query's bytes again before anything is written.
    */
-  private async miss(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen: number | undefined, klen: number, asks: number): Promise<number> {
+  private async miss(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen: number | undefined, klen: number, asks: number, client: Addr | undefined): Promise<number> {
     const v = this.view;
     const q = { name: this.key.slice(0, klen - 5), qtype: v.qtype, qclass: v.qclass, dnssecOk: v.dnssecOk, checkingDisabled: v.cd };
     const key = this.key.slice(0, klen);
@@ -193,7 +196,8 @@ export class DnsEngine {
     let msg: Uint8Array;
     try {
       const t0 = this.clock();
-      msg = await this.resolver.resolve(q); // lowercased name: one upstream question for every case
+      // Lowercased name: one upstream question for every case.
+      msg = await this.resolver.resolve(q, client === undefined ? undefined : prefixKey(client));
       this.stats.observeLatency((this.clock() - t0) / 1e9);
     } catch {
       const now = this.clock();

@@ -8,6 +8,7 @@
 import type { EngineConfig } from '../config.js';
 import type { PromotionEvent } from '../hot/promotion.js';
 import type { AskCounter } from '../hot/asks.js';
+import { engineShare, type SharedInflight } from '../upstream/budget.js';
 import { Forwarder } from '../upstream/forwarder.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
 import { DnsEngine } from './engine.js';
@@ -27,6 +28,8 @@ export interface EngineHostOptions {
   /** Work the thread knows is under way (queries waiting on the upstream). */
   busy?: () => boolean;
   upkeep?: UpkeepOptions;
+  /** The process-wide budget of questions in flight upstream, and this engine's id in it (0: main thread). */
+  inflight?: { shared: SharedInflight; engineId: number };
   /** Forwarder timing (tests shorten it). */
   upstreamTimeoutMs?: number;
   upstreamDeadlineMs?: number;
@@ -48,10 +51,15 @@ export class EngineHost {
       udpSize: o.engine.udpSize,
       timeoutMs: o.upstreamTimeoutMs,
       deadlineMs: o.upstreamDeadlineMs,
+      maxInflight: o.engine.upstreamInflight,
+      maxPerClient: o.engine.upstreamPerClient,
+      shared: o.inflight === undefined ? undefined : engineShare(o.inflight.shared, o.inflight.engineId),
+      tcp: { maxConns: o.engine.upstreamTcpConns, maxPipeline: o.engine.upstreamTcpPipeline },
     });
     this.engine = new DnsEngine({
       resolver: this.forwarder,
       cacheSize: o.engine.cacheSize,
+      cacheBytes: o.engine.cacheBytes,
       hotCapacity: o.engine.hotCapacity,
       promoteAfter: o.engine.promoteAfter,
       udpSize: o.engine.udpSize,
@@ -84,7 +92,18 @@ export class EngineHost {
     this.advance('upstreamSent', f.sent);
     this.advance('upstreamTimeouts', f.timeouts);
     this.advance('upstreamFailures', f.servfail);
-    this.advance('upstreamBusy', f.busy);
+    this.advance('busyEngine', f.busyBy.engine);
+    this.advance('busyClient', f.busyBy.client);
+    this.advance('busyProcess', f.busyBy.process);
+    this.advance('busyWaiting', f.busyBy.waiting);
+    this.advance('busyTcp', f.tcp.busy);
+    this.advance('upstreamTcpConnects', f.tcp.connects);
+    this.advance('upstreamTcpIdleClosed', f.tcp.idleClosed);
+    this.advance('upstreamTcpLost', f.tcp.lost);
+    this.advance('upstreamTcpReused', f.tcp.reused);
+    this.stats.set('upstreamTcpOpen', f.tcp.open);
+    this.stats.set('upstreamWaiting', f.waiting);
+    this.stats.set('upstreamClients', this.forwarder.clients);
     this.advance('upstreamErrors', f.errors);
     this.advance('upstreamTcpRetries', f.tcpRetries);
     this.advance('upstreamCoalesced', f.coalesced);
@@ -102,6 +121,7 @@ export class EngineHost {
     this.advance('upstreamCookieResets', f.cookieResets);
     this.stats.set('upstreamInflight', f.inflight);
     this.stats.set('cacheEntries', this.engine.cache.size);
+    this.stats.set('cacheBytes', this.engine.cache.bytes);
   }
 
   /** Adds to a counter what `total` (a running count kept elsewhere) grew by since last time. */

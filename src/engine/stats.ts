@@ -64,7 +64,15 @@ const tcp = 'heimdall_tcp_connections_total';
 const tcpHelp = 'TCP connections of the kernel listener, by what happened to them';
 const tcpMsgs = 'heimdall_tcp_messages_total';
 const tcpMsgsHelp = 'DNS messages over TCP, by outcome';
+const busy = 'heimdall_upstream_busy_total';
+const busyHelp = 'Questions refused at once (SERVFAIL or stale) because a limit of work in flight upstream was reached, by limit (included in failures)';
+const upTcp = 'heimdall_upstream_tcp_connections_total';
+const upTcpHelp = 'Connections of the upstream TCP pools (after TC=1), by event';
 const udp = 'heimdall_kernel_udp_datagrams_total';
+const edgeDrops = 'heimdall_edge_drops_total';
+const edgeDropsHelp = 'Queries userspace dropped by the edge policy (the XDP program counts its own in heimdall_xdp_packets_total), by reason';
+const edgeReplies = 'heimdall_edge_replies_total';
+const edgeRepliesHelp = 'Replies userspace wrote by the edge policy instead of an answer, by kind';
 const udpHelp = 'Datagrams of the kernel UDP listener, by direction';
 
 /**
@@ -85,12 +93,24 @@ export const COUNTERS = {
   dropped: { kind: 'counter', metric: malformed, help: malformedHelp, label: ['action', 'dropped'] },
   rcodes: { kind: 'counter', metric: 'heimdall_userspace_rcode_total', help: 'Responses written in userspace, by RCODE', label: 'rcode', values: RCODE_NAMES },
   cacheEntries: { kind: 'gauge', metric: 'heimdall_cache_entries', help: 'Entries in the userspace caches (every engine)' },
+  cacheBytes: { kind: 'gauge', metric: 'heimdall_cache_bytes', help: 'Bytes the userspace caches hold, as their byte bound counts them (every engine)' },
 
   // The forwarder (copied from its own counters at each upkeep).
   upstreamSent: { kind: 'counter', metric: 'heimdall_upstream_queries_total', help: 'Queries sent to upstreams over UDP' },
   upstreamTimeouts: { kind: 'counter', metric: 'heimdall_upstream_timeouts_total', help: 'Upstream attempts that timed out' },
   upstreamFailures: { kind: 'counter', metric: 'heimdall_upstream_failures_total', help: 'Questions no upstream answered in time, or refused for capacity: each one a SERVFAIL or stale answer' },
-  upstreamBusy: { kind: 'counter', metric: 'heimdall_upstream_busy_total', help: 'Questions refused because too many were in flight (included in failures)' },
+  busyEngine: { kind: 'counter', metric: busy, help: busyHelp, label: ['limit', 'engine'] },
+  busyClient: { kind: 'counter', metric: busy, help: busyHelp, label: ['limit', 'client'] },
+  busyProcess: { kind: 'counter', metric: busy, help: busyHelp, label: ['limit', 'process'] },
+  busyWaiting: { kind: 'counter', metric: busy, help: busyHelp, label: ['limit', 'waiting'] },
+  busyTcp: { kind: 'counter', metric: busy, help: busyHelp, label: ['limit', 'tcp'] },
+  upstreamTcpConnects: { kind: 'counter', metric: upTcp, help: upTcpHelp, label: ['event', 'opened'] },
+  upstreamTcpIdleClosed: { kind: 'counter', metric: upTcp, help: upTcpHelp, label: ['event', 'idle_closed'] },
+  upstreamTcpLost: { kind: 'counter', metric: upTcp, help: upTcpHelp, label: ['event', 'lost'] },
+  upstreamTcpReused: { kind: 'counter', metric: 'heimdall_upstream_tcp_reused_total', help: 'Upstream TCP queries sent on a connection that had already carried one' },
+  upstreamTcpOpen: { kind: 'gauge', metric: 'heimdall_upstream_tcp_connections_open', help: 'Upstream TCP connections open now' },
+  upstreamWaiting: { kind: 'gauge', metric: 'heimdall_upstream_waiting', help: 'Queries waiting for an upstream answer (coalesced ones each count)' },
+  upstreamClients: { kind: 'gauge', metric: 'heimdall_upstream_client_networks', help: 'Client networks holding questions in flight upstream' },
   upstreamErrors: { kind: 'counter', metric: 'heimdall_upstream_errors_total', help: 'Send, bind and connect errors toward upstreams' },
   upstreamTcpRetries: { kind: 'counter', metric: 'heimdall_upstream_tcp_retries_total', help: 'Truncated upstream answers retried over TCP' },
   upstreamCoalesced: { kind: 'counter', metric: 'heimdall_upstream_coalesced_total', help: 'Questions served by a query already in flight' },
@@ -128,6 +148,16 @@ export const COUNTERS = {
   tcpBadFrames: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'bad_frame'] },
   tcpOversize: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'oversize'] },
   tcpHandlerErrors: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'error'] },
+
+  // The edge policy on every userspace path (src/edge/guard.ts).
+  edgeDenied: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'denied'] },
+  edgeBadSource: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'bad_source'] },
+  edgeSourcePort: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'source_port'] },
+  edgeResponse: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'response'] },
+  edgeNotQuery: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'not_a_query'] },
+  edgeRateLimited: { kind: 'counter', metric: edgeDrops, help: edgeDropsHelp, label: ['reason', 'rate_limited'] },
+  edgeRefused: { kind: 'counter', metric: edgeReplies, help: edgeRepliesHelp, label: ['kind', 'refused'] },
+  edgeSlipped: { kind: 'counter', metric: edgeReplies, help: edgeRepliesHelp, label: ['kind', 'slip'] },
 } as const satisfies Record<string, Scalar | Vector | HistogramPart>;
 
 type Defs = typeof COUNTERS;

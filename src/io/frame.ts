@@ -67,7 +67,7 @@ export function parseFrame(buf: Uint8Array, off: number, len: number, info: Fram
   return true;
 }
 
-/** Copies the source address of a frame parseFrame accepted into `into` (IPv4 in bytes 0..3). */
+/** Copies the source address and port of a frame parseFrame accepted into `into` (IPv4 in bytes 0..3). */
 export function readSource(buf: Uint8Array, off: number, info: FrameInfo, into: Addr): void {
   const ip = off + info.l3;
   const b = into.bytes;
@@ -79,6 +79,8 @@ export function readSource(buf: Uint8Array, off: number, info: FrameInfo, into: 
     for (let i = 0; i < 4; i++) b[i] = buf[ip + 12 + i]!;
     for (let i = 4; i < 16; i++) b[i] = 0;
   }
+  const udp = off + info.l4;
+  into.port = (buf[udp]! << 8) | buf[udp + 1]!;
 }
 
 /**

@@ -145,7 +145,8 @@ export class TcpListener {
   readonly maxConnections: number;
   readonly maxMessageSize: number;
   readonly maxPipelined: number;
-  private readonly server: net.Server;
+  /** One listening server per bound address (the service follows its interface's addresses). */
+  private readonly servers = new Map<string, net.Server>();
   private readonly conns = new Set<Conn>();
   private readonly s: Omit<TcpListenerStats, 'connections' | 'inflight'> = {
     accepted: 0,
@@ -171,33 +172,50 @@ export class TcpListener {
     this.maxConnections = intOption('maxConnections', opts.maxConnections, 1000, 1, 1_000_000);
     this.maxMessageSize = intOption('maxMessageSize', opts.maxMessageSize, 4096, HEADER_LEN, MAX_MESSAGE_LEN);
     this.maxPipelined = intOption('maxPipelined', opts.maxPipelined, 32, 1, 65535);
-    this.server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false }, (sock) => this.onConnection(sock));
-    this.server.maxConnections = this.maxConnections;
-    this.server.on('drop', () => this.s.rejected++);
-    // After listen() succeeded, server errors (EMFILE on accept ...) are counted, never thrown.
-    this.server.on('error', () => this.s.socketErrors++);
   }
 
-  /** Starts listening; resolves with the bound address (port 0 picks a free one). */
+  /**
+   * Starts listening on one more address (o.host; default all); resolves with the bound
+   * address (port 0 picks a free one). Connections of every address share the limits.
+   */
   listen(o: TcpListenOptions): Promise<net.AddressInfo> {
     if (this.closed) return Promise.reject(new Error('TcpListener is closed'));
+    const key = o.host ?? '';
+    if (this.servers.has(key)) return Promise.reject(new Error(`already listening on '${key}'`));
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false }, (sock) => this.onConnection(sock));
+    server.on('drop', () => this.s.rejected++);
     return new Promise((resolve, reject) => {
       const onError = (e: Error): void => reject(e);
-      this.server.once('error', onError);
+      server.once('error', onError);
       const lo: net.ListenOptions = { port: o.port, exclusive: true };
       if (o.host !== undefined) lo.host = o.host;
       if (o.ipv6Only !== undefined) lo.ipv6Only = o.ipv6Only;
       if (o.backlog !== undefined) lo.backlog = o.backlog;
-      this.server.listen(lo, () => {
-        this.server.off('error', onError);
-        resolve(this.server.address() as net.AddressInfo);
+      server.listen(lo, () => {
+        server.off('error', onError);
+        // After listen() succeeded, server errors (EMFILE on accept ...) are counted, never thrown.
+        server.on('error', () => this.s.socketErrors++);
+        this.servers.set(key, server);
+        resolve(server.address() as net.AddressInfo);
       });
     });
   }
 
+  /** Stops listening on one address; its open connections carry on. */
+  async unlisten(host: string): Promise<void> {
+    const server = this.servers.get(host);
+    if (!server) return;
+    this.servers.delete(host);
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+
+  /** The first bound address. */
   address(): net.AddressInfo | null {
-    const a = this.server.address();
-    return a !== null && typeof a === 'object' ? a : null;
+    for (const server of this.servers.values()) {
+      const a = server.address();
+      if (a !== null && typeof a === 'object') return a;
+    }
+    return null;
   }
 
   stats(): TcpListenerStats {
@@ -208,7 +226,8 @@ export class TcpListener {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const done = this.server.listening ? new Promise<void>((r) => this.server.close(() => r())) : Promise.resolve();
+    const done = Promise.all([...this.servers.values()].map((server) => new Promise<void>((r) => server.close(() => r()))));
+    this.servers.clear();
     for (const c of this.conns) c.sock.destroy();
     this.conns.clear();
     await done;
@@ -218,6 +237,11 @@ export class TcpListener {
 
   private onConnection(sock: net.Socket): void {
     if (this.closed) {
+      sock.destroy();
+      return;
+    }
+    if (this.conns.size >= this.maxConnections) {
+      this.s.rejected++;
       sock.destroy();
       return;
     }

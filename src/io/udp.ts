@@ -15,7 +15,7 @@ export interface UdpListenerOptions {
 }
 
 export class UdpListener {
-  private readonly sockets: dgram.Socket[] = [];
+  private readonly sockets = new Map<string, dgram.Socket>();
   received = 0;
   sent = 0;
   errors = 0;
@@ -24,21 +24,32 @@ export class UdpListener {
 
   /** Binds every host; rejects with the socket error (EADDRINUSE, EACCES) on failure. */
   async listen(opts: UdpListenerOptions): Promise<void> {
-    const hosts = opts.hosts ?? ['0.0.0.0', '::'];
-    for (const host of hosts) {
-      const v6 = host.includes(':');
-      const s = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6 });
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.bind(opts.port, host, () => {
-          s.off('error', reject);
-          resolve();
-        });
+    for (const host of opts.hosts ?? ['0.0.0.0', '::']) await this.bind(opts.port, host);
+  }
+
+  /** Binds one more address (the service follows its interface's addresses). */
+  async bind(port: number, host: string): Promise<void> {
+    if (this.sockets.has(host)) return;
+    const v6 = host.includes(':');
+    const s = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6 });
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.bind(port, host, () => {
+        s.off('error', reject);
+        resolve();
       });
-      s.on('error', () => this.errors++);
-      s.on('message', (msg, rinfo) => this.onMessage(s, msg, rinfo));
-      this.sockets.push(s);
-    }
+    });
+    s.on('error', () => this.errors++);
+    s.on('message', (msg, rinfo) => this.onMessage(s, msg, rinfo));
+    this.sockets.set(host, s);
+  }
+
+  /** Closes the socket of one address. */
+  async unbind(host: string): Promise<void> {
+    const s = this.sockets.get(host);
+    if (!s) return;
+    this.sockets.delete(host);
+    await new Promise<void>((r) => s.close(() => r()));
   }
 
   private onMessage(s: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -52,7 +63,9 @@ export class UdpListener {
       });
     };
     try {
-      const r = this.handler.handle(msg, 0, msg.length, out, 0, false, undefined, undefined, parseAddr(rinfo.address) ?? undefined);
+      const client = parseAddr(rinfo.address) ?? undefined;
+      if (client) client.port = rinfo.port;
+      const r = this.handler.handle(msg, 0, msg.length, out, 0, false, undefined, undefined, client);
       if (typeof r === 'number') send(r);
       else r.then(send, () => this.errors++);
     } catch {
@@ -61,7 +74,7 @@ export class UdpListener {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    this.sockets.length = 0;
+    await Promise.all([...this.sockets.values()].map((s) => new Promise<void>((r) => s.close(() => r()))));
+    this.sockets.clear();
   }
 }

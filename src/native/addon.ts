@@ -33,13 +33,38 @@ export interface Layout {
   value: StructLayout;
   statNames: string[];
   statHelp: string[];
-  maps: Record<'hot' | 'hits' | 'stats' | 'xsks' | 'runtime', string>;
+  maps: Record<'hot' | 'hits' | 'stats' | 'xsks' | 'runtime' | 'acl4' | 'acl6' | 'local4' | 'local6' | 'rrl', string>;
+  RRL_BUCKETS_DEFAULT: number;
+  RRL_BURST_NS: number;
+  RRL_BUCKET_SIZE: number;
+  RRL_MUL1: number;
+  RRL_MUL2: number;
+  RRL_TOKEN_ERROR: number;
+  RRL_TOKEN_ALL: number;
+  RRL_CLASS: Record<'answer' | 'nodata' | 'nxdomain' | 'error', number>;
+  ACL: { refuse: number; allow: number; deny: number; rrlExempt: number; max: number };
+  LOCAL_MAX: number;
+  /** Source port -> service name: the ports the program drops queries from. */
+  guardedPorts: Record<string, string>;
+}
+
+/** The XDP program's runtime settings (struct heimdall_runtime). */
+export interface NativeRuntime {
+  answersOff: boolean;
+  rrlCostNs: number;
+  rrlAllCostNs: number;
+  rrlDebtNs: number;
+  rrlSlip: number;
+  rrlV4Prefix: number;
+  rrlV6Prefix: number;
 }
 
 export interface NativeProgramOptions {
   ports: number[];
   udpSize: number;
   hotEntries: number;
+  /** Rate-limit buckets, a power of two. */
+  rrlBuckets: number;
 }
 
 export interface NativeAttachResult {
@@ -72,7 +97,11 @@ export interface NativeXdpProgram {
   hitsReadAll(out: Float64Array): number;
   stats(): BigUint64Array;
   statsReset(): void;
-  setRuntime(rt: { answersOff: boolean }): void;
+  setRuntime(rt: NativeRuntime): void;
+  /** One entry of an access-list trie or own-address set, by map name (layout.maps). */
+  edgePut(map: string, key: Buffer, value: Buffer): void;
+  edgeDelete(map: string, key: Buffer): boolean;
+  edgeKeys(map: string): Buffer[];
   close(): void;
   describe(): {
     open: boolean;
@@ -82,6 +111,10 @@ export interface NativeXdpProgram {
     ifindex: number;
     hotCapacity: number;
     xsksMapFd: number;
+    /** The rate-limit buckets' map, for mapRegion (any thread of this process). */
+    rrlMapFd: number;
+    rrlBuckets: number;
+    rrlSeed: number;
     cpus: number;
     hashSeed: bigint;
   };
@@ -105,6 +138,8 @@ export interface NativeAddon {
   testRun(progFd: number, frame: Buffer, repeat?: number): NativeTestRun;
   /** `iterations` test runs, each on a fresh copy of the frame; the kernel's mean time per run. */
   benchRun(progFd: number, frame: Buffer, iterations: number): NativeBenchRun;
+  /** A shared mapping of an mmapable BPF map of this process (the rate-limit buckets). */
+  mapRegion(fd: number, bytes: number): ArrayBuffer;
 }
 
 /** Paths of build outputs, the same from src/ (tests, tsx) and dist/ (the CLI). */

@@ -17,9 +17,13 @@ export interface Addr {
   family: Family;
   /** 16 bytes; IPv4 in bytes 0..3. */
   bytes: Uint8Array;
+  /** The peer's UDP or TCP port, where a transport knows it. */
+  port?: number;
 }
 
-export interface Cidr extends Addr {
+export interface Cidr {
+  family: Family;
+  bytes: Uint8Array;
   /** Prefix length in bits: 0..32 for IPv4, 0..128 for IPv6. */
   len: number;
   /** As written, normalised (host bits cleared), e.g. "10.0.0.0/8". */

@@ -10,16 +10,20 @@ import { StatsBlock } from '../engine/stats.js';
 import { HeimdallError } from '../errors.js';
 import type { PromotionEvent } from '../hot/promotion.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
+import type { EdgeSetup } from '../edge/policy.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
 
 export interface WorkerPoolOptions {
   iface: string;
   queues: number;
   xsksMapFd: number;
+  edge: EdgeSetup;
   upstreams: readonly UpstreamAddr[];
   engine: EngineConfig;
   /** The shared ask counts (AskCounter.buffer). */
   asks: SharedArrayBuffer;
+  /** The upstream in-flight budget (SharedInflight.buffer). */
+  inflight: SharedArrayBuffer;
   /** Engine ids of workers are 1..queues (0 is the main thread's engine). */
   onPromotion: (engineId: number, e: PromotionEvent) => void;
   onWorkerGone: (engineId: number) => void;
@@ -66,10 +70,12 @@ export class WorkerPool {
       iface: this.o.iface,
       queue,
       xsksMapFd: this.o.xsksMapFd,
+      edge: this.o.edge,
       upstreams: this.o.upstreams,
       engine: this.o.engine,
       asks: this.o.asks,
       stats: slot.stats.buffer as SharedArrayBuffer,
+      inflight: this.o.inflight,
     };
     const w = new Worker(WORKER_FILE, { workerData: init });
     slot.worker = w;

@@ -6,6 +6,7 @@
  */
 import type { EngineConfig } from '../config.js';
 import type { CachedAnswer } from '../dns/answer.js';
+import type { EdgeSetup } from '../edge/policy.js';
 import type { DemoteReason } from '../hot/promotion.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
 
@@ -16,12 +17,16 @@ export interface WorkerInit {
   iface: string;
   queue: number;
   xsksMapFd: number;
+  /** The edge policy: access lists and the shared rate-limit buckets. */
+  edge: EdgeSetup;
   upstreams: readonly UpstreamAddr[];
   engine: EngineConfig;
   /** AskCounter.buffer: ask counts shared by every engine. */
   asks: SharedArrayBuffer;
   /** StatsBlock.buffer: this worker's counters. */
   stats: SharedArrayBuffer;
+  /** SharedInflight.buffer: the process-wide budget of questions in flight upstream. */
+  inflight: SharedArrayBuffer;
 }
 
 export type ToWorker =

@@ -16,7 +16,13 @@ import type http from 'node:http';
 import type { HeimdallConfig } from '../config.js';
 import { EngineHost } from '../engine/host.js';
 import { HeimdallError, isNativeError } from '../errors.js';
+import { EdgeGuard } from '../edge/guard.js';
+import { ServedAddresses, type Served } from '../edge/local.js';
+import { claimInterface } from '../edge/owner.js';
+import { accessListOf, buildPolicy, edgeSetup } from '../edge/policy.js';
 import { AskCounter } from '../hot/asks.js';
+import { SharedInflight } from '../upstream/budget.js';
+import { checkFdLimit } from './fd-limit.js';
 import { HotSync } from '../hot/hot-sync.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
 import { UdpListener } from '../io/udp.js';
@@ -46,10 +52,12 @@ export interface Service {
 }
 
 /** One line an operator can act on, for a failed bind of one of the service's ports. */
-export function bindError(e: unknown, port: number, what: string): Error {
+export function bindError(e: unknown, port: number, what: string, host?: string): Error {
   const code = (e as { code?: string }).code;
-  if (code === 'EADDRINUSE') return new HeimdallError('E_PORT_IN_USE', `${what} port ${port} is in use by another process (see 'ss -lunpt sport = :${port}'); stop it or choose another port`, { cause: e });
-  if (code === 'EACCES') return new HeimdallError('E_PERMISSION', `cannot bind ${what} port ${port}: permission denied (run as root)`, { cause: e });
+  const on = host ? ` on ${host}` : '';
+  if (code === 'EADDRINUSE') return new HeimdallError('E_PORT_IN_USE', `${what} port ${port}${on} is in use by another process (see 'ss -lunpt sport = :${port}'); stop it or choose another port`, { cause: e });
+  if (code === 'EACCES') return new HeimdallError('E_PERMISSION', `cannot bind ${what} port ${port}${on}: permission denied (run as root)`, { cause: e });
+  if (code === 'EADDRNOTAVAIL') return new HeimdallError('E_BAD_OPTION', `cannot bind ${what} port ${port}${on}: the address is not on this host (check --listen)`, { cause: e });
   return e instanceof Error ? e : new Error(String(e));
 }
 
@@ -79,6 +87,7 @@ export function createService(cfg: HeimdallConfig): Service {
 
   async function start(): Promise<void> {
     loadAddon().xdpStatus(cfg.iface); // a missing interface is reported before anything starts
+    checkFdLimit(cfg); // soft RLIMIT_NOFILE up to the hard one, and the limits well under it
     // V8's memory reducer shrinks the heap once a burst of work is over, with incremental
     // collections spread over the following seconds. For a server whose caches are
     // bounded it buys nothing, and those collections run on the cores the XDP path's
@@ -96,6 +105,7 @@ export function createService(cfg: HeimdallConfig): Service {
 
   async function compose(): Promise<void> {
     const asks = new AskCounter();
+    const inflight = new SharedInflight({ limit: cfg.upstreamInflightTotal });
     let sync: HotSync | undefined;
     let pool: WorkerPool | undefined;
     let fp: FastPath | undefined;
@@ -108,6 +118,7 @@ export function createService(cfg: HeimdallConfig): Service {
       engine: cfg.mainEngine,
       upstreams: cfg.upstreams,
       asks,
+      inflight: { shared: inflight, engineId: MAIN_ENGINE },
       onPromotion: (e) => sync?.apply(MAIN_ENGINE, e),
       onUpkeep: () => {
         const now = performance.now();
@@ -128,32 +139,68 @@ export function createService(cfg: HeimdallConfig): Service {
     undo.push(() => main.close());
     await probeUpstreams(main.forwarder, cfg.upstreamList);
 
-    fp = FastPath.open({ ports: [cfg.port], udpSize: cfg.udpSize, hotEntries: cfg.hotSize });
+    // One live owner per interface: a second instance is refused before it touches anything.
+    const claim = await claimInterface(cfg.iface, cfg.force);
+    undo.push(() => claim.release());
+
+    fp = FastPath.open({ ports: [cfg.port], udpSize: cfg.udpSize, hotEntries: cfg.hotSize, rrlBuckets: cfg.edge.rrlBuckets });
     const program = fp;
     undo.push(() => program.close());
     sync = new HotSync(fp);
     const hot = sync;
+    const d = fp.describe();
+    const setup = edgeSetup(cfg.edge, cfg.udpSize, { fd: d.rrlMapFd, buckets: d.rrlBuckets, seed: d.rrlSeed });
+    fp.setAccessList(accessListOf(setup));
+    fp.setRateLimit(cfg.edge.rrl);
 
-    // The kernel listeners answer through the main engine, waking its upkeep from its idle
-    // pace as a worker's XskServer does, so their counters are never 5 s late.
-    const mainHandler: FrameHandler = {
-      handle: (buf, off, len, out, outOff, tcp, maxLen, nowNs) => {
+    // The kernel listeners answer through the main engine behind the edge policy, waking
+    // its upkeep from its idle pace as a worker's XskServer does, so their counters are
+    // never 5 s late.
+    const engineHandler: FrameHandler = {
+      handle: (buf, off, len, out, outOff, tcp, maxLen, nowNs, client) => {
         main.wake();
-        return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs);
+        return main.engine.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs, client);
       },
     };
+    const mainHandler = new EdgeGuard(engineHandler, buildPolicy(setup), main.stats);
     udp = new UdpListener(mainHandler);
-    await udp.listen({ port: cfg.port }).catch((e: unknown) => {
-      throw bindError(e, cfg.port, 'UDP');
-    });
     const u = udp;
     undo.push(() => u.close());
     tcp = new TcpListener(tcpHandlerOf(mainHandler));
-    await tcp.listen({ port: cfg.port }).catch((e: unknown) => {
-      throw bindError(e, cfg.port, 'TCP');
-    });
     const t = tcp;
     undo.push(() => t.close());
+
+    // The served addresses: the program answers for them only, and the kernel listeners
+    // bind them only. Followed as the interface's addresses change (unless --listen).
+    const bindServed = async (s: Served): Promise<void> => {
+      await u.bind(cfg.port, s.text).catch((e: unknown) => {
+        throw bindError(e, cfg.port, 'UDP', s.text);
+      });
+      await t.listen({ port: cfg.port, host: s.text }).catch((e: unknown) => {
+        throw bindError(e, cfg.port, 'TCP', s.text);
+      });
+    };
+    let started = false;
+    const served = new ServedAddresses(cfg.iface, cfg.edge.listen, async (all, added, removed) => {
+      program.setLocalAddresses(all.map((s) => s.addr));
+      for (const s of removed) {
+        await u.unbind(s.text);
+        await t.unlisten(s.text);
+      }
+      for (const s of added) {
+        if (!started) await bindServed(s);
+        else await bindServed(s).catch((e: unknown) => console.error(`heimdall-xdp: cannot serve new address ${s.text}: ${(e as Error).message}`));
+      }
+      if (started && (added.length > 0 || removed.length > 0)) {
+        console.log(`heimdall-xdp: now serving ${all.map((s) => s.text).join(', ') || 'no address'} on ${cfg.iface}`);
+      }
+    });
+    await served.start();
+    started = true;
+    undo.push(() => served.stop());
+    if (served.list.length === 0) {
+      throw new HeimdallError('E_NO_ADDRESS', `interface '${cfg.iface}' has no IP address to serve; add one, or name the addresses with --listen`);
+    }
 
     const r = fp.attach(cfg.iface, cfg.mode, cfg.force);
     undo.push(() => {
@@ -167,11 +214,16 @@ export function createService(cfg: HeimdallConfig): Service {
         iface: cfg.iface,
         queues: cfg.queues,
         xsksMapFd: fp.describe().xsksMapFd,
+        edge: setup,
         upstreams: cfg.upstreams,
         asks: asks.buffer,
+        inflight: inflight.buffer,
         engine: cfg.workerEngine,
         onPromotion: (id, e) => hot.apply(id, e),
-        onWorkerGone: (id) => hot.forgetEngine(id),
+        onWorkerGone: (id) => {
+          hot.forgetEngine(id);
+          inflight.forget(id); // what the dead worker held upstream is free again
+        },
         onRestart: (queue, why) => console.error(`heimdall-xdp: worker for queue ${queue} replaced (${why})`),
       });
       const workers = pool;
@@ -198,7 +250,8 @@ export function createService(cfg: HeimdallConfig): Service {
 
     const mode = `${r.mode} XDP${cfg.xdpAnswers ? '' : ', answers off'}`;
     const paths = cfg.afXdp ? `${cfg.queues} AF_XDP worker(s)` : 'kernel sockets only';
-    summary = `${cfg.iface} port ${cfg.port} (${mode}, ${paths}) via ${cfg.upstreamList}`;
+    const rrl = cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit';
+    summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}) via ${cfg.upstreamList}`;
     const crash = (): void => pool?.crashAll();
     // SIGUSR2 crashes the workers on purpose; the supervisor replaces them. It exists to
     // prove (and let an operator check) that recovery loses nothing.

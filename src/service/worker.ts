@@ -7,6 +7,9 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { EngineHost } from '../engine/host.js';
 import { StatsBlock } from '../engine/stats.js';
 import { AskCounter } from '../hot/asks.js';
+import { SharedInflight } from '../upstream/budget.js';
+import { EdgeGuard } from '../edge/guard.js';
+import { buildPolicy } from '../edge/policy.js';
 import { XskServer } from '../io/xsk-server.js';
 import { XskSocket } from '../io/xsk.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
@@ -29,6 +32,7 @@ const host = new EngineHost({
   upstreams: init.upstreams,
   asks: new AskCounter(init.asks),
   stats: new StatsBlock(init.stats),
+  inflight: { shared: new SharedInflight({ buffer: init.inflight }), engineId: init.id },
   onPromotion: (e) => (e.kind === 'promote' ? post({ type: 'promote', answer: e.answer }) : post({ type: 'demote', key: e.key, reason: e.reason })),
   onUpkeep: () => server?.upkeep(),
   busy: () => (server?.pending ?? 0) > 0,
@@ -55,7 +59,8 @@ port.on('message', (m: ToWorker) => {
 host.start();
 try {
   const sock = await XskSocket.openWhenFree({ ifname: init.iface, queueId: init.queue, xsksMapFd: init.xsksMapFd, ...SOCKET });
-  server = new XskServer(sock, host.engine, host.stats, { onActivity: () => host.wake() });
+  const guarded = new EdgeGuard(host.engine, buildPolicy(init.edge), host.stats);
+  server = new XskServer(sock, guarded, host.stats, { onActivity: () => host.wake() });
   server.start((e) => post({ type: 'fatal', message: e.message }));
   post({ type: 'ready', mode: sock.mode });
 } catch (e) {

@@ -2,15 +2,18 @@
  * The upstream forwarder: resolves one question at a time against the
  * configured upstreams over kernel UDP sockets, with a bounded total time.
  *
- *   resolve(q) ── same question in flight? ── yes: wait for it (coalesced)
- *        │ no
+ *   resolve(q, client) ── same question in flight? ── yes: wait for it (coalesced;
+ *        │ no                                             beyond maxWaiting: busy)
+ *        ├─ this engine at maxInflight, the client's prefix at maxPerClient, or the
+ *        │  process at its shared limit ──► UPSTREAM_BUSY at once (counted by limit)
  *        ▼
  *   attempt: pick upstream (health.ts), fresh ID, fresh socket on a random port,
  *            send, wait min(timeoutMs, time left)
- *        │ timeout / error ─────────────► next attempt (next upstream first);
- *        │                                 earlier sockets stay open for late answers
+ *        │ timeout / error ─────────────► next attempt (next upstream first); the
+ *        │                                 previous socket stays open for a late answer
  *        │ validated answer (source, ID, question; MessageView well-formed)
- *        ├─ TC=1 ─► same query over TCP to the same upstream
+ *        ├─ TC=1 ─► same query over TCP to the same upstream, on its pool of reused,
+ *        │          pipelined connections (tcp-pool.ts); pool full: the TC answer
  *        ├─ REFUSED/NOTIMP/FORMERR ─► kept; another upstream is tried if one is left
  *        ▼
  *   resolve every waiter with the upstream's message (each its own copy)
@@ -22,7 +25,7 @@
  *
  * One file for one state machine: a flight's attempts, timers, TCP retry and waiters
  * change together, and splitting them would put one flight's state in several places.
- * The parts that stand alone are beside it (wire.ts, udp.ts, tcp-client.ts, health.ts).
+ * The parts that stand alone are beside it (wire.ts, udp.ts, tcp-pool.ts, health.ts, budget.ts).
  */
 import { RCODE_BADCOOKIE, RCODE_FORMERR, RCODE_NOTIMP, RCODE_REFUSED } from '../dns/constants.js';
 import { scrubResponse } from '../dns/scrub.js';
@@ -31,7 +34,8 @@ import { UpstreamGuard } from './guard.js';
 import { UpstreamError, type UpstreamErrorCode } from './errors.js';
 import { pickUpstream, resolveHealthOptions, UpstreamHealth, type HealthOptions, type UpstreamStats } from './health.js';
 import { kernelPortRange, randomU16, type PortRange } from './random.js';
-import { TcpExchange } from './tcp-client.js';
+import type { InflightShare } from './budget.js';
+import { TcpPool, type TcpPoolOptions, type TcpQuery } from './tcp-pool.js';
 import { UdpExchange } from './udp.js';
 import { checkUpstreamAddr, type UpstreamAddr } from './upstream.js';
 import { buildQuery, checkQuestion, checkUdpSize, Mismatch, questionKey, type MismatchCode, type Question } from './wire.js';
@@ -48,8 +52,16 @@ export interface ForwarderOptions {
   tcpFallback?: boolean;
   /** EDNS UDP payload size we advertise upstream (default 1232). */
   udpSize?: number;
-  /** Most distinct questions in flight; beyond it resolve() rejects with UPSTREAM_BUSY (default 4096). */
+  /** Most distinct questions in flight; beyond it resolve() rejects with UPSTREAM_BUSY (default 1024). */
   maxInflight?: number;
+  /** Most of them started for one client prefix (resolve's `client`); default maxInflight / 4. */
+  maxPerClient?: number;
+  /** Most queries waiting on this forwarder, coalesced ones included (default 4 × maxInflight). */
+  maxWaiting?: number;
+  /** The process-wide budget this forwarder's questions also count against (budget.ts). */
+  shared?: InflightShare;
+  /** The TCP pool per upstream (tcp-pool.ts). */
+  tcp?: TcpPoolOptions;
   /** Circuit-breaker and selection tuning (health.ts). */
   health?: Partial<HealthOptions>;
   /** Source ports to draw from (default: the kernel's ephemeral range minus reserved ports). */
@@ -84,8 +96,14 @@ export interface ForwarderStats {
   coalesced: number;
   /** resolve() calls rejected (timeout, failure, busy): each one is a SERVFAIL for a client. */
   servfail: number;
-  /** Rejected because maxInflight questions were in flight (included in servfail). */
+  /** Rejected at once for capacity (included in servfail); sum of busyBy. */
   busy: number;
+  /** engine: maxInflight; client: maxPerClient; process: the shared budget; waiting: maxWaiting. */
+  busyBy: { engine: number; client: number; process: number; waiting: number };
+  /** Queries waiting for an answer now (a coalesced question counts each waiter). */
+  waiting: number;
+  /** Upstream TCP pools, every upstream together. */
+  tcp: { connects: number; reused: number; busy: number; idleClosed: number; lost: number; open: number };
   /** Send, bind and connect errors. */
   errors: number;
   /** Health probes sent to upstreams that were down. */
@@ -122,7 +140,11 @@ interface Flight {
   attempts: Attempt[];
   /** Attempts per upstream index. */
   tries: Uint8Array;
-  tcp: TcpExchange | null;
+  tcp: TcpQuery | null;
+  /** Prefix key the flight is charged to (undefined: no client given). */
+  owner: string | undefined;
+  /** Holds a unit of the shared budget. */
+  shared: boolean;
   /** A validated answer we would rather not give (TC after TCP failed, a lame rcode) but will at the end. */
   fallback: Uint8Array | null;
   /** Some attempt failed other than by timing out. */
@@ -140,6 +162,9 @@ function copyBytes(m: Uint8Array): Uint8Array {
   return out;
 }
 
+/** UDP sockets a question keeps open: the current attempt and the one before (for a late answer). */
+const OPEN_ATTEMPTS = 2;
+
 const PROBE_QUESTION: Question = { name: Uint8Array.of(0), qtype: 2 /* NS */, qclass: 1, dnssecOk: false };
 
 function positiveMs(name: string, v: number | undefined, dflt: number): number {
@@ -156,6 +181,15 @@ export class Forwarder {
   readonly tcpFallback: boolean;
   readonly udpSize: number;
   readonly maxInflight: number;
+  readonly maxPerClient: number;
+  readonly maxWaiting: number;
+  private readonly shared: InflightShare | undefined;
+  private readonly tcpOpts: TcpPoolOptions | undefined;
+  /** Per upstream index, made on first use. */
+  private readonly tcpPools: (TcpPool | undefined)[] = [];
+  /** Questions in flight per client prefix; an entry goes when its count reaches 0. */
+  private readonly perClient = new Map<string, number>();
+  private waiting = 0;
   private readonly ups: UpstreamHealth[];
   /** 0x20 and cookie state per upstream, by index (guard.ts). */
   private readonly guards: UpstreamGuard[];
@@ -179,6 +213,11 @@ export class Forwarder {
     coalesced: 0,
     servfail: 0,
     busy: 0,
+    busyEngine: 0,
+    busyClient: 0,
+    busyProcess: 0,
+    busyWaiting: 0,
+    tcpBusy: 0,
     errors: 0,
     probes: 0,
     source: 0,
@@ -199,10 +238,14 @@ export class Forwarder {
     this.deadlineMs = positiveMs('deadlineMs', opts.deadlineMs, 4000);
     this.tcpFallback = opts.tcpFallback ?? true;
     this.udpSize = checkUdpSize(opts.udpSize ?? 1232);
-    this.maxInflight = opts.maxInflight ?? 4096;
-    if (!Number.isInteger(this.maxInflight) || this.maxInflight < 1) {
-      throw new UpstreamError('UPSTREAM_BAD_CONFIG', `maxInflight must be a positive integer, got ${String(opts.maxInflight)}`);
+    this.maxInflight = opts.maxInflight ?? 1024;
+    this.maxPerClient = opts.maxPerClient ?? Math.max(1, Math.floor(this.maxInflight / 4));
+    this.maxWaiting = opts.maxWaiting ?? 4 * this.maxInflight;
+    for (const [k, v] of [['maxInflight', this.maxInflight], ['maxPerClient', this.maxPerClient], ['maxWaiting', this.maxWaiting]] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new UpstreamError('UPSTREAM_BAD_CONFIG', `${k} must be a positive integer, got ${String(v)}`);
     }
+    this.shared = opts.shared;
+    this.tcpOpts = opts.tcp;
     this.maxAttempts = opts.upstreams.length + Math.ceil(this.deadlineMs / this.timeoutMs);
     const health = resolveHealthOptions(opts.health);
     this.ups = opts.upstreams.map((u, i) => new UpstreamHealth(checkUpstreamAddr(u), i, health));
@@ -219,8 +262,12 @@ export class Forwarder {
    * question case), or a rejection with an UpstreamError: UPSTREAM_TIMEOUT
    * or UPSTREAM_FAILED at the deadline, UPSTREAM_BUSY at once when too much
    * is in flight, UPSTREAM_CLOSED, UPSTREAM_BAD_QUERY.
+   *
+   * `client`: the asking client's prefix key (src/net/addr.ts prefixKey); a new question
+   * is charged to it, and refused when that prefix already holds maxPerClient. A query
+   * that joins a question in flight is charged nothing but a place among the waiting.
    */
-  resolve(q: Question): Promise<Uint8Array> {
+  resolve(q: Question, client?: string): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(new UpstreamError('UPSTREAM_CLOSED', 'forwarder is closed'));
     try {
       checkQuestion(q);
@@ -228,16 +275,30 @@ export class Forwarder {
       return Promise.reject(e);
     }
     const key = questionKey(q);
+    if (this.waiting >= this.maxWaiting) {
+      this.s.busyWaiting++;
+      return this.busy(`${this.waiting} queries waiting on the upstream`);
+    }
     const existing = this.flights.get(key);
     if (existing !== undefined) {
       this.s.coalesced++;
+      this.waiting++;
       return new Promise((resolve, reject) => existing.waiters.push({ resolve, reject }));
     }
     if (this.flights.size >= this.maxInflight) {
-      this.s.busy++;
-      this.s.servfail++;
-      return Promise.reject(new UpstreamError('UPSTREAM_BUSY', `${this.flights.size} questions in flight`));
+      this.s.busyEngine++;
+      return this.busy(`${this.flights.size} questions in flight`);
     }
+    if (client !== undefined && (this.perClient.get(client) ?? 0) >= this.maxPerClient) {
+      this.s.busyClient++;
+      return this.busy(`the client's network has ${this.maxPerClient} questions in flight`);
+    }
+    if (this.shared !== undefined && !this.shared.take()) {
+      this.s.busyProcess++;
+      return this.busy('the process is at its limit of questions in flight');
+    }
+    if (client !== undefined) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
+    this.waiting++;
     const now = performance.now();
     const f: Flight = {
       key,
@@ -252,6 +313,8 @@ export class Forwarder {
       attempts: [],
       tries: new Uint8Array(this.ups.length),
       tcp: null,
+      owner: client,
+      shared: this.shared !== undefined,
       fallback: null,
       hadError: false,
       lastError: null,
@@ -263,6 +326,12 @@ export class Forwarder {
     this.startProbes(now);
     this.nextAttempt(f);
     return p;
+  }
+
+  private busy(why: string): Promise<never> {
+    this.s.busy++;
+    this.s.servfail++;
+    return Promise.reject(new UpstreamError('UPSTREAM_BUSY', why));
   }
 
   // ---- attempts ------------------------------------------------------------
@@ -279,6 +348,13 @@ export class Forwarder {
       // Out of attempts: wait for a late answer on a socket still open, or end now if none is.
       if (f.attempts.every((x) => x.udp.isClosed)) this.onDeadline(f);
       return;
+    }
+    // Bound the sockets a question holds: the oldest open one gives up on its late answer.
+    let open = 0;
+    for (let i = f.attempts.length - 1; i >= 0; i--) {
+      const u = f.attempts[i]!.udp;
+      if (u.isClosed) continue;
+      if (++open >= OPEN_ATTEMPTS) u.close();
     }
     const up = pickUpstream(this.ups, f.tries);
     f.tries[up.index] = Math.min(255, f.tries[up.index]! + 1);
@@ -387,18 +463,22 @@ export class Forwarder {
   private startTcp(f: Flight, up: UpstreamHealth): void {
     this.clearAttemptTimer(f);
     this.closeUdp(f);
-    this.s.tcpRetries++;
     const left = f.deadlineAt - performance.now();
-    const id = randomU16();
+    let pool = this.tcpPools[up.index];
+    if (pool === undefined) {
+      pool = new TcpPool(up.addr, this.view, (reason) => this.onIgnored(up, reason), this.tcpOpts);
+      this.tcpPools[up.index] = pool;
+    }
+    // Plain case over TCP (guard.ts says why); the cookies go along.
     const sent = this.guards[up.index]!.prepare(f.q, performance.now(), true);
-    const tcp = new TcpExchange(up.addr, buildQuery(sent, id, this.udpSize), id, sent, this.view, {
+    // TCP gets what is left of the budget: a large answer is worth more than a second UDP round.
+    const tcp = pool.query(sent, (id) => buildQuery(sent, id, this.udpSize), Math.max(1, left), {
       answer: (msg, view) => {
         f.tcp = null;
         this.s.answers++;
         this.guards[up.index]!.answered(view, sent);
         this.onValidAnswer(f, up, msg, view);
       },
-      ignored: (reason) => this.onIgnored(up, reason),
       error: (err, timedOut) => {
         f.tcp = null;
         if (timedOut) this.s.timeouts++;
@@ -411,9 +491,15 @@ export class Forwarder {
         this.nextAttempt(f);
       },
     });
+    if (tcp === null) {
+      // Every connection to this upstream is full: no queue, the truncated answer now
+      // (a UDP client retries over TCP to us; a TCP client gets SERVFAIL from the engine).
+      this.s.tcpBusy++;
+      this.succeed(f, f.fallback!);
+      return;
+    }
+    this.s.tcpRetries++;
     f.tcp = tcp;
-    // TCP gets what is left of the budget: a large answer is worth more than a second UDP round.
-    tcp.start(Math.max(1, left));
   }
 
   // ---- settling --------------------------------------------------------------
@@ -472,7 +558,16 @@ export class Forwarder {
     this.closeUdp(f);
     f.tcp?.close();
     f.tcp = null;
-    if (this.flights.get(f.key) === f) this.flights.delete(f.key);
+    if (this.flights.get(f.key) === f) {
+      this.flights.delete(f.key);
+      this.waiting -= f.waiters.length;
+      if (f.shared) this.shared!.give();
+      if (f.owner !== undefined) {
+        const n = (this.perClient.get(f.owner) ?? 1) - 1;
+        if (n > 0) this.perClient.set(f.owner, n);
+        else this.perClient.delete(f.owner);
+      }
+    }
     const ws = f.waiters;
     f.waiters = [];
     return ws;
@@ -557,11 +652,32 @@ export class Forwarder {
       coalesced: s.coalesced,
       servfail: s.servfail,
       busy: s.busy,
+      busyBy: { engine: s.busyEngine, client: s.busyClient, process: s.busyProcess, waiting: s.busyWaiting },
+      waiting: this.waiting,
+      tcp: this.tcpStats(),
       errors: s.errors,
       probes: s.probes,
       inflight: this.flights.size,
       perUpstream: this.ups.map((u) => u.snapshot(now)),
     };
+  }
+
+  private tcpStats(): ForwarderStats['tcp'] {
+    const t = { connects: 0, reused: 0, busy: this.s.tcpBusy, idleClosed: 0, lost: 0, open: 0 };
+    for (const p of this.tcpPools) {
+      if (p === undefined) continue;
+      t.connects += p.s.connects;
+      t.reused += p.s.reused;
+      t.idleClosed += p.s.idleClosed;
+      t.lost += p.s.lost;
+      t.open += p.open;
+    }
+    return t;
+  }
+
+  /** Client prefixes holding questions in flight now (bounded by maxInflight). */
+  get clients(): number {
+    return this.perClient.size;
   }
 
   /** The upstreams in list order, canonicalized. */
@@ -582,6 +698,7 @@ export class Forwarder {
       ex.close();
     }
     this.probeExchanges.clear();
+    for (const p of this.tcpPools) p?.close();
     // Let the socket close callbacks run.
     await new Promise<void>((r) => setImmediate(r));
   }

@@ -8,6 +8,9 @@ import type { CachedAnswer } from '../dns/answer.js';
 import { HeimdallError } from '../errors.js';
 import { ATTACH_MODES, type AttachMode } from '../config.js';
 import { encodeHotEntry, hotKeyFromCacheKey } from './hot-entry.js';
+import type { AccessList } from '../edge/acl.js';
+import { RRL_BUCKET_BYTES, RRL_DEFAULTS, rrlRuntime, type RrlSettings } from '../edge/rrl.js';
+import type { Addr } from '../net/addr.js';
 
 export type { AttachMode } from '../config.js';
 
@@ -20,6 +23,8 @@ export interface FastPathOptions {
   udpSize?: number;
   /** Capacity of the hot map (default from bpf/heimdall.h). */
   hotEntries?: number;
+  /** Rate-limit buckets, a power of two (default from bpf/heimdall.h). */
+  rrlBuckets?: number;
 }
 
 /** XDP actions, from the kernel's enum xdp_action. */
@@ -43,6 +48,9 @@ export class FastPath {
   private readonly freeSlots: number[] = [];
   private readonly hitsBuf: Float64Array;
   private attachedTo: string | null = null;
+  private answersOn = true;
+  /** Rate limiting starts off; the service turns it on with its settings. */
+  private rrl: RrlSettings = { ...RRL_DEFAULTS, rate: 0 };
 
   private constructor(
     private readonly addon: NativeAddon,
@@ -66,7 +74,9 @@ export class FastPath {
     if (!Number.isInteger(udpSize) || udpSize < 512 || udpSize > 65535) throw new RangeError('udpSize must be 512..65535');
     const hotEntries = opts.hotEntries ?? addon.layout.HOT_ENTRIES_DEFAULT;
     if (!Number.isInteger(hotEntries) || hotEntries < 1) throw new RangeError('hotEntries must be a positive integer');
-    const native = new addon.XdpProgram(opts.objectPath ?? BPF_OBJECT_PATH, { ports, udpSize, hotEntries });
+    const rrlBuckets = opts.rrlBuckets ?? addon.layout.RRL_BUCKETS_DEFAULT;
+    if (!Number.isInteger(rrlBuckets) || rrlBuckets < 1 || (rrlBuckets & (rrlBuckets - 1)) !== 0) throw new RangeError('rrlBuckets must be a power of two');
+    const native = new addon.XdpProgram(opts.objectPath ?? BPF_OBJECT_PATH, { ports, udpSize, hotEntries, rrlBuckets });
     return new FastPath(addon, native, hotEntries);
   }
 
@@ -91,7 +101,66 @@ export class FastPath {
 
   /** Turns XDP answers on or off at run time (off: every query goes to userspace). */
   setAnswers(on: boolean): void {
-    this.native.setRuntime({ answersOff: !on });
+    this.answersOn = on;
+    this.writeRuntime();
+  }
+
+  /** Rate limiting of the program's responses (rate 0: off); userspace shares the buckets. */
+  setRateLimit(s: RrlSettings): void {
+    this.rrl = { ...s };
+    this.writeRuntime();
+  }
+
+  private writeRuntime(): void {
+    this.native.setRuntime({ answersOff: !this.answersOn, ...rrlRuntime(this.rrl) });
+  }
+
+  /** The rate-limit buckets, mapped (see src/edge/rrl.ts); workers map their own from the fd. */
+  rrlRegion(): { region: ArrayBuffer; buckets: number; seed: number } {
+    const d = this.native.describe();
+    return { region: this.addon.mapRegion(d.rrlMapFd, d.rrlBuckets * RRL_BUCKET_BYTES), buckets: d.rrlBuckets, seed: d.rrlSeed };
+  }
+
+  /** Forgets every client's rate-limit history (all buckets full again). */
+  clearRateLimit(): void {
+    new Uint8Array(this.rrlRegion().region).fill(0);
+  }
+
+  /**
+   * Loads the access lists into the program's tries: new entries first, then the ones
+   * no longer wanted, so no source is ever between two policies with neither.
+   */
+  setAccessList(acl: AccessList): void {
+    const want = new Map<string, { map: string; key: Buffer; value: Buffer }>();
+    for (const e of acl.list()) {
+      const v4 = e.cidr.family === 4;
+      const key = Buffer.alloc(v4 ? 8 : 20);
+      key.writeUInt32LE(e.cidr.len, 0);
+      key.set(e.cidr.bytes.subarray(0, v4 ? 4 : 16), 4);
+      const value = Buffer.from([e.value, 0, 0, 0]);
+      const map = v4 ? this.layout.maps.acl4 : this.layout.maps.acl6;
+      want.set(`${map}/${key.toString('hex')}`, { map, key, value });
+    }
+    if (want.size > this.layout.ACL.max) throw new HeimdallError('E_BAD_OPTION', `access lists hold at most ${this.layout.ACL.max} prefixes per family`);
+    for (const w of want.values()) this.native.edgePut(w.map, w.key, w.value);
+    for (const map of [this.layout.maps.acl4, this.layout.maps.acl6]) {
+      for (const key of this.native.edgeKeys(map)) if (!want.has(`${map}/${key.toString('hex')}`)) this.native.edgeDelete(map, key);
+    }
+  }
+
+  /** The destinations the program answers for (every other one passes to the kernel). */
+  setLocalAddresses(addrs: readonly Addr[]): void {
+    const want = new Map<string, { map: string; key: Buffer }>();
+    for (const a of addrs) {
+      const map = a.family === 4 ? this.layout.maps.local4 : this.layout.maps.local6;
+      const key = Buffer.from(a.bytes.subarray(0, a.family === 4 ? 4 : 16));
+      want.set(`${map}/${key.toString('hex')}`, { map, key });
+    }
+    if (want.size > this.layout.LOCAL_MAX) throw new HeimdallError('E_BAD_OPTION', `at most ${this.layout.LOCAL_MAX} addresses can be served`);
+    for (const w of want.values()) this.native.edgePut(w.map, w.key, Buffer.from([1]));
+    for (const map of [this.layout.maps.local4, this.layout.maps.local6]) {
+      for (const key of this.native.edgeKeys(map)) if (!want.has(`${map}/${key.toString('hex')}`)) this.native.edgeDelete(map, key);
+    }
   }
 
   /** Writes (or rewrites) an answer into the hot map. Returns its hit slot. */
@@ -222,13 +291,15 @@ export class FastPath {
 
 /** Sums of the outcome counters by kind: answered, passed to the kernel, sent to userspace. */
 export function summarizeStats(s: XdpStats): { tx: bigint; pass: bigint; user: bigint; drop: bigint } {
+  let tx = 0n;
   let pass = 0n;
   let user = 0n;
   let drop = 0n;
   for (const [name, v] of Object.entries(s)) {
-    if (name.startsWith('PASS_')) pass += v;
+    if (name === 'TX' || name.startsWith('TX_')) tx += v;
+    else if (name.startsWith('PASS_')) pass += v;
     else if (name.startsWith('USER_')) user += v;
     else if (name.startsWith('DROP_')) drop += v;
   }
-  return { tx: s.TX ?? 0n, pass, user, drop };
+  return { tx, pass, user, drop };
 }

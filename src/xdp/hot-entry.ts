@@ -9,6 +9,7 @@
 import type { CachedAnswer } from '../dns/answer.js';
 import type { Layout } from '../native/addon.js';
 import { HeimdallError } from '../errors.js';
+import { responseToken } from '../edge/rrl.js';
 
 export interface HotEntry {
   key: Buffer;
@@ -90,6 +91,25 @@ export function recordsChecksum(records: Uint8Array, qnameLen: number): number {
   return qnameLen & 1 ? ((s << 8) | (s >> 8)) & 0xffff : s;
 }
 
+/**
+ * The rate-limit token of the reply this answer makes (src/edge/rrl.ts responseToken),
+ * from the message it stands for: header, question and records.
+ */
+export function answerToken(a: CachedAnswer): number {
+  const msg = new Uint8Array(12 + a.qnameLen + 4 + a.records.length);
+  msg[3] = a.rcode & 0x0f;
+  msg[5] = 1;
+  msg[6] = a.ancount >> 8;
+  msg[7] = a.ancount & 0xff;
+  msg[8] = a.nscount >> 8;
+  msg[9] = a.nscount & 0xff;
+  msg[10] = a.arcount >> 8;
+  msg[11] = a.arcount & 0xff;
+  msg.set(a.key.subarray(0, a.qnameLen + 4), 12);
+  msg.set(a.records, 12 + a.qnameLen + 4);
+  return responseToken(msg, 0, msg.length);
+}
+
 export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout, seed: bigint): HotEntry {
   const why = hotUnfitReason(a, layout);
   if (why) throw new HeimdallError('E_NOT_HOT_CACHEABLE', `answer not fit for the hot map: ${why}`);
@@ -108,6 +128,7 @@ export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout,
   value.writeUInt16LE(records.length, v.records_len!);
   value.writeUInt16LE(a.ttls.length, v.rr_count!);
   value.writeUInt16LE(recordsChecksum(records, a.qnameLen), v.records_csum!);
+  value.writeUInt32LE(answerToken(a), v.rrl_token!);
   for (let i = 0; i < a.ttls.length; i++) {
     value.writeUInt32LE(a.ttls[i]!, v.ttl! + 4 * i);
     value.writeUInt16LE(a.ttlOffsets[i]!, v.ttl_off! + 2 * i);

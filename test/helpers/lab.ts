@@ -2,6 +2,7 @@
  * The three-host lab (scripts/lab.sh) for tests: its own prefix per test process, the
  * service started inside the appliance namespace, and real clients in the client one.
  */
+import { LAB_ALLOW } from './edge.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { sh } from './netns.js';
@@ -56,7 +57,9 @@ export class Lab {
 
   /** Starts heimdall-xdp in the appliance (from source, as the tests see it). */
   startService(args: string[]): Service {
-    const p = spawn('ip', ['netns', 'exec', this.ns.appliance, process.execPath, '--import', 'tsx', `${ROOT}/src/bin.ts`, 'attach', this.applianceIf, ...args], {
+    // The lab's prefixes are not in the default access list (it refuses public addresses).
+    const allow = args.includes('--allow') ? [] : ['--allow', LAB_ALLOW];
+    const p = spawn('ip', ['netns', 'exec', this.ns.appliance, process.execPath, '--import', 'tsx', `${ROOT}/src/bin.ts`, 'attach', this.applianceIf, ...allow, ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -8,6 +8,7 @@ import { describePrivileged } from '../helpers/privilege.js';
 import { buildFrame } from '../helpers/frames.js';
 import { query, response, cached, decode } from '../helpers/dns.js';
 import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
+import { serveLab } from '../helpers/edge.js';
 import { HotSync } from '../../src/hot/hot-sync.js';
 import type { CachedAnswer } from '../../src/dns/answer.js';
 
@@ -16,7 +17,7 @@ describePrivileged('HotSync over the hot map', {}, () => {
   let sync: HotSync;
 
   beforeEach(() => {
-    fp = FastPath.open({ hotEntries: 4 });
+    fp = serveLab(FastPath.open({ hotEntries: 4 }));
     sync = new HotSync(fp);
   });
   afterEach(() => fp?.close());

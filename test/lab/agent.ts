@@ -9,6 +9,8 @@
  */
 import { createInterface } from 'node:readline';
 import { FastPath } from '../../src/xdp/fastpath.js';
+import { interfaceAddresses } from '../../src/edge/local.js';
+import { serveLab } from '../helpers/edge.js';
 import { answerFromResponse } from '../../src/dns/answer.js';
 
 const fp = FastPath.open({ hotEntries: 64 });
@@ -16,6 +18,7 @@ const fp = FastPath.open({ hotEntries: 64 });
 function handle(m: Record<string, unknown>): unknown {
   switch (m.cmd) {
     case 'attach': {
+      serveLab(fp, interfaceAddresses(String(m.ifname)).map((s) => s.text));
       const r = fp.attach(String(m.ifname), (m.mode as 'native' | 'generic' | 'auto') ?? 'auto');
       return { ok: true, mode: r.mode };
     }

@@ -86,7 +86,7 @@ describePrivileged('heimdall-xdp operator errors', { netns: true, tools: ['nsd',
     try {
       const r = await lab.cli(['attach', lab.applianceIf, up, '--force']);
       expect(r.code).toBe(1);
-      expect(oneLine(r.stderr)).toMatch(/UDP port 53 is in use/);
+      expect(oneLine(r.stderr)).toMatch(/UDP port 53 on 198\.18\.0\.1 is in use/);
     } finally {
       expect(await holder.stop()).toBe(0);
     }

@@ -22,7 +22,7 @@ import {
 } from '../../src/native/addon.js';
 import { XdpAction } from '../../src/xdp/fastpath.js';
 
-const OPTS: NativeProgramOptions = { ports: [53], udpSize: 1232, hotEntries: 64 };
+const OPTS: NativeProgramOptions = { ports: [53], udpSize: 1232, hotEntries: 64, rrlBuckets: 1024 };
 const FAILURES = 50;
 
 /** The constructor and methods with the TypeScript types taken off. */

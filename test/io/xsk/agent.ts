@@ -14,6 +14,8 @@
 import { createInterface } from 'node:readline';
 import { Worker } from 'node:worker_threads';
 import { FastPath } from '../../../src/xdp/fastpath.js';
+import { interfaceAddresses } from '../../../src/edge/local.js';
+import { serveLab } from '../../helpers/edge.js';
 import { XskSocket, type XskOptions } from '../../../src/io/xsk.js';
 import { makeEchoHandler, type EchoCounters } from './echo.js';
 import { openWithRetry, resources, runScenario, type AgentContext } from './scenarios.js';
@@ -37,7 +39,10 @@ async function handle(m: Record<string, unknown>): Promise<unknown> {
     case 'open': {
       ctx.ifname = String(m.ifname);
       ctx.queues = Number(m.queues ?? 2);
-      if (!fp.attachedInterface) fp.attach(ctx.ifname, (m.attach as 'native' | 'generic') ?? 'native');
+      if (!fp.attachedInterface) {
+        serveLab(fp, interfaceAddresses(ctx.ifname).map((s) => s.text));
+        fp.attach(ctx.ifname, (m.attach as 'native' | 'generic') ?? 'native');
+      }
       const xsk = (m.xsk ?? {}) as Partial<XskOptions>;
       for (let q = 0; q < ctx.queues; q++) {
         const s = await XskSocket.openWhenFree({ ...xsk, ifname: ctx.ifname, queueId: q, xsksMapFd: fp.describe().xsksMapFd });

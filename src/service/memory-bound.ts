@@ -1,0 +1,61 @@
+/**
+ * The memory the configured limits allow: the formula of docs/LIMITS.md as code, so the
+ * lab flood test checks the measured peak RSS against the bound of the very
+ * configuration it runs. Constants are measured on this project's machine (Node 20,
+ * x86-64); docs/LIMITS.md says how.
+ *
+ *   RSS <= PROCESS_BASE + isolates × ISOLATE_SLACK + workers × UMEM
+ *          + GC_FACTOR × Σ_engines (cacheBytes + TCP pool)
+ *          + GC_FACTOR × (FLIGHT × questions in flight + WAITER × queries waiting)
+ *          + kernel TCP clients × TCP_CLIENT
+ */
+import type { HeimdallConfig } from '../config.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Node, the addon, libbpf and the main isolate at rest (idle RSS with 2 workers: 121 MiB). */
+export const PROCESS_BASE = 64 * MiB;
+/** Per isolate (main thread and each worker): its base heap plus the young generation
+ *  (up to 3 × 16 MiB semi-spaces) and old-space growth headroom under load. */
+export const ISOLATE_SLACK = 64 * MiB;
+/** Live heap is at most this share of the heap the isolate keeps between major GCs. */
+export const GC_FACTOR = 2;
+/** A question in flight: the flight, two UDP sockets (JS objects and libuv handles),
+ *  timers, the query copy (measured 24.3 KiB RSS, 10.6 KiB heap, with 4 waiters). */
+export const FLIGHT_BYTES = 24 * KiB;
+/** A query waiting on a question: its promise, closure and, on the kernel paths, its bytes. */
+export const WAITER_BYTES = 2 * KiB;
+/** An upstream TCP connection: a read buffer of one message at most, and pipelined queries. */
+export const UPSTREAM_TCP_CONN_BYTES = 64 * KiB;
+export const UPSTREAM_TCP_QUERY_BYTES = 1 * KiB;
+/** A kernel TCP client connection: socket objects and buffers (the listener's own bounds). */
+export const TCP_CLIENT_BYTES = 64 * KiB;
+/** AF_XDP UMEM per worker: frameCount × frameSize of src/service/worker.ts. */
+export const UMEM_BYTES = 8192 * 2048;
+
+export interface MemoryBound {
+  total: number;
+  parts: Record<'base' | 'isolates' | 'umem' | 'caches' | 'upstreamTcp' | 'inflight' | 'waiting' | 'tcpClients', number>;
+}
+
+/** The bound, in bytes, for `cfg` with `tcpClients` kernel TCP connections at most. */
+export function memoryBound(cfg: HeimdallConfig, tcpClients = 1000): MemoryBound {
+  const workers = cfg.afXdp ? cfg.queues : 0;
+  const engines = 1 + workers;
+  const e = cfg.workerEngine;
+  const inflight = Math.min(cfg.upstreamInflightTotal, engines * e.upstreamInflight);
+  const waiting = engines * 4 * e.upstreamInflight; // the forwarder's maxWaiting default
+  const tcpPool = cfg.upstreams.length * e.upstreamTcpConns * (UPSTREAM_TCP_CONN_BYTES + e.upstreamTcpPipeline * UPSTREAM_TCP_QUERY_BYTES);
+  const parts = {
+    base: PROCESS_BASE,
+    isolates: engines * ISOLATE_SLACK,
+    umem: workers * UMEM_BYTES,
+    caches: GC_FACTOR * engines * e.cacheBytes,
+    upstreamTcp: GC_FACTOR * engines * tcpPool,
+    inflight: GC_FACTOR * inflight * FLIGHT_BYTES,
+    waiting: GC_FACTOR * waiting * WAITER_BYTES,
+    tcpClients: tcpClients * TCP_CLIENT_BYTES,
+  };
+  return { total: Object.values(parts).reduce((a, b) => a + b, 0), parts };
+}

@@ -1,0 +1,115 @@
+import { describe, expect, it } from 'vitest';
+import { AccessList, parseAclList } from '../../src/edge/acl.js';
+import { EdgeGuard, truncateReply, type EdgePolicy } from '../../src/edge/guard.js';
+import { RRL_BUCKET_BYTES, RRL_DEFAULTS, RateLimiter } from '../../src/edge/rrl.js';
+import { StatsBlock } from '../../src/engine/stats.js';
+import type { FrameHandler } from '../../src/io/xsk-server.js';
+import { parseAddr, type Addr } from '../../src/net/addr.js';
+import { decode, query, response } from '../helpers/dns.js';
+
+const ANSWER = response('www.example.com', 'A', { answers: [{ type: 'A', name: 'www.example.com', ttl: 60, data: '198.18.10.1' }] });
+
+/** An engine stand-in that answers every query with ANSWER (ID copied), now or later. */
+function engine(async = false): FrameHandler & { calls: number } {
+  const h = {
+    calls: 0,
+    handle(buf: Uint8Array, off: number, _len: number, out: Uint8Array, outOff: number) {
+      h.calls++;
+      const id = [buf[off]!, buf[off + 1]!];
+      const write = (): number => {
+        out.set(ANSWER, outOff);
+        out[outOff] = id[0]!;
+        out[outOff + 1] = id[1]!;
+        return ANSWER.length;
+      };
+      return async ? Promise.resolve().then(write) : write();
+    },
+  };
+  return h;
+}
+
+function setup(o: { rate?: number; slip?: number; async?: boolean; exempt?: string } = {}) {
+  const policy: EdgePolicy = {
+    acl: AccessList.build(parseAclList('default,198.18.0.0/15'), parseAclList('198.18.66.0/24'), parseAclList(o.exempt ?? '')),
+    rrl: o.rate ? new RateLimiter(new ArrayBuffer(1024 * RRL_BUCKET_BYTES), 1024, 1, { ...RRL_DEFAULTS, rate: o.rate, slip: o.slip ?? 0 }) : null,
+    guardedPorts: new Set([0, 7, 19]),
+    udpSize: 1232,
+  };
+  const stats = new StatsBlock();
+  const inner = engine(o.async);
+  const guard = new EdgeGuard(inner, policy, stats, () => 10n ** 12n);
+  const out = new Uint8Array(4096);
+  const ask = (q: Uint8Array, from: string, port = 40000, tcp = false) => {
+    const c: Addr = { ...parseAddr(from)!, port };
+    return guard.handle(q, 0, q.length, out, 0, tcp, undefined, undefined, c);
+  };
+  return { guard, stats, inner, out, ask };
+}
+
+describe('EdgeGuard', () => {
+  it('answers an allowed client through the engine', () => {
+    const { ask, inner, out } = setup();
+    const n = ask(query('www.example.com', 'A', { id: 5 }), '198.18.0.2') as number;
+    expect(n).toBe(ANSWER.length);
+    expect(decode(out.subarray(0, n)).id).toBe(5);
+    expect(inner.calls).toBe(1);
+  });
+
+  it('drops a denied client without a word, and refuses one in no list', () => {
+    const { ask, inner, out, stats } = setup();
+    expect(ask(query('www.example.com', 'A'), '198.18.66.7')).toBe(0);
+    const n = ask(query('www.example.com', 'A', { id: 9 }), '8.8.8.8') as number;
+    const d = decode(out.subarray(0, n));
+    expect([d.id, d.rcode, d.answers.length]).toEqual([9, 'REFUSED', 0]);
+    expect(inner.calls).toBe(0);
+    expect([stats.get('edgeDenied'), stats.get('edgeRefused')]).toEqual([1, 1]);
+  });
+
+  it('never answers junk, responses, reflection ports or multicast sources', () => {
+    const { ask, inner, stats } = setup();
+    expect(ask(Buffer.from('chargen !"#$%&()*+,-./0123456789'), '198.18.0.2')).toBe(0);
+    expect(ask(Buffer.alloc(5), '198.18.0.2')).toBe(0);
+    const resp = query('x.example', 'A');
+    resp[2]! |= 0x80;
+    expect(ask(resp, '198.18.0.2')).toBe(0);
+    expect(ask(query('x.example', 'A'), '198.18.0.2', 19)).toBe(0);
+    expect(ask(query('x.example', 'A'), '224.0.0.251')).toBe(0);
+    expect(ask(query('x.example', 'A'), '8.8.8.8', 7)).toBe(0); // no REFUSED toward a reflection port either
+    expect(inner.calls).toBe(0);
+    expect([stats.get('edgeNotQuery'), stats.get('edgeResponse'), stats.get('edgeSourcePort'), stats.get('edgeBadSource')]).toEqual([2, 1, 2, 1]);
+  });
+
+  it('takes TCP from any port, and never rate limits it', () => {
+    const { ask } = setup({ rate: 1 });
+    for (let i = 0; i < 5; i++) expect(ask(query('www.example.com', 'A'), '198.18.0.2', 7, true)).toBe(ANSWER.length);
+  });
+
+  it('rate limits UDP replies, slipping truncated ones, also for answers that come later (a miss)', async () => {
+    for (const async of [false, true]) {
+      const { ask, out, stats } = setup({ rate: 3, slip: 2, async });
+      const lens: number[] = [];
+      for (let i = 0; i < 9; i++) lens.push(await ask(query('www.example.com', 'A', { id: i }), '198.18.0.2'));
+      expect(lens.slice(0, 3)).toEqual([ANSWER.length, ANSWER.length, ANSWER.length]);
+      expect(stats.get('edgeRateLimited') + stats.get('edgeSlipped')).toBe(6);
+      expect(stats.get('edgeSlipped')).toBe(3);
+      const slip = lens.find((n) => n > 0 && n < ANSWER.length)!;
+      const d = decode(out.subarray(0, slip));
+      expect((d.flags & 0x0200) !== 0).toBe(true);
+      expect(d.answers).toHaveLength(0);
+    }
+  });
+
+  it('does not limit an exempt client', () => {
+    const { ask } = setup({ rate: 1, exempt: '198.18.9.0/24' });
+    for (let i = 0; i < 5; i++) expect(ask(query('www.example.com', 'A'), '198.18.9.1')).toBe(ANSWER.length);
+  });
+
+  it('truncates a reply to its question', () => {
+    const buf = Buffer.from(ANSWER);
+    const n = truncateReply(buf, 0, buf.length);
+    const d = decode(buf.subarray(0, n));
+    expect(d.questions[0]!.name).toBe('www.example.com');
+    expect(d.answers).toHaveLength(0);
+    expect(truncateReply(buf, 0, 5)).toBe(0);
+  });
+});

@@ -1,0 +1,101 @@
+/**
+ * The engine's miss path under the upstream limits: the client's network reaches the
+ * resolver as its prefix key, and a question refused for capacity is a SERVFAIL written
+ * at once and counted, never a query queued behind the upstream.
+ */
+import dgram from 'node:dgram';
+import { afterEach, describe, expect, it } from 'vitest';
+import { resolveConfig } from '../../src/config.js';
+import { DnsEngine, type Resolver } from '../../src/engine/engine.js';
+import { EngineHost } from '../../src/engine/host.js';
+import { AskCounter } from '../../src/hot/asks.js';
+import { SharedInflight } from '../../src/upstream/budget.js';
+import { parseAddr, prefixKey } from '../../src/net/addr.js';
+import { Forwarder } from '../../src/upstream/forwarder.js';
+import { decode, query, response } from '../helpers/dns.js';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const answerA = (name: string) => response(name, 'A', { answers: [{ type: 'A', name, ttl: 60, data: '198.18.1.1' }] });
+
+describe('DnsEngine miss path and the upstream limits', () => {
+  it('hands the resolver the asking network (/24, /56) and nothing when the transport gave no address', async () => {
+    const seen: (string | undefined)[] = [];
+    const r: Resolver = {
+      async resolve(q, client) {
+        seen.push(client);
+        const name = Buffer.from(q.name.subarray(1, 1 + q.name[0]!)).toString() + '.test';
+        return answerA(name);
+      },
+    };
+    const e = new DnsEngine({ resolver: r, cacheSize: 64 });
+    const out = Buffer.alloc(512);
+    const a = parseAddr('198.18.4.77')!;
+    await e.handle(query('one.test', 'A'), 0, query('one.test', 'A').length, out, 0, false, undefined, undefined, a);
+    const b = parseAddr('fd00:0:0:1:aaaa::1')!;
+    const q2 = query('two.test', 'A');
+    await e.handle(q2, 0, q2.length, out, 0, false, undefined, undefined, b);
+    const q3 = query('three.test', 'A');
+    await e.handle(q3, 0, q3.length, out, 0, false);
+    expect(seen).toEqual([prefixKey(parseAddr('198.18.4.0')!), prefixKey(parseAddr('fd00:0:0:1::')!), undefined]);
+    // A cache hit asks nothing of the resolver.
+    await e.handle(query('one.test', 'A'), 0, query('one.test', 'A').length, out, 0, false, undefined, undefined, a);
+    expect(seen).toHaveLength(3);
+  });
+
+  it('answers SERVFAIL at once when the client network is at its share, while another network is served', async () => {
+    const s = dgram.createSocket('udp4'); // an upstream that never answers
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      s.close();
+    });
+    const fwd = new Forwarder({ upstreams: [{ host: '127.0.0.1', port: s.address().port, family: 4 }], maxInflight: 8, maxPerClient: 2, timeoutMs: 2000, deadlineMs: 2000 });
+    cleanups.push(() => fwd.close());
+    const e = new DnsEngine({ resolver: fwd, cacheSize: 64 });
+    const flood = parseAddr('198.18.4.1')!;
+    const other = parseAddr('198.18.6.1')!;
+    const ask = (name: string, client: ReturnType<typeof parseAddr>) => {
+      const qb = query(name, 'A', { id: 99 });
+      const out = Buffer.alloc(512);
+      return Promise.resolve(e.handle(qb, 0, qb.length, out, 0, false, undefined, undefined, client!)).then((n) => decode(out.subarray(0, n)));
+    };
+    const held = [ask('f1.test', flood), ask('f2.test', flood)];
+    const t0 = performance.now();
+    const refused = await ask('f3.test', flood);
+    expect(performance.now() - t0).toBeLessThan(50);
+    expect(refused.rcode).toBe('SERVFAIL');
+    expect(refused.id).toBe(99);
+    expect(e.stats.get('servfail')).toBe(1);
+    expect(fwd.stats().busyBy.client).toBe(1);
+    // The other network still gets a question upstream (held, not refused).
+    const otherQ = ask('o1.test', other);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(fwd.inflight).toBe(3);
+    await fwd.close();
+    await Promise.all([...held, otherQ]);
+  });
+
+  it('EngineHost builds its cache and forwarder with the configured limits, and publishes them', async () => {
+    const cfg = resolveConfig(
+      { iface: 'hx0', upstream: '127.0.0.1:9', cacheSize: 1000, cacheBytes: 300_000, upstreamInflight: 40, upstreamClientShare: 10, upstreamTcpConns: 3, upstreamTcpPipeline: 7 },
+      () => 1,
+    );
+    const shared = new SharedInflight({ limit: 5 });
+    const host = new EngineHost({ engine: cfg.mainEngine, upstreams: cfg.upstreams, asks: new AskCounter(undefined, 10), inflight: { shared, engineId: 0 }, onPromotion: () => {} });
+    cleanups.push(() => host.close());
+    expect(host.engine.cache.maxBytes).toBe(300_000);
+    expect(host.engine.cache.maxEntries).toBe(1000);
+    expect([host.forwarder.maxInflight, host.forwarder.maxPerClient]).toEqual([40, 4]);
+    // The shared budget is the one given: its sixth question is refused for the process.
+    const ps = Array.from({ length: 6 }, (_, i) => host.forwarder.resolve({ name: Uint8Array.of(1, 97 + i, 0), qtype: 1, qclass: 1, dnssecOk: false }).catch((e: Error & { code?: string }) => e.code));
+    expect(shared.inUse).toBe(5);
+    await host.close();
+    expect(await Promise.all(ps)).toEqual(['UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_BUSY']);
+    expect(shared.inUse).toBe(0);
+    expect(host.stats.get('busyProcess')).toBe(1);
+    expect(host.stats.get('cacheBytes')).toBe(0);
+  });
+});
