@@ -137,6 +137,26 @@ function keyOf(w: Uint8Array, from = 0): string {
   return keyBuf.toString('latin1', 0, n);
 }
 
+/** The lowercased key of a validated name at `pos`, without an intermediate copy. */
+function keyAt(buf: Uint8Array, base: number, pos: number): string {
+  let p = pos;
+  let o = 0;
+  for (;;) {
+    const len = buf[p]!;
+    if (len >= 0xc0) {
+      p = base + (((len & 0x3f) << 8) | buf[p + 1]!);
+      continue;
+    }
+    keyBuf[o++] = len;
+    if (len === 0) return keyBuf.toString('latin1', 0, o);
+    for (let i = 1; i <= len; i++) {
+      const c = buf[p + i]!;
+      keyBuf[o++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+    }
+    p += len + 1;
+  }
+}
+
 /** True when `a` is `b` or an ancestor of it (both keys of whole wire names). */
 export function isAtOrAbove(a: string, b: string): boolean {
   if (a.length > b.length) return false;
@@ -206,7 +226,7 @@ function collect(msg: Uint8Array, base: number): Rec[] {
       const layout = rdataLayout(type);
       if (type === TYPE_NS || type === TYPE_CNAME || type === TYPE_DNAME || type === TYPE_MX || type === TYPE_SRV) {
         const at = cursor.rdataPos + (layout === RDATA_PREF_NAME ? 2 : layout === RDATA_SRV ? 6 : 0);
-        targetKey = keyOf(readName(msg, base, at));
+        targetKey = keyAt(msg, base, at);
       }
       let covered = 0;
       let signerKey = '';
@@ -428,7 +448,7 @@ class Writer {
         const off = labelOffs[i]!;
         const at = this.find(suffixHash[i]!, w, off);
         if (at >= 0) {
-          out.set(w.subarray(0, off), start);
+          for (let k = 0; k < off; k++) out[start + k] = w[k]!;
           out[start + off] = 0xc0 | (at >>> 8);
           out[start + off + 1] = at & 0xff;
           this.p = start + off + 2;
@@ -437,13 +457,16 @@ class Writer {
         }
       }
     }
-    out.set(w, start);
+    for (let k = 0; k < w.length; k++) out[start + k] = w[k]!;
     this.p = start + w.length;
     this.remember(start, n);
   }
 
   bytes(src: Uint8Array, from: number, n: number): void {
-    this.out.set(src.subarray(from, from + n), this.p);
+    const out = this.out;
+    const p = this.p;
+    if (n > 64) out.set(src.subarray(from, from + n), p);
+    else for (let k = 0; k < n; k++) out[p + k] = src[from + k]!;
     this.p += n;
   }
 }
