@@ -64,6 +64,11 @@ export class ServedAddresses {
     this.timer.unref();
   }
 
+  /** Forgets one address, so the next reading reports it as added again (its bind failed). */
+  retry(s: Served): void {
+    this.current.delete(s.text);
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;

@@ -166,7 +166,7 @@ export function createService(cfg: HeimdallConfig): Service {
     udp = new UdpListener(mainHandler);
     const u = udp;
     undo.push(() => u.close());
-    tcp = new TcpListener(tcpHandlerOf(mainHandler));
+    tcp = new TcpListener(tcpHandlerOf(mainHandler), cfg.tcp);
     const t = tcp;
     undo.push(() => t.close());
 
@@ -188,8 +188,22 @@ export function createService(cfg: HeimdallConfig): Service {
         await t.unlisten(s.text);
       }
       for (const s of added) {
-        if (!started) await bindServed(s);
-        else await bindServed(s).catch((e: unknown) => console.error(`heimdall-xdp: cannot serve new address ${s.text}: ${(e as Error).message}`));
+        try {
+          await bindServed(s);
+        } catch (e) {
+          const cause = (e as { cause?: { code?: string } }).cause;
+          if (!cfg.edge.listen && cause?.code === 'EADDRNOTAVAIL') {
+            // An interface address still in duplicate address detection (IPv6 right
+            // after the link came up) cannot be bound yet: try again at the next poll.
+            await u.unbind(s.text);
+            await t.unlisten(s.text);
+            served.retry(s);
+          } else if (!started) {
+            throw e;
+          } else {
+            console.error(`heimdall-xdp: cannot serve new address ${s.text}: ${(e as Error).message}`);
+          }
+        }
       }
       if (started && (added.length > 0 || removed.length > 0)) {
         console.log(`heimdall-xdp: now serving ${all.map((s) => s.text).join(', ') || 'no address'} on ${cfg.iface}`);
@@ -280,6 +294,13 @@ function publishListeners(main: EngineHost, udp: UdpListener, tcp: TcpListener):
   main.advance('tcpAccepted', t.accepted);
   main.advance('tcpRejected', t.rejected);
   main.advance('tcpIdleClosed', t.idleClosed);
+  main.advance('tcpRejectedClient', t.rejectedClient);
+  main.advance('tcpEvicted', t.evicted);
+  main.advance('tcpMessageTimeouts', t.messageTimeouts);
+  main.advance('tcpWriteTimeouts', t.writeTimeouts);
+  main.advance('tcpCloseTimeouts', t.closeTimeouts);
+  main.stats.set('tcpPressure', t.pressure);
+  main.stats.set('tcpClients', t.clients);
   main.advance('tcpSocketErrors', t.socketErrors);
   main.advance('tcpResponses', t.responses);
   main.advance('tcpDropped', t.dropped);

@@ -37,6 +37,17 @@ describe('served addresses', () => {
     expect(sa.list.map((a) => a.text)).toEqual(['198.18.0.1', '198.18.0.5']);
   });
 
+  it('reports an address again after retry() (its bind failed: still in duplicate address detection)', async () => {
+    const added: string[] = [];
+    const sa = new ServedAddresses('x', null, (_all, a) => void added.push(...a.map((x) => x.text)), () => [s('fe80::1%x')]);
+    await sa.start();
+    sa.retry(sa.list[0]!);
+    await sa.poll();
+    await sa.poll();
+    await sa.stop();
+    expect(added).toEqual(['fe80::1%x', 'fe80::1%x']);
+  });
+
   it('reports an empty first reading (the caller refuses to start), and holds a fixed list', async () => {
     const seen: number[] = [];
     const empty = new ServedAddresses('x', null, (all) => void seen.push(all.length), () => []);
