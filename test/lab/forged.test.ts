@@ -4,7 +4,9 @@
  * right A and, riding on it, `bank.example NS ns.evil.example` and addresses for
  * `www.bank.example` and `ns.evil.example`. heimdall-xdp must give clients only the A,
  * count the scrubbed records by section, and promote into the XDP hot map an entry that
- * holds none of the forged bytes.
+ * holds none of the forged bytes. The same upstream also echoes some questions in the
+ * wrong case and sends a foreign cookie before the right one: the service's metrics count
+ * both by reason, and the answers still come.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -83,5 +85,24 @@ describePrivileged('forged extras from the upstream never reach clients or the h
       expect(v).not.toContain(hexOf('\x04bank'));
       expect(v).not.toContain(hexOf('\x04evil'));
     }
+  }, 60_000);
+
+  it('an upstream that does not echo the case gets plain names, counted; a foreign cookie is counted and ignored', () => {
+    const before = svc.metrics();
+    const out = lab.dig(['-b', `${ADDR.client4}#42014`, '+time=6', 'lower-case.lab.example', 'A']);
+    expect(out).toMatch(/status: NOERROR/);
+    expect(out).toMatch(/198\.18\.70\.1/);
+    const caseKey = 'heimdall_upstream_mismatched_total{reason="case"}';
+    const m = svc.metricsWhen((x) => (x['heimdall_upstream_caps_fallbacks_total'] ?? 0) > (before['heimdall_upstream_caps_fallbacks_total'] ?? 0));
+    expect((m[caseKey] ?? 0) - (before[caseKey] ?? 0)).toBeGreaterThanOrEqual(2);
+    expect((m['heimdall_upstream_caps_fallbacks_total'] ?? 0) - (before['heimdall_upstream_caps_fallbacks_total'] ?? 0)).toBe(1);
+
+    const cookieKey = 'heimdall_upstream_mismatched_total{reason="cookie"}';
+    const c0 = svc.metrics()[cookieKey] ?? 0;
+    const out2 = lab.dig(['-b', `${ADDR.client4}#42015`, 'badcookie-1.lab.example', 'A']);
+    expect(out2).toMatch(/status: NOERROR/);
+    expect(out2).toMatch(/198\.18\.70\.1/);
+    const m2 = svc.metricsWhen((x) => (x[cookieKey] ?? 0) > c0);
+    expect((m2[cookieKey] ?? 0) - c0).toBe(1);
   }, 60_000);
 });
