@@ -439,11 +439,15 @@ export class Forwarder {
   /** A validated answer (UDP without TC, or TCP): give it, or keep it and try elsewhere for a lame rcode. */
   private onValidAnswer(f: Flight, up: UpstreamHealth, msg: Uint8Array, view: MessageView): void {
     const rc = view.rcode;
-    if (rc === RCODE_BADCOOKIE && f.cookieRetried !== true) {
-      // RFC 7873 5.3: the answer carries a fresh server cookie (kept by the guard); ask again with it, once.
-      f.cookieRetried = true;
-      f.fallback = copyBytes(msg);
+    if (rc === RCODE_BADCOOKIE) {
+      // RFC 7873 5.3: the answer carries a fresh server cookie (kept by the guard); ask again
+      // with it, once. Never given to a client: a second one counts as a failed attempt.
       this.clearAttemptTimer(f);
+      if (f.cookieRetried === true) {
+        f.hadError = true;
+        f.lastError = new UpstreamError('UPSTREAM_FAILED', `${up.label} answered BADCOOKIE twice`);
+      }
+      f.cookieRetried = true;
       this.nextAttempt(f);
       return;
     }

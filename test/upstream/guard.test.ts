@@ -251,6 +251,15 @@ describe('DNS cookies toward the upstream', () => {
     expect(cookieOf(up.seen[1]!)!.subarray(8)).toEqual(fresh);
   });
 
+  it('BADCOOKIE every time: never handed out, the question fails (SERVFAIL for the client)', async () => {
+    const up = await Fake.start();
+    up.onQuery = (m, send) => send(reply(m, { rcode: 23, cookie: Buffer.concat([cookieOf(m)!.subarray(0, 8), SERVER]) }));
+    const fwd = forwarder({ upstreams: [up.addr], timeoutMs: 100, deadlineMs: 600 });
+    await expect(fwd.resolve(q('always.bad.test'))).rejects.toMatchObject({ code: 'UPSTREAM_FAILED' });
+    expect(up.seen.length).toBeGreaterThanOrEqual(2);
+    expect(fwd.stats().servfail).toBe(1);
+  });
+
   it('with cookies off no COOKIE option is sent and none is required', async () => {
     const up = await Fake.start();
     const fwd = forwarder({ upstreams: [up.addr], cookies: false });
