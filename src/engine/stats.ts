@@ -56,6 +56,8 @@ const malformed = 'heimdall_malformed_total';
 const malformedHelp = 'Queries that failed to parse or were answers: answered FORMERR or dropped';
 const mismatched = 'heimdall_upstream_mismatched_total';
 const mismatchedHelp = 'Datagrams from upstream ignored because they were not the answer to a query in flight, by reason';
+const scrubbed = 'heimdall_upstream_scrubbed_total';
+const scrubbedHelp = 'Records removed from upstream answers before caching or relaying: outside the query name, its chain, its zones or glue (src/dns/scrub.ts), by section';
 const xskDrops = 'heimdall_af_xdp_drops_total';
 const xskDropsHelp = 'Queries through an AF_XDP socket left unanswered, by reason (kernel_*: dropped by the kernel before the worker saw them, from XDP_STATISTICS)';
 const xskEmpty = 'heimdall_af_xdp_ring_empty_total';
@@ -118,6 +120,14 @@ export const COUNTERS = {
   mismatchId: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'id'] },
   mismatchQuestion: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'question'] },
   mismatchMalformed: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'malformed'] },
+  mismatchCase: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'case'] },
+  mismatchCookie: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'cookie'] },
+  mismatchCookieMissing: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'cookie_missing'] },
+  scrubbedAnswer: { kind: 'counter', metric: scrubbed, help: scrubbedHelp, label: ['section', 'answer'] },
+  scrubbedAuthority: { kind: 'counter', metric: scrubbed, help: scrubbedHelp, label: ['section', 'authority'] },
+  scrubbedAdditional: { kind: 'counter', metric: scrubbed, help: scrubbedHelp, label: ['section', 'additional'] },
+  upstreamCapsFallbacks: { kind: 'counter', metric: 'heimdall_upstream_caps_fallbacks_total', help: 'Times an upstream that did not echo the query name\'s case was sent plain names (for 5 minutes)' },
+  upstreamCookieResets: { kind: 'counter', metric: 'heimdall_upstream_cookie_resets_total', help: 'Times a server cookie was forgotten after an upstream answered without one repeatedly' },
   upstreamInflight: { kind: 'gauge', metric: 'heimdall_upstream_inflight', help: 'Distinct questions waiting for an upstream' },
   latency: { kind: 'histogram', metric: 'heimdall_upstream_latency_seconds', help: 'Time from sending a query upstream to its validated answer' },
 
