@@ -6,6 +6,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // fast-check runs a fixed seed in the suite (test/helpers/fixed-seed.ts); `npm run fuzz` is the random campaign.
+    setupFiles: ['test/helpers/fixed-seed.ts'],
     pool: 'forks',
     fileParallelism: false,
     testTimeout: 60_000,

@@ -55,9 +55,13 @@ Napi::Object Layout(Napi::Env env) {
   acl.Set("allow", ACL_ALLOW);
   acl.Set("deny", ACL_DENY);
   acl.Set("rrlExempt", ACL_RRL_EXEMPT);
+  acl.Set("refine", ACL_REFINE);
+  acl.Set("table16Entries", ACL16_ENTRIES);
+  acl.Set("table16Stride", ACL16_STRIDE);
   acl.Set("max", HEIMDALL_ACL_MAX);
   l.Set("ACL", acl);
   l.Set("LOCAL_MAX", HEIMDALL_LOCAL_MAX);
+  l.Set("LOCAL_SIZE", sizeof(heimdall_local));
   Napi::Object guarded = Napi::Object::New(env);
 #define HEIMDALL_GUARD_JS(p, name) guarded.Set(#p, name);
   HEIMDALL_GUARDED_PORTS(HEIMDALL_GUARD_JS)
@@ -112,8 +116,8 @@ Napi::Object Layout(Napi::Env env) {
   maps.Set("runtime", HEIMDALL_MAP_RUNTIME);
   maps.Set("acl4", HEIMDALL_MAP_ACL4);
   maps.Set("acl6", HEIMDALL_MAP_ACL6);
-  maps.Set("local4", HEIMDALL_MAP_LOCAL4);
-  maps.Set("local6", HEIMDALL_MAP_LOCAL6);
+  maps.Set("local", HEIMDALL_MAP_LOCAL);
+  maps.Set("acl16", HEIMDALL_MAP_ACL16);
   maps.Set("rrl", HEIMDALL_MAP_RRL);
   l.Set("maps", maps);
   return l;

@@ -226,8 +226,8 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   int runtime_fd = MapFd(env, obj.get(), HEIMDALL_MAP_RUNTIME);
   int acl4_fd = MapFd(env, obj.get(), HEIMDALL_MAP_ACL4);
   int acl6_fd = MapFd(env, obj.get(), HEIMDALL_MAP_ACL6);
-  int local4_fd = MapFd(env, obj.get(), HEIMDALL_MAP_LOCAL4);
-  int local6_fd = MapFd(env, obj.get(), HEIMDALL_MAP_LOCAL6);
+  int local_fd = MapFd(env, obj.get(), HEIMDALL_MAP_LOCAL);
+  int acl16_fd = MapFd(env, obj.get(), HEIMDALL_MAP_ACL16);
   int rrl_fd = MapFd(env, obj.get(), HEIMDALL_MAP_RRL);
   // The hit counters, mapped: read and reset with plain loads and stores.
   size_t page = static_cast<size_t>(getpagesize());
@@ -251,8 +251,8 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   runtime_fd_ = runtime_fd;
   acl4_fd_ = acl4_fd;
   acl6_fd_ = acl6_fd;
-  local4_fd_ = local4_fd;
-  local6_fd_ = local6_fd;
+  local_fd_ = local_fd;
+  acl16_fd_ = acl16_fd;
   rrl_fd_ = rrl_fd;
   rrl_buckets_ = rrl_buckets;
   rrl_seed_ = c.rrl_seed;
@@ -269,7 +269,7 @@ void XdpProgram::Release() {
   hits_.reset();
   obj_.reset();
   prog_fd_ = hot_fd_ = hits_fd_ = stats_fd_ = xsks_fd_ = runtime_fd_ = -1;
-  acl4_fd_ = acl6_fd_ = local4_fd_ = local6_fd_ = rrl_fd_ = -1;
+  acl4_fd_ = acl6_fd_ = local_fd_ = acl16_fd_ = rrl_fd_ = -1;
 }
 
 void XdpProgram::EnsureOpen(Napi::Env env) const {
@@ -462,7 +462,8 @@ Napi::Value XdpProgram::SetRuntime(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
-// The edge maps userspace writes by name: the access-list tries and the own-address sets.
+// The edge maps userspace writes by name: the access-list tries and the served addresses
+// (acl16 and rrl are written through mmap instead: mapRegion).
 int XdpProgram::EdgeMapFd(Napi::Env env, const std::string &name, size_t *key_size, size_t *value_size) const {
   EnsureOpen(env);
   if (name == HEIMDALL_MAP_ACL4) {
@@ -475,15 +476,10 @@ int XdpProgram::EdgeMapFd(Napi::Env env, const std::string &name, size_t *key_si
     *value_size = sizeof(acl_value);
     return acl6_fd_;
   }
-  if (name == HEIMDALL_MAP_LOCAL4) {
+  if (name == HEIMDALL_MAP_LOCAL) {
     *key_size = 4;
-    *value_size = 1;
-    return local4_fd_;
-  }
-  if (name == HEIMDALL_MAP_LOCAL6) {
-    *key_size = 16;
-    *value_size = 1;
-    return local6_fd_;
+    *value_size = sizeof(heimdall_local);
+    return local_fd_;
   }
   throw Napi::RangeError::New(env, "no edge map named '" + name + "'");
 }
@@ -495,7 +491,7 @@ Napi::Value XdpProgram::EdgePut(const Napi::CallbackInfo &info) {
   int fd = EdgeMapFd(env, ArgString(info, 0, "map"), &ks, &vs);
   auto key = ArgBuffer(info, 1, "key", ks);
   auto value = ArgBuffer(info, 2, "value", vs);
-  if (ks == sizeof(acl_key_v4) || ks == sizeof(acl_key_v6)) {
+  if (vs == sizeof(acl_value)) {
     uint32_t plen;
     memcpy(&plen, key.Data(), 4);
     if (plen > (ks - 4) * 8) throw Napi::RangeError::New(env, "prefix length beyond the address");
@@ -552,6 +548,7 @@ Napi::Value XdpProgram::Describe(const Napi::CallbackInfo &info) {
   o.Set("hotCapacity", hot_capacity_);
   o.Set("xsksMapFd", xsks_fd_);
   o.Set("rrlMapFd", rrl_fd_);
+  o.Set("acl16MapFd", acl16_fd_);
   o.Set("rrlBuckets", rrl_buckets_);
   o.Set("rrlSeed", rrl_seed_);
   o.Set("cpus", ncpus_);

@@ -83,8 +83,8 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   int runtime_fd_ = -1;
   int acl4_fd_ = -1;
   int acl6_fd_ = -1;
-  int local4_fd_ = -1;
-  int local6_fd_ = -1;
+  int local_fd_ = -1;
+  int acl16_fd_ = -1;
   int rrl_fd_ = -1;
   uint32_t rrl_buckets_ = 0;
   uint32_t rrl_seed_ = 0;

@@ -22,8 +22,8 @@
 #define HEIMDALL_MAP_RUNTIME "runtime"
 #define HEIMDALL_MAP_ACL4 "acl_v4"
 #define HEIMDALL_MAP_ACL6 "acl_v6"
-#define HEIMDALL_MAP_LOCAL4 "local_v4"
-#define HEIMDALL_MAP_LOCAL6 "local_v6"
+#define HEIMDALL_MAP_LOCAL "local"
+#define HEIMDALL_MAP_ACL16 "acl16"
 #define HEIMDALL_MAP_RRL "rrl"
 #define HEIMDALL_CONFIG_VAR "heimdall_cfg"
 
@@ -54,9 +54,9 @@
 #ifndef RRL_BUCKETS_DEFAULT
 #define RRL_BUCKETS_DEFAULT 65536
 #endif
-/* Entries of each access-list trie and each own-address set. */
+/* Entries of each access-list trie; addresses served per family. */
 #define HEIMDALL_ACL_MAX 4096
-#define HEIMDALL_LOCAL_MAX 256
+#define HEIMDALL_LOCAL_MAX 16
 
 /* hot_key.flags */
 #define HOT_KEY_DO 0x01
@@ -161,9 +161,29 @@ struct acl_key_v6 {
 #define ACL_ALLOW 1  /* served */
 #define ACL_DENY 2   /* dropped without a reply */
 #define ACL_RRL_EXEMPT 0x80 /* flag: responses to this source are not rate limited */
+#define ACL_REFINE 0x40     /* acl16 only: a longer prefix lies inside this /16: ask acl_v4 */
 struct acl_value {
 	__u8 action; /* ACL_REFUSE, ACL_ALLOW or ACL_DENY, | ACL_RRL_EXEMPT */
 	__u8 pad[3];
+};
+
+/*
+ * The IPv4 access lists as a table of the 65,536 /16 blocks (acl16, indexed by the
+ * source's first two bytes): each holds the acl_value action of its whole block, or
+ * ACL_REFINE when a longer prefix lies inside it and the trie must decide. One array
+ * read instead of a trie walk for every source under a prefix of /16 or shorter (all of
+ * the default list); userspace fills it through mmap. The kernel lays array values out
+ * 8 bytes apart.
+ */
+#define ACL16_ENTRIES 65536
+#define ACL16_STRIDE 8
+
+/* The addresses served (entry 0 of the local ARRAY map), compared in order. */
+struct heimdall_local {
+	__u32 n4;                          /* entries used in v4 */
+	__u32 n6;
+	__u32 v4[HEIMDALL_LOCAL_MAX];      /* network order */
+	__u32 v6[HEIMDALL_LOCAL_MAX][4];   /* network order, as struct in6_addr */
 };
 
 /*
@@ -298,12 +318,14 @@ static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + H
 static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
 static_assert(sizeof(struct heimdall_runtime) == 40, "heimdall_runtime layout");
 static_assert(sizeof(struct rrl_bucket) == 24, "rrl_bucket layout");
+static_assert(sizeof(struct heimdall_local) == 8 + 20 * HEIMDALL_LOCAL_MAX, "heimdall_local layout");
 #else
 _Static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 _Static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
 _Static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
 _Static_assert(sizeof(struct heimdall_runtime) == 40, "heimdall_runtime layout");
 _Static_assert(sizeof(struct rrl_bucket) == 24, "rrl_bucket layout");
+_Static_assert(sizeof(struct heimdall_local) == 8 + 20 * HEIMDALL_LOCAL_MAX, "heimdall_local layout");
 #endif
 
 #endif /* HEIMDALL_H */

@@ -74,20 +74,24 @@ struct {
 } acl_v6 SEC(".maps");
 
 /* The addresses this service answers on (kept by userspace as the interface's change);
- * a query to any other destination is transit and passes to the kernel untouched. */
+ * a query to any other destination is transit and passes to the kernel untouched. A
+ * short array compared in order: cheaper than a hash lookup for the few addresses an
+ * interface has. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, HEIMDALL_LOCAL_MAX);
-	__type(key, __u32); /* network order */
-	__type(value, __u8);
-} local_v4 SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct heimdall_local);
+} local SEC(".maps");
 
+/* The IPv4 access lists by /16 block (see ACL16_ENTRIES), mmapped by userspace. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, HEIMDALL_LOCAL_MAX);
-	__type(key, struct in6_addr);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, ACL16_ENTRIES);
+	__type(key, __u32);
 	__type(value, __u8);
-} local_v6 SEC(".maps");
+} acl16 SEC(".maps");
 
 /* Response rate-limit buckets (struct rrl_bucket), shared with userspace through mmap.
  * The loader sets the count (a power of two). */

@@ -32,6 +32,9 @@ export const SETTINGS = {
   hotSize: { flag: '--hot-size', min: 1, max: 10_000_000, default: undefined, help: `XDP hot map entries (default: ${HOT_SHARE * 100}% of the cache size)` },
   promoteAfter: { flag: '--promote-after', min: 1, max: 1000, default: 3, help: 'asks of a name (on any queue, within about a minute) before its answer is promoted into the XDP hot map' },
   udpSize: { flag: '--udp-size', min: 512, max: 4096, default: EDNS_UDP_SIZE, help: 'EDNS UDP payload size advertised and served' },
+  tcpMaxConnections: { flag: '--tcp-max-connections', min: 1, max: 1_000_000, default: 1000, help: 'TCP connections open at most (at the limit the least recently active idle one is closed for a new one)' },
+  tcpMaxPerClient: { flag: '--tcp-max-per-client', min: 1, max: 1_000_000, default: 64, help: 'TCP connections open at most from one client network (/24, /56)' },
+  tcpIdleTimeout: { flag: '--tcp-idle-timeout', min: 1, max: 3_600_000, default: 10_000, help: 'ms before an idle TCP connection is closed (500 ms while over half the connection limit is in use)' },
   cacheBytes: { flag: '--cache-bytes', min: 65_536, max: 2 ** 45, default: undefined, help: 'userspace cache bytes per engine, as docs/LIMITS.md counts them (default: 1024 per cache entry)' },
   upstreamInflight: { flag: '--upstream-inflight', min: 1, max: 65_536, default: 1024, help: 'distinct questions in flight upstream per engine; beyond it a miss gets SERVFAIL at once' },
   upstreamInflightTotal: { flag: '--upstream-inflight-total', min: 1, max: 1_000_000, default: 2048, help: 'distinct questions in flight upstream in the whole process (every engine)' },
@@ -60,6 +63,9 @@ export interface ConfigInput {
   hotSize?: number;
   promoteAfter?: number;
   udpSize?: number;
+  tcpMaxConnections?: number;
+  tcpMaxPerClient?: number;
+  tcpIdleTimeout?: number;
   cacheBytes?: number;
   upstreamInflight?: number;
   upstreamInflightTotal?: number;
@@ -129,6 +135,8 @@ export interface HeimdallConfig {
   readonly hotSize: number;
   readonly promoteAfter: number;
   readonly udpSize: number;
+  /** The kernel TCP listener's limits (src/io/tcp.ts TcpListenerOptions). */
+  readonly tcp: { readonly maxConnections: number; readonly maxPerClient: number; readonly idleTimeoutMs: number };
   /** Questions in flight upstream in the whole process. */
   readonly upstreamInflightTotal: number;
   readonly xdpAnswers: boolean;
@@ -282,6 +290,11 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
     hotSize,
     promoteAfter,
     udpSize,
+    tcp: Object.freeze({
+      maxConnections: int('tcpMaxConnections', input.tcpMaxConnections, SETTINGS.tcpMaxConnections.default),
+      maxPerClient: int('tcpMaxPerClient', input.tcpMaxPerClient, SETTINGS.tcpMaxPerClient.default),
+      idleTimeoutMs: int('tcpIdleTimeout', input.tcpIdleTimeout, SETTINGS.tcpIdleTimeout.default),
+    }),
     upstreamInflightTotal,
     xdpAnswers: input.xdpAnswers ?? true,
     afXdp,

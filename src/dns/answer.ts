@@ -3,22 +3,19 @@
  * the XDP hot-map encoder, and its construction from a validated upstream
  * response.
  *
- * The stored records are the response's answer, authority and additional
- * records exactly as received (minus the OPT), so that a hit costs one copy
- * and a TTL patch. Compression pointers in them stay valid because the
- * records are always placed right after a question of the same length:
- * message offset 12 + qnameLen + 4, as in the upstream response.
+ * The stored records are those the scrubber (scrub.ts) keeps of the
+ * response's answer, authority and additional sections, rebuilt by it (the
+ * OPT dropped), so that a hit costs one copy and a TTL patch. Their
+ * compression pointers land only on the question name or on names earlier in
+ * the records, so they stay valid wherever the records are placed right after
+ * a question of the same name (any case): message offset 12 + qnameLen + 4,
+ * whatever TTLs are written into them and whatever suffix of them is cut.
  */
 import {
   HEADER_LEN,
   RCODE_NOERROR,
   RCODE_NXDOMAIN,
   RCODE_SERVFAIL,
-  RDATA_NAME,
-  RDATA_OPAQUE,
-  RDATA_PREF_NAME,
-  RDATA_SRV,
-  RR_FIXED_LEN,
   TYPE_ANY,
   TYPE_AXFR,
   TYPE_IXFR,
@@ -27,10 +24,9 @@ import {
   TYPE_TKEY,
   TYPE_TSIG,
   OPCODE_QUERY,
-  rdataLayout,
 } from './constants.js';
 import { DnsError, DnsErrorCode } from './errors.js';
-import { skipName } from './name.js';
+import { isScrubbed, scrubResponse } from './scrub.js';
 import { MessageView, RecordCursor } from './view.js';
 
 export interface CachedAnswer {
@@ -131,17 +127,6 @@ function notCacheable(why: string): DnsError {
   return new DnsError(DnsErrorCode.NOT_CACHEABLE, -1, why);
 }
 
-/** Position of the first compression pointer in the inline bytes of a name, or -1. */
-function inlinePointer(b: Uint8Array, pos: number): number {
-  let p = pos;
-  for (;;) {
-    const len = b[p]!;
-    if (len === 0) return -1;
-    if (len >= 0xc0) return p;
-    p += len + 1;
-  }
-}
-
 /**
  * Lays out the five arrays of an answer in one ArrayBuffer (one allocation
  * and one backing store per entry instead of four).
@@ -186,6 +171,10 @@ export function answerFromResponse(
   // per-packet parser only ever sees one array shape (UMEM views) and its
   // element loads stay monomorphic.
   if (Object.getPrototypeOf(msg) !== Uint8Array.prototype) msg = new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength);
+  // Scrubbed and rebuilt first: only records the rules allow, names that stay valid
+  // wherever the records are placed after the question (scrub.ts). The forwarder's
+  // answers come scrubbed already (one rebuild per miss, not two).
+  if (!isScrubbed(msg)) msg = scrubResponse(msg);
   const v = scratchView;
   const e = v.parse(msg, 0, msg.length);
   if (e !== 0) throw new DnsError(e, v.errorPos);
@@ -238,56 +227,25 @@ export function answerFromResponse(
   }
   if (!(lifetime > 0)) throw notCacheable('zero lifetime');
 
-  // Record bytes: [answerPos, end) without the OPT record.
+  // Record bytes: the rebuilt message has its OPT (if any) last, so they are
+  // [answerPos, optPos or end), and every name in them is self-contained (scrub.ts).
   const recStart = v.answerPos;
-  const optStart = v.optPos;
-  const optEnd = optStart < 0 ? -1 : optStart + 1 + RR_FIXED_LEN + v.optRdataLen;
-  const optLen = optStart < 0 ? 0 : optEnd - optStart;
-  const recLen = v.end - recStart - optLen;
+  const recEnd = v.optPos < 0 ? v.end : v.optPos;
   const keyLen = v.qnameLen + 5;
-  const arr = allocArrays(keyLen, recLen, n);
+  const arr = allocArrays(keyLen, recEnd - recStart, n);
   const records = arr.records;
-  if (optStart < 0) {
-    records.set(msg.subarray(recStart, v.end), 0);
-  } else {
-    records.set(msg.subarray(recStart, optStart), 0);
-    records.set(msg.subarray(optEnd, v.end), optStart - recStart);
-  }
-
-  // Shift pointers of records that followed the OPT; fill the TTL tables.
-  const shiftPointer = (pp: number): void => {
-    const t = ((msg[pp]! & 0x3f) << 8) | msg[pp + 1]!;
-    if (t < optStart) return;
-    if (t < optEnd) throw notCacheable('compression pointer into OPT');
-    const nt = t - optLen;
-    const at = pp - optLen - recStart;
-    records[at] = 0xc0 | (nt >>> 8);
-    records[at + 1] = nt & 0xff;
-  };
+  records.set(msg.subarray(recStart, recEnd), 0);
   let i = 0;
   for (let s = 0; s < 3; s++) {
     v.records(s as 0 | 1 | 2, c);
     while (c.next()) {
       if (c.type === TYPE_OPT) continue;
-      const moved = optStart >= 0 && c.pos > optStart;
-      const rel = c.ttlPos - recStart - (moved ? optLen : 0);
+      const rel = c.ttlPos - recStart;
       const ttl = Math.min(Math.max(wireTtl(c.ttl), pol.minTtl), lifetime);
       arr.ttlOffsets[i] = rel;
       arr.ttls[i] = ttl;
       writeU32(records, rel, ttl);
       i++;
-      if (!moved) continue;
-      let pp = inlinePointer(msg, c.pos);
-      if (pp >= 0) shiftPointer(pp);
-      const layout = rdataLayout(c.type);
-      if (layout === RDATA_OPAQUE) continue;
-      const first = c.rdataPos + (layout === RDATA_PREF_NAME ? 2 : layout === RDATA_SRV ? 6 : 0);
-      pp = inlinePointer(msg, first);
-      if (pp >= 0) shiftPointer(pp);
-      if (layout !== RDATA_NAME && layout !== RDATA_PREF_NAME && layout !== RDATA_SRV) {
-        pp = inlinePointer(msg, skipName(msg, first));
-        if (pp >= 0) shiftPointer(pp);
-      }
     }
   }
 
@@ -305,7 +263,7 @@ export function answerFromResponse(
     authenticData: v.ad,
     ancount: v.ancount,
     nscount: v.nscount,
-    arcount: v.arcount - (optStart < 0 ? 0 : 1),
+    arcount: v.arcount - (v.optPos < 0 ? 0 : 1),
     records,
     ttlOffsets: arr.ttlOffsets,
     ttls: arr.ttls,

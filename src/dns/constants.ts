@@ -60,6 +60,8 @@ export const RCODE_NOTIMP = 4;
 export const RCODE_REFUSED = 5;
 /** Extended rcode 16, carried partly in the OPT record (RFC 6891 9). */
 export const RCODE_BADVERS = 16;
+/** Extended rcode 23: the server cookie was missing or wrong, a fresh one is in the answer (RFC 7873 8). */
+export const RCODE_BADCOOKIE = 23;
 
 export const CLASS_IN = 1;
 
@@ -84,7 +86,10 @@ export const TYPE_SRV = 33;
 export const TYPE_KX = 36;
 export const TYPE_DNAME = 39;
 export const TYPE_OPT = 41;
+export const TYPE_DS = 43;
 export const TYPE_RRSIG = 46;
+export const TYPE_NSEC = 47;
+export const TYPE_NSEC3 = 50;
 export const TYPE_TKEY = 249;
 export const TYPE_TSIG = 250;
 export const TYPE_IXFR = 251;

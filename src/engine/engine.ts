@@ -151,7 +151,7 @@ export class DnsEngine {
     const now = nowNs ?? this.clock();
     const klen = v.keyLen;
     const hash = keyHash(this.key, 0, klen); // one hash for the ask count and the lookup
-    const asks = this.asks.addHashed(hash);
+    const asks = this.asks.addHashed(hash, this.key, klen);
     const hit = this.cache.get(this.key, klen, now, hash, asks);
     if (hit !== undefined) {
       c[Slot_cacheHits]! += 1;

@@ -162,6 +162,14 @@ export class EngineHost {
     this.advance('mismatchId', f.mismatchedBy.id);
     this.advance('mismatchQuestion', f.mismatchedBy.question);
     this.advance('mismatchMalformed', f.mismatchedBy.malformed);
+    this.advance('mismatchCase', f.mismatchedBy.case);
+    this.advance('mismatchCookie', f.mismatchedBy.cookie);
+    this.advance('mismatchCookieMissing', f.mismatchedBy.cookieMissing);
+    this.advance('scrubbedAnswer', f.scrubbed.answer);
+    this.advance('scrubbedAuthority', f.scrubbed.authority);
+    this.advance('scrubbedAdditional', f.scrubbed.additional);
+    this.advance('upstreamCapsFallbacks', f.capsFallbacks);
+    this.advance('upstreamCookieResets', f.cookieResets);
     this.stats.set('upstreamInflight', f.inflight);
     this.stats.set('cacheEntries', this.engine.cache.size);
     this.stats.set('cacheBytes', this.engine.cache.bytes);

@@ -56,8 +56,12 @@ const malformed = 'heimdall_malformed_total';
 const malformedHelp = 'Queries that failed to parse or were answers: answered FORMERR or dropped';
 const mismatched = 'heimdall_upstream_mismatched_total';
 const mismatchedHelp = 'Datagrams from upstream ignored because they were not the answer to a query in flight, by reason';
+const scrubbed = 'heimdall_upstream_scrubbed_total';
+const scrubbedHelp = 'Records removed from upstream answers before caching or relaying: outside the query name, its chain, its zones or glue (src/dns/scrub.ts), by section';
 const xskDrops = 'heimdall_af_xdp_drops_total';
-const xskDropsHelp = 'Frames an AF_XDP worker received and could not answer, by reason';
+const xskDropsHelp = 'Queries through an AF_XDP socket left unanswered, by reason (kernel_*: dropped by the kernel before the worker saw them, from XDP_STATISTICS)';
+const xskEmpty = 'heimdall_af_xdp_ring_empty_total';
+const xskEmptyHelp = 'Times the kernel found an AF_XDP ring empty (XDP_STATISTICS): fill (each one also a kernel_rx_dropped drop) or tx';
 const tcp = 'heimdall_tcp_connections_total';
 const tcpHelp = 'TCP connections of the kernel listener, by what happened to them';
 const tcpMsgs = 'heimdall_tcp_messages_total';
@@ -116,13 +120,30 @@ export const COUNTERS = {
   mismatchId: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'id'] },
   mismatchQuestion: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'question'] },
   mismatchMalformed: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'malformed'] },
+  mismatchCase: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'case'] },
+  mismatchCookie: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'cookie'] },
+  mismatchCookieMissing: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'cookie_missing'] },
+  scrubbedAnswer: { kind: 'counter', metric: scrubbed, help: scrubbedHelp, label: ['section', 'answer'] },
+  scrubbedAuthority: { kind: 'counter', metric: scrubbed, help: scrubbedHelp, label: ['section', 'authority'] },
+  scrubbedAdditional: { kind: 'counter', metric: scrubbed, help: scrubbedHelp, label: ['section', 'additional'] },
+  upstreamCapsFallbacks: { kind: 'counter', metric: 'heimdall_upstream_caps_fallbacks_total', help: 'Times an upstream that did not echo the query name\'s case was sent plain names (for 5 minutes)' },
+  upstreamCookieResets: { kind: 'counter', metric: 'heimdall_upstream_cookie_resets_total', help: 'Times a server cookie was forgotten after an upstream answered without one repeatedly' },
   upstreamInflight: { kind: 'gauge', metric: 'heimdall_upstream_inflight', help: 'Distinct questions waiting for an upstream' },
   latency: { kind: 'histogram', metric: 'heimdall_upstream_latency_seconds', help: 'Time from sending a query upstream to its validated answer' },
 
   // AF_XDP workers.
-  framesInUse: { kind: 'gauge', metric: 'heimdall_umem_frames_in_use', help: 'AF_XDP UMEM frames held by userspace (rx being answered, tx not yet completed)' },
+  framesInUse: { kind: 'gauge', metric: 'heimdall_umem_frames_in_use', help: 'AF_XDP UMEM frames held by userspace (a batch being answered, tx not yet completed; never a miss waiting on the upstream)' },
   badFrames: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'bad_frame'] },
   txFull: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'tx_full'] },
+  xskReceived: { kind: 'counter', metric: 'heimdall_af_xdp_received_total', help: 'Frames AF_XDP workers took from their RX rings' },
+  noFrame: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'no_frame'] },
+  xskHandlerErrors: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'handler_error'] },
+  xskKernelRxDropped: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_rx_dropped'] },
+  xskKernelRxRingFull: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_rx_ring_full'] },
+  xskKernelRxInvalid: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_rx_invalid'] },
+  xskKernelTxInvalid: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_tx_invalid'] },
+  xskFillRingEmpty: { kind: 'counter', metric: xskEmpty, help: xskEmptyHelp, label: ['ring', 'fill'] },
+  xskTxRingEmpty: { kind: 'counter', metric: xskEmpty, help: xskEmptyHelp, label: ['ring', 'tx'] },
 
   // The main thread's kernel listeners.
   udpReceived: { kind: 'counter', metric: udp, help: udpHelp, label: ['direction', 'received'] },
@@ -132,6 +153,13 @@ export const COUNTERS = {
   tcpAccepted: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'accepted'] },
   tcpRejected: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'rejected'] },
   tcpIdleClosed: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'idle_closed'] },
+  tcpRejectedClient: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'rejected_client'] },
+  tcpEvicted: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'evicted'] },
+  tcpMessageTimeouts: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'message_timeout'] },
+  tcpWriteTimeouts: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'write_timeout'] },
+  tcpCloseTimeouts: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'close_timeout'] },
+  tcpPressure: { kind: 'gauge', metric: 'heimdall_tcp_under_pressure', help: '1 while more than half the TCP connection limit is in use (shorter timeouts)' },
+  tcpClients: { kind: 'gauge', metric: 'heimdall_tcp_client_networks', help: 'Client networks (/24, /56) with a TCP connection open' },
   tcpSocketErrors: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'socket_error'] },
   tcpResponses: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'answered'] },
   tcpDropped: { kind: 'counter', metric: tcpMsgs, help: tcpMsgsHelp, label: ['outcome', 'dropped'] },

@@ -2,11 +2,30 @@
  * DNS over TCP on the served port (RFC 7766, RFC 1035 4.2.2) through a
  * normal kernel socket: 2-byte length-prefixed messages, several queries per
  * connection handled concurrently and answered as they complete (possibly
- * out of order, RFC 7766 6.2.1.1), an idle timeout, and bounds on
- * connections, message size and pipelining. What a query means is the
- * handler's business (the same engine, cache and forwarder as UDP); this
- * file only moves frames and keeps a hostile peer from costing more than
- * its share.
+ * out of order, RFC 7766 6.2.1.1), and bounds on connections, message size
+ * and pipelining. What a query means is the handler's business (the same
+ * engine, cache and forwarder as UDP); this file only moves frames and keeps
+ * a hostile peer from costing more than its share (RFC 7766 6.2.3 and 10):
+ *
+ *   - at most maxConnections open, and at most maxPerClient from one client
+ *     network (prefixKey: /24, /56). At the global limit a new connection
+ *     takes the slot of the connection least recently active that has
+ *     nothing in flight and nothing unsent (counted as evicted); only when
+ *     every connection is busy is the new one refused. Over the per-client
+ *     limit it is refused.
+ *   - idle (nothing in flight, nothing buffered) for idleTimeoutMs: FIN;
+ *     if the peer has not closed closeGraceMs later, the socket is destroyed
+ *     and its slot freed (a FIN alone leaves a half-open socket holding it).
+ *   - a message must arrive whole within messageTimeoutMs of its first byte
+ *     (slowloris), and written replies must leave within writeTimeoutMs (a
+ *     client that never reads): else the connection is destroyed.
+ *   - under pressure (more than pressureShare of maxConnections open), the
+ *     idle and message timeouts drop to pressureTimeoutMs, as Unbound
+ *     shortens its TCP timeouts when more than half its slots are in use.
+ *
+ * The deadlines are checked by one sweep over the connections every
+ * sweepIntervalMs against an injectable clock, not by a timer per socket,
+ * so tests drive time by hand and thousands of connections cost one timer.
  *
  * A frame shorter than a DNS header, longer than maxMessageSize, or with
  * QR=1 (an answer sent to a server) is counted and closes the connection:
@@ -15,7 +34,7 @@
  */
 import net from 'node:net';
 import { FLAG_QR, HEADER_LEN, MAX_MESSAGE_LEN } from '../dns/constants.js';
-import { parseAddr, type Addr } from '../net/addr.js';
+import { parseAddr, prefixKey, type Addr } from '../net/addr.js';
 import type { FrameHandler } from './xsk-server.js';
 
 /** One query message in (no length prefix), one reply message out, or null for no reply. */
@@ -33,8 +52,24 @@ export function tcpHandlerOf(handler: FrameHandler): TcpHandler {
 export interface TcpListenerOptions {
   /** Close a connection with nothing in flight after this long without traffic, ms (default 10000). */
   idleTimeoutMs?: number;
-  /** Open connections at most; further ones are closed at accept and counted (default 1000). */
+  /** Open connections at most (default 1000); see the file comment for what happens at the limit. */
   maxConnections?: number;
+  /** Open connections at most from one client network, prefixKey (default 64). */
+  maxPerClient?: number;
+  /** A message must arrive whole within this long of its first byte, ms (default 3000). */
+  messageTimeoutMs?: number;
+  /** Replies written must have left within this long, ms (default 5000). */
+  writeTimeoutMs?: number;
+  /** After our FIN, destroy the socket if the peer has not closed within this long, ms (default 1000). */
+  closeGraceMs?: number;
+  /** Share of maxConnections open beyond which the listener is under pressure (default 0.5). */
+  pressureShare?: number;
+  /** Idle and message timeout under pressure, ms (default 500). */
+  pressureTimeoutMs?: number;
+  /** How often deadlines are checked, ms (default 100); tests that call sweep() themselves pass a large value. */
+  sweepIntervalMs?: number;
+  /** Milliseconds on a monotonic clock (default performance.now). */
+  clock?: () => number;
   /** Largest query message accepted, bytes (default 4096, at most 65535). */
   maxMessageSize?: number;
   /** Queries in flight per connection before reading from it pauses (default 32). */
@@ -53,8 +88,22 @@ export interface TcpListenerStats {
   /** Open now. */
   connections: number;
   accepted: number;
-  /** Closed at accept because maxConnections were open. */
+  /** Closed at accept because maxConnections were open, every one of them busy. */
   rejected: number;
+  /** Closed at accept because its client network had maxPerClient open. */
+  rejectedClient: number;
+  /** Closed to make room for a new connection at the global limit. */
+  evicted: number;
+  /** Closed because a message did not arrive whole in time. */
+  messageTimeouts: number;
+  /** Closed because replies were not read in time. */
+  writeTimeouts: number;
+  /** Destroyed because the peer did not close within closeGraceMs of our FIN. */
+  closeTimeouts: number;
+  /** 1 while more than pressureShare of maxConnections are open. */
+  pressure: number;
+  /** Client networks with a connection open. */
+  clients: number;
   queries: number;
   responses: number;
   /** Handler returned null: nothing sent. */
@@ -124,6 +173,18 @@ interface Conn {
   sock: net.Socket;
   /** The peer's address, parsed once at accept. */
   client: Addr | undefined;
+  /** prefixKey of the client, for the per-client count. */
+  prefix: string;
+  /** Last time a byte came in or a reply went out (ms, listener clock). */
+  lastActive: number;
+  /** When the first byte of the message being received came; -1 when none is partial. */
+  msgStart: number;
+  /** Since when replies have been waiting in our send buffer; -1 when it is empty. */
+  writeStart: number;
+  /** When we sent FIN; -1 before. */
+  endAt: number;
+  /** Removed from the listener's books (closed, or being destroyed). */
+  gone: boolean;
   frames: FrameBuffer;
   inflight: number;
   /** Reading paused for pipelining or write backpressure. */
@@ -134,6 +195,8 @@ interface Conn {
   ending: boolean;
 }
 
+const MAX_MS = 2_147_483_647;
+
 function intOption(name: string, v: number | undefined, dflt: number, min: number, max: number): number {
   const x = v ?? dflt;
   if (!Number.isInteger(x) || x < min || x > max) throw new RangeError(`${name} must be an integer in ${min}..${max}, got ${String(v)}`);
@@ -143,14 +206,26 @@ function intOption(name: string, v: number | undefined, dflt: number, min: numbe
 export class TcpListener {
   readonly idleTimeoutMs: number;
   readonly maxConnections: number;
+  readonly maxPerClient: number;
   readonly maxMessageSize: number;
   readonly maxPipelined: number;
+  readonly messageTimeoutMs: number;
+  readonly writeTimeoutMs: number;
+  readonly closeGraceMs: number;
+  readonly pressureShare: number;
+  readonly pressureTimeoutMs: number;
   /** One listening server per bound address (the service follows its interface's addresses). */
   private readonly servers = new Map<string, net.Server>();
+  /** Open connections, least recently active first (touch() moves one to the end). */
   private readonly conns = new Set<Conn>();
-  private readonly s: Omit<TcpListenerStats, 'connections' | 'inflight'> = {
+  private readonly perClient = new Map<string, number>();
+  private readonly clock: () => number;
+  private readonly sweeper: NodeJS.Timeout;
+  private readonly s: Omit<TcpListenerStats, 'connections' | 'inflight' | 'pressure' | 'clients'> = {
     accepted: 0,
     rejected: 0,
+    rejectedClient: 0,
+    evicted: 0,
     queries: 0,
     responses: 0,
     dropped: 0,
@@ -158,6 +233,9 @@ export class TcpListener {
     oversize: 0,
     handlerErrors: 0,
     idleClosed: 0,
+    messageTimeouts: 0,
+    writeTimeouts: 0,
+    closeTimeouts: 0,
     socketErrors: 0,
   };
   private inflight = 0;
@@ -168,10 +246,23 @@ export class TcpListener {
     opts: TcpListenerOptions = {},
   ) {
     if (typeof handle !== 'function') throw new TypeError('TcpListener needs a handler function');
-    this.idleTimeoutMs = intOption('idleTimeoutMs', opts.idleTimeoutMs, 10_000, 1, 2_147_483_647);
+    this.idleTimeoutMs = intOption('idleTimeoutMs', opts.idleTimeoutMs, 10_000, 1, MAX_MS);
     this.maxConnections = intOption('maxConnections', opts.maxConnections, 1000, 1, 1_000_000);
+    this.maxPerClient = intOption('maxPerClient', opts.maxPerClient, 64, 1, 1_000_000);
     this.maxMessageSize = intOption('maxMessageSize', opts.maxMessageSize, 4096, HEADER_LEN, MAX_MESSAGE_LEN);
     this.maxPipelined = intOption('maxPipelined', opts.maxPipelined, 32, 1, 65535);
+    this.messageTimeoutMs = intOption('messageTimeoutMs', opts.messageTimeoutMs, 3000, 1, MAX_MS);
+    this.writeTimeoutMs = intOption('writeTimeoutMs', opts.writeTimeoutMs, 5000, 1, MAX_MS);
+    this.closeGraceMs = intOption('closeGraceMs', opts.closeGraceMs, 1000, 1, MAX_MS);
+    this.pressureTimeoutMs = intOption('pressureTimeoutMs', opts.pressureTimeoutMs, 500, 1, MAX_MS);
+    const share = opts.pressureShare ?? 0.5;
+    if (!(share > 0 && share <= 1)) throw new RangeError(`pressureShare must be in (0, 1], got ${String(opts.pressureShare)}`);
+    this.pressureShare = share;
+    const sweepMs = intOption('sweepIntervalMs', opts.sweepIntervalMs, 100, 1, MAX_MS);
+    this.clock = opts.clock ?? (() => performance.now());
+    // Connection limits are ours (onConnection), never a server's maxConnections: that one would refuse where we evict.
+    this.sweeper = setInterval(() => this.sweep(), sweepMs);
+    this.sweeper.unref();
   }
 
   /**
@@ -219,17 +310,67 @@ export class TcpListener {
   }
 
   stats(): TcpListenerStats {
-    return { connections: this.conns.size, inflight: this.inflight, ...this.s };
+    return { connections: this.conns.size, inflight: this.inflight, pressure: this.underPressure() ? 1 : 0, clients: this.perClient.size, ...this.s };
+  }
+
+  /** More than pressureShare of maxConnections open. */
+  private underPressure(): boolean {
+    return this.conns.size > this.maxConnections * this.pressureShare;
+  }
+
+  /**
+   * Checks every connection's deadlines against the clock (the sweep timer calls this;
+   * tests with a fake clock call it themselves).
+   */
+  sweep(now: number = this.clock()): void {
+    const pressure = this.underPressure();
+    const idleMs = pressure ? Math.min(this.idleTimeoutMs, this.pressureTimeoutMs) : this.idleTimeoutMs;
+    const msgMs = pressure ? Math.min(this.messageTimeoutMs, this.pressureTimeoutMs) : this.messageTimeoutMs;
+    for (const c of [...this.conns]) {
+      if (c.gone) continue;
+      const sock = c.sock;
+      if (c.endAt >= 0) {
+        if (now - c.endAt >= this.closeGraceMs) {
+          this.s.closeTimeouts++;
+          this.drop(c);
+        }
+        continue;
+      }
+      if (sock.writableLength > 0) {
+        if (c.writeStart < 0) c.writeStart = now;
+        else if (now - c.writeStart >= this.writeTimeoutMs) {
+          this.s.writeTimeouts++;
+          this.drop(c);
+          continue;
+        }
+      } else {
+        c.writeStart = -1;
+      }
+      if (c.msgStart >= 0 && !c.paused) {
+        if (now - c.msgStart >= msgMs) {
+          this.s.messageTimeouts++;
+          this.drop(c);
+        }
+        continue;
+      }
+      if (c.inflight === 0 && !c.paused && c.writeStart < 0 && now - c.lastActive >= idleMs) {
+        this.s.idleClosed++;
+        this.endConn(c, now);
+      }
+    }
   }
 
   /** Stops accepting, closes every connection (answers in flight are dropped) and waits for the server to close. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.sweeper);
     const done = Promise.all([...this.servers.values()].map((server) => new Promise<void>((r) => server.close(() => r()))));
     this.servers.clear();
-    for (const c of this.conns) c.sock.destroy();
-    this.conns.clear();
+    for (const c of [...this.conns]) {
+      this.forget(c);
+      c.sock.destroy();
+    }
     await done;
   }
 
@@ -240,36 +381,93 @@ export class TcpListener {
       sock.destroy();
       return;
     }
-    if (this.conns.size >= this.maxConnections) {
+    const client = parseAddr(sock.remoteAddress ?? '') ?? undefined;
+    const prefix = client ? prefixKey(client) : '?';
+    if ((this.perClient.get(prefix) ?? 0) >= this.maxPerClient) {
+      this.s.rejectedClient++;
+      sock.destroy();
+      return;
+    }
+    if (this.conns.size >= this.maxConnections && !this.evictOne()) {
       this.s.rejected++;
       sock.destroy();
       return;
     }
     this.s.accepted++;
-    const c: Conn = { sock, client: parseAddr(sock.remoteAddress ?? '') ?? undefined, frames: new FrameBuffer(), inflight: 0, paused: false, peerEnded: false, ending: false };
+    const now = this.clock();
+    const c: Conn = {
+      sock, client, prefix, lastActive: now, msgStart: -1, writeStart: -1, endAt: -1, gone: false,
+      frames: new FrameBuffer(), inflight: 0, paused: false, peerEnded: false, ending: false,
+    };
     this.conns.add(c);
-    sock.setTimeout(this.idleTimeoutMs);
+    this.perClient.set(prefix, (this.perClient.get(prefix) ?? 0) + 1);
     sock.on('data', (d: Buffer) => this.onData(c, d));
     sock.on('end', () => {
       c.peerEnded = true;
       this.maybeEnd(c);
     });
-    sock.on('timeout', () => this.onIdle(c));
     sock.on('drain', () => {
       this.maybeResume(c);
       this.maybeEnd(c);
     });
     sock.on('error', () => this.s.socketErrors++);
-    sock.on('close', () => {
-      this.conns.delete(c);
-      c.frames.clear();
-    });
+    sock.on('close', () => this.forget(c));
+  }
+
+  /** Frees the slot of the least recently active connection with nothing in flight or unsent. */
+  private evictOne(): boolean {
+    for (const c of this.conns) {
+      if (c.gone || c.inflight > 0 || c.sock.writableLength > 0) continue;
+      this.s.evicted++;
+      this.drop(c);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Takes a connection off the books now and resets it: an RST frees the kernel's side
+   * at once too, where a close after our FIN, or with replies unsent, would leave an
+   * orphan socket holding memory for a minute or more.
+   */
+  private drop(c: Conn): void {
+    this.forget(c);
+    if (c.sock.destroyed) return;
+    try {
+      c.sock.resetAndDestroy();
+    } catch {
+      c.sock.destroy(); // not connected (yet or any more): nothing to reset
+    }
+  }
+
+  private forget(c: Conn): void {
+    if (c.gone) return;
+    c.gone = true;
+    this.conns.delete(c);
+    const n = (this.perClient.get(c.prefix) ?? 1) - 1;
+    if (n <= 0) this.perClient.delete(c.prefix);
+    else this.perClient.set(c.prefix, n);
+    c.frames.clear();
+  }
+
+  /** Activity: the connection moves to the end of the eviction order. */
+  private touch(c: Conn, now: number): void {
+    c.lastActive = now;
+    if (c.gone) return;
+    this.conns.delete(c);
+    this.conns.add(c);
   }
 
   private onData(c: Conn, d: Buffer): void {
     if (c.sock.destroyed || c.ending) return;
+    const now = this.clock();
+    if (c.frames.size === 0 && d.length > 0) c.msgStart = now;
     c.frames.push(d);
+    this.touch(c, now);
     this.pump(c);
+    // Bytes left after the whole messages: the next message has begun (by now at the latest).
+    if (c.frames.size === 0) c.msgStart = -1;
+    else if (c.msgStart < 0) c.msgStart = now;
   }
 
   /** True while this connection may take another query. */
@@ -299,6 +497,7 @@ export class TcpListener {
       if (c.frames.size < 2 + len) return;
       c.frames.take(2);
       const msg = c.frames.take(len);
+      c.msgStart = c.frames.size > 0 ? this.clock() : -1;
       if ((((msg[2]! << 8) | msg[3]!) & FLAG_QR) !== 0) {
         this.s.badFrames++;
         this.kill(c);
@@ -345,10 +544,13 @@ export class TcpListener {
         framed.set(reply, 2);
         this.s.responses++;
         sock.write(framed);
+        const now = this.clock();
+        if (sock.writableLength > 0 && c.writeStart < 0) c.writeStart = now;
+        this.touch(c, now);
       }
     }
-    // A reply re-arms the idle timer by itself; after a drop or an error, do it here.
-    if (c.inflight === 0 && !sock.destroyed) sock.setTimeout(this.idleTimeoutMs);
+    // After a drop or an error, idleness counts from the answer's end, not from the query.
+    if (c.inflight === 0) c.lastActive = this.clock();
     this.maybeResume(c);
     this.maybeEnd(c);
   }
@@ -374,27 +576,20 @@ export class TcpListener {
    * left when the peer stops is discarded.
    */
   private maybeEnd(c: Conn): void {
-    if (c.peerEnded && c.inflight === 0 && !c.paused && !c.ending && !c.sock.destroyed) {
-      c.ending = true;
-      c.sock.end();
-    }
+    if (c.peerEnded && c.inflight === 0 && !c.paused && !c.ending && !c.sock.destroyed) this.endConn(c, this.clock());
   }
 
-  private onIdle(c: Conn): void {
-    if (c.ending) {
-      // We said goodbye an idle period ago and the peer is still there.
-      c.sock.destroy();
-      return;
-    }
-    if (c.inflight > 0) return; // waiting on the upstream is not idleness; the reply re-arms the timer
-    this.s.idleClosed++;
+  /** Sends our FIN; the sweep destroys the socket if the peer has not closed closeGraceMs later. */
+  private endConn(c: Conn, now: number): void {
     c.ending = true;
+    c.endAt = now;
+    c.frames.clear();
+    c.msgStart = -1;
     c.sock.end();
   }
 
   /** Closes at once after a framing error: the rest of the stream cannot be trusted. */
   private kill(c: Conn): void {
-    c.frames.clear();
-    c.sock.destroy();
+    this.drop(c);
   }
 }

@@ -1,19 +1,33 @@
 /**
  * XskServer: DNS over one AF_XDP socket. It owns the life of every frame it receives:
  *
- *   receive ─► parse L2-L4 ─► handler (the engine) ─► reply written in the same frame
- *                  │ bad            │ sync: length       └─► finish L2-L4 ─► TX ring
- *                  ▼                │ async (a miss): the frame stays HELD until the
- *               release             │   answer comes, then the same
- *                                   └ 0 or throws: release
+ *   receive ─► parse L2-L4 ─► copy the query aside ─► handler (the engine)
+ *                  │ bad              sync: reply ──► copied into the same frame ─► TX ring
+ *                  ▼                  async (a miss): L2-L4 headers copied aside, frame
+ *               release                 RELEASED at once; when the answer comes, a fresh
+ *                                       frame from the free list takes headers + reply ─► TX
+ *                                       (no free frame: counted drop, no_frame)
+ *                                     0: release; throws or rejects: release, counted
  *
- * so that every frame received is sent or released on every path. The handler is
- * anything with DnsEngine.handle's shape; the socket is an XskSocket, which tests drive
- * with a fake kernel (test/io/xsk-server.test.ts) and workers with the real one.
+ * so that every frame received is sent or released within its batch, whatever the
+ * upstream does: a miss never holds a UMEM frame, and the fill ring stays stocked while
+ * thousands of queries wait on a slow upstream. What a parked miss keeps is its query
+ * and reply buffer (one frame's worth of JS memory, reused from a small pool) and its
+ * L2-L4 headers.
+ *
+ * The handler works on a copy of the DNS message, never in the UMEM: a miss keeps
+ * reading its query and writes its reply after an await, and by then the frame is
+ * someone else's. A hit pays two small copies (query in, reply out).
+ *
+ * The handler is anything with DnsEngine.handle's shape; the socket is an XskSocket,
+ * which tests drive with a fake kernel (test/io/xsk-server.test.ts) and workers with the
+ * real one. upkeep() publishes the frame gauge and the kernel's XDP_STATISTICS as
+ * counters (deltas of the socket's totals).
  */
 import type { Handled } from '../engine/engine.js';
 import { fastMonotonicNs, type Clock } from '../engine/clock.js';
-import type { StatsBlock } from '../engine/stats.js';
+import type { CounterName, StatsBlock } from '../engine/stats.js';
+import type { NativeXskStats } from '../native/xsk-types.js';
 import type { Addr } from '../net/addr.js';
 import { FrameInfo, finishReply, parseFrame, readSource } from './frame.js';
 import type { XskSocket } from './xsk.js';
@@ -33,13 +47,52 @@ export interface XskServerOptions {
   clock?: Clock;
 }
 
+/** XDP_STATISTICS fields exported, and the counter each one's growth is added to. */
+const KERNEL_STATS: readonly (readonly [keyof NativeXskStats, CounterName])[] = [
+  ['rxDropped', 'xskKernelRxDropped'],
+  ['rxRingFull', 'xskKernelRxRingFull'],
+  ['rxInvalidDescs', 'xskKernelRxInvalid'],
+  ['txInvalidDescs', 'xskKernelTxInvalid'],
+  ['rxFillRingEmptyDescs', 'xskFillRingEmpty'],
+  ['txRingEmptyDescs', 'xskTxRingEmpty'],
+];
+
+/** Query/reply buffers kept for reuse once their miss is answered. */
+const SPARE_BUFFERS = 64;
+
+/** A miss waiting on the upstream: what its reply needs, none of it in the UMEM. */
+interface Parked {
+  /** The query (handler input), then the reply (handler output), from offset 0. */
+  msg: Buffer;
+  /** The frame's bytes before the DNS message (L2-L4 headers), as received. */
+  head: Buffer;
+  info: FrameInfo;
+  /** Where in its frame the packet started (the kernel's headroom): kept for the reply. */
+  offset: number;
+}
+
+/** dst[dOff..] = src[sOff, sOff+n): one memcpy (Buffer.copy), no view allocated. */
+function copy(dst: Buffer, dOff: number, src: Buffer, sOff: number, n: number): void {
+  src.copy(dst, dOff, sOff, sOff + n);
+}
+
+/** A Buffer over the same memory as u (no copy). */
+const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
 export class XskServer {
-  /** Queries waiting on the upstream, each holding its frame. */
+  /** Queries waiting on the upstream (none of them holds a frame). */
   pending = 0;
   private readonly info = new FrameInfo();
   /** The source of the frame being handled, rewritten for each one. */
   private readonly client: Addr = { family: 4, bytes: new Uint8Array(16) };
   private readonly clock: Clock;
+  /** The buffer the next query is copied into; handed to a miss that parks. */
+  private scratch: Buffer;
+  private readonly spares: Buffer[] = [];
+  /** The UMEM as a Buffer, for Buffer.copy. */
+  private readonly umemBuf: Buffer;
+  /** The socket's XDP_STATISTICS totals already added to the counters. */
+  private readonly seen = new Map<keyof NativeXskStats, number>();
 
   constructor(
     readonly sock: XskSocket,
@@ -48,6 +101,8 @@ export class XskServer {
     private readonly o: XskServerOptions = {},
   ) {
     this.clock = o.clock ?? fastMonotonicNs;
+    this.scratch = Buffer.allocUnsafeSlow(sock.frameSize);
+    this.umemBuf = asBuffer(sock.umem);
   }
 
   /** Serves the socket from now on; onFatal gets errors of the poll loop itself. */
@@ -61,8 +116,10 @@ export class XskServer {
     this.o.onActivity?.();
     sock.reclaim();
     const n = sock.receive();
+    if (n > 0) this.stats.add('xskReceived', n);
     const now = this.clock(); // once per batch: a clock read per query showed in profiles
     const umem = sock.umem;
+    const ub = this.umemBuf;
     const d = sock.rxDescs;
     const frameSize = sock.frameSize;
     const info = this.info;
@@ -76,23 +133,29 @@ export class XskServer {
       }
       const dns = addr + info.dns;
       const room = frameSize - (addr - sock.frameOf(addr)) - info.dns;
+      const msg = this.scratch;
       let r: Handled;
       try {
+        copy(msg, 0, ub, dns, info.dnsLen);
         readSource(umem, addr, info, this.client);
-        r = this.handler.handle(umem, dns, info.dnsLen, umem, dns, false, room, now, this.client);
+        r = this.handler.handle(msg, 0, info.dnsLen, msg, 0, false, room, now, this.client);
       } catch {
-        this.stats.add('badFrames');
+        this.stats.add('xskHandlerErrors');
         sock.release(addr);
         continue;
       }
-      if (typeof r === 'number') this.complete(addr, info, r);
-      else this.await(addr, r);
+      if (typeof r === 'number') {
+        if (r > 0) copy(ub, dns, msg, 0, r);
+        this.complete(addr, info, r);
+      } else {
+        this.park(addr, r);
+      }
     }
     sock.flush();
     sock.refill();
   }
 
-  /** Completions reclaimed and the fill ring topped up even when no query wakes us; frame gauge. */
+  /** Completions reclaimed and the fill ring topped up even when no query wakes us; gauges and kernel counters. */
   upkeep(): void {
     const sock = this.sock;
     if (!sock.closed) {
@@ -115,26 +178,73 @@ export class XskServer {
   }
 
   private publish(): void {
-    const a = this.sock.closed ? undefined : this.sock.accounting();
+    const sock = this.sock;
+    const a = sock.closed ? undefined : sock.accounting();
     this.stats.set('framesInUse', a ? a.held + a.txQueued + a.tx : 0);
+    if (sock.closed) return;
+    let k: NativeXskStats;
+    try {
+      k = sock.stats();
+    } catch {
+      return; // a socket whose interface went away: nothing more to read
+    }
+    for (const [field, counter] of KERNEL_STATS) {
+      const v = k[field];
+      if (typeof v !== 'number') continue;
+      const last = this.seen.get(field) ?? 0;
+      if (v > last) this.stats.add(counter, v - last);
+      this.seen.set(field, v);
+    }
   }
 
-  /** A miss: the frame stays held until the upstream answers (or fails: SERVFAIL). */
-  private await(addr: number, r: Promise<number>): void {
-    const fi = Object.assign(new FrameInfo(), this.info);
+  /**
+   * A miss: keep its headers and its buffer, give the frame back now, and build the
+   * reply in a fresh frame when the answer (or SERVFAIL) comes.
+   */
+  private park(addr: number, r: Promise<number>): void {
+    const sock = this.sock;
+    const info = this.info;
+    const base = sock.frameOf(addr);
+    const p: Parked = {
+      msg: this.scratch,
+      head: Buffer.from(sock.umem.subarray(addr, addr + info.dns)),
+      info: Object.assign(new FrameInfo(), info),
+      offset: addr - base,
+    };
+    this.scratch = this.spares.pop() ?? Buffer.allocUnsafeSlow(sock.frameSize);
+    sock.release(addr);
     this.pending++;
     r.then(
       (m) => {
         this.pending--;
-        this.complete(addr, fi, m);
-        if (!this.sock.closed) this.sock.flush();
+        this.answerParked(p, m);
+        this.unpark(p);
       },
       () => {
         this.pending--;
-        this.stats.add('badFrames');
-        if (!this.sock.closed) this.sock.release(addr);
+        this.stats.add('xskHandlerErrors');
+        this.unpark(p);
       },
     );
+  }
+
+  private answerParked(p: Parked, dnsLen: number): void {
+    const sock = this.sock;
+    if (sock.closed || dnsLen <= 0) return;
+    const base = sock.allocFrame();
+    if (base < 0) {
+      this.stats.add('noFrame');
+      return;
+    }
+    const addr = base + p.offset;
+    copy(this.umemBuf, addr, p.head, 0, p.head.length);
+    copy(this.umemBuf, addr + p.info.dns, p.msg, 0, dnsLen);
+    this.complete(addr, p.info, dnsLen);
+    sock.flush();
+  }
+
+  private unpark(p: Parked): void {
+    if (this.spares.length < SPARE_BUFFERS) this.spares.push(p.msg);
   }
 
   /** Puts a finished reply on the TX ring, or frees the frame when there is nothing to send. */

@@ -33,7 +33,7 @@ export interface Layout {
   value: StructLayout;
   statNames: string[];
   statHelp: string[];
-  maps: Record<'hot' | 'hits' | 'stats' | 'xsks' | 'runtime' | 'acl4' | 'acl6' | 'local4' | 'local6' | 'rrl', string>;
+  maps: Record<'hot' | 'hits' | 'stats' | 'xsks' | 'runtime' | 'acl4' | 'acl6' | 'local' | 'acl16' | 'rrl', string>;
   RRL_BUCKETS_DEFAULT: number;
   RRL_BURST_NS: number;
   RRL_BUCKET_SIZE: number;
@@ -42,8 +42,10 @@ export interface Layout {
   RRL_TOKEN_ERROR: number;
   RRL_TOKEN_ALL: number;
   RRL_CLASS: Record<'answer' | 'nodata' | 'nxdomain' | 'error', number>;
-  ACL: { refuse: number; allow: number; deny: number; rrlExempt: number; max: number };
+  ACL: { refuse: number; allow: number; deny: number; rrlExempt: number; refine: number; max: number; table16Entries: number; table16Stride: number };
+  /** Addresses served per family, and the size of struct heimdall_local. */
   LOCAL_MAX: number;
+  LOCAL_SIZE: number;
   /** Source port -> service name: the ports the program drops queries from. */
   guardedPorts: Record<string, string>;
 }
@@ -113,6 +115,8 @@ export interface NativeXdpProgram {
     xsksMapFd: number;
     /** The rate-limit buckets' map, for mapRegion (any thread of this process). */
     rrlMapFd: number;
+    /** The IPv4 access table by /16 (acl16), for mapRegion. */
+    acl16MapFd: number;
     rrlBuckets: number;
     rrlSeed: number;
     cpus: number;

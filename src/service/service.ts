@@ -208,7 +208,7 @@ export function createService(initial: HeimdallConfig): Service {
     udp = new UdpListener(mainHandler);
     const u = udp;
     undo.push(() => u.close());
-    tcp = new TcpListener(tcpHandlerOf(mainHandler));
+    tcp = new TcpListener(tcpHandlerOf(mainHandler), cfg.tcp);
     const t = tcp;
     undo.push(() => t.close());
 
@@ -426,6 +426,13 @@ function publishListeners(main: EngineHost, udp: UdpListener, tcp: TcpListener):
   main.advance('tcpAccepted', t.accepted);
   main.advance('tcpRejected', t.rejected);
   main.advance('tcpIdleClosed', t.idleClosed);
+  main.advance('tcpRejectedClient', t.rejectedClient);
+  main.advance('tcpEvicted', t.evicted);
+  main.advance('tcpMessageTimeouts', t.messageTimeouts);
+  main.advance('tcpWriteTimeouts', t.writeTimeouts);
+  main.advance('tcpCloseTimeouts', t.closeTimeouts);
+  main.stats.set('tcpPressure', t.pressure);
+  main.stats.set('tcpClients', t.clients);
   main.advance('tcpSocketErrors', t.socketErrors);
   main.advance('tcpResponses', t.responses);
   main.advance('tcpDropped', t.dropped);

@@ -22,12 +22,13 @@ const port = parentPort!;
 const post = (m: FromWorker): void => port.postMessage(m);
 
 /**
- * Frames: a full fill ring, replies in flight, and queries held while the upstream
- * answers (up to the forwarder's in-flight limit): 2048 + 2048 + 4096. Batches of 256
- * descriptors per native call and per wake-up: at 64 the per-batch work (epoll wait, the
- * callback into JS, four ring calls, a sendto) was a visible share of the cost.
+ * Frames: a full fill ring and a full TX ring (2048 + 2048). A miss gives its frame back
+ * while the upstream answers (src/io/xsk-server.ts), so the frames needed do not grow
+ * with the queries in flight. Batches of 256 descriptors per native call and per
+ * wake-up: at 64 the per-batch work (epoll wait, the callback into JS, four ring calls,
+ * a sendto) was a visible share of the cost.
  */
-const SOCKET = { frameSize: 2048, ringSize: 2048, frameCount: 8192, batchSize: 256 } as const;
+const SOCKET = { frameSize: 2048, ringSize: 2048, frameCount: 4096, batchSize: 256 } as const;
 
 let server: XskServer | undefined;
 let guarded: EdgeGuard | undefined;

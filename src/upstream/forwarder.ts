@@ -27,8 +27,10 @@
  * change together, and splitting them would put one flight's state in several places.
  * The parts that stand alone are beside it (wire.ts, udp.ts, tcp-pool.ts, health.ts, budget.ts).
  */
-import { RCODE_FORMERR, RCODE_NOTIMP, RCODE_REFUSED } from '../dns/constants.js';
+import { RCODE_BADCOOKIE, RCODE_FORMERR, RCODE_NOTIMP, RCODE_REFUSED } from '../dns/constants.js';
+import { scrubResponse } from '../dns/scrub.js';
 import { MessageView } from '../dns/view.js';
+import { UpstreamGuard } from './guard.js';
 import { UpstreamError, type UpstreamErrorCode } from './errors.js';
 import { pickUpstream, resolveHealthOptions, UpstreamHealth, type HealthOptions, type UpstreamStats } from './health.js';
 import { kernelPortRange, randomU16, type PortRange } from './random.js';
@@ -64,6 +66,12 @@ export interface ForwarderOptions {
   health?: Partial<HealthOptions>;
   /** Source ports to draw from (default: the kernel's ephemeral range minus reserved ports). */
   portRange?: PortRange;
+  /** 0x20: randomise the case of query names, take only answers that echo it (default true; guard.ts). */
+  caps?: boolean;
+  /** Send DNS cookies and check the upstream's (default true; guard.ts). */
+  cookies?: boolean;
+  /** Give minimal responses: answer section, SOA and denial proofs of negative answers (default true; src/dns/scrub.ts). */
+  minimalResponses?: boolean;
 }
 
 export interface ForwarderStats {
@@ -75,7 +83,13 @@ export interface ForwarderStats {
   timeouts: number;
   /** Datagrams or TCP messages ignored because they were not the answer; sum of mismatchedBy. */
   mismatched: number;
-  mismatchedBy: { source: number; id: number; question: number; malformed: number };
+  mismatchedBy: { source: number; id: number; question: number; malformed: number; case: number; cookie: number; cookieMissing: number };
+  /** Records the scrubber removed from answers before anyone got them, by section (src/dns/scrub.ts). */
+  scrubbed: { answer: number; authority: number; additional: number };
+  /** Times an upstream that did not echo the name's case was switched to plain names. */
+  capsFallbacks: number;
+  /** Times a server cookie was forgotten after answers without one. */
+  cookieResets: number;
   /** TC=1 answers retried over TCP. */
   tcpRetries: number;
   /** resolve() calls served by a query already in flight. */
@@ -106,6 +120,8 @@ interface Waiter {
 
 interface Attempt {
   up: UpstreamHealth;
+  /** The question as sent to this upstream (its name's case, the cookies): what the answer must match. */
+  sent: Question;
   udp: UdpExchange;
   /** Timed out or failed; a late answer is still accepted. */
   over: boolean;
@@ -133,6 +149,8 @@ interface Flight {
   fallback: Uint8Array | null;
   /** Some attempt failed other than by timing out. */
   hadError: boolean;
+  /** An attempt was already repeated because the upstream answered BADCOOKIE. */
+  cookieRetried?: boolean;
   lastError: Error | null;
   done: boolean;
 }
@@ -173,6 +191,11 @@ export class Forwarder {
   private readonly perClient = new Map<string, number>();
   private waiting = 0;
   private readonly ups: UpstreamHealth[];
+  /** 0x20 and cookie state per upstream, by index (guard.ts). */
+  private readonly guards: UpstreamGuard[];
+  readonly minimalResponses: boolean;
+  /** Records scrubbed away, by section. */
+  private readonly scrubbed = [0, 0, 0];
   private readonly ports: PortRange;
   private readonly flights = new Map<string, Flight>();
   /** Probes in flight and their timers. */
@@ -201,6 +224,9 @@ export class Forwarder {
     id: 0,
     question: 0,
     malformed: 0,
+    case: 0,
+    cookie: 0,
+    cookieMissing: 0,
   };
 
   constructor(opts: ForwarderOptions) {
@@ -223,6 +249,8 @@ export class Forwarder {
     this.maxAttempts = opts.upstreams.length + Math.ceil(this.deadlineMs / this.timeoutMs);
     const health = resolveHealthOptions(opts.health);
     this.ups = opts.upstreams.map((u, i) => new UpstreamHealth(checkUpstreamAddr(u), i, health));
+    this.guards = this.ups.map(() => new UpstreamGuard({ caps: opts.caps, cookies: opts.cookies }));
+    this.minimalResponses = opts.minimalResponses ?? true;
     this.ports = opts.portRange ?? kernelPortRange();
     if (!(Number.isInteger(this.ports.low) && Number.isInteger(this.ports.high) && this.ports.low >= 1 && this.ports.high <= 65535 && this.ports.low <= this.ports.high)) {
       throw new UpstreamError('UPSTREAM_BAD_CONFIG', `bad port range ${this.ports.low}-${this.ports.high}`);
@@ -331,11 +359,12 @@ export class Forwarder {
     const up = pickUpstream(this.ups, f.tries);
     f.tries[up.index] = Math.min(255, f.tries[up.index]! + 1);
     const id = randomU16();
-    const wire = buildQuery(f.q, id, this.udpSize);
-    const attempt: Attempt = { up, udp: null as unknown as UdpExchange, over: false };
-    attempt.udp = new UdpExchange(up.addr, wire, id, f.q, this.ports, this.view, {
+    const sent = this.guards[up.index]!.prepare(f.q, now);
+    const wire = buildQuery(sent, id, this.udpSize);
+    const attempt: Attempt = { up, sent, udp: null as unknown as UdpExchange, over: false };
+    attempt.udp = new UdpExchange(up.addr, wire, id, sent, this.ports, this.view, {
       answer: (msg, view) => this.onUdpAnswer(f, attempt, msg, view),
-      ignored: (reason) => this.onIgnored(up, reason),
+      ignored: (reason) => this.onIgnored(up, reason, f, attempt),
       error: (err) => this.onAttemptError(f, attempt, err),
     });
     f.attempts.push(attempt);
@@ -374,18 +403,29 @@ export class Forwarder {
     this.nextAttempt(f);
   }
 
-  private onIgnored(up: UpstreamHealth, reason: MismatchCode): void {
+  private onIgnored(up: UpstreamHealth, reason: MismatchCode, f?: Flight, a?: Attempt): void {
     up.mismatched++;
     if (reason === Mismatch.SOURCE) this.s.source++;
     else if (reason === Mismatch.ID) this.s.id++;
     else if (reason === Mismatch.QUESTION) this.s.question++;
+    else if (reason === Mismatch.CASE) this.s.case++;
+    else if (reason === Mismatch.COOKIE) this.s.cookie++;
+    else if (reason === Mismatch.NO_COOKIE) this.s.cookieMissing++;
     else this.s.malformed++;
+    // A case or cookie mismatch that may be the upstream's way rather than a forgery: ask
+    // again at once (guard.ts says when) instead of waiting out the attempt.
+    if (!this.guards[up.index]!.mismatched(reason, performance.now())) return;
+    if (f === undefined || a === undefined || f.done || a.over || f.current !== a || f.tcp !== null) return;
+    a.over = true;
+    this.clearAttemptTimer(f);
+    this.nextAttempt(f);
   }
 
   private onUdpAnswer(f: Flight, a: Attempt, msg: Uint8Array, view: MessageView): void {
     if (f.done) return;
     this.s.answers++;
     a.up.onAnswer(performance.now() - a.udp.sentAt);
+    this.guards[a.up.index]!.answered(view, a.sent);
     a.over = true;
     a.udp.close();
     if (view.tc && this.tcpFallback) {
@@ -399,6 +439,18 @@ export class Forwarder {
   /** A validated answer (UDP without TC, or TCP): give it, or keep it and try elsewhere for a lame rcode. */
   private onValidAnswer(f: Flight, up: UpstreamHealth, msg: Uint8Array, view: MessageView): void {
     const rc = view.rcode;
+    if (rc === RCODE_BADCOOKIE) {
+      // RFC 7873 5.3: the answer carries a fresh server cookie (kept by the guard); ask again
+      // with it, once. Never given to a client: a second one counts as a failed attempt.
+      this.clearAttemptTimer(f);
+      if (f.cookieRetried === true) {
+        f.hadError = true;
+        f.lastError = new UpstreamError('UPSTREAM_FAILED', `${up.label} answered BADCOOKIE twice`);
+      }
+      f.cookieRetried = true;
+      this.nextAttempt(f);
+      return;
+    }
     if (rc === RCODE_REFUSED || rc === RCODE_NOTIMP || rc === RCODE_FORMERR) {
       // Lame for us (ACL, unsupported, our EDNS): worth another upstream if one is untried.
       // Not a health failure: the upstream is alive, and an authoritative one refuses foreign zones.
@@ -421,11 +473,14 @@ export class Forwarder {
       pool = new TcpPool(up.addr, this.view, (reason) => this.onIgnored(up, reason), this.tcpOpts);
       this.tcpPools[up.index] = pool;
     }
+    // Plain case over TCP (guard.ts says why); the cookies go along.
+    const sent = this.guards[up.index]!.prepare(f.q, performance.now(), true);
     // TCP gets what is left of the budget: a large answer is worth more than a second UDP round.
-    const tcp = pool.query(f.q, (id) => buildQuery(f.q, id, this.udpSize), Math.max(1, left), {
+    const tcp = pool.query(sent, (id) => buildQuery(sent, id, this.udpSize), Math.max(1, left), {
       answer: (msg, view) => {
         f.tcp = null;
         this.s.answers++;
+        this.guards[up.index]!.answered(view, sent);
         this.onValidAnswer(f, up, msg, view);
       },
       error: (err, timedOut) => {
@@ -454,8 +509,21 @@ export class Forwarder {
   // ---- settling --------------------------------------------------------------
 
   private succeed(f: Flight, msg: Uint8Array): void {
+    // Scrubbed before anyone sees it: what is cached, promoted or relayed is only what the
+    // rules allow (src/dns/scrub.ts), rebuilt, and minimal when so configured.
+    let clean: Uint8Array;
+    try {
+      clean = scrubResponse(msg, { minimal: this.minimalResponses, dnssecOk: f.q.dnssecOk, dropped: this.scrubbed });
+    } catch (e) {
+      // Parsed before, so only a rebuild over 65535 bytes lands here: answered SERVFAIL, never relayed as it came.
+      const ws = this.settle(f);
+      this.s.servfail += ws.length;
+      const err = new UpstreamError('UPSTREAM_FAILED', `answer could not be scrubbed: ${(e as Error).message}`);
+      for (const w of ws) w.reject(err);
+      return;
+    }
     const ws = this.settle(f);
-    for (let i = 0; i < ws.length; i++) ws[i]!.resolve(copyBytes(msg));
+    for (let i = 0; i < ws.length; i++) ws[i]!.resolve(i === 0 ? clean : copyBytes(clean));
   }
 
   private onDeadline(f: Flight): void {
@@ -579,8 +647,11 @@ export class Forwarder {
       sent: s.sent,
       answers: s.answers,
       timeouts: s.timeouts,
-      mismatched: s.source + s.id + s.question + s.malformed,
-      mismatchedBy: { source: s.source, id: s.id, question: s.question, malformed: s.malformed },
+      mismatched: s.source + s.id + s.question + s.malformed + s.case + s.cookie + s.cookieMissing,
+      mismatchedBy: { source: s.source, id: s.id, question: s.question, malformed: s.malformed, case: s.case, cookie: s.cookie, cookieMissing: s.cookieMissing },
+      scrubbed: { answer: this.scrubbed[0]!, authority: this.scrubbed[1]!, additional: this.scrubbed[2]! },
+      capsFallbacks: this.guards.reduce((n, g) => n + g.capsFallbacks, 0),
+      cookieResets: this.guards.reduce((n, g) => n + g.cookieResets, 0),
       tcpRetries: s.tcpRetries,
       coalesced: s.coalesced,
       servfail: s.servfail,

@@ -15,7 +15,7 @@ import {
   OPT_RR_LEN,
 } from '../dns/constants.js';
 import { scanName, wireNamesEqual } from '../dns/name.js';
-import { writeOpt } from '../dns/opt.js';
+import { OptionCursor, writeOpt } from '../dns/opt.js';
 import type { MessageView } from '../dns/view.js';
 import { UpstreamError } from './errors.js';
 
@@ -29,6 +29,17 @@ export interface Question {
   dnssecOk: boolean;
   /** CD bit for the header we send. */
   checkingDisabled?: boolean;
+  /**
+   * Set on the question as sent to one upstream (guard.ts), never by the forwarder's
+   * callers. The answer must echo `name` byte for byte (0x20 case randomisation).
+   */
+  exactCase?: boolean;
+  /** Our DNS client cookie for this upstream (8 bytes, RFC 7873): sent, and checked in the answer. */
+  clientCookie?: Uint8Array;
+  /** The server cookie this upstream gave us last (8-32 bytes): sent with ours. */
+  serverCookie?: Uint8Array;
+  /** This upstream has given us a server cookie: an answer without a COOKIE option is refused. */
+  cookieRequired?: boolean;
 }
 
 /** Throws UPSTREAM_BAD_QUERY unless `q` is a plain wire name and 16-bit type and class. */
@@ -70,14 +81,23 @@ export function checkUdpSize(n: number): number {
   return n;
 }
 
+/** EDNS option code of DNS cookies (RFC 7873). */
+export const OPTION_COOKIE = 10;
+export const CLIENT_COOKIE_LEN = 8;
+/** Server cookies are 8 to 32 bytes (RFC 7873 4.2). */
+export const SERVER_COOKIE_MIN = 8;
+export const SERVER_COOKIE_MAX = 32;
+
 /**
  * Our query: ID, RD=1, AD=1 (RFC 6840 5.7: tell a validating upstream we
  * want the AD bit), CD as asked; the question; an OPT with our UDP size and
- * the DO bit as asked.
+ * the DO bit as asked, and a COOKIE option when the question carries a client cookie.
  */
 export function buildQuery(q: Question, id: number, udpSize: number): Uint8Array {
   const n = q.name.length;
-  const out = new Uint8Array(HEADER_LEN + n + 4 + OPT_RR_LEN);
+  const cookieLen = q.clientCookie === undefined ? 0 : CLIENT_COOKIE_LEN + (q.serverCookie?.length ?? 0);
+  const optionLen = cookieLen === 0 ? 0 : 4 + cookieLen;
+  const out = new Uint8Array(HEADER_LEN + n + 4 + OPT_RR_LEN + optionLen);
   const flags = FLAG_RD | FLAG_AD | (q.checkingDisabled === true ? FLAG_CD : 0) | (OPCODE_QUERY << 11);
   out[0] = id >>> 8;
   out[1] = id & 0xff;
@@ -91,9 +111,28 @@ export function buildQuery(q: Question, id: number, udpSize: number): Uint8Array
   out[p++] = q.qtype & 0xff;
   out[p++] = q.qclass >>> 8;
   out[p++] = q.qclass & 0xff;
-  writeOpt(out, p, udpSize, 0, q.dnssecOk);
+  p += writeOpt(out, p, udpSize, 0, q.dnssecOk);
+  if (optionLen > 0) {
+    out[p - 2] = optionLen >>> 8; // the OPT's RDLENGTH
+    out[p - 1] = optionLen & 0xff;
+    out[p++] = OPTION_COOKIE >>> 8;
+    out[p++] = OPTION_COOKIE & 0xff;
+    out[p++] = cookieLen >>> 8;
+    out[p++] = cookieLen & 0xff;
+    out.set(q.clientCookie!.subarray(0, CLIENT_COOKIE_LEN), p);
+    if (q.serverCookie !== undefined) out.set(q.serverCookie, p + CLIENT_COOKIE_LEN);
+  }
   return out;
 }
+
+/** Where the COOKIE option of a parsed message's OPT is: data position and length, or -1 when there is none. */
+export function findCookie(view: MessageView): { pos: number; len: number } | null {
+  if (view.optPos < 0) return null;
+  const c = cookieCursor.reset(view.buf, view.optRdataPos, view.optRdataLen);
+  while (c.next()) if (c.code === OPTION_COOKIE) return { pos: c.dataPos, len: c.dataLen };
+  return null;
+}
+const cookieCursor = new OptionCursor();
 
 /** Why a message was not taken as the answer. Stable numbers, 0 = it is the answer. */
 export const Mismatch = {
@@ -106,13 +145,20 @@ export const Mismatch = {
   QUESTION: 3,
   /** Not a well-formed DNS response to a standard query (short, fails MessageView, QR=0, other opcode). */
   MALFORMED: 4,
+  /** The question's name in another case than we sent it (0x20). */
+  CASE: 5,
+  /** A malformed COOKIE option, or not our client cookie echoed. */
+  COOKIE: 6,
+  /** No COOKIE option from an upstream that gave us a server cookie before. */
+  NO_COOKIE: 7,
 } as const;
 export type MismatchCode = (typeof Mismatch)[keyof typeof Mismatch];
 
 /**
  * Checks that `msg` answers the query with `id` for `q`. Cheap checks first
- * (length, ID) so random garbage costs no parse. On NONE the view holds the
- * parsed message.
+ * (length, ID) so random garbage costs no parse; then the question, its exact
+ * case when `q.exactCase`, and the cookies when `q.clientCookie`. On NONE the
+ * view holds the parsed message.
  */
 export function matchResponse(view: MessageView, msg: Uint8Array, id: number, q: Question): MismatchCode {
   if (msg.length < HEADER_LEN) return Mismatch.MALFORMED;
@@ -122,5 +168,16 @@ export function matchResponse(view: MessageView, msg: Uint8Array, id: number, q:
   const n = q.name.length;
   if (view.qnameLen !== n || view.qtype !== q.qtype || view.qclass !== q.qclass) return Mismatch.QUESTION;
   if (!wireNamesEqual(msg, view.qnamePos, q.name, 0, n)) return Mismatch.QUESTION;
+  if (q.exactCase === true) {
+    const at = view.qnamePos;
+    for (let i = 0; i < n; i++) if (msg[at + i] !== q.name[i]) return Mismatch.CASE;
+  }
+  if (q.clientCookie !== undefined) {
+    const c = findCookie(view);
+    if (c === null) return q.cookieRequired === true ? Mismatch.NO_COOKIE : Mismatch.NONE;
+    // A server that knows cookies answers with ours and its own (RFC 7873 5.3).
+    if (c.len < CLIENT_COOKIE_LEN + SERVER_COOKIE_MIN || c.len > CLIENT_COOKIE_LEN + SERVER_COOKIE_MAX) return Mismatch.COOKIE;
+    for (let i = 0; i < CLIENT_COOKIE_LEN; i++) if (msg[c.pos + i] !== q.clientCookie[i]) return Mismatch.COOKIE;
+  }
   return Mismatch.NONE;
 }

@@ -143,24 +143,48 @@ export class FastPath {
     }
     if (want.size > this.layout.ACL.max) throw new HeimdallError('E_BAD_OPTION', `access lists hold at most ${this.layout.ACL.max} prefixes per family`);
     for (const w of want.values()) this.native.edgePut(w.map, w.key, w.value);
+    // The IPv4 table by /16: a block's own answer, or "refine" where a longer prefix lies
+    // inside it (bpf/heimdall.h ACL16_ENTRIES). Written after the tries it defers to.
+    const { table16Entries: n, table16Stride: stride, refine } = this.layout.ACL;
+    const refined = new Set<number>();
+    for (const e of acl.list()) {
+      if (e.cidr.family === 4 && e.cidr.len > 16) refined.add((e.cidr.bytes[0]! << 8) | e.cidr.bytes[1]!);
+    }
+    const table = new Uint8Array(this.acl16Region());
+    const probe: Addr = { family: 4, bytes: new Uint8Array(16) };
+    for (let b = 0; b < n; b++) {
+      probe.bytes[0] = b >> 8;
+      probe.bytes[1] = b & 0xff;
+      table[b * stride] = refined.has(b) ? refine : acl.decide(probe);
+    }
     for (const map of [this.layout.maps.acl4, this.layout.maps.acl6]) {
       for (const key of this.native.edgeKeys(map)) if (!want.has(`${map}/${key.toString('hex')}`)) this.native.edgeDelete(map, key);
     }
   }
 
+  private acl16?: ArrayBuffer;
+
+  private acl16Region(): ArrayBuffer {
+    const { table16Entries, table16Stride } = this.layout.ACL;
+    this.acl16 ??= this.addon.mapRegion(this.native.describe().acl16MapFd, table16Entries * table16Stride);
+    return this.acl16;
+  }
+
   /** The destinations the program answers for (every other one passes to the kernel). */
   setLocalAddresses(addrs: readonly Addr[]): void {
-    const want = new Map<string, { map: string; key: Buffer }>();
-    for (const a of addrs) {
-      const map = a.family === 4 ? this.layout.maps.local4 : this.layout.maps.local6;
-      const key = Buffer.from(a.bytes.subarray(0, a.family === 4 ? 4 : 16));
-      want.set(`${map}/${key.toString('hex')}`, { map, key });
+    const max = this.layout.LOCAL_MAX;
+    const v4 = addrs.filter((a) => a.family === 4);
+    const v6 = addrs.filter((a) => a.family === 6);
+    if (v4.length > max || v6.length > max) {
+      throw new HeimdallError('E_BAD_OPTION', `at most ${max} IPv4 and ${max} IPv6 addresses can be served; name the ones to serve with --listen`);
     }
-    if (want.size > this.layout.LOCAL_MAX) throw new HeimdallError('E_BAD_OPTION', `at most ${this.layout.LOCAL_MAX} addresses can be served`);
-    for (const w of want.values()) this.native.edgePut(w.map, w.key, Buffer.from([1]));
-    for (const map of [this.layout.maps.local4, this.layout.maps.local6]) {
-      for (const key of this.native.edgeKeys(map)) if (!want.has(`${map}/${key.toString('hex')}`)) this.native.edgeDelete(map, key);
-    }
+    // struct heimdall_local: n4, n6, v4[max] and v6[max][16 bytes], addresses in network order.
+    const value = Buffer.alloc(this.layout.LOCAL_SIZE);
+    value.writeUInt32LE(v4.length, 0);
+    value.writeUInt32LE(v6.length, 4);
+    v4.forEach((a, i) => value.set(a.bytes.subarray(0, 4), 8 + 4 * i));
+    v6.forEach((a, i) => value.set(a.bytes.subarray(0, 16), 8 + 4 * max + 16 * i));
+    this.native.edgePut(this.layout.maps.local, Buffer.alloc(4), value);
   }
 
   /** Writes (or rewrites) an answer into the hot map. Returns its hit slot. */

@@ -28,14 +28,14 @@ describe('answerFromResponse: lifetime', () => {
   it('lives for the minimum TTL of all records, TTLs clamped to it', () => {
     const ans = answerFromResponse(
       response('www.example.com', 'A', [a('www.example.com', '1.1.1.1', 300), a('www.example.com', '1.1.1.2', 120)], {
-        additionals: [a('x.example.com', '2.2.2.2', 600)],
+        authorities: [soa('example.com', 600, 600)],
       }),
       T0,
     );
     expect(ans.expiresNs - ans.originNs).toBe(120e9);
     expect([...ans.ttls]).toEqual([120, 120, 120]);
     expect(ans.ancount).toBe(2);
-    expect(ans.arcount).toBe(1);
+    expect(ans.nscount).toBe(1);
     expect(ans.negative).toBe(false);
     expect(remainingSeconds(ans, T0 + 20.5e9)).toBe(100);
   });
@@ -154,7 +154,7 @@ describe('answerFromResponse: representation', () => {
     expect(ans.ttls.buffer).toBe(ans.records.buffer);
   });
 
-  it('strips an OPT in the middle and repairs the pointers of the records after it', () => {
+  it('strips an OPT in the middle, keeps the glue after it, and drops what the scrubber does not allow', () => {
     // additional: glue A, OPT, then records whose names compress against the
     // glue, against each other (after the OPT), and against the question.
     const p = {
@@ -162,7 +162,10 @@ describe('answerFromResponse: representation', () => {
       type: 'response' as const,
       flags: 0x0180,
       questions: [{ name: 'www.example.com', type: 'MX' as const, class: 'IN' as const }],
-      answers: [{ name: 'www.example.com', type: 'MX', class: 'IN', ttl: 300, data: { preference: 10, exchange: 'mx1.mail.example.com' } } as Answer],
+      answers: [
+        { name: 'www.example.com', type: 'MX', class: 'IN', ttl: 300, data: { preference: 10, exchange: 'mx1.mail.example.com' } } as Answer,
+        { name: 'www.example.com', type: 'MX', class: 'IN', ttl: 300, data: { preference: 20, exchange: 'mx2.mail.example.com' } } as Answer,
+      ],
       authorities: [],
       additionals: [
         a('mx1.mail.example.com', '10.0.0.1'),
@@ -174,8 +177,8 @@ describe('answerFromResponse: representation', () => {
     };
     const up = encodeCompressed(p);
     const ans = answerFromResponse(up, T0);
-    expect(ans.arcount).toBe(4);
-    expect(ans.records.length).toBe(up.length - 12 - 21 - 55);
+    // the CNAME and the SRV in additional are no glue of a kept NS/MX/SRV
+    expect(ans.arcount).toBe(2);
     const v = new MessageView().parseOrThrow(query('WWW.example.COM', 'MX'));
     const out = new Uint8Array(1024);
     const n = writeReply(v, ans, T0, out, 0, { udpSize: 1232 });
@@ -183,15 +186,22 @@ describe('answerFromResponse: representation', () => {
     const d = decode(out.subarray(0, n));
     const u = decode(up);
     expect(normalize(d.answers)).toEqual(normalize(u.answers));
-    expect(normalize(d.additionals)).toEqual(normalize(u.additionals));
+    expect(normalize(d.additionals.filter((x) => x.type !== 'OPT'))).toEqual(normalize(u.additionals.filter((x) => x.type === 'A')));
   });
 
-  it('refuses a record after the OPT that points into the OPT', () => {
-    // question a. A IN at 12..18; additional: OPT at 19..29 (root owner byte 19), then an A whose owner points at 19
-    const body = [1, 0x61, 0, 0, 1, 0, 1, 0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0, 0xc0, 19, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4];
-    const m = Uint8Array.from([0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 2, ...body]);
+  it('rebuilds a record after the OPT whose owner points into the OPT', () => {
+    // question a. NS IN at 12..18; answer a. NS . at 19..31; additional: OPT at 32..42
+    // (root owner byte 32), then the glue A of "." whose owner points at 32
+    const body = [1, 0x61, 0, 0, 2, 0, 1, 0xc0, 12, 0, 2, 0, 1, 0, 0, 0, 60, 0, 1, 0, 0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0, 0xc0, 32, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4];
+    const m = Uint8Array.from([0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 2, ...body]);
     expect(new MessageView().parse(m)).toBe(0);
-    expect(code(() => answerFromResponse(m, T0))).toBe('ERR_DNS_NOT_CACHEABLE');
+    const ans = answerFromResponse(m, T0);
+    expect(ans.arcount).toBe(1);
+    const out = new Uint8Array(512);
+    const n = writeReply(new MessageView().parseOrThrow(query('A', 'NS')), ans, T0, out, 0, { udpSize: 1232 });
+    expect(new MessageView().parse(out, 0, n)).toBe(0);
+    const d = decode(out.subarray(0, n));
+    expect(d.additionals.map((x) => [x.name, x.type])).toEqual([['.', 'A'], ['.', 'OPT']]);
   });
 
   it('every failure is a DnsError with a stable code', () => {

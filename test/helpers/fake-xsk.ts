@@ -84,8 +84,15 @@ export class FakeKernel implements NativeXskSocket {
   stopPoll(): void {
     this.cb = null;
   }
+  /** What stats() reports as the kernel's XDP_STATISTICS; tests set fields. */
+  kstats: Partial<NativeXskStats> = {};
   stats(): NativeXskStats {
-    return {} as NativeXskStats;
+    this.live();
+    return {
+      rxDropped: 0, rxInvalidDescs: 0, txInvalidDescs: 0, rxRingFull: 0, rxFillRingEmptyDescs: 0, txRingEmptyDescs: 0,
+      rxPackets: 0, txPackets: 0, filled: 0, completed: 0, txKicks: 0, fillKicks: 0, kickErrors: 0, lastKickErrno: 0, pollWakeups: 0,
+      ...this.kstats,
+    };
   }
   describe(): ReturnType<NativeXskSocket['describe']> {
     return { mode: 'copy', open: !this.closed } as ReturnType<NativeXskSocket['describe']>;

@@ -91,8 +91,8 @@ class Client {
     });
   }
 
-  static async connect(port: number, host = '127.0.0.1'): Promise<Client> {
-    const s = net.connect({ port, host });
+  static async connect(port: number, host = '127.0.0.1', o: { localAddress?: string; allowHalfOpen?: boolean } = {}): Promise<Client> {
+    const s = net.connect({ port, host, ...o });
     await once(s, 'connect');
     const c = new Client(s);
     cleanups.push(() => {
@@ -269,19 +269,6 @@ describe('TcpListener: timeouts, limits and hostile input', () => {
     expect(ok.msgs[0]!.id).toBe(77);
   });
 
-  it('closes connections beyond maxConnections at accept and counts them', async () => {
-    const { l, port } = await listener(echo, { maxConnections: 2 });
-    const a = await Client.connect(port);
-    const b = await Client.connect(port);
-    await a.write(frame(query('a.test', 1)));
-    await a.until(() => a.msgs.length === 1);
-    const c = await Client.connect(port);
-    await c.until(() => c.closed);
-    expect(l.stats()).toMatchObject({ rejected: 1, connections: 2 });
-    await b.write(frame(query('b.test', 2)));
-    await b.until(() => b.msgs.length === 1);
-  });
-
   it('survives a client reset with queries in flight', async () => {
     const { l, port } = await listener();
     const c = await Client.connect(port);
@@ -294,6 +281,8 @@ describe('TcpListener: timeouts, limits and hostile input', () => {
   it('rejects bad options and a busy port', async () => {
     expect(() => new TcpListener(echo, { maxMessageSize: 70000 })).toThrow(RangeError);
     expect(() => new TcpListener(echo, { idleTimeoutMs: 0 })).toThrow(RangeError);
+    expect(() => new TcpListener(echo, { maxPerClient: 0 })).toThrow(RangeError);
+    expect(() => new TcpListener(echo, { pressureShare: 1.5 })).toThrow(RangeError);
     const { port } = await listener();
     const second = new TcpListener(echo);
     await expect(second.listen({ port, host: '127.0.0.1' })).rejects.toMatchObject({ code: 'EADDRINUSE' });
@@ -370,5 +359,183 @@ describe('TcpListener + Forwarder + cache: TC=1 over UDP, the full answer over T
     expect(full.questions![0]!.name).toBe('big.TEST');
     expect(fwd.stats().sent).toBe(1); // served from the cache
     expect(l.stats().responses).toBe(1);
+  });
+});
+
+/** A listener on a clock the test moves; deadlines are checked only when the test sweeps. */
+async function clocked(opts: TcpListenerOptions = {}, handler: TcpHandler = echo) {
+  let t = 1_000_000;
+  const r = await listener(handler, { sweepIntervalMs: 2_000_000_000, clock: () => t, ...opts });
+  return {
+    ...r,
+    /** Moves the clock to `ms` after the start and sweeps. */
+    at(ms: number) {
+      t = 1_000_000 + ms;
+      r.l.sweep();
+    },
+  };
+}
+
+/** Waits (real time) for the listener to notice what a client did. */
+async function settle(pred: () => boolean, ms = 2000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!pred()) {
+    if (performance.now() > end) throw new Error('timed out waiting');
+    await sleep(2);
+  }
+}
+
+describe('TcpListener: slots that cannot be held (fake clock)', () => {
+  it('idle: FIN at idleTimeoutMs, then the socket destroyed closeGraceMs later if the peer keeps it open', async () => {
+    const { l, port, at } = await clocked({ idleTimeoutMs: 10_000, closeGraceMs: 1000 });
+    const c = await Client.connect(port, '127.0.0.1', { allowHalfOpen: true }); // ignores our FIN
+    let gotFin = false;
+    c.sock.on('end', () => (gotFin = true));
+    await settle(() => l.stats().connections === 1);
+    at(9_999);
+    await sleep(20);
+    expect(gotFin).toBe(false);
+    at(10_000);
+    await c.until(() => gotFin);
+    expect(l.stats()).toMatchObject({ idleClosed: 1, connections: 1 }); // half-open: still holds the slot
+    at(10_999);
+    await sleep(20);
+    expect(c.closed).toBe(false);
+    at(11_000);
+    expect(l.stats()).toMatchObject({ closeTimeouts: 1, connections: 0 }); // freed at once
+    // The kernel holds nothing for us either: the peer's next write meets a reset.
+    c.sock.write(frame(query('late.test', 1)));
+    await c.until(() => c.closed);
+  });
+
+  it('idle time counts from the last answer, and a query in flight is not idleness', async () => {
+    let release: () => void = () => {};
+    const gate: TcpHandler = (q) => new Promise((r) => (release = () => r(echo(q) as unknown as Uint8Array)));
+    const { l, port, at } = await clocked({ idleTimeoutMs: 1000 }, async (q) => (await gate(q)) as Uint8Array);
+    const c = await Client.connect(port);
+    await c.write(frame(query('x.test', 1)));
+    await settle(() => l.stats().inflight === 1);
+    at(5000);
+    expect(l.stats().idleClosed).toBe(0);
+    release();
+    await c.until(() => c.msgs.length === 1);
+    at(5500);
+    expect(l.stats().idleClosed).toBe(0);
+    at(6000 + 5); // the answer went out at 5000 (the clock's time then)
+    expect(l.stats().idleClosed).toBe(1);
+    await c.until(() => c.closed);
+  });
+
+  it('slowloris: a message not whole within messageTimeoutMs of its first byte closes the connection', async () => {
+    const { l, port, at } = await clocked({ messageTimeoutMs: 3000 });
+    const c = await Client.connect(port);
+    const q = frame(query('slow.test', 5));
+    // A whole message first: answered, and no deadline left running.
+    await c.write(q);
+    await c.until(() => c.msgs.length === 1);
+    at(2900);
+    at(5000);
+    expect(c.closed).toBe(false);
+    // Then one byte every second, from 5000 on.
+    let i = 0;
+    for (; i < 3; i++) {
+      at(5000 + i * 1000);
+      await c.write(q.subarray(i, i + 1));
+      await settle(() => l.stats().connections === 1);
+      await sleep(5);
+    }
+    at(7999);
+    expect(l.stats().messageTimeouts).toBe(0);
+    at(8000);
+    expect(l.stats()).toMatchObject({ messageTimeouts: 1, connections: 0 });
+    await c.until(() => c.closed);
+  });
+
+  it('a client that never reads: replies pending past writeTimeoutMs close the connection', async () => {
+    const big = new Uint8Array(60_000);
+    big[5] = 1;
+    const { l, port, at } = await clocked({ writeTimeoutMs: 5000, maxPipelined: 64 }, async () => big);
+    const c = await Client.connect(port);
+    c.sock.pause(); // never reads
+    const many = Buffer.concat(Array.from({ length: 400 }, (_, i) => frame(query(`r${i}.test`, i))));
+    c.sock.write(many);
+    // Loopback buffers take a few MB; then replies queue in the listener.
+    await settle(() => l.stats().responses > 10 && (l as unknown as { conns: Set<{ sock: net.Socket }> }).conns.values().next().value!.sock.writableLength > 0, 5000);
+    at(0);
+    at(4999);
+    expect(l.stats().writeTimeouts).toBe(0);
+    at(5000);
+    expect(l.stats()).toMatchObject({ writeTimeouts: 1, connections: 0 });
+  });
+
+  it('per client network: the (maxPerClient+1)th connection from one /24 is refused, another /24 still gets in', async () => {
+    const { l, port } = await clocked({ maxPerClient: 2 });
+    const a = await Client.connect(port, '127.0.0.1', { localAddress: '127.0.0.2' });
+    const b = await Client.connect(port, '127.0.0.1', { localAddress: '127.0.0.3' });
+    const c = await Client.connect(port, '127.0.0.1', { localAddress: '127.0.0.4' });
+    await c.until(() => c.closed);
+    const d = await Client.connect(port, '127.0.0.1', { localAddress: '127.0.1.2' });
+    await d.write(frame(query('other-net.test', 4)));
+    await d.until(() => d.msgs.length === 1);
+    expect(l.stats()).toMatchObject({ rejectedClient: 1, connections: 3, clients: 2 });
+    for (const x of [a, b]) expect(x.closed).toBe(false);
+    a.sock.destroy();
+    await settle(() => l.stats().connections === 2);
+    const e = await Client.connect(port, '127.0.0.1', { localAddress: '127.0.0.5' }); // the slot came back
+    await e.write(frame(query('again.test', 5)));
+    await e.until(() => e.msgs.length === 1);
+  });
+
+  it('at maxConnections a new connection takes the slot of the least recently active idle one; refused only when all are busy', async () => {
+    const { l, port } = await clocked({ maxConnections: 3, maxPerClient: 100 });
+    const busy = await Client.connect(port);
+    await busy.write(frame(query('600ms.busy.test', 1))); // in flight: never evicted
+    const older = await Client.connect(port);
+    await older.write(frame(query('x.test', 2)));
+    await older.until(() => older.msgs.length === 1);
+    const newer = await Client.connect(port);
+    await newer.write(frame(query('y.test', 3)));
+    await newer.until(() => newer.msgs.length === 1);
+    await older.write(frame(query('z.test', 4))); // older is now the more recently active
+    await older.until(() => older.msgs.length === 2);
+    const fresh = await Client.connect(port);
+    await fresh.write(frame(query('fresh.test', 5)));
+    await fresh.until(() => fresh.msgs.length === 1);
+    await newer.until(() => newer.closed);
+    expect(older.closed).toBe(false);
+    expect(l.stats()).toMatchObject({ evicted: 1, connections: 3, rejected: 0 });
+    // Everyone busy: the next one is refused.
+    await older.write(frame(query('500ms.o.test', 6)));
+    await fresh.write(frame(query('500ms.f.test', 7)));
+    await settle(() => l.stats().inflight === 3);
+    const late = await Client.connect(port);
+    await late.until(() => late.closed);
+    expect(l.stats()).toMatchObject({ rejected: 1, evicted: 1 });
+    await busy.until(() => busy.msgs.length === 1, 3000);
+  });
+
+  it('under pressure (over half of maxConnections open) idle connections get pressureTimeoutMs, not idleTimeoutMs', async () => {
+    const { l, port, at } = await clocked({ maxConnections: 10, idleTimeoutMs: 10_000, pressureTimeoutMs: 500, messageTimeoutMs: 3000 });
+    const cs: Client[] = [];
+    for (let i = 0; i < 5; i++) cs.push(await Client.connect(port));
+    await settle(() => l.stats().connections === 5);
+    at(600);
+    expect(l.stats()).toMatchObject({ pressure: 0, idleClosed: 0 }); // 5 of 10: not over half
+    const late = await Client.connect(port);
+    const slow = await Client.connect(port);
+    await slow.write(Buffer.from([0])); // a message begun at 600
+    await settle(() => l.stats().connections === 7);
+    expect(l.stats().pressure).toBe(1);
+    at(600); // the first five have been idle 600 ms: over the 500 of pressure
+    expect(l.stats()).toMatchObject({ idleClosed: 5, messageTimeouts: 0 });
+    expect(late.closed).toBe(false);
+    // The five close their side too; two left: no pressure any more, the usual timeouts again.
+    await settle(() => l.stats().connections === 2);
+    expect(l.stats().pressure).toBe(0);
+    at(3599);
+    expect(l.stats().messageTimeouts).toBe(0);
+    at(3600);
+    expect(l.stats()).toMatchObject({ messageTimeouts: 1, idleClosed: 5, connections: 1 });
+    for (const c of cs) await c.until(() => c.closed);
   });
 });

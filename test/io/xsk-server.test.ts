@@ -1,28 +1,36 @@
 /**
  * XskServer against the fake kernel (no root): real query frames in, the engine answers
  * in place, reply frames out; and every frame sent or released on every path (hit, miss,
- * miss that fails, bad frame, handler that throws, TX ring full, stop with misses held).
+ * miss that fails, bad frame, handler that throws, TX ring full, stop with misses
+ * waiting); a miss never holds a frame, so misses beyond the UMEM's size leave the fill
+ * ring stocked; the kernel's XDP_STATISTICS become counters.
  */
 import { describe, expect, it } from 'vitest';
 import { DnsEngine, type Resolver } from '../../src/engine/engine.js';
 import { StatsBlock } from '../../src/engine/stats.js';
 import { XskServer, type FrameHandler } from '../../src/io/xsk-server.js';
 import { checkInvariant, openFake, type FakeKernel } from '../helpers/fake-xsk.js';
-import { buildFrame, parseFrame, CLIENT4, SERVER4 } from '../helpers/frames.js';
+import { buildFrame, ipBytes, parseFrame, CLIENT4, CLIENT6, SERVER4, SERVER6 } from '../helpers/frames.js';
 import { decode, query, response } from '../helpers/dns.js';
 
 const wwwA = response('www.example.com', 'A', { answers: [{ type: 'A', name: 'www.example.com', ttl: 60, data: '198.18.1.1' }] });
 
-/** A resolver whose answers the test releases by hand. */
-function gated(): Resolver & { release(msg: Uint8Array | Error): void; waiting: number } {
-  const waiters: { resolve(m: Uint8Array): void; reject(e: Error): void }[] = [];
+function nameText(wire: Uint8Array): string {
+  const labels: string[] = [];
+  for (let p = 0; wire[p]! > 0; p += wire[p]! + 1) labels.push(Buffer.from(wire.subarray(p + 1, p + 1 + wire[p]!)).toString('latin1'));
+  return labels.join('.');
+}
+
+/** A resolver whose answers the test releases by hand (all, or the first `count` waiting). */
+function gated(): Resolver & { release(msg: Uint8Array | Error | ((name: string) => Uint8Array), count?: number): void; waiting: number } {
+  const waiters: { name: string; resolve(m: Uint8Array): void; reject(e: Error): void }[] = [];
   return {
     get waiting() {
       return waiters.length;
     },
-    resolve: () => new Promise<Uint8Array>((resolve, reject) => waiters.push({ resolve, reject })),
-    release(m) {
-      for (const w of waiters.splice(0)) m instanceof Error ? w.reject(m) : w.resolve(m);
+    resolve: (q) => new Promise<Uint8Array>((resolve, reject) => waiters.push({ name: nameText(q.name), resolve, reject })),
+    release(m, count = waiters.length) {
+      for (const w of waiters.splice(0, count)) m instanceof Error ? w.reject(m) : w.resolve(typeof m === 'function' ? m(w.name) : m);
     },
   };
 }
@@ -61,23 +69,111 @@ describe('XskServer (fake kernel)', () => {
     checkInvariant(sock, k);
   });
 
-  it('holds a miss\'s frame until the upstream answers, then sends the reply from it', async () => {
+  it('gives a miss\'s frame back at once and answers from a fresh frame when the upstream does', async () => {
     const { resolver, sock, k, server, stats } = setup();
     k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 9 })));
     server.drain();
     expect(server.pending).toBe(1);
-    expect(sock.accounting().held).toBe(1);
-    expect(k.txQ.length).toBe(0);
+    expect(sock.accounting().held).toBe(0);
+    expect(stats.get('xskReceived')).toBe(1);
+    checkInvariant(sock, k);
+    // The frame it arrived in is reused for other traffic meanwhile.
+    for (let i = 0; i < 200; i++) {
+      k.deliverBytes(Buffer.alloc(20)); // not IP: released at once
+      server.drain();
+    }
+    expect(stats.get('badFrames')).toBe(200);
     resolver.release(wwwA);
     await flush();
     expect(server.pending).toBe(0);
     const [r] = replies(k);
-    expect(decode(r!.dns).id).toBe(9);
+    expect(r!.udpChecksumOk).toBe(true);
+    expect(r!.src.equals(Buffer.from(SERVER4.split('.').map(Number)))).toBe(true);
+    expect(r!.dst.equals(Buffer.from(CLIENT4.split('.').map(Number)))).toBe(true);
+    const d = decode(r!.dns);
+    expect(d.id).toBe(9);
+    expect(d.questions![0]!.name).toBe('www.example.com');
+    expect(d.answers![0]!.data).toBe('198.18.1.1');
     expect(stats.get('upstreamAnswers')).toBe(1);
     checkInvariant(sock, k);
   });
 
-  it('answers SERVFAIL when the upstream fails, from the held frame', async () => {
+  it('a miss over IPv6 behind two VLAN tags is answered from a fresh frame with its headers intact', async () => {
+    const { resolver, sock, k, server } = setup();
+    const q = buildFrame(query('www.example.com', 'A', { id: 77 }), { ipv6: true, vlans: [100, 200], sport: 40123 });
+    k.deliverBytes(q);
+    server.drain();
+    expect(sock.accounting().held).toBe(0);
+    for (let i = 0; i < 70; i++) {
+      k.deliverBytes(Buffer.alloc(20)); // the frames around are reused meanwhile
+      server.drain();
+    }
+    resolver.release(wwwA);
+    await flush();
+    const [r] = replies(k);
+    expect(r!.vlans).toEqual([100, 200]);
+    expect(r!.ipv6).toBe(true);
+    expect(r!.src.equals(ipBytes(SERVER6))).toBe(true);
+    expect(r!.dst.equals(ipBytes(CLIENT6))).toBe(true);
+    expect(r!.dport).toBe(40123);
+    expect(r!.udpChecksumOk).toBe(true);
+    expect(r!.ipLengthOk).toBe(true);
+    expect(r!.dstMac.equals(q.subarray(6, 12))).toBe(true);
+    expect(decode(r!.dns).id).toBe(77);
+    checkInvariant(sock, k);
+  });
+
+  it('keeps the fill ring stocked with more misses waiting than the UMEM has frames', async () => {
+    const { resolver, sock, k, server, stats } = setup(); // 128 frames, rings of 64
+    for (let i = 0; i < 300; i++) {
+      expect(k.deliverBytes(buildFrame(query(`n${i}.example.com`, 'A', { id: i })))).toBe(true);
+      server.drain();
+    }
+    expect(server.pending).toBe(300);
+    expect(k.fillQ.length).toBe(64);
+    expect(sock.accounting()).toMatchObject({ held: 0, fill: 64, free: 64 });
+    checkInvariant(sock, k);
+    // Answers come back in groups; the kernel sends between them: every one answered.
+    const ids = new Set<number>();
+    while (resolver.waiting > 0) {
+      resolver.release((name) => response(name, 'A', { answers: [{ type: 'A', name, ttl: 60, data: '198.18.1.2' }] }), 40);
+      await flush();
+      for (const r of replies(k)) ids.add(decode(r.dns).id);
+      k.transmit();
+      server.upkeep();
+      checkInvariant(sock, k);
+    }
+    expect(ids.size).toBe(300);
+    expect(stats.get('noFrame')).toBe(0);
+  });
+
+  it('counts a reply with no free frame to go in as no_frame, and leaks nothing', async () => {
+    const { resolver, sock, k, server, stats } = setup(); // 64 frames free beside the fill ring
+    for (let i = 0; i < 100; i++) {
+      k.deliverBytes(buildFrame(query(`m${i}.example.com`, 'A', { id: i })));
+      server.drain();
+    }
+    resolver.release(new Error('upstream down')); // 100 SERVFAILs at once, nothing transmitted meanwhile
+    await flush();
+    expect(k.txQ.length).toBe(64);
+    expect(stats.get('noFrame')).toBe(36);
+    checkInvariant(sock, k);
+    k.transmit();
+    server.upkeep();
+    expect(sock.accounting()).toMatchObject({ held: 0, tx: 0, free: 64, fill: 64 });
+  });
+
+  it('publishes the kernel\'s XDP_STATISTICS as counters, adding what grew since the last upkeep', () => {
+    const { k, server, stats } = setup();
+    k.kstats = { rxDropped: 5, rxRingFull: 2, rxFillRingEmptyDescs: 4, txInvalidDescs: 1 };
+    server.upkeep();
+    expect([stats.get('xskKernelRxDropped'), stats.get('xskKernelRxRingFull'), stats.get('xskFillRingEmpty'), stats.get('xskKernelTxInvalid')]).toEqual([5, 2, 4, 1]);
+    k.kstats = { rxDropped: 9, rxRingFull: 2, rxFillRingEmptyDescs: 4, txInvalidDescs: 1, txRingEmptyDescs: 3 };
+    server.upkeep();
+    expect([stats.get('xskKernelRxDropped'), stats.get('xskKernelRxRingFull'), stats.get('xskTxRingEmpty')]).toEqual([9, 2, 3]);
+  });
+
+  it('answers SERVFAIL when the upstream fails', async () => {
     const { resolver, sock, k, server } = setup();
     k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 10 })));
     server.drain();
@@ -97,7 +193,9 @@ describe('XskServer (fake kernel)', () => {
     k.deliverBytes(Buffer.alloc(20)); // not IP
     k.deliverBytes(buildFrame(new Uint8Array(30))); // the handler throws on a 30-byte message
     server.drain();
-    expect(stats.get('badFrames')).toBe(2);
+    expect(stats.get('badFrames')).toBe(1);
+    expect(stats.get('xskHandlerErrors')).toBe(1);
+    expect(stats.get('xskReceived')).toBe(2);
     expect(k.txQ.length).toBe(0);
     expect(sock.accounting().held).toBe(0);
     checkInvariant(sock, k);
@@ -120,7 +218,7 @@ describe('XskServer (fake kernel)', () => {
     checkInvariant(sock, k);
   });
 
-  it('stop() waits for held misses, answers them, then closes with nothing outstanding', async () => {
+  it('stop() waits for misses on the upstream, answers them, then closes with nothing outstanding', async () => {
     const { resolver, sock, k, server, stats } = setup();
     k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 11 })));
     server.drain();

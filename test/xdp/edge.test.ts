@@ -81,6 +81,7 @@ describePrivileged('XDP edge verdicts under BPF_PROG_TEST_RUN', {}, () => {
   describe('access lists', () => {
     const cases: { name: string; fo: FrameOptions; slot: string; action: number }[] = [
       { name: 'an allowed IPv4 client is answered', fo: { src: CLIENT4 }, slot: 'TX', action: XdpAction.TX },
+      { name: 'an allowed IPv4 client in a block with no longer prefix is answered (the /16 table)', fo: { src: '198.19.5.5' }, slot: 'TX', action: XdpAction.TX },
       { name: 'an allowed IPv6 client is answered', fo: { ipv6: true, src: CLIENT6 }, slot: 'TX', action: XdpAction.TX },
       { name: 'an allowed client behind a VLAN tag is answered', fo: { src: CLIENT4, vlans: [7] }, slot: 'TX', action: XdpAction.TX },
       { name: 'a denied IPv4 client gets nothing', fo: { src: '198.18.66.1' }, slot: 'DROP_DENIED', action: XdpAction.DROP },
@@ -107,6 +108,19 @@ describePrivileged('XDP edge verdicts under BPF_PROG_TEST_RUN', {}, () => {
         }
       });
     }
+
+    it('decides every IPv4 source as the lists do, through the /16 table or the trie', () => {
+      // Blocks with only short prefixes are answered by the /16 table, blocks holding a
+      // longer prefix by the trie; random sources over both, against AccessList.decide.
+      const acl = AccessList.build(parseAclList(ALLOW), parseAclList(DENY));
+      let seed = 99;
+      const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+      const want = { [ACL_ALLOW]: 'TX', [ACL_DENY]: 'DROP_DENIED', [ACL_REFUSE]: 'TX_REFUSED' } as Record<number, string>;
+      for (let i = 0; i < 1500; i++) {
+        const src = `198.${17 + Math.floor(rnd() * 4)}.${rnd() < 0.5 ? 66 : Math.floor(rnd() * 256)}.${1 + Math.floor(rnd() * 250)}`;
+        expect(run(hot({ src })).slot, src).toBe(want[acl.decide(parseAddr(src)!) & 0x7f]);
+      }
+    });
 
     it('refuses with an OPT when the query had one, never the hot answer', () => {
       const f = hot({ src: '198.20.1.1' }, query(NAME, 'A', { id: 9, edns: { udpSize: 4096, do: true } }));
