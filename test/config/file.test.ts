@@ -54,6 +54,9 @@ cache-size: 2000
 hot-size: 300
 promote-after: 5
 udp-size: 1400
+tcp-max-connections: 500
+tcp-max-per-client: 10
+tcp-idle-timeout: 2000
 cache-bytes: 4000000
 upstream-inflight: 100
 upstream-inflight-total: 150
@@ -83,6 +86,7 @@ rrl-exempt: [198.18.0.2/32]
     expect(c.iface).toBe('lab0');
     expect(c.upstreams.map((u) => `${u.host}:${u.port}`)).toEqual(['198.18.1.2:53', 'fd00::2:5300']);
     expect([c.port, c.mode, c.queues, c.cacheSize, c.hotSize, c.promoteAfter, c.udpSize]).toEqual([5353, 'generic', 2, 2000, 300, 5, 1400]);
+    expect(c.tcp).toEqual({ maxConnections: 500, maxPerClient: 10, idleTimeoutMs: 2000 });
     expect(c.workerEngine.cacheBytes).toBe(4_000_000);
     expect(c.workerEngine.upstreamInflight).toBe(100);
     expect(c.upstreamInflightTotal).toBe(150);
