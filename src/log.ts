@@ -9,7 +9,8 @@
  *   {"time":"2026-12-01T17:00:00.000Z","level":"info","event":"reload","msg":"changed allow, rrl"}
  *
  * Events: start, attach (a program replaced), address (served addresses changed),
- * worker (a worker replaced), reload, control, detach.
+ * worker (a worker replaced), upstream (down, up again), reload, cache (a flush),
+ * control, detach.
  */
 export type LogLevel = 'info' | 'warn' | 'error';
 export type LogFormat = 'text' | 'json';

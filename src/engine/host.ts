@@ -30,6 +30,8 @@ export interface EngineHostOptions {
   upkeep?: UpkeepOptions;
   /** The process-wide budget of questions in flight upstream, and this engine's id in it (0: main thread). */
   inflight?: { shared: SharedInflight; engineId: number };
+  /** Told when the set of upstreams this engine holds down changes (labels, e.g. "198.18.1.2:53"). */
+  onUpstreamHealth?: (down: string[]) => void;
   /** Forwarder timing (tests shorten it). */
   upstreamTimeoutMs?: number;
   upstreamDeadlineMs?: number;
@@ -53,6 +55,8 @@ export class EngineHost {
   readonly stats: StatsBlock;
   private readonly upkeep: Upkeep;
   private lastQueries = -1;
+  /** The upstreams last reported down, joined. */
+  private downKey = '';
   /** What publish() last added for each forwarder counter (the block keeps running totals). */
   private readonly published = new Map<CounterName, number>();
 
@@ -140,6 +144,14 @@ export class EngineHost {
    */
   publish(): void {
     const f = this.forwarder.stats();
+    if (this.o.onUpstreamHealth) {
+      const down = f.perUpstream.filter((u) => !u.healthy).map((u) => u.upstream);
+      const key = down.join(',');
+      if (key !== this.downKey) {
+        this.downKey = key;
+        this.o.onUpstreamHealth(down);
+      }
+    }
     this.advance('upstreamSent', f.sent);
     this.advance('upstreamTimeouts', f.timeouts);
     this.advance('upstreamFailures', f.servfail);

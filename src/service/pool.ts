@@ -28,6 +28,8 @@ export interface WorkerPoolOptions {
   /** Engine ids of workers are 1..queues (0 is the main thread's engine). */
   onPromotion: (engineId: number, e: PromotionEvent) => void;
   onWorkerGone: (engineId: number) => void;
+  /** Told when the upstreams a worker holds down change. */
+  onUpstreamHealth?: (engineId: number, down: string[]) => void;
   /** Told when a worker exits unexpectedly (it is restarted). */
   onRestart?: (queue: number, reason: string) => void;
 }
@@ -106,6 +108,9 @@ export class WorkerPool {
             break;
           case 'reloaded':
             slot.waiting.get(m.seq)?.(true);
+            break;
+          case 'health':
+            this.o.onUpstreamHealth?.(id, m.down);
             break;
           case 'controlReply':
             slot.waiting.get(m.seq)?.(m.value);

@@ -51,5 +51,7 @@ export type FromWorker =
   | { type: 'demote'; key: Uint8Array; reason: DemoteReason }
   | { type: 'reloaded'; seq: number }
   | { type: 'controlReply'; seq: number; value: unknown }
+  /** The upstreams this worker's forwarder now holds down (sent when that changes). */
+  | { type: 'health'; down: string[] }
   | { type: 'fatal'; message: string }
   | { type: 'stopped' };

@@ -22,6 +22,7 @@ import { claimInterface } from '../edge/owner.js';
 import { accessListOf, buildPolicy, edgeSetup, updatePolicy, type EdgeSetup } from '../edge/policy.js';
 import { applyLive, diffConfig, type ConfigDiff } from './reload.js';
 import { announce, log } from '../log.js';
+import { UpstreamLog } from './upstream-log.js';
 import { engineControl, qtypeText, type CachedEntryInfo, type EngineRequest } from './cache-control.js';
 import { fastMonotonicNs } from '../engine/clock.js';
 import { makeKey } from '../dns/key.js';
@@ -155,8 +156,10 @@ export function createService(initial: HeimdallConfig): Service {
     let lastDecay = performance.now();
     let lastKernelHits = lastDecay;
 
+    const upstreamLog = new UpstreamLog(() => 1 + (cfg.afXdp ? cfg.queues : 0));
     const main = new EngineHost({
       engine: cfg.mainEngine,
+      onUpstreamHealth: (down) => upstreamLog.update(MAIN_ENGINE, down),
       upstreams: cfg.upstreams,
       asks,
       inflight: { shared: inflight, engineId: MAIN_ENGINE },
@@ -276,7 +279,9 @@ export function createService(initial: HeimdallConfig): Service {
         inflight: inflight.buffer,
         engine: cfg.workerEngine,
         onPromotion: (id, e) => hot.apply(id, e),
+        onUpstreamHealth: (id, down) => upstreamLog.update(id, down),
         onWorkerGone: (id) => {
+          upstreamLog.update(id, []);
           hot.forgetEngine(id);
           inflight.forget(id); // what the dead worker held upstream is free again
         },

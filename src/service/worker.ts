@@ -44,6 +44,7 @@ const host = new EngineHost({
   onPromotion: (e) => (e.kind === 'promote' ? post({ type: 'promote', answer: e.answer }) : post({ type: 'demote', key: e.key, reason: e.reason })),
   onUpkeep: () => server?.upkeep(),
   busy: () => (server?.pending ?? 0) > 0,
+  onUpstreamHealth: (down) => post({ type: 'health', down }),
 });
 
 let stopping = false;

@@ -141,6 +141,27 @@ describePrivileged('control socket verbs in the lab', { netns: true, tools: ['di
     expect(checked).toBeGreaterThan(8);
   });
 
+  it('logs an upstream going down and coming back, once each', async () => {
+    lab.script('upstream-stop');
+    try {
+      for (let i = 0; i < 6 && !/warn upstream: /.test(svc.stderr); i++) {
+        lab.dig(['+time=6', `h${150 + i}.lab.example`, 'A']);
+        await new Promise((r) => setTimeout(r, 1200)); // the engines report at their next upkeep
+      }
+      expect(svc.stderr).toMatch(new RegExp(`heimdall-xdp: warn upstream: ${ADDR.upstream4.replace(/\./g, '\\.')}:53 down \\(in [1-9] of \\d+ engines\\)\n`));
+      const down = (await cli('upstreams', lab.applianceIf)).stdout;
+      expect(down).toMatch(/: (DOWN|up in \d+ of \d+ engines),/);
+    } finally {
+      lab.script('upstream-start');
+    }
+    for (let i = 0; i < 20 && !/info upstream: .* up again/.test(svc.stderr); i++) {
+      lab.dig([`h${170 + i}.lab.example`, 'A']);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    expect(svc.stderr).toMatch(new RegExp(`heimdall-xdp: info upstream: ${ADDR.upstream4.replace(/\./g, '\\.')}:53 up again\n`));
+    expect(svc.stderr.match(/warn upstream: /g)).toHaveLength(1);
+  }, 60_000);
+
   it('is closed to other users', async () => {
     const r = await runCli(['ip', 'netns', 'exec', lab.ns.appliance, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', 'src/bin.ts', 'stats', lab.applianceIf]);
     expect(r.code).toBe(1);
