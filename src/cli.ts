@@ -132,7 +132,7 @@ async function attach(iface: string | undefined, o: Record<string, unknown>, cmd
     await svc.start();
     const control = await serveControl(cfg.iface, {
       reload: async () => ({ message: await reloadLogged() }),
-      stats: async () => ({ ...(await svc.stats()) }),
+      stats: async () => ({ ...(await svc.stats()), upstreams: (await svc.control({ op: 'upstreams' })).upstreams }),
       upstreams: () => svc.control({ op: 'upstreams' }),
       cache: async (req) => {
         if (req.op === 'flushAll') return svc.control({ op: 'flushAll' });

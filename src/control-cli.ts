@@ -7,8 +7,20 @@ import { controlRequest } from './service/control.js';
 import type { CachedEntryInfo } from './service/cache-control.js';
 
 type Metrics = Record<string, number>;
+interface UpstreamLine {
+  upstream: string;
+  healthyIn: number;
+  engines: number;
+  rttMs: number | null;
+  sent: number;
+  answers: number;
+  timeouts: number;
+  errors: number;
+}
+
 interface StatsReply {
   metrics: Metrics;
+  upstreams?: UpstreamLine[];
   hotCapacity: number;
   workers: { configured: number; live: number };
   uptimeS: number;
@@ -48,6 +60,7 @@ export function formatStats(iface: string, s: StatsReply, r: Metrics, ms: number
   lines.push(
     `upstream: ${sum(m, 'heimdall_upstream_queries_total')} sent, ${mean}, ${sum(m, 'heimdall_upstream_timeouts_total')} timeouts, ${sum(m, 'heimdall_upstream_failures_total')} failures, ${m['heimdall_upstream_inflight'] ?? 0} in flight`,
   );
+  if (s.upstreams) lines.push(`upstreams: ${s.upstreams.map((u) => `${u.upstream} ${health(u)}${u.rttMs === null ? '' : ` ${u.rttMs} ms`}`).join(', ')}`);
   const drops = Object.entries(m)
     .filter(([k, v]) => v > 0 && (/^heimdall_xdp_packets_total\{outcome="DROP_/.test(k) || k.startsWith('heimdall_edge_drops_total') || k.startsWith('heimdall_af_xdp_drops_total') || k.startsWith('heimdall_upstream_busy_total')))
     .map(([k, v]) => `${/"([^"]+)"/.exec(k)?.[1] ?? k} ${v}`);
@@ -101,10 +114,14 @@ export async function upstreamsCommand(iface: string, o: { json?: boolean }): Pr
     console.log(JSON.stringify({ ...r, ok: undefined }));
     return;
   }
-  const list = r.upstreams as { upstream: string; healthyIn: number; engines: number; rttMs: number | null; sent: number; answers: number; timeouts: number; errors: number }[];
+  const list = r.upstreams as UpstreamLine[];
   console.log(
     list
-      .map((u) => `${u.upstream}: ${u.healthyIn === u.engines ? 'up' : u.healthyIn === 0 ? 'DOWN' : `up in ${u.healthyIn} of ${u.engines} engines`}, rtt ${u.rttMs === null ? '-' : `${u.rttMs} ms`}, ${u.sent} sent, ${u.answers} answers, ${u.timeouts} timeouts, ${u.errors} errors`)
+      .map((u) => `${u.upstream}: ${health(u)}, rtt ${u.rttMs === null ? '-' : `${u.rttMs} ms`}, ${u.sent} sent, ${u.answers} answers, ${u.timeouts} timeouts, ${u.errors} errors`)
       .join('\n'),
   );
+}
+
+function health(u: UpstreamLine): string {
+  return u.healthyIn === u.engines ? 'up' : u.healthyIn === 0 ? 'DOWN' : `up in ${u.healthyIn} of ${u.engines} engines`;
 }

@@ -13,6 +13,10 @@ describe('heimdall-xdp command', () => {
     expect(top).toMatch(/attach \[options\] \[iface\]/);
     expect(top).toMatch(/check-config <file> \[iface\]/);
     expect(top).toMatch(/reload <iface>/);
+    expect(top).toMatch(/stats \[options\] <iface>/);
+    expect(top).toMatch(/cache \[options\] <iface> <action> \[name\] \[type\]/);
+    expect(top).toMatch(/upstreams \[options\] <iface>/);
+    expect(execFileSync(process.execPath, [BIN, '--version'], { encoding: 'utf8' })).toMatch(/^\d+\.\d+\.\d+\n$/);
     expect(top).toMatch(/detach <iface>/);
     expect(top).toMatch(/status <iface>/);
     const attach = execFileSync(process.execPath, [BIN, 'attach', '--help'], { encoding: 'utf8' });

@@ -54,6 +54,7 @@ describePrivileged('control socket verbs in the lab', { netns: true, tools: ['di
     expect(t.stdout).toMatch(/\nhit ratio: .* since start \(xdp [1-9][\d.]*%\)\n/);
     expect(t.stdout).toMatch(/\nhot map: [1-9]\d* of \d+ entries/);
     expect(t.stdout).toMatch(/\nupstream: [1-9]\d* sent, [\d.]+ ms mean, 0 timeouts/);
+    expect(t.stdout).toMatch(new RegExp(`\nupstreams: ${ADDR.upstream4.replace(/\./g, '\\.')}:53 up [\\d.]+ ms\n`));
     expect(t.stdout).toMatch(/\ndrops: /);
     const j = await cli('stats', lab.applianceIf, '--json', '--interval', '200');
     const s = JSON.parse(j.stdout) as { metrics: Record<string, number>; perSecond: Record<string, number>; hotCapacity: number; workers: { live: number } };
@@ -161,6 +162,13 @@ describePrivileged('control socket verbs in the lab', { netns: true, tools: ['di
     expect(svc.stderr).toMatch(new RegExp(`heimdall-xdp: info upstream: ${ADDR.upstream4.replace(/\./g, '\\.')}:53 up again\n`));
     expect(svc.stderr.match(/warn upstream: /g)).toHaveLength(1);
   }, 60_000);
+
+  it('refuses a reload when started without a config file', async () => {
+    const r = await cli('reload', lab.applianceIf);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('heimdall-xdp: started without --config: there is no file to read again (flags cannot change while running)\n');
+    expect(svc.stderr).toMatch(/error reload: refused, running config kept: started without --config/);
+  });
 
   it('is closed to other users', async () => {
     const r = await runCli(['ip', 'netns', 'exec', lab.ns.appliance, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', 'src/bin.ts', 'stats', lab.applianceIf]);
