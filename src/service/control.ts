@@ -24,6 +24,7 @@ export const CONTROL_DIR = process.env.HEIMDALL_XDP_RUN_DIR ?? '/run/heimdall-xd
 /** A request line longer than this is refused (nothing the CLI sends comes close). */
 const MAX_LINE = 64 * 1024;
 const CLIENT_TIMEOUT_MS = 15_000;
+const REQUEST_TIMEOUT_MS = 30_000;
 
 export function controlPath(iface: string, dir = CONTROL_DIR): string {
   return join(dir, `${iface}.sock`);
@@ -52,6 +53,7 @@ export async function serveControl(iface: string, handlers: Record<string, Contr
   const server = net.createServer((c) => {
     let buf = '';
     c.setEncoding('utf8');
+    c.setTimeout(REQUEST_TIMEOUT_MS, () => c.destroy()); // a client that never finishes its line
     c.on('error', () => c.destroy());
     c.on('data', (d: string) => {
       buf += d;
