@@ -292,6 +292,7 @@ export function createService(initial: HeimdallConfig): Service {
       await pool.start();
     }
     main.start();
+    upstreamLog.start();
 
     const workers = pool;
     const reg = buildRegistry({

@@ -11,11 +11,18 @@ import { log } from '../log.js';
 export class UpstreamLog {
   private readonly byEngine = new Map<number, Set<string>>();
   private down = new Set<string>();
+  /** Nothing is written before the service serves (a failed start says why in its error). */
+  private active = false;
 
   constructor(
     private readonly engines: () => number,
     private readonly write: typeof log = log,
   ) {}
+
+  /** From now on changes are written. */
+  start(): void {
+    this.active = true;
+  }
 
   /** An engine's report: the upstreams it holds down now (an engine that is gone: []). */
   update(engine: number, down: readonly string[]): void {
@@ -24,11 +31,11 @@ export class UpstreamLog {
     const now = new Set<string>();
     for (const s of this.byEngine.values()) for (const u of s) now.add(u);
     for (const u of now) {
-      if (this.down.has(u)) continue;
+      if (this.down.has(u) || !this.active) continue;
       const n = [...this.byEngine.values()].filter((s) => s.has(u)).length;
       this.write('warn', 'upstream', `${u} down (in ${n} of ${this.engines()} engines)`, { upstream: u });
     }
-    for (const u of this.down) if (!now.has(u)) this.write('info', 'upstream', `${u} up again`, { upstream: u });
+    for (const u of this.down) if (!now.has(u) && this.active) this.write('info', 'upstream', `${u} up again`, { upstream: u });
     this.down = now;
   }
 }

@@ -5,6 +5,10 @@ import { UpstreamLog } from '../../src/service/upstream-log.js';
 it('logs an upstream down once when engines report it, and up again when none holds it down', () => {
   const lines: string[] = [];
   const l = new UpstreamLog(() => 3, (level, event, msg) => void lines.push(`${level} ${event}: ${msg}`));
+  l.update(0, ['198.18.1.9:53']); // before the service serves: not written (its start fails or says so)
+  l.update(0, []);
+  expect(lines).toEqual([]);
+  l.start();
   l.update(1, ['198.18.1.2:53']);
   l.update(2, ['198.18.1.2:53']);
   l.update(0, ['198.18.1.2:53', '[fd00::2]:53']);
