@@ -74,6 +74,12 @@ export interface ConfigInput {
   xdpAnswers?: boolean;
   afXdp?: boolean;
   serveStale?: boolean;
+  /** 0x20 toward the upstreams (Unbound's use-caps-for-id); default on. */
+  capsForId?: boolean;
+  /** DNS cookies toward the upstreams; default on. */
+  upstreamCookies?: boolean;
+  /** Minimal responses to clients; default on. */
+  minimalResponses?: boolean;
   metricsListen?: string;
   force?: boolean;
   /** Addresses to serve, comma separated; absent: every address of the interface, followed as it changes. */
@@ -110,6 +116,10 @@ export interface EngineConfig {
   readonly promoteAfter: number;
   readonly udpSize: number;
   readonly serveStale: boolean;
+  /** Toward the upstreams: 0x20 and cookies; to clients: minimal responses (docs/FORWARDER.md). */
+  readonly capsForId: boolean;
+  readonly upstreamCookies: boolean;
+  readonly minimalResponses: boolean;
   /** Cache bytes (DnsCache maxBytes). */
   readonly cacheBytes: number;
   /** Questions in flight upstream, this engine. */
@@ -255,7 +265,12 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   const upstreamTcpConns = int('upstreamTcpConns', input.upstreamTcpConns, SETTINGS.upstreamTcpConns.default);
   const upstreamTcpPipeline = int('upstreamTcpPipeline', input.upstreamTcpPipeline, SETTINGS.upstreamTcpPipeline.default);
   const engine = (hotCapacity: number): EngineConfig =>
-    Object.freeze({ cacheSize, hotCapacity, promoteAfter, udpSize, serveStale, cacheBytes, upstreamInflight, upstreamPerClient, upstreamTcpConns, upstreamTcpPipeline });
+    Object.freeze({
+      cacheSize, hotCapacity, promoteAfter, udpSize, serveStale, cacheBytes, upstreamInflight, upstreamPerClient, upstreamTcpConns, upstreamTcpPipeline,
+      capsForId: input.capsForId ?? true,
+      upstreamCookies: input.upstreamCookies ?? true,
+      minimalResponses: input.minimalResponses ?? true,
+    });
   return Object.freeze({
     iface,
     upstreams: Object.freeze(upstreams),
