@@ -42,11 +42,11 @@ export const SETTINGS = {
   upstreamTcpPipeline: { flag: '--upstream-tcp-pipeline', min: 1, max: 1024, default: 64, help: 'queries in flight on one upstream TCP connection' },
   rrl: { flag: '--rrl', min: 0, max: 1_000_000, default: RRL_DEFAULTS.rate, help: 'responses/s of one answer (or of errors, or NXDOMAIN of one zone) to one client network; 0 turns rate limiting off' },
   rrlSlip: { flag: '--rrl-slip', min: 0, max: 100, default: RRL_DEFAULTS.slip, help: 'every k-th rate-limited response is sent truncated (TC=1) so real clients retry over TCP; 0 never' },
-  rrlWindow: { flag: '--rrl-window', min: 1, max: 3600, default: RRL_DEFAULTS.window, help: 'seconds a flood stays limited after it stops' },
+  rrlWindow: { flag: '--rrl-window', min: 1, max: 600, default: RRL_DEFAULTS.window, help: 'seconds a flood stays limited after it stops' },
   rrlAll: { flag: '--rrl-all', min: 0, max: 1_000_000, default: RRL_DEFAULTS.allRate, help: 'responses/s of any kind to one client network; 0 no such ceiling' },
   rrlV4Prefix: { flag: '--rrl-v4-prefix', min: 8, max: 32, default: RRL_DEFAULTS.v4Prefix, help: 'IPv4 prefix length of a client network for rate limiting' },
   rrlV6Prefix: { flag: '--rrl-v6-prefix', min: 16, max: 64, default: RRL_DEFAULTS.v6Prefix, help: 'IPv6 prefix length of a client network for rate limiting' },
-  rrlBuckets: { flag: '--rrl-buckets', min: 1024, max: 1 << 24, default: 65536, help: 'rate-limit buckets, a power of two (24 bytes each, shared by XDP and userspace)' },
+  rrlBuckets: { flag: '--rrl-buckets', min: 1024, max: 1 << 24, default: 65536, help: 'rate-limit buckets, a power of two (16 bytes each, shared by XDP and userspace)' },
 } as const;
 
 export type IntSetting = keyof typeof SETTINGS;
