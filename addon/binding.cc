@@ -38,7 +38,10 @@ Napi::Object Layout(Napi::Env env) {
   l.Set("HOT_HASH_MUL2", Napi::BigInt::New(env, static_cast<uint64_t>(HOT_HASH_MUL2)));
   l.Set("PROG_NAME", HEIMDALL_PROG_NAME);
   l.Set("RRL_BUCKETS_DEFAULT", RRL_BUCKETS_DEFAULT);
-  l.Set("RRL_BURST_NS", Napi::Number::New(env, static_cast<double>(RRL_BURST_NS)));
+  l.Set("RRL_BURST", RRL_BURST);
+  l.Set("RRL_UNIT_SHIFT", RRL_UNIT_SHIFT);
+  l.Set("RRL_STAMP_SHIFT", RRL_STAMP_SHIFT);
+  l.Set("RRL_WINDOW_MAX", RRL_WINDOW_MAX);
   l.Set("RRL_BUCKET_SIZE", sizeof(rrl_bucket));
   l.Set("RRL_MUL1", RRL_MUL1);
   l.Set("RRL_MUL2", RRL_MUL2);

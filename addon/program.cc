@@ -431,29 +431,17 @@ Napi::Value XdpProgram::StatsReset(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
-namespace {
-// A non-negative integer property up to 2^53 (a nanosecond figure may pass 2^32).
-uint64_t PropU53(const Napi::Object &o, const char *key) {
-  Napi::Value v = o.Get(key);
-  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-  if (!(d >= 0 && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<uint64_t>(d)))
-    throw Napi::RangeError::New(o.Env(), std::string("runtime.") + key + " must be a non-negative integer");
-  return static_cast<uint64_t>(d);
-}
-}  // namespace
-
-// setRuntime({ answersOff, rrlCostNs, rrlAllCostNs, rrlDebtNs, rrlSlip, rrlV4Prefix, rrlV6Prefix })
+// setRuntime({ answersOff, rrlCost, rrlAllCost, rrlDebt, rrlSlip, rrlV4Prefix, rrlV6Prefix })
+// (rate-limit figures in the buckets' units: bpf/heimdall.h RRL_UNIT_SHIFT)
 Napi::Value XdpProgram::SetRuntime(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
   Napi::Object o = ArgObject(info, 0, "runtime");
   heimdall_runtime rt = {};
   rt.answers_off = o.Get("answersOff").ToBoolean() ? 1 : 0;
-  rt.rrl_cost_ns = PropU53(o, "rrlCostNs");
-  rt.rrl_all_cost_ns = PropU53(o, "rrlAllCostNs");
-  rt.rrl_debt_ns = PropU53(o, "rrlDebtNs");
-  if (rt.rrl_cost_ns > 1000000000ull || rt.rrl_all_cost_ns > 1000000000ull || rt.rrl_debt_ns > 86400ull * 1000000000ull)
-    throw Napi::RangeError::New(env, "runtime rate-limit figures out of range");
+  rt.rrl_cost = PropUint32(o, "rrlCost", 0, RRL_BURST);
+  rt.rrl_all_cost = PropUint32(o, "rrlAllCost", 0, RRL_BURST);
+  rt.rrl_debt = PropUint32(o, "rrlDebt", 0, static_cast<uint32_t>(RRL_BURST) * RRL_WINDOW_MAX);
   rt.rrl_slip = PropUint32(o, "rrlSlip", 0, 100);
   rt.rrl_v4_prefix = PropUint32(o, "rrlV4Prefix", 1, 32);
   rt.rrl_v6_prefix = PropUint32(o, "rrlV6Prefix", 1, 64);

@@ -527,54 +527,58 @@ struct limits {
 #define RRL_SLIP 2
 
 /*
- * Charges one response of `cost` to bucket b at `now` (see struct rrl_bucket). Returns
- * RRL_SEND, or RRL_DROP / RRL_SLIP for a limited response. Buckets are shared by every
- * CPU and by userspace; every change to a balance is an atomic add, so no response is
- * ever lost from the count. The program is built for the baseline BPF CPU (version 3,
- * which has fetch-and-add and compare-and-swap, made the whole fast path ~25 ns a packet
- * slower under clang 14), so the reads next to the adds are plain: two CPUs that read a
- * bucket in the same instant can both credit the time since its stamp (the coarse clock
- * moves once a tick, so at most a tick's worth of responses more, once per tick) or both
- * see credit for one response. Userspace does the same with real compare-and-swap.
+ * Charges one response of `cost` to bucket b at `now` (CLOCK_MONOTONIC >>
+ * RRL_STAMP_SHIFT; see struct rrl_bucket). Returns RRL_SEND, or RRL_DROP / RRL_SLIP for
+ * a limited response. Buckets are shared by every CPU and by userspace; every change to
+ * a balance is an atomic add, so no response is ever lost from the count. The program is
+ * built for the baseline BPF CPU (version 3, which has fetch-and-add and
+ * compare-and-swap, made the whole fast path ~20 ns a packet slower under clang 14), so
+ * the reads next to the adds are plain: two CPUs that read a bucket in the same instant
+ * can both credit the time since its stamp (at most one stamp unit, ~1 ms, of
+ * responses more) or both see credit for one response. Userspace does the same with a
+ * real compare-and-swap on the stamp.
  */
-static __always_inline int rrl_charge(struct rrl_bucket *b, __u64 now, __s64 cost, __s64 debt, __u32 slip)
+static __always_inline int rrl_charge(struct rrl_bucket *b, __u32 now, __s32 cost, __s32 debt, __u32 slip)
 {
-	__u64 last = b->stamp;
+	__u32 last = b->stamp;
+	__u32 elapsed = now - last;
 
-	if (now > last) {
-		__u64 credit = now - last;
+	/* A stamp ahead of `now` (userspace's clock is read more precisely than the coarse
+	 * one here) gives no credit; a bucket never stamped gets a full burst. */
+	if (last == 0 || (elapsed != 0 && elapsed < 0x80000000u)) {
+		__u64 credit = last == 0 ? (__u64)RRL_BURST + debt : (__u64)elapsed << (RRL_STAMP_SHIFT - RRL_UNIT_SHIFT);
 		b->stamp = now;
-		if (credit > (__u64)(RRL_BURST_NS + debt))
-			credit = RRL_BURST_NS + debt;
-		__sync_fetch_and_add(&b->balance, (__s64)credit);
-		__s64 bal = b->balance;
-		if (bal > RRL_BURST_NS)
-			__sync_fetch_and_add(&b->balance, RRL_BURST_NS - bal);
+		if (credit > (__u64)RRL_BURST + debt)
+			credit = (__u64)RRL_BURST + debt;
+		__sync_fetch_and_add(&b->balance, (__s32)credit);
+		__s32 bal = b->balance;
+		if (bal > RRL_BURST)
+			__sync_fetch_and_add(&b->balance, RRL_BURST - bal);
 	}
-	__s64 before = b->balance;
+	__s32 before = b->balance;
 	__sync_fetch_and_add(&b->balance, -cost);
 	if (before >= cost)
 		return RRL_SEND;
 	if (before - cost < -debt)
 		__sync_fetch_and_add(&b->balance, cost); /* the debt stays within the window */
 	__sync_fetch_and_add(&b->limited, 1);
-	__u64 n = b->limited;
+	__u32 n = b->limited;
 	return slip && n % slip == 0 ? RRL_SLIP : RRL_DROP;
 }
 
 static __always_inline int rrl_bucket_charge(const struct limits *lim, const struct heimdall_runtime *rt,
-					     __u32 token, __u64 cost, __u64 now)
+					     __u32 token, __u32 cost, __u32 now)
 {
 	__u32 idx = rrl_index(heimdall_cfg.rrl_seed, token, lim->fam_len, lim->w0, lim->w1, heimdall_cfg.rrl_mask);
 	struct rrl_bucket *b = bpf_map_lookup_elem(&rrl, &idx);
 
 	if (!b)
 		return RRL_SEND;
-	return rrl_charge(b, now, (__s64)cost, (__s64)rt->rrl_debt_ns, rt->rrl_slip);
+	return rrl_charge(b, now, (__s32)cost, (__s32)rt->rrl_debt, rt->rrl_slip);
 }
 
 /* The verdict of rate limiting for one response of class `token` to this client. */
-static __always_inline int rate_limit(const struct limits *lim, __u32 token, __u64 now)
+static __always_inline int rate_limit(const struct limits *lim, __u32 token, __u64 now_ns)
 {
 	__u32 zero = 0;
 	struct heimdall_runtime *rt;
@@ -582,11 +586,12 @@ static __always_inline int rate_limit(const struct limits *lim, __u32 token, __u
 	if (!lim->fam_len)
 		return RRL_SEND;
 	rt = bpf_map_lookup_elem(&runtime, &zero);
-	if (!rt || !rt->rrl_cost_ns)
+	if (!rt || !rt->rrl_cost)
 		return RRL_SEND;
-	int r = rrl_bucket_charge(lim, rt, token, rt->rrl_cost_ns, now);
-	if (rt->rrl_all_cost_ns) {
-		int all = rrl_bucket_charge(lim, rt, RRL_TOKEN_ALL, rt->rrl_all_cost_ns, now);
+	__u32 now = now_ns >> RRL_STAMP_SHIFT;
+	int r = rrl_bucket_charge(lim, rt, token, rt->rrl_cost, now);
+	if (rt->rrl_all_cost) {
+		int all = rrl_bucket_charge(lim, rt, RRL_TOKEN_ALL, rt->rrl_all_cost, now);
 		if (r == RRL_SEND)
 			r = all;
 	}

@@ -137,11 +137,12 @@ struct heimdall_config {
 struct heimdall_runtime {
 	__u32 answers_off;     /* 1: answer nothing, redirect every query (--no-xdp-answers) */
 	__u32 rrl_slip;        /* every slip-th rate-limited response goes out truncated (TC=1); 0: none */
-	__u64 rrl_cost_ns;     /* credit one response costs: 1e9 / responses-per-second; 0: RRL off */
-	__u64 rrl_all_cost_ns; /* the same for the ceiling over all answers to a prefix; 0: none */
-	__u64 rrl_debt_ns;     /* the window: a bucket's balance goes no lower than minus this */
+	__u32 rrl_cost;        /* credit one response costs (RRL units): RRL_BURST / responses-per-second; 0: RRL off */
+	__u32 rrl_all_cost;    /* the same for the ceiling over all answers to a prefix; 0: none */
+	__u32 rrl_debt;        /* the window: a bucket's balance goes no lower than minus this */
 	__u32 rrl_v4_prefix;   /* client network bits counted together, 1..32 */
 	__u32 rrl_v6_prefix;   /* 1..64 */
+	__u32 pad;
 };
 
 /*
@@ -190,17 +191,26 @@ struct heimdall_local {
  * Response rate limiting. One bucket per (client network, response class), found by
  * rrl_index(); buckets are shared by whatever hashes to them, which can only make a
  * limit stricter, never looser (no eviction an attacker could force). A bucket's balance
- * is credit in nanoseconds: time adds credit one for one, up to RRL_BURST_NS (a second's
- * worth of responses), and each response costs rrl_cost_ns; a response that finds less
- * than its cost is limited, and the debt it leaves is bounded by rrl_debt_ns (the
- * window), so a flood stays limited until it has been quiet for that long. The map is
- * mmapped by userspace, which charges the same buckets for the answers it sends.
+ * is credit in time: time adds credit one for one, up to RRL_BURST (a second's worth of
+ * responses), and each response costs rrl_cost; a response that finds less than its cost
+ * is limited, and the debt it leaves is bounded by rrl_debt (the window), so a flood
+ * stays limited until it has been quiet for that long. The map is mmapped by userspace,
+ * which charges the same buckets for the answers it sends.
+ *
+ * Every field is 32 bits, so userspace updates them with plain 32-bit atomics (64-bit
+ * ones cost JavaScript a BigInt per operation). Balances count 2^10 ns units (~1 µs; a
+ * second is RRL_BURST of them, a 600 s window still fits); stamps count 2^20 ns units
+ * (~1 ms) of CLOCK_MONOTONIC, wrapping after 52 days, compared by their signed difference.
  */
-#define RRL_BURST_NS 1000000000LL
+#define RRL_UNIT_SHIFT 10
+#define RRL_STAMP_SHIFT 20
+#define RRL_BURST 976562 /* 1e9 ns >> RRL_UNIT_SHIFT */
+#define RRL_WINDOW_MAX 600
 struct rrl_bucket {
-	__s64 balance; /* credit, ns; may be negative (debt) */
-	__u64 stamp;   /* CLOCK_MONOTONIC of the last credit */
-	__u64 limited; /* responses limited so far: every slip-th is sent truncated */
+	__s32 balance; /* credit in 2^10 ns units; may be negative (debt) */
+	__u32 stamp;   /* CLOCK_MONOTONIC >> RRL_STAMP_SHIFT of the last credit; 0: never */
+	__u32 limited; /* responses limited so far: every slip-th is sent truncated */
+	__u32 pad;
 };
 
 /* Response classes (the high byte of a token; answers carry their own token). */
@@ -316,15 +326,15 @@ struct heimdall_stats {
 static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
 static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
-static_assert(sizeof(struct heimdall_runtime) == 40, "heimdall_runtime layout");
-static_assert(sizeof(struct rrl_bucket) == 24, "rrl_bucket layout");
+static_assert(sizeof(struct heimdall_runtime) == 32, "heimdall_runtime layout");
+static_assert(sizeof(struct rrl_bucket) == 16, "rrl_bucket layout");
 static_assert(sizeof(struct heimdall_local) == 8 + 20 * HEIMDALL_LOCAL_MAX, "heimdall_local layout");
 #else
 _Static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 _Static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
 _Static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
-_Static_assert(sizeof(struct heimdall_runtime) == 40, "heimdall_runtime layout");
-_Static_assert(sizeof(struct rrl_bucket) == 24, "rrl_bucket layout");
+_Static_assert(sizeof(struct heimdall_runtime) == 32, "heimdall_runtime layout");
+_Static_assert(sizeof(struct rrl_bucket) == 16, "rrl_bucket layout");
 _Static_assert(sizeof(struct heimdall_local) == 8 + 20 * HEIMDALL_LOCAL_MAX, "heimdall_local layout");
 #endif
 

@@ -43,11 +43,11 @@ export const SETTINGS = {
   upstreamTcpPipeline: { flag: '--upstream-tcp-pipeline', min: 1, max: 1024, default: 64, help: 'queries in flight on one upstream TCP connection' },
   rrl: { flag: '--rrl', min: 0, max: 1_000_000, default: RRL_DEFAULTS.rate, help: 'responses/s of one answer (or of errors, or NXDOMAIN of one zone) to one client network; 0 turns rate limiting off' },
   rrlSlip: { flag: '--rrl-slip', min: 0, max: 100, default: RRL_DEFAULTS.slip, help: 'every k-th rate-limited response is sent truncated (TC=1) so real clients retry over TCP; 0 never' },
-  rrlWindow: { flag: '--rrl-window', min: 1, max: 3600, default: RRL_DEFAULTS.window, help: 'seconds a flood stays limited after it stops' },
+  rrlWindow: { flag: '--rrl-window', min: 1, max: 600, default: RRL_DEFAULTS.window, help: 'seconds a flood stays limited after it stops' },
   rrlAll: { flag: '--rrl-all', min: 0, max: 1_000_000, default: RRL_DEFAULTS.allRate, help: 'responses/s of any kind to one client network; 0 no such ceiling' },
   rrlV4Prefix: { flag: '--rrl-v4-prefix', min: 8, max: 32, default: RRL_DEFAULTS.v4Prefix, help: 'IPv4 prefix length of a client network for rate limiting' },
   rrlV6Prefix: { flag: '--rrl-v6-prefix', min: 16, max: 64, default: RRL_DEFAULTS.v6Prefix, help: 'IPv6 prefix length of a client network for rate limiting' },
-  rrlBuckets: { flag: '--rrl-buckets', min: 1024, max: 1 << 24, default: 65536, help: 'rate-limit buckets, a power of two (24 bytes each, shared by XDP and userspace)' },
+  rrlBuckets: { flag: '--rrl-buckets', min: 1024, max: 1 << 24, default: 65536, help: 'rate-limit buckets, a power of two (16 bytes each, shared by XDP and userspace)' },
 } as const;
 
 export type IntSetting = keyof typeof SETTINGS;
@@ -75,6 +75,12 @@ export interface ConfigInput {
   xdpAnswers?: boolean;
   afXdp?: boolean;
   serveStale?: boolean;
+  /** 0x20 toward the upstreams (Unbound's use-caps-for-id); default on. */
+  capsForId?: boolean;
+  /** DNS cookies toward the upstreams; default on. */
+  upstreamCookies?: boolean;
+  /** Minimal responses to clients; default on. */
+  minimalResponses?: boolean;
   metricsListen?: string;
   force?: boolean;
   /** text or json (src/log.ts). */
@@ -113,6 +119,10 @@ export interface EngineConfig {
   readonly promoteAfter: number;
   readonly udpSize: number;
   readonly serveStale: boolean;
+  /** Toward the upstreams: 0x20 and cookies; to clients: minimal responses (docs/FORWARDER.md). */
+  readonly capsForId: boolean;
+  readonly upstreamCookies: boolean;
+  readonly minimalResponses: boolean;
   /** Cache bytes (DnsCache maxBytes). */
   readonly cacheBytes: number;
   /** Questions in flight upstream, this engine. */
@@ -278,7 +288,12 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   const upstreamTcpConns = int('upstreamTcpConns', input.upstreamTcpConns, SETTINGS.upstreamTcpConns.default);
   const upstreamTcpPipeline = int('upstreamTcpPipeline', input.upstreamTcpPipeline, SETTINGS.upstreamTcpPipeline.default);
   const engine = (hotCapacity: number): EngineConfig =>
-    Object.freeze({ cacheSize, hotCapacity, promoteAfter, udpSize, serveStale, cacheBytes, upstreamInflight, upstreamPerClient, upstreamTcpConns, upstreamTcpPipeline });
+    Object.freeze({
+      cacheSize, hotCapacity, promoteAfter, udpSize, serveStale, cacheBytes, upstreamInflight, upstreamPerClient, upstreamTcpConns, upstreamTcpPipeline,
+      capsForId: input.capsForId ?? true,
+      upstreamCookies: input.upstreamCookies ?? true,
+      minimalResponses: input.minimalResponses ?? true,
+    });
   return Object.freeze({
     iface,
     upstreams: Object.freeze(upstreams),

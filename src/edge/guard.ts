@@ -18,6 +18,7 @@
  */
 import type { Handled } from '../engine/engine.js';
 import type { StatsBlock } from '../engine/stats.js';
+import { fastMonotonicNs, type Clock } from '../engine/clock.js';
 import { MessageView } from '../dns/view.js';
 import { writeRcodeReply } from '../dns/reply.js';
 import type { Addr } from '../net/addr.js';
@@ -69,15 +70,15 @@ export function truncateReply(out: Uint8Array, off: number, n: number): number {
 
 export class EdgeGuard implements FrameHandler {
   private readonly view = new MessageView();
-  private readonly clock: () => bigint;
+  private readonly clock: Clock;
 
   constructor(
     private readonly inner: FrameHandler,
     private policy: EdgePolicy,
     private readonly stats: StatsBlock,
-    clock?: () => bigint,
+    clock?: Clock,
   ) {
-    this.clock = clock ?? process.hrtime.bigint;
+    this.clock = clock ?? fastMonotonicNs;
   }
 
   /** Swaps the policy (a reload); queries in flight finish under the old one. */

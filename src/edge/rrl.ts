@@ -17,12 +17,18 @@ import { CLIENT_PREFIX_V4, CLIENT_PREFIX_V6 } from '../net/addr.js';
 /** From bpf/heimdall.h; the addon's layout carries the same numbers and a test compares them. */
 export const RRL_MUL1 = 0x9e3779b1;
 export const RRL_MUL2 = 0x85ebca6b;
-export const RRL_BURST_NS = 1_000_000_000n;
+/** Balance unit 2^10 ns, stamp unit 2^20 ns; a second of credit; the longest window. */
+export const RRL_UNIT_SHIFT = 10;
+export const RRL_STAMP_SHIFT = 20;
+export const RRL_BURST = 976562;
+export const RRL_WINDOW_MAX = 600;
+const STAMP_UNIT_NS = 2 ** RRL_STAMP_SHIFT;
+const CREDIT_PER_STAMP = 2 ** (RRL_STAMP_SHIFT - RRL_UNIT_SHIFT);
 export const RRL_CLASS = { answer: 0x01, nodata: 0x02, nxdomain: 0x03, error: 0x04, all: 0x05 } as const;
 export const RRL_TOKEN_ERROR = RRL_CLASS.error << 24;
 export const RRL_TOKEN_ALL = RRL_CLASS.all << 24;
-/** Bytes per bucket: balance (s64), stamp (u64), limited (u64). */
-export const RRL_BUCKET_BYTES = 24;
+/** Bytes per bucket: balance (s32), stamp (u32), limited (u32), pad. */
+export const RRL_BUCKET_BYTES = 16;
 
 export const SEND = 0;
 export const DROP = 1;
@@ -52,12 +58,13 @@ export interface RrlSettings {
  */
 export const RRL_DEFAULTS: RrlSettings = { rate: 1000, slip: 2, window: 15, allRate: 0, v4Prefix: CLIENT_PREFIX_V4, v6Prefix: CLIENT_PREFIX_V6 };
 
-/** The XDP program's runtime fields for these settings (struct heimdall_runtime). */
-export function rrlRuntime(s: RrlSettings): { rrlCostNs: number; rrlAllCostNs: number; rrlDebtNs: number; rrlSlip: number; rrlV4Prefix: number; rrlV6Prefix: number } {
+/** The XDP program's runtime fields for these settings (struct heimdall_runtime, in RRL units). */
+export function rrlRuntime(s: RrlSettings): { rrlCost: number; rrlAllCost: number; rrlDebt: number; rrlSlip: number; rrlV4Prefix: number; rrlV6Prefix: number } {
   return {
-    rrlCostNs: s.rate > 0 ? Math.max(1, Math.round(1e9 / s.rate)) : 0,
-    rrlAllCostNs: s.allRate > 0 ? Math.max(1, Math.round(1e9 / s.allRate)) : 0,
-    rrlDebtNs: Math.round(s.window * 1e9),
+    // Rounded down, so that a burst holds `rate` whole responses.
+    rrlCost: s.rate > 0 ? Math.max(1, Math.floor(RRL_BURST / s.rate)) : 0,
+    rrlAllCost: s.allRate > 0 ? Math.max(1, Math.floor(RRL_BURST / s.allRate)) : 0,
+    rrlDebt: Math.round(Math.min(s.window, RRL_WINDOW_MAX) * RRL_BURST),
     rrlSlip: s.slip,
     rrlV4Prefix: s.v4Prefix,
     rrlV6Prefix: s.v6Prefix,
@@ -88,12 +95,12 @@ function word(b: Uint8Array, i: number): number {
 
 /** Rate limiting over a bucket array (the mmapped BPF map, or any buffer in tests). */
 export class RateLimiter {
-  private readonly i64: BigInt64Array;
-  private readonly u64: BigUint64Array;
+  private readonly i32: Int32Array;
+  private readonly u32: Uint32Array;
   private readonly mask: number;
-  private cost = 0n;
-  private allCost = 0n;
-  private debt = 0n;
+  private cost = 0;
+  private allCost = 0;
+  private debt = 0;
   private settings: RrlSettings;
 
   constructor(
@@ -104,8 +111,8 @@ export class RateLimiter {
   ) {
     if (buckets < 1 || (buckets & (buckets - 1)) !== 0) throw new RangeError('buckets must be a power of two');
     if (region.byteLength < buckets * RRL_BUCKET_BYTES) throw new RangeError('region smaller than its buckets');
-    this.i64 = new BigInt64Array(region, 0, buckets * 3);
-    this.u64 = new BigUint64Array(region, 0, buckets * 3);
+    this.i32 = new Int32Array(region, 0, buckets * 4);
+    this.u32 = new Uint32Array(region, 0, buckets * 4);
     this.mask = buckets - 1;
     this.settings = settings;
     this.configure(settings);
@@ -114,21 +121,22 @@ export class RateLimiter {
   configure(s: RrlSettings): void {
     const rt = rrlRuntime(s);
     this.settings = s;
-    this.cost = BigInt(rt.rrlCostNs);
-    this.allCost = BigInt(rt.rrlAllCostNs);
-    this.debt = BigInt(rt.rrlDebtNs);
+    this.cost = rt.rrlCost;
+    this.allCost = rt.rrlAllCost;
+    this.debt = rt.rrlDebt;
   }
 
   get enabled(): boolean {
-    return this.cost > 0n;
+    return this.cost > 0;
   }
 
-  /** Charges one response of class `token` to the client's network at `nowNs` (CLOCK_MONOTONIC). */
-  charge(client: Addr, token: number, nowNs: bigint): Verdict {
-    if (this.cost === 0n) return SEND;
-    let r = this.chargeBucket(client, token, this.cost, nowNs);
-    if (this.allCost > 0n) {
-      const all = this.chargeBucket(client, RRL_TOKEN_ALL, this.allCost, nowNs);
+  /** Charges one response of class `token` to the client's network at `nowNs` (CLOCK_MONOTONIC, ns). */
+  charge(client: Addr, token: number, nowNs: number): Verdict {
+    if (this.cost === 0) return SEND;
+    const now = Math.floor(nowNs / STAMP_UNIT_NS) >>> 0;
+    let r = this.chargeBucket(client, token, this.cost, now);
+    if (this.allCost > 0) {
+      const all = this.chargeBucket(client, RRL_TOKEN_ALL, this.allCost, now);
       if (r === SEND) r = all;
     }
     return r;
@@ -152,22 +160,24 @@ export class RateLimiter {
     return rrlIndex(this.seed, token, famLen, w0, w1, this.mask);
   }
 
-  /** rrl_charge() of the XDP program, with the same atomics. */
-  private chargeBucket(client: Addr, token: number, cost: bigint, now: bigint): Verdict {
-    const base = this.bucketOf(client, token) * 3;
-    const last = Atomics.load(this.u64, base + 1);
-    if (now > last && Atomics.compareExchange(this.u64, base + 1, last, now) === last) {
-      let credit = now - last;
-      if (credit > RRL_BURST_NS + this.debt) credit = RRL_BURST_NS + this.debt;
-      const bal = Atomics.add(this.i64, base, credit) + credit;
-      if (bal > RRL_BURST_NS) Atomics.sub(this.i64, base, bal - RRL_BURST_NS);
+  /** rrl_charge() of the XDP program, with a real compare-and-swap on the stamp. */
+  private chargeBucket(client: Addr, token: number, cost: number, now: number): Verdict {
+    const base = this.bucketOf(client, token) * 4;
+    const i32 = this.i32;
+    const last = Atomics.load(this.u32, base + 1);
+    const elapsed = (now - last) >>> 0;
+    if ((last === 0 || (elapsed !== 0 && elapsed < 0x80000000)) && Atomics.compareExchange(this.u32, base + 1, last, now) === last) {
+      const max = RRL_BURST + this.debt;
+      const credit = last === 0 ? max : Math.min(max, elapsed * CREDIT_PER_STAMP);
+      const bal = Atomics.add(i32, base, credit) + credit;
+      if (bal > RRL_BURST) Atomics.sub(i32, base, bal - RRL_BURST);
     }
-    const before = Atomics.sub(this.i64, base, cost);
+    const before = Atomics.sub(i32, base, cost);
     if (before >= cost) return SEND;
-    if (before - cost < -this.debt) Atomics.add(this.i64, base, cost);
-    const n = Atomics.add(this.u64, base + 2, 1n) + 1n;
-    const slip = BigInt(this.settings.slip);
-    return slip > 0n && n % slip === 0n ? SLIP : DROP;
+    if (before - cost < -this.debt) Atomics.add(i32, base, cost);
+    const n = (Atomics.add(this.u32, base + 2, 1) + 1) >>> 0;
+    const slip = this.settings.slip;
+    return slip > 0 && n % slip === 0 ? SLIP : DROP;
   }
 }
 

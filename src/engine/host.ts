@@ -96,6 +96,9 @@ export class EngineHost {
       maxPerClient: o.engine.upstreamPerClient,
       shared: o.inflight === undefined ? undefined : engineShare(o.inflight.shared, o.inflight.engineId),
       tcp: { maxConns: o.engine.upstreamTcpConns, maxPipeline: o.engine.upstreamTcpPipeline },
+      caps: o.engine.capsForId,
+      cookies: o.engine.upstreamCookies,
+      minimalResponses: o.engine.minimalResponses,
     });
   }
 

@@ -35,7 +35,10 @@ export interface Layout {
   statHelp: string[];
   maps: Record<'hot' | 'hits' | 'stats' | 'xsks' | 'runtime' | 'acl4' | 'acl6' | 'local' | 'acl16' | 'rrl', string>;
   RRL_BUCKETS_DEFAULT: number;
-  RRL_BURST_NS: number;
+  RRL_BURST: number;
+  RRL_UNIT_SHIFT: number;
+  RRL_STAMP_SHIFT: number;
+  RRL_WINDOW_MAX: number;
   RRL_BUCKET_SIZE: number;
   RRL_MUL1: number;
   RRL_MUL2: number;
@@ -53,9 +56,10 @@ export interface Layout {
 /** The XDP program's runtime settings (struct heimdall_runtime). */
 export interface NativeRuntime {
   answersOff: boolean;
-  rrlCostNs: number;
-  rrlAllCostNs: number;
-  rrlDebtNs: number;
+  /** In the buckets' units (bpf/heimdall.h RRL_UNIT_SHIFT). */
+  rrlCost: number;
+  rrlAllCost: number;
+  rrlDebt: number;
   rrlSlip: number;
   rrlV4Prefix: number;
   rrlV6Prefix: number;

@@ -66,6 +66,9 @@ upstream-tcp-pipeline: 8
 xdp-answers: false
 af-xdp: false
 serve-stale: true
+caps-for-id: false
+upstream-cookies: false
+minimal-responses: false
 metrics-listen: 127.0.0.1:9999
 log-format: json
 listen: [198.18.0.1, fd00::1]
@@ -93,6 +96,7 @@ rrl-exempt: [198.18.0.2/32]
     expect(c.workerEngine.upstreamPerClient).toBe(50);
     expect([c.workerEngine.upstreamTcpConns, c.workerEngine.upstreamTcpPipeline]).toEqual([3, 8]);
     expect([c.xdpAnswers, c.afXdp, c.serveStale]).toEqual([false, false, true]);
+    expect([c.workerEngine.capsForId, c.workerEngine.upstreamCookies, c.workerEngine.minimalResponses]).toEqual([false, false, false]);
     expect(c.metricsListen).toEqual({ host: '127.0.0.1', port: 9999 });
     expect(c.logFormat).toBe('json');
     expect(c.edge.listen).toEqual(['198.18.0.1', 'fd00::1']);

@@ -37,7 +37,7 @@ function setup(o: { rate?: number; slip?: number; async?: boolean; exempt?: stri
   };
   const stats = new StatsBlock();
   const inner = engine(o.async);
-  const guard = new EdgeGuard(inner, policy, stats, () => 10n ** 12n);
+  const guard = new EdgeGuard(inner, policy, stats, () => 1e12);
   const out = new Uint8Array(4096);
   const ask = (q: Uint8Array, from: string, port = 40000, tcp = false) => {
     const c: Addr = { ...parseAddr(from)!, port };

@@ -11,7 +11,7 @@ import { buildFrame, parseFrame, CLIENT4, CLIENT6, SERVER4, SERVER6, type FrameO
 import { query, response, cached, SOA, decode } from '../helpers/dns.js';
 import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
 import { serveLab } from '../helpers/edge.js';
-import { RRL_BUCKET_BYTES, RRL_BURST_NS, RRL_CLASS, RRL_DEFAULTS, RRL_MUL1, RRL_MUL2, RRL_TOKEN_ALL, RRL_TOKEN_ERROR, RateLimiter, SEND, type RrlSettings } from '../../src/edge/rrl.js';
+import { RRL_BUCKET_BYTES, RRL_BURST, RRL_CLASS, RRL_STAMP_SHIFT, RRL_UNIT_SHIFT, RRL_WINDOW_MAX, RRL_DEFAULTS, RRL_MUL1, RRL_MUL2, RRL_TOKEN_ALL, RRL_TOKEN_ERROR, RateLimiter, SEND, type RrlSettings } from '../../src/edge/rrl.js';
 import { answerToken } from '../../src/xdp/hot-entry.js';
 import { parseAddr } from '../../src/net/addr.js';
 import { ACL_ALLOW, ACL_DENY, ACL_REFUSE, ACL_RRL_EXEMPT, AccessList, parseAclList } from '../../src/edge/acl.js';
@@ -246,8 +246,8 @@ describePrivileged('XDP edge verdicts under BPF_PROG_TEST_RUN', {}, () => {
 
     it('agrees with userspace on the shared numbers (bpf/heimdall.h against src/edge/rrl.ts)', () => {
       const l = fp.layout;
-      expect([l.RRL_MUL1, l.RRL_MUL2, l.RRL_BUCKET_SIZE, l.RRL_BURST_NS, l.RRL_TOKEN_ERROR, l.RRL_TOKEN_ALL]).toEqual([
-        RRL_MUL1, RRL_MUL2, RRL_BUCKET_BYTES, Number(RRL_BURST_NS), RRL_TOKEN_ERROR, RRL_TOKEN_ALL,
+      expect([l.RRL_MUL1, l.RRL_MUL2, l.RRL_BUCKET_SIZE, l.RRL_BURST, l.RRL_UNIT_SHIFT, l.RRL_STAMP_SHIFT, l.RRL_WINDOW_MAX, l.RRL_TOKEN_ERROR, l.RRL_TOKEN_ALL]).toEqual([
+        RRL_MUL1, RRL_MUL2, RRL_BUCKET_BYTES, RRL_BURST, RRL_UNIT_SHIFT, RRL_STAMP_SHIFT, RRL_WINDOW_MAX, RRL_TOKEN_ERROR, RRL_TOKEN_ALL,
       ]);
       expect(l.RRL_CLASS).toMatchObject({ answer: RRL_CLASS.answer, nodata: RRL_CLASS.nodata, nxdomain: RRL_CLASS.nxdomain, error: RRL_CLASS.error });
       expect([l.ACL.refuse, l.ACL.allow, l.ACL.deny, l.ACL.rrlExempt]).toEqual([ACL_REFUSE, ACL_ALLOW, ACL_DENY, ACL_RRL_EXEMPT]);
@@ -261,13 +261,13 @@ describePrivileged('XDP edge verdicts under BPF_PROG_TEST_RUN', {}, () => {
       const entry = cached(response(NAME, 'A', { answers: [{ type: 'A', name: NAME, ttl: 300, data: '198.18.10.1' }] }), fp.nowNs());
       const token = answerToken(entry);
       // Userspace sends the whole burst to 198.18.0.2; XDP then limits its /24.
-      for (let i = 0; i < 10; i++) expect(user.charge(parseAddr(CLIENT4)!, token, process.hrtime.bigint())).toBe(SEND);
+      for (let i = 0; i < 10; i++) expect(user.charge(parseAddr(CLIENT4)!, token, fp.nowNs())).toBe(SEND);
       expect(run(hot({ src: '198.18.0.99' })).slot).toBe('DROP_RATE_LIMITED');
       // XDP spends another network's burst; userspace finds it spent.
       for (let i = 0; i < 10; i++) expect(run(hot({ ipv6: true, src: CLIENT6 })).slot).toBe('TX');
-      expect(user.charge(parseAddr(CLIENT6)!, token, process.hrtime.bigint())).not.toBe(SEND);
+      expect(user.charge(parseAddr(CLIENT6)!, token, fp.nowNs())).not.toBe(SEND);
       // REFUSED is one class on both sides too.
-      for (let i = 0; i < 10; i++) user.charge(parseAddr('198.20.1.1')!, RRL_TOKEN_ERROR, process.hrtime.bigint());
+      for (let i = 0; i < 10; i++) user.charge(parseAddr('198.20.1.1')!, RRL_TOKEN_ERROR, fp.nowNs());
       expect(run(hot({ src: '198.20.1.1' })).slot).toBe('DROP_RATE_LIMITED');
     });
 
