@@ -32,25 +32,12 @@ export function accounting(m: M) {
   return { redirected, received, kernelDrops, workerQueries, unhandled };
 }
 
-/**
- * Waits until the appliance has no tentative IPv6 address: the service binds every address
- * of its interface, and a link-local one still in duplicate address detection refuses
- * the bind (EADDRNOTAVAIL).
- */
-function settleAddresses(lab: Lab): void {
-  const end = Date.now() + 5000;
-  while (lab.exec('appliance', 'ip', ['-6', 'addr', 'show', 'tentative']).trim() !== '' && Date.now() < end) {
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
-  }
-}
-
 describePrivileged('every query accounted for (lab)', { netns: true, tools: ['dnsperf', 'nsd', 'curl'] }, () => {
   const lab = new Lab('q');
   let svc: Service;
 
   beforeAll(async () => {
     lab.up(100);
-    settleAddresses(lab);
     svc = lab.startService(['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153']);
     await svc.ready();
   }, 90_000);

@@ -16,18 +16,6 @@ const EV = (e: string) => `heimdall_tcp_connections_total{event="${e}"}`;
 /** 26 attacker addresses, one per /24: 198.18.32.2 .. 198.18.57.2, routed via the client. */
 const FROM = Array.from({ length: 26 }, (_, i) => `198.18.${32 + i}.2`);
 
-/**
- * Waits until the appliance has no tentative IPv6 address: the service binds every address
- * of its interface, and a link-local one still in duplicate address detection refuses
- * the bind (EADDRNOTAVAIL).
- */
-function settleAddresses(lab: Lab): void {
-  const end = Date.now() + 5000;
-  while (lab.exec('appliance', 'ip', ['-6', 'addr', 'show', 'tentative']).trim() !== '' && Date.now() < end) {
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
-  }
-}
-
 describePrivileged('TCP slots under idle and slowloris floods (lab)', { netns: true, tools: ['kdig', 'nsd', 'curl'] }, () => {
   const lab = new Lab('t');
   let svc: Service;
@@ -36,7 +24,6 @@ describePrivileged('TCP slots under idle and slowloris floods (lab)', { netns: t
     lab.up(100);
     for (const a of FROM) lab.exec('client', 'ip', ['addr', 'add', `${a}/32`, 'dev', `${lab.prefix}c0`]);
     lab.exec('appliance', 'ip', ['route', 'add', '198.18.32.0/19', 'via', ADDR.client4, 'dev', lab.applianceIf]);
-    settleAddresses(lab);
     svc = lab.startService(['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153']);
     await svc.ready();
   }, 90_000);
