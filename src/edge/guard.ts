@@ -96,28 +96,31 @@ export class EdgeGuard implements FrameHandler {
       st.add('edgeResponse');
       return 0;
     }
-    let exempt = true;
-    if (client) {
-      const p = this.policy;
-      if (!tcp && client.port !== undefined && p.guardedPorts.has(client.port)) {
-        st.add('edgeSourcePort');
-        return 0;
-      }
-      if (badSource(client)) {
-        st.add('edgeBadSource');
-        return 0;
-      }
-      const v = p.acl.decide(client);
-      const action = v & ACL_ACTION_MASK;
-      if (action === ACL_DENY) {
-        st.add('edgeDenied');
-        return 0;
-      }
-      exempt = tcp || p.rrl === null || (v & ACL_RRL_EXEMPT) !== 0;
-      if (action === ACL_REFUSE) return this.refuse(buf, off, len, out, outOff, tcp, maxLen, exempt ? undefined : client);
+    // Fail closed: a query whose source the transport could not tell (a TCP peer gone
+    // before its address was read) is not served.
+    if (!client) {
+      st.add('edgeBadSource');
+      return 0;
     }
+    const p = this.policy;
+    if (!tcp && client.port !== undefined && p.guardedPorts.has(client.port)) {
+      st.add('edgeSourcePort');
+      return 0;
+    }
+    if (badSource(client)) {
+      st.add('edgeBadSource');
+      return 0;
+    }
+    const v = p.acl.decide(client);
+    const action = v & ACL_ACTION_MASK;
+    if (action === ACL_DENY) {
+      st.add('edgeDenied');
+      return 0;
+    }
+    const exempt = tcp || p.rrl === null || (v & ACL_RRL_EXEMPT) !== 0;
+    if (action === ACL_REFUSE) return this.refuse(buf, off, len, out, outOff, tcp, maxLen, exempt ? undefined : client);
     const r = this.inner.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs, client);
-    if (exempt || !client) return r;
+    if (exempt) return r;
     if (typeof r === 'number') return this.limit(out, outOff, r, client);
     // The client is the caller's scratch object: keep a copy for the answer's turn.
     const c: Addr = { family: client.family, bytes: client.bytes.slice(), port: client.port };

@@ -79,6 +79,14 @@ describe('EdgeGuard', () => {
     expect([stats.get('edgeNotQuery'), stats.get('edgeResponse'), stats.get('edgeSourcePort'), stats.get('edgeBadSource')]).toEqual([2, 1, 2, 1]);
   });
 
+  it('fails closed: a query without a known source is not served', () => {
+    const { guard, inner, stats, out } = setup();
+    const q = query('www.example.com', 'A');
+    expect(guard.handle(q, 0, q.length, out, 0, true)).toBe(0);
+    expect(inner.calls).toBe(0);
+    expect(stats.get('edgeBadSource')).toBe(1);
+  });
+
   it('takes TCP from any port, and never rate limits it', () => {
     const { ask } = setup({ rate: 1 });
     for (let i = 0; i < 5; i++) expect(ask(query('www.example.com', 'A'), '198.18.0.2', 7, true)).toBe(ANSWER.length);
