@@ -65,7 +65,7 @@ import {
   rdataLayout,
 } from './constants.js';
 import { DnsError, DnsErrorCode } from './errors.js';
-import { skipName } from './name.js';
+import { copyNameLower, skipName } from './name.js';
 import { MessageView, RecordCursor } from './view.js';
 
 /** Index of each section in the `dropped` counts. */
@@ -139,22 +139,7 @@ function keyOf(w: Uint8Array, from = 0): string {
 
 /** The lowercased key of a validated name at `pos`, without an intermediate copy. */
 function keyAt(buf: Uint8Array, base: number, pos: number): string {
-  let p = pos;
-  let o = 0;
-  for (;;) {
-    const len = buf[p]!;
-    if (len >= 0xc0) {
-      p = base + (((len & 0x3f) << 8) | buf[p + 1]!);
-      continue;
-    }
-    keyBuf[o++] = len;
-    if (len === 0) return keyBuf.toString('latin1', 0, o);
-    for (let i = 1; i <= len; i++) {
-      const c = buf[p + i]!;
-      keyBuf[o++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
-    }
-    p += len + 1;
-  }
+  return keyBuf.toString('latin1', 0, copyNameLower(buf, base, pos, keyBuf, 0));
 }
 
 /** True when `a` is `b` or an ancestor of it (both keys of whole wire names). */
