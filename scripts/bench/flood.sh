@@ -41,11 +41,7 @@ for c in "${CONTENDERS[@]}"; do
     unbound | dnsdist | kresd) command -v "$c" >/dev/null || die "$c missing: run 'bash scripts/setup.sh --bench' or leave it out of BENCH_FLOOD_CONTENDERS" ;;
   esac
 done
-make -s -C bpf >/dev/null || die "BPF build failed"
-[[ -f dist/cli.js ]] || die "dist/ missing: run 'npm run build'"
-if [[ -n $(find src -name '*.ts' -newer dist/cli.js -print -quit) ]]; then
-  die "dist/ is older than src/: run 'npm run build'"
-fi
+require_built
 
 mkdir -p "$OUT"
 RESULTS=$OUT/flood.jsonl

@@ -10,6 +10,16 @@
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 say() { printf 'bench: %s\n' "$*" >&2; }
 
+# The BPF objects rebuilt if stale, and dist/ as new as src/: a benchmark of old code
+# would be a wrong answer, not a slow one.
+require_built() {
+  make -s -C bpf >/dev/null || die "BPF build failed"
+  [[ -f dist/cli.js ]] || die "dist/ missing: run 'npm run build'"
+  if [[ -n $(find src -name '*.ts' -newer dist/cli.js -print -quit) ]]; then
+    die "dist/ is older than src/: run 'npm run build'"
+  fi
+}
+
 P=${HX_LAB:-hxb}
 [[ $P =~ ^[a-z][a-z0-9]{0,5}$ ]] || die "HX_LAB must be 1-6 lowercase letters or digits, starting with a letter"
 NS_C=$P-client NS_A=$P-appliance

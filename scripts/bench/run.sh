@@ -41,11 +41,7 @@ MIXES=(hot zipf)
 for t in kxdpgun dnsperf dig nsd unbound dnsdist kresd curl node; do
   command -v "$t" >/dev/null || die "$t missing: run 'bash scripts/setup.sh --bench'"
 done
-make -s -C bpf >/dev/null || die "BPF build failed"
-[[ -f dist/cli.js ]] || die "dist/ missing: run 'npm run build'"
-if [[ -n $(find src -name '*.ts' -newer dist/cli.js -print -quit) ]]; then
-  die "dist/ is older than src/: run 'npm run build'"
-fi
+require_built
 
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
