@@ -2,8 +2,9 @@
  * The three-host lab (scripts/lab.sh) for tests: its own prefix per test process, the
  * service started inside the appliance namespace, and real clients in the client one.
  */
-import { LAB_ALLOW } from './edge.js';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { LAB_ALLOW } from './edge.js';
 import { fileURLToPath } from 'node:url';
 import { sh } from './netns.js';
 
@@ -157,4 +158,32 @@ export class Service {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
     }
   }
+}
+
+/**
+ * One service for a whole suite: the lab brought up (zone of `zone` names), `setup` run,
+ * the service started with `args` and ready, handed to `ready`; afterwards it must stop
+ * cleanly (exit 0), then the lab goes down and `cleanup` runs.
+ */
+export function suiteService(
+  lab: Lab,
+  o: { zone: number; args: string[]; setup?: () => void; cleanup?: () => void },
+  ready: (svc: Service) => void,
+): void {
+  let svc: Service | undefined;
+  beforeAll(async () => {
+    lab.up(o.zone);
+    o.setup?.();
+    svc = lab.startService(o.args);
+    ready(svc);
+    await svc.ready();
+  }, 90_000);
+  afterAll(async () => {
+    try {
+      if (svc) expect(await svc.stop()).toBe(0);
+    } finally {
+      lab.down();
+      o.cleanup?.();
+    }
+  }, 60_000);
 }

@@ -8,9 +8,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privilege.js';
-import { ADDR, Lab, type Service } from '../helpers/lab.js';
+import { ADDR, Lab, suiteService, type Service } from '../helpers/lab.js';
 
 type M = Record<string, number>;
 const v = (m: M, k: string): number => m[k] ?? 0;
@@ -36,19 +36,7 @@ describePrivileged('every query accounted for (lab)', { netns: true, tools: ['dn
   const lab = new Lab('q');
   let svc: Service;
 
-  beforeAll(async () => {
-    lab.up(100);
-    svc = lab.startService(['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153']);
-    await svc.ready();
-  }, 90_000);
-
-  afterAll(async () => {
-    try {
-      if (svc) expect(await svc.stop()).toBe(0);
-    } finally {
-      lab.down();
-    }
-  }, 60_000);
+  suiteService(lab, { zone: 100, args: ['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153'] }, (s) => (svc = s));
 
   it('redirected = received + kernel drops, and received = engine queries + unhandled frames, after a unique-name flood', () => {
     const dir = mkdtempSync(join(tmpdir(), 'hx-acct-'));

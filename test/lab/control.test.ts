@@ -3,12 +3,12 @@
  * JSON), cache lookup and flush (a hot entry leaves the XDP map at once: the next ask
  * goes upstream), flush --all, upstreams, and the socket closed to other users.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describePrivileged } from '../helpers/privilege.js';
-import { ADDR, Lab, runCli, type Service } from '../helpers/lab.js';
+import { ADDR, Lab, runCli, suiteService, type Service } from '../helpers/lab.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const UP = 'heimdall_responses_total{path="upstream"}';
@@ -30,19 +30,7 @@ describePrivileged('control socket verbs in the lab', { netns: true, tools: ['di
     throw new Error(`${name} never became hot`);
   }
 
-  beforeAll(async () => {
-    lab.up(200);
-    svc = lab.startService(['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153']);
-    await svc.ready();
-  }, 90_000);
-
-  afterAll(async () => {
-    try {
-      if (svc) expect(await svc.stop()).toBe(0);
-    } finally {
-      lab.down();
-    }
-  }, 60_000);
+  suiteService(lab, { zone: 200, args: ['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153'] }, (s) => (svc = s));
 
   it('stats: answers by path, hit ratio, hot map, upstream, drops; --json for scripts', async () => {
     await makeHot('www.lab.example');

@@ -5,14 +5,14 @@
  * limiting while another network keeps every answer, responders that answer everything,
  * and a second instance on the same interface.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describePrivileged } from '../helpers/privilege.js';
-import { ADDR, Lab, type Service } from '../helpers/lab.js';
+import { ADDR, Lab, suiteService, type Service } from '../helpers/lab.js';
 
 const M_XDP = 'heimdall_responses_total{path="xdp"}';
 const xdp = (m: Record<string, number>, outcome: string) => m[`heimdall_xdp_packets_total{outcome="${outcome}"}`] ?? 0;
@@ -30,24 +30,21 @@ describePrivileged('edge safety in the lab', { netns: true, tools: ['dig', 'dnsp
   const clientIf = () => `${lab.prefix}c0`;
   const up = `${ADDR.upstream4},[${ADDR.upstream6}]`;
 
-  beforeAll(async () => {
-    lab.up(200);
-    for (const a of [REFUSED4, DENIED4, `${VICTIM4}/32`]) lab.exec('client', 'ip', ['addr', 'add', a.includes('/') ? a : `${a}/24`, 'dev', clientIf()]);
-    svc = lab.startService([
-      '--upstream', up, '--metrics-listen', '127.0.0.1:9153',
-      '--allow', '198.18.0.0/25,198.18.7.0/24,fd00::/8', '--deny', '198.18.0.200/29', '--rrl', String(RATE),
-    ]);
-    await svc.ready();
-  }, 90_000);
-
-  afterAll(async () => {
-    try {
-      if (svc) expect(await svc.stop()).toBe(0);
-    } finally {
-      lab.down();
-      rmSync(tmp, { recursive: true, force: true });
-    }
-  }, 60_000);
+  suiteService(
+    lab,
+    {
+      zone: 200,
+      args: [
+        '--upstream', up, '--metrics-listen', '127.0.0.1:9153',
+        '--allow', '198.18.0.0/25,198.18.7.0/24,fd00::/8', '--deny', '198.18.0.200/29', '--rrl', String(RATE),
+      ],
+      setup: () => {
+        for (const a of [REFUSED4, DENIED4, `${VICTIM4}/32`]) lab.exec('client', 'ip', ['addr', 'add', a.includes('/') ? a : `${a}/24`, 'dev', clientIf()]);
+      },
+      cleanup: () => rmSync(tmp, { recursive: true, force: true }),
+    },
+    (s) => (svc = s),
+  );
 
   const dig = (args: string[], from?: string, server = ADDR.appliance4) => lab.dig([...(from ? ['-b', from] : []), ...args], server);
 

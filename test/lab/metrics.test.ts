@@ -5,9 +5,9 @@
  * the cache refuses: REFUSED, class CH) on the AF_XDP path, which is answered in place
  * over the query: they must carry the client's ID and RA.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privilege.js';
-import { ADDR, Lab, type Service } from '../helpers/lab.js';
+import { ADDR, Lab, suiteService, type Service } from '../helpers/lab.js';
 
 type M = Record<string, number>;
 const v = (m: M, k: string): number => m[k] ?? 0;
@@ -19,19 +19,7 @@ describePrivileged('metrics of every engine in the lab', { netns: true, tools: [
   /** dig from a fixed source port: one 5-tuple, so one rx queue, one worker. */
   const dig1 = (port: number, args: string[]) => lab.dig(['-b', `${ADDR.client4}#${port}`, ...args]);
 
-  beforeAll(async () => {
-    lab.up(200);
-    svc = lab.startService(['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153']);
-    await svc.ready();
-  }, 90_000);
-
-  afterAll(async () => {
-    try {
-      if (svc) expect(await svc.stop()).toBe(0);
-    } finally {
-      lab.down();
-    }
-  }, 60_000);
+  suiteService(lab, { zone: 200, args: ['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153'] }, (s) => (svc = s));
 
   it('counts misses answered by the upstream through the workers: queries, upstream queries, latency', () => {
     const before = svc.metrics();

@@ -7,9 +7,9 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privilege.js';
-import { ADDR, Lab, type Service } from '../helpers/lab.js';
+import { ADDR, Lab, suiteService, type Service } from '../helpers/lab.js';
 
 const ATTACKER = fileURLToPath(new URL('./tcp-attacker.ts', import.meta.url));
 const EV = (e: string) => `heimdall_tcp_connections_total{event="${e}"}`;
@@ -20,21 +20,11 @@ describePrivileged('TCP slots under idle and slowloris floods (lab)', { netns: t
   const lab = new Lab('t');
   let svc: Service;
 
-  beforeAll(async () => {
-    lab.up(100);
+  const setup = (): void => {
     for (const a of FROM) lab.exec('client', 'ip', ['addr', 'add', `${a}/32`, 'dev', `${lab.prefix}c0`]);
     lab.exec('appliance', 'ip', ['route', 'add', '198.18.32.0/19', 'via', ADDR.client4, 'dev', lab.applianceIf]);
-    svc = lab.startService(['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153']);
-    await svc.ready();
-  }, 90_000);
-
-  afterAll(async () => {
-    try {
-      if (svc) expect(await svc.stop()).toBe(0);
-    } finally {
-      lab.down();
-    }
-  }, 60_000);
+  };
+  suiteService(lab, { zone: 100, args: ['--upstream', ADDR.upstream4, '--metrics-listen', '127.0.0.1:9153'], setup }, (s) => (svc = s));
 
   it('answers a fresh TCP client within 2 s while 1,000 idle and 300 slowloris connections are kept open', async () => {
     const kdig = () => {
