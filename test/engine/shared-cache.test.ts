@@ -56,7 +56,7 @@ describe('SharedCache', () => {
     expect(c.insert(ans, NOW)).toBeGreaterThanOrEqual(0);
     const v = new MessageView();
     const key = new Uint8Array(MAX_KEY_LEN);
-    for (const [q, t] of [[query('WWW.Example.com', 'A', { id: 9 }), 2.5e9], [query('www.example.com', 'A', { id: 7, edns: 1232, do: true }), 45e9]] as const) {
+    for (const [q, t] of [[query('WWW.Example.com', 'A', { id: 9, edns: false }), 2.5e9], [query('www.example.com', 'A', { id: 7, edns: { udp: 4096, do: false } }), 45e9]] as const) {
       v.parse(q, 0, q.length, key);
       const got = new Uint8Array(600);
       const want = new Uint8Array(600);
@@ -71,7 +71,7 @@ describe('SharedCache', () => {
 
   it('gives copies equal to what was inserted, for random cacheable responses', () => {
     const c = SharedCache.create({ maxEntries: 256, maxBytes: 1 << 20 });
-    const ans = answerFromResponse(response('neg.example.com', 'A', [], { rcode: 'NXDOMAIN', authorities: [soa('example.com', 300, 60)] }), NOW);
+    const ans = answerFromResponse(response('neg.example.com', 'A', [], { rcode: 3, authorities: [soa('example.com', 300, 60)] }), NOW);
     c.insert(ans, NOW);
     const got = c.peek(ans.key)!;
     expect(got).toEqual({ ...ans, key: got.key, records: got.records, ttlOffsets: got.ttlOffsets, ttls: got.ttls });
