@@ -35,6 +35,7 @@ import { writeOpt } from '../dns/opt.js';
 import { type ReplyOptions, replyLimit, writeAnswerHead, writeReply } from '../dns/reply.js';
 import type { MessageView } from '../dns/view.js';
 import { BuddyRegions, MAX_ORDER, UNIT, orderFor } from './buddy.js';
+import { monotonicNs } from './clock.js';
 
 // ---- layout ---------------------------------------------------------------------------
 
@@ -79,7 +80,9 @@ const G_SERVE_STALE = 11;
 const G_STALE_MAX = 12;
 const G_THRESHOLD = 13;
 const G_PROT_PERMILLE = 14;
-const G_WORDS = 16;
+const G_BYTES_LO = 15; // maxBytes as configured (the arena is that, rounded down per shard)
+const G_BYTES_HI = 16;
+const G_WORDS = 20;
 
 // Shard header words (48 words = 3 cache lines, so shards do not share a line).
 const S_LOCK = 0;
@@ -104,6 +107,9 @@ const S_BUSY = 19;
 const S_RESETS = 20;
 const S_HEADS = 24; // MAX_ORDER + 1 free-list heads
 const S_WORDS = 48;
+
+/** Header sizes in 32-bit words: the global header, then one per shard, then the slots' seq array (tests reach into them). */
+export const HEADER_WORDS = { global: G_WORDS, shard: S_WORDS } as const;
 
 const SEG_NONE = 0;
 const SEG_PROBATION = 1;
@@ -235,6 +241,8 @@ export class SharedCache {
     const ratio = o.protectedRatio ?? 0.8;
     if (!(ratio >= 0 && ratio <= 1)) throw new RangeError(`protected ratio ${ratio}`);
     g[G_PROT_PERMILLE] = Math.round(ratio * 1000);
+    g[G_BYTES_LO] = maxBytes % 2 ** 31;
+    g[G_BYTES_HI] = Math.floor(maxBytes / 2 ** 31);
     const c = new SharedCache(layout, g);
     c.setTtlPolicy(o.ttl);
     c.setServeStale(o.serveStale ?? false);
@@ -332,6 +340,11 @@ export class SharedCache {
   setThreshold(n: number): void {
     if (!(Number.isInteger(n) && n >= 1)) throw new RangeError(`threshold ${n}`);
     Atomics.store(this.g, G_THRESHOLD, n);
+  }
+
+  /** The byte bound configured at creation (the arena holds at most this). */
+  get maxBytes(): number {
+    return this.g[G_BYTES_HI]! * 2 ** 31 + this.g[G_BYTES_LO]!;
   }
 
   /** Arena bytes allocated at creation: the most maxBytes can be raised to without a restart. */
@@ -494,9 +507,9 @@ export class SharedCache {
    * expired, or changed under every try). Counts the hit on the slot. Allocates nothing
    * unless the reply must be truncated (then the entry is copied out first).
    * `stale`: also serve an expired entry within the stale window (RFC 8767), with TTLs
-   * of at most opts.staleTtl (30 s).
+   * of at most opts.staleTtl (30 s). `asks`: as for insert().
    */
-  reply(q: MessageView, key: Uint8Array, len: number, hash: number, nowNs: number, out: Uint8Array, outOff: number, opts: ReplyOptions, stale = false): number {
+  reply(q: MessageView, key: Uint8Array, len: number, hash: number, nowNs: number, out: Uint8Array, outOff: number, opts: ReplyOptions, stale = false, asks = 0): number {
     for (let t = 0; t < READ_TRIES; t++) {
       const s = this.find(key, len, hash);
       if (s < 0) break;
@@ -511,7 +524,10 @@ export class SharedCache {
         } else {
           this.reads.hits++;
         }
-        if (uses === this.g[G_THRESHOLD] && this.onThreshold !== undefined) this.onThreshold(s, sq);
+        // The threshold counts uses of this entry, or asks of the name on every engine
+        // (src/hot/asks.ts) when they were more: "asked for the third time" either way.
+        const th = this.g[G_THRESHOLD]!;
+        if ((uses === th || asks === th) && !stale && this.onThreshold !== undefined) this.onThreshold(s, sq);
         return n;
       }
       this.reads.retries++;
@@ -759,7 +775,7 @@ export class SharedCache {
   }
 
   /** answerFromResponse under the cache's TTL bounds now, then insert. Throws DnsError. */
-  insertResponse(msg: Uint8Array, nowNs: number, dnssecOk?: boolean, asks = 0): CachedAnswer {
+  insertResponse(msg: Uint8Array, nowNs: number = monotonicNs(), dnssecOk?: boolean, asks = 0): CachedAnswer {
     const a = answerFromResponse(msg, nowNs, this.ttlPolicy, dnssecOk);
     this.insert(a, nowNs, asks);
     return a;

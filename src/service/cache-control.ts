@@ -49,7 +49,7 @@ export function entriesOf(host: EngineHost, name: string, qtype?: number): Cache
   const wire = textToWire(name.endsWith('.') ? name : `${name}.`);
   const lower = wire.map((c) => (c >= 0x41 && c <= 0x5a ? c | 0x20 : c));
   const out: CachedAnswer[] = [];
-  for (const a of host.engine.cache.entriesInEvictionOrder()) {
+  for (const a of host.engine.cache.entries()) {
     const k = a.key;
     if (k.length !== lower.length + 5 || (qtype !== undefined && a.qtype !== qtype)) continue;
     let same = true;
@@ -71,9 +71,7 @@ export function engineControl(host: EngineHost, engineId: number, req: EngineReq
       return found.map((a) => Buffer.from(a.key).toString('hex'));
     }
     case 'flushAll': {
-      const n = host.engine.cache.size;
-      host.engine.cache.clear();
-      return n;
+      return host.engine.cache.clear();
     }
     case 'upstreams':
       return host.forwarder.stats().perUpstream satisfies UpstreamStats[];

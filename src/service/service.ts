@@ -31,6 +31,8 @@ import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
 import { checkFdLimit } from './fd-limit.js';
 import { HotSync } from '../hot/hot-sync.js';
+import { SharedPromotion } from '../hot/shared-promotion.js';
+import { SharedCache } from '../engine/shared-cache.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
 import { UdpListener } from '../io/udp.js';
 import type { FrameHandler } from '../io/xsk-server.js';
@@ -43,9 +45,8 @@ import { WorkerPool } from './pool.js';
 /** Ask counts halve every minute: a name must keep being asked to stay promotable. */
 const ASK_DECAY_MS = 60_000;
 /**
- * Hits the XDP program served are handed to the engines every 5 s. They only feed heat
- * (60-second half-life) and SLRU recency, which 5 s of merging does not change, and each
- * hand-over wakes every worker (src/engine/upkeep.ts: why wake-ups are counted).
+ * Hits the XDP program served are handed to the promotion policy every 5 s. They only
+ * feed heat (60-second half-life) and SLRU recency, which 5 s of merging does not change.
  */
 const KERNEL_HITS_MS = 5000;
 /** The main thread's engine id for the hot map sync (workers are 1..queues). */
@@ -157,13 +158,18 @@ export function createService(initial: HeimdallConfig): Service {
     let lastKernelHits = lastDecay;
 
     const upstreamLog = new UpstreamLog(() => 1 + (cfg.afXdp ? cfg.queues : 0));
+    // The one cache of the process: the main thread's engine and every worker's are views
+    // of it. The one promotion policy runs here, over its slots, and drives the hot map.
+    const cache = SharedCache.create({ maxEntries: cfg.cacheSize, maxBytes: cfg.mainEngine.cacheBytes, serveStale: cfg.serveStale, threshold: cfg.promoteAfter });
+    const promo = new SharedPromotion(cache, { capacity: cfg.hotSize, onEvent: (e) => sync?.apply(e), clock: fastMonotonicNs });
     const main = new EngineHost({
       engine: cfg.mainEngine,
       onUpstreamHealth: (down) => upstreamLog.update(MAIN_ENGINE, down),
       upstreams: cfg.upstreams,
       asks,
+      cache,
+      onCandidate: (slot, seq) => promo.candidate(slot, seq),
       inflight: { shared: inflight, engineId: MAIN_ENGINE },
-      onPromotion: (e) => sync?.apply(MAIN_ENGINE, e),
       onUpkeep: () => {
         const now = performance.now();
         if (now - lastDecay >= ASK_DECAY_MS) {
@@ -171,12 +177,10 @@ export function createService(initial: HeimdallConfig): Service {
           asks.decay();
         }
         if (udp && tcp) publishListeners(main, udp, tcp);
+        promo.tick(); // refreshes and evictions of hot entries by any thread, expired hot entries
         if (!sync || now - lastKernelHits < KERNEL_HITS_MS) return;
         lastKernelHits = now;
-        for (const [id, items] of sync.kernelHitsByEngine()) {
-          if (id === MAIN_ENGINE) for (const k of items) main.engine.policy?.noteKernelHits(k.key, k.hits);
-          else pool?.noteKernelHits(id, items);
-        }
+        for (const k of sync.collectKernelHits()) promo.noteKernelHits(k.key, k.hits);
       },
       upkeep: { busyMs: 1000, idleMs: KERNEL_HITS_MS },
     });
@@ -277,12 +281,16 @@ export function createService(initial: HeimdallConfig): Service {
         upstreams: cfg.upstreams,
         asks: asks.buffer,
         inflight: inflight.buffer,
+        cache: cache.layout,
         engine: cfg.workerEngine,
-        onPromotion: (id, e) => hot.apply(id, e),
+        onCandidate: (slot, seq) => promo.candidate(slot, seq),
         onUpstreamHealth: (id, down) => upstreamLog.update(id, down),
-        onWorkerGone: (id) => {
+        onWorkerGone: (id, threadId) => {
           upstreamLog.update(id, []);
-          hot.forgetEngine(id);
+          // Shards the dead worker held locked are emptied and unlocked (it may have died
+          // halfway through a write); the rest of the cache is untouched.
+          const reset = cache.recover(threadId);
+          if (reset > 0) log('warn', 'worker', `emptied ${reset} cache shard(s) the worker for engine ${id} held when it died`);
           inflight.forget(id); // what the dead worker held upstream is free again
         },
         onRestart: (queue, why) => log('warn', 'worker', `worker for queue ${queue} replaced (${why})`),
@@ -322,30 +330,33 @@ export function createService(initial: HeimdallConfig): Service {
       const all = [mine, ...theirs.filter((v) => v !== undefined && !(v as { error?: string }).error)];
       return { all, engines: { asked: 1 + theirs.length, answered: all.length } };
     };
+    /** The cache is one: the main thread's view answers for every engine. */
+    const oneCache = { asked: 1, answered: 1 };
     controlImpl = async (req) => {
       switch (req.op) {
         case 'lookup': {
-          const { all, engines } = await askEngines(req);
-          const entries = all.flat() as CachedEntryInfo[];
+          const entries = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as CachedEntryInfo[];
           const keys = new Set([...entries.map((e) => e.key), ...keysOf(req.name, req.qtype)]);
           const hotKeys = [...keys].filter((k) => hot.isHot(Buffer.from(k, 'hex')));
-          return { entries, hot: hotKeys.map((k) => describeKey(k)), engines };
+          return { entries, hot: hotKeys.map((k) => describeKey(k)), engines: oneCache };
         }
         case 'flush': {
-          // Which of its keys are hot is asked first: flushing an engine's cache demotes
-          // what it held, and the last holder's demotion takes the key out of the map.
-          const found = (await askEngines({ op: 'lookup', name: req.name, qtype: req.qtype })).all.flat() as CachedEntryInfo[];
+          // Out of the cache and out of the XDP map at once; the policy sees the removal
+          // at its next look at the slot.
+          const found = engineControl(main, MAIN_ENGINE, { op: 'lookup', name: req.name, qtype: req.qtype }, fastMonotonicNs()) as CachedEntryInfo[];
           const keys = new Set([...found.map((e) => e.key), ...keysOf(req.name, req.qtype)]);
           const wasHot = [...keys].filter((k) => hot.isHot(Buffer.from(k, 'hex')));
-          const { all, engines } = await askEngines(req);
-          for (const k of new Set([...keys, ...(all as string[][]).flat()])) hot.drop(Buffer.from(k, 'hex'));
-          return { removed: (all as string[][]).flat().length, hotRemoved: wasHot.length, engines };
+          const removed = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as string[];
+          for (const k of new Set([...keys, ...removed])) hot.drop(Buffer.from(k, 'hex'));
+          promo.tick();
+          return { removed: removed.length, hotRemoved: wasHot.length, engines: oneCache };
         }
         case 'flushAll': {
           const hotBefore = hot.size;
-          const { all, engines } = await askEngines(req);
+          const removed = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as number;
           hot.dropAll();
-          return { removed: (all as number[]).reduce((a, b) => a + b, 0), hotRemoved: hotBefore, engines };
+          promo.tick();
+          return { removed, hotRemoved: hotBefore, engines: oneCache };
         }
         case 'upstreams': {
           const { all, engines } = await askEngines(req);
@@ -372,6 +383,7 @@ export function createService(initial: HeimdallConfig): Service {
       mainPolicy = updatePolicy(mainPolicy, nextSetup);
       mainHandler.setPolicy(mainPolicy);
       main.setPromoteAfter(next.promoteAfter);
+      promo.setThreshold(next.promoteAfter);
       main.setUpstreams(next.upstreams);
       return pool ? pool.reload({ edge: nextSetup, upstreams: next.upstreams, promoteAfter: next.promoteAfter }) : { confirmed: 0, live: 0 };
     };

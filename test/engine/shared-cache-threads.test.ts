@@ -40,7 +40,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** Waits until every listed worker has reported progress past `n` operations. */
 async function progressed(control: Int32Array, indexes: number[], n: number): Promise<void> {
-  for (let t = 0; t < 400; t++) {
+  for (let t = 0; t < 3000; t++) {
     if (indexes.every((i) => Atomics.load(control, 1 + i) > n)) return;
     await sleep(10);
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { SharedCache } from '../../src/engine/shared-cache.js';
+import { HEADER_WORDS, SharedCache } from '../../src/engine/shared-cache.js';
 import { BuddyRegions, UNIT } from '../../src/engine/buddy.js';
 import { MessageView, answerFromResponse, makeKey, writeReply } from '../../src/dns/index.js';
 import { keyHash } from '../../src/dns/key.js';
@@ -189,11 +189,13 @@ describe('SharedCache', () => {
     for (let i = 0; i < 100; i++) c.insert(synth(i, 1, 2, 300, NOW), NOW);
     const before = c.size;
     // Thread 41 "died" holding shard 2's lock, halfway through writing a slot.
-    const h = new Int32Array(c.layout.meta, 16 * 4, 4 * 48);
-    expect(Atomics.compareExchange(h, 2 * 48, 0, 42)).toBe(0);
+    const G = HEADER_WORDS.global * 4;
+    const S = HEADER_WORDS.shard;
+    const h = new Int32Array(c.layout.meta, G, 4 * S);
+    expect(Atomics.compareExchange(h, 2 * S, 0, 42)).toBe(0);
     const victim = [...Array(100).keys()].find((i) => (keyHash(keyOf(i), 0, keyOf(i).length) & 3) === 2)!;
     const slot = c.find(keyOf(victim), keyOf(victim).length);
-    const seq = new Int32Array(c.layout.meta, 16 * 4 + 4 * 48 * 4, c.shards * c.per);
+    const seq = new Int32Array(c.layout.meta, G + 4 * S * 4, c.shards * c.per);
     Atomics.add(seq, slot, 1); // odd: mid-write
     expect(c.has(keyOf(victim), keyOf(victim).length, NOW)).toBe(false); // never read mid-write
     expect(c.insert(synth(victim, 2, 1, 300, NOW), NOW)).toBe(-2); // writers do not wait for it
