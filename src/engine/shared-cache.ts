@@ -198,6 +198,11 @@ export class SharedCache {
   private readonly seg: Uint8Array;
   private readonly flags: Uint8Array;
   private readonly arena: Uint8Array;
+  /** The arena as a DataView: the hit path copies and reads it four bytes at a time. */
+  private readonly arenaDv: DataView;
+  /** A DataView over the buffer of the last `out` a reply was written to (a UMEM area is one buffer: made once). */
+  private outBuf: ArrayBufferLike | undefined;
+  private outDv: DataView = new DataView(new ArrayBuffer(0));
   private readonly buddy: BuddyRegions;
   private readonly regionUnits: number;
   readonly topOrder: number;
@@ -302,6 +307,7 @@ export class SharedCache {
     this.flags = new Uint8Array(m, z.u8 + slots, slots);
     const state = new Uint8Array(m, z.units, this.shards * this.regionUnits);
     this.arena = new Uint8Array(layout.arena);
+    this.arenaDv = new DataView(layout.arena);
     this.buddy = new BuddyRegions(layout.arena, state, this.h, this.regionUnits, this.topOrder, (s) => s * S_WORDS + S_HEADS);
   }
 
@@ -445,20 +451,26 @@ export class SharedCache {
    * The slot holding key[0, len), or -1. Takes no lock: the result may be stale by the
    * time it is used; callers that read the slot validate with seqOf(slot) === foundSeq.
    */
-  find(key: Uint8Array, len: number, hash: number = keyHash(key, 0, len)): number {
+  find(key: Uint8Array, len: number, hash: number = keyHash(key, 0, len), revalidate = true): number {
     const sh = hash & this.shardMask;
     const seq = this.seq;
     const arena = this.arena;
     let s = this.buckets[sh * this.bps + ((hash >>> this.shardBits) & this.bucketMask)]!;
     for (let steps = 0; s >= 0 && steps < MAX_CHAIN; steps++) {
-      const q = Atomics.load(seq, s);
-      if ((q & 1) === 0 && this.hash[s] === hash && this.keyLen[s] === len) {
-        const b = this.block[s]! * UNIT;
-        let i = 0;
-        while (i < len && arena[b + i] === key[i]) i++;
-        if (i === len && Atomics.load(seq, s) === q) {
-          this.foundSeq = q;
-          return s;
+      if (this.hash[s] === hash) {
+        const q = Atomics.load(seq, s);
+        if ((q & 1) === 0 && this.keyLen[s] === len) {
+          const b = this.block[s]! * UNIT;
+          let i = 0;
+          for (; i + 4 <= len; i += 4) {
+            if (arena[b + i] !== key[i] || arena[b + i + 1] !== key[i + 1] || arena[b + i + 2] !== key[i + 2] || arena[b + i + 3] !== key[i + 3]) break;
+          }
+          while (i < len && arena[b + i] === key[i]) i++;
+          // The reply path validates after its copy instead (revalidate false).
+          if (i === len && (!revalidate || Atomics.load(seq, s) === q)) {
+            this.foundSeq = q;
+            return s;
+          }
         }
       }
       s = this.chain[s]!;
@@ -511,12 +523,12 @@ export class SharedCache {
    */
   reply(q: MessageView, key: Uint8Array, len: number, hash: number, nowNs: number, out: Uint8Array, outOff: number, opts: ReplyOptions, stale = false, asks = 0): number {
     for (let t = 0; t < READ_TRIES; t++) {
-      const s = this.find(key, len, hash);
+      const s = this.find(key, len, hash, false);
       if (s < 0) break;
       const sq = this.foundSeq;
       const exp = this.expires[s]!;
       if (nowNs >= exp && (!stale || !this.serveStale || nowNs >= exp + this.staleMaxNs)) break;
-      const n = this.writeFrom(s, sq, q, nowNs, exp, out, outOff, opts);
+      const n = this.writeFrom(s, sq, q, nowNs, out, outOff, opts);
       if (n > 0) {
         const uses = Atomics.add(this.hits, s, 1) + 2;
         if (stale) {
@@ -537,7 +549,10 @@ export class SharedCache {
   }
 
   /** Writes the reply from slot s as of sequence sq; 0 when the slot changed (read again). */
-  private writeFrom(s: number, sq: number, q: MessageView, nowNs: number, exp: number, out: Uint8Array, outOff: number, opts: ReplyOptions): number {
+  private writeFrom(s: number, sq: number, q: MessageView, nowNs: number, out: Uint8Array, outOff: number, opts: ReplyOptions): number {
+    // Doubles are read here, not passed in: a double argument of a call that is not
+    // inlined is boxed (a 16-byte allocation per hit, measured).
+    const exp = this.expires[s]!;
     const klen = this.keyLen[s]!;
     const qlen = klen - 5;
     if (q.qnameLen !== qlen) return 0;
@@ -558,30 +573,34 @@ export class SharedCache {
     const f = this.flags[s]!;
     const origin = this.origin[s]!;
     let p = writeAnswerHead(q, out, outOff, f & F_RCODE, (f & F_AD) !== 0, false, this.an[s]!, this.ns[s]!, this.ar[s]! + (hasOpt ? 1 : 0));
-    const arena = this.arena;
+    if (out.buffer !== this.outBuf) {
+      this.outBuf = out.buffer;
+      this.outDv = new DataView(out.buffer);
+    }
+    const odv = this.outDv;
+    const adv = this.arenaDv;
     const rec = this.block[s]! * UNIT + klen;
-    for (let i = 0; i < rl; i++) out[p + i] = arena[rec + i]!;
+    if (rec + rl + 6 * n > this.arena.length) return 0; // torn: lengths of another entry (DataView reads would throw)
+    const base = out.byteOffset + p;
+    let i = 0;
+    for (; i + 4 <= rl; i += 4) odv.setUint32(base + i, adv.getUint32(rec + i));
+    for (; i < rl; i++) out[p + i] = this.arena[rec + i]!;
     const offs = rec + rl;
     const ttls = offs + 2 * n;
     const expired = nowNs >= exp;
     const staleTtl = opts.staleTtl ?? 30;
     const elapsed = nowNs > origin ? Math.floor((nowNs - origin) / NS_PER_SEC) : 0;
-    for (let i = 0; i < n; i++) {
-      const o = (arena[offs + 2 * i]! << 8) | arena[offs + 2 * i + 1]!;
+    for (let k = 0; k < n; k++) {
+      const o = adv.getUint16(offs + 2 * k);
       if (o + 4 > rl) return 0; // torn: the slot changed under us
-      const j = ttls + 4 * i;
-      const ttl = ((arena[j]! << 24) | (arena[j + 1]! << 16) | (arena[j + 2]! << 8) | arena[j + 3]!) >>> 0;
+      const ttl = adv.getUint32(ttls + 4 * k);
       let v: number;
       if (expired) v = ttl < staleTtl ? ttl : staleTtl;
       else {
         const left = ttl - elapsed;
         v = left > 0 ? left : 0;
       }
-      const w = p + o;
-      out[w] = v >>> 24;
-      out[w + 1] = (v >>> 16) & 0xff;
-      out[w + 2] = (v >>> 8) & 0xff;
-      out[w + 3] = v & 0xff;
+      odv.setUint32(base + o, v);
     }
     p += rl;
     if (hasOpt) p += writeOpt(out, p, opts.udpSize, 0, q.dnssecOk);
