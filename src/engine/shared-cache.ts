@@ -378,8 +378,9 @@ export class SharedCache {
     if (!(Number.isInteger(maxEntries) && maxEntries >= this.shards && maxEntries <= this.maxEntries)) {
       throw new RangeError(`cache entries ${maxEntries}: between ${this.shards} and the ${this.maxEntries} allocated at start`);
     }
-    const units = Math.floor(maxBytes / this.shards / UNIT);
-    if (!(units >= 1 && units <= this.regionUnits)) throw new RangeError(`cache bytes ${maxBytes}: at most the ${this.arenaBytes} allocated at start`);
+    if (!(maxBytes <= this.maxBytes)) throw new RangeError(`cache bytes ${maxBytes}: at most the ${this.maxBytes} allocated at start`);
+    const units = Math.min(Math.floor(maxBytes / this.shards / UNIT), this.regionUnits);
+    if (!(units >= 1)) throw new RangeError(`cache bytes ${maxBytes}: under ${UNIT} bytes per shard`);
     let all = true;
     for (let s = 0; s < this.shards; s++) {
       const o = s * S_WORDS;

@@ -20,7 +20,7 @@ import { EdgeGuard } from '../edge/guard.js';
 import { ServedAddresses, type Served } from '../edge/local.js';
 import { claimInterface } from '../edge/owner.js';
 import { accessListOf, buildPolicy, edgeSetup, updatePolicy, type EdgeSetup } from '../edge/policy.js';
-import { applyLive, diffConfig, type ConfigDiff } from './reload.js';
+import { RELOAD_KEYS, applyLive, diffConfig, type ConfigDiff } from './reload.js';
 import { announce, log } from '../log.js';
 import { UpstreamLog } from './upstream-log.js';
 import { engineControl, qtypeText, type CachedEntryInfo, type EngineRequest } from './cache-control.js';
@@ -111,7 +111,7 @@ export function createService(initial: HeimdallConfig): Service {
   const undo: (() => Promise<void> | void)[] = [];
   let summary = '';
   /** Set once started: applies a reload's live settings. */
-  let applyChange: ((next: HeimdallConfig) => Promise<ReloadResult['workers']>) | undefined;
+  let applyChange: ((next: HeimdallConfig, diff: ConfigDiff) => Promise<ReloadResult['workers']>) | undefined;
   /** Set once started: the control requests. */
   let controlImpl: ((req: EngineRequest) => Promise<Record<string, unknown>>) | undefined;
   let statsImpl: (() => Promise<ServiceStats>) | undefined;
@@ -160,7 +160,7 @@ export function createService(initial: HeimdallConfig): Service {
     const upstreamLog = new UpstreamLog(() => 1 + (cfg.afXdp ? cfg.queues : 0));
     // The one cache of the process: the main thread's engine and every worker's are views
     // of it. The one promotion policy runs here, over its slots, and drives the hot map.
-    const cache = SharedCache.create({ maxEntries: cfg.cacheSize, maxBytes: cfg.mainEngine.cacheBytes, serveStale: cfg.serveStale, threshold: cfg.promoteAfter });
+    const cache = SharedCache.create({ maxEntries: cfg.cacheSize, maxBytes: cfg.cacheBytes, ttl: { ...cfg.cacheTtl }, serveStale: cfg.serveStale, threshold: cfg.promoteAfter });
     const promo = new SharedPromotion(cache, { capacity: cfg.hotSize, onEvent: (e) => sync?.apply(e), clock: fastMonotonicNs });
     const main = new EngineHost({
       engine: cfg.mainEngine,
@@ -373,7 +373,24 @@ export function createService(initial: HeimdallConfig): Service {
     const paths = cfg.afXdp ? `${cfg.queues} AF_XDP worker(s)` : 'kernel sockets only';
     const rrl = cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit';
     summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}) via ${cfg.upstreamList}`;
-    applyChange = async (next) => {
+    applyChange = async (next, diff) => {
+      // The cache's settings live in its shared header: every thread sees them at once.
+      cache.setTtlPolicy({ ...next.cacheTtl });
+      cache.setServeStale(next.serveStale);
+      if (diff.live.includes('cache-size') || diff.live.includes('cache-bytes')) {
+        // Within the memory allocated at start: lower bounds evict down to them now, and
+        // may be raised again up to the start's; beyond that needs a restart.
+        try {
+          cache.setLimits(next.cacheSize, next.cacheBytes);
+        } catch {
+          for (const k of ['cache-size', 'cache-bytes']) {
+            const i = diff.live.indexOf(k);
+            if (i >= 0) diff.live.splice(i, 1), diff.restart.push(k);
+          }
+          const order = Object.keys(RELOAD_KEYS);
+          diff.restart.sort((a, b) => order.indexOf(a) - order.indexOf(b));
+        }
+      }
       // The XDP maps first (in place: setAccessList adds before it removes), then each
       // thread's guard; a query sees either the old policy or the new, never neither.
       const nextSetup: EdgeSetup = { ...setup, allow: next.edge.allow.map((c) => c.text), deny: next.edge.deny.map((c) => c.text), exempt: next.edge.rrlExempt.map((c) => c.text), rrl: { ...next.edge.rrl } };
@@ -405,8 +422,8 @@ export function createService(initial: HeimdallConfig): Service {
     const run = reloading.then(async (): Promise<ReloadResult> => {
       if (!applyChange) throw new HeimdallError('E_NOT_RUNNING', 'the service is not running');
       const diff = diffConfig(running, next);
-      const workers = diff.live.length > 0 ? await applyChange(next) : { confirmed: 0, live: 0 };
-      running = applyLive(running, next);
+      const workers = diff.live.length > 0 ? await applyChange(next, diff) : { confirmed: 0, live: 0 };
+      running = applyLive(running, next, diff);
       return { diff, workers };
     });
     reloading = run.catch(() => undefined);

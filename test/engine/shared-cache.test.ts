@@ -182,6 +182,10 @@ describe('SharedCache', () => {
     expect(() => c.setLimits(64, 64 * 256)).toThrow(RangeError);
     c.setLimits(64, 64 * 128);
     expect(c.limits).toEqual({ maxEntries: 64, maxBytes: 64 * 128 });
+    const odd = SharedCache.create({ maxEntries: 100, maxBytes: 100_000 }); // arena rounded down to whole top blocks
+    expect(odd.arenaBytes).toBeLessThan(100_000);
+    expect(odd.setLimits(50, 100_000)).toBe(true); // the bytes as configured are still accepted
+    expect(odd.limits.maxBytes).toBe(odd.arenaBytes);
   });
 
   it('recovers the shards a dead thread held and loses nothing else', () => {
