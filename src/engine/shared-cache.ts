@@ -1254,6 +1254,19 @@ export class SharedCache {
   }
 }
 
+/**
+ * Bytes of shared memory a cache of these bounds allocates (metadata and arena), as
+ * create() lays them out: the memory bound (src/service/memory-bound.ts) counts this.
+ */
+export function sharedCacheBytes(maxEntries: number, maxBytes: number = maxEntries * 512, shards: number = defaultShards(maxEntries)): number {
+  const unitsPerShard = Math.floor(maxBytes / shards / UNIT);
+  let top = 0;
+  while (top < MAX_ORDER && 2 ** (top + 1) <= unitsPerShard) top++;
+  const regionUnits = Math.floor(unitsPerShard / 2 ** top) * 2 ** top;
+  const per = Math.ceil(maxEntries / shards);
+  return metaSizes(shards, per, pow2AtLeast(per * 2), regionUnits).total + shards * regionUnits * UNIT;
+}
+
 /** Byte offsets of the sections of the meta buffer. */
 function metaSizes(shards: number, per: number, bps: number, regionUnits: number): { shardHeaders: number; int32: number; buckets: number; f64: number; u16: number; u8: number; units: number; total: number } {
   const slots = shards * per;
