@@ -121,7 +121,7 @@ export interface EdgeConfig {
 /** What one engine host (a worker's or the main thread's) is built with. */
 export interface EngineConfig {
   readonly cacheSize: number;
-  /** Entries of the hot map this engine may promote into. */
+  /** Hot-map entries of a policy of the engine's own (the service's engines report to the one policy instead). */
   readonly hotCapacity: number;
   readonly promoteAfter: number;
   readonly udpSize: number;
@@ -252,18 +252,6 @@ function edgeConfig(input: ConfigInput): EdgeConfig {
 }
 
 /**
- * How the hot map is split between the engines that may promote into it. With AF_XDP
- * the main thread's engine sees only the kernel path (TCP, fragments, queues whose
- * worker is down), so it gets a tenth and the workers split the rest; without, it
- * gets all of it.
- */
-export function hotShares(hotSize: number, afXdp: boolean, queues: number): { main: number; worker: number } {
-  if (!afXdp) return { main: hotSize, worker: 0 };
-  const main = Math.max(1, Math.floor(hotSize / 10));
-  return { main, worker: Math.max(1, Math.floor((hotSize - main) / queues)) };
-}
-
-/**
  * Checks and completes a ConfigInput. `rxQueues` tells how many rx queues the interface
  * has (the default for --queues). Throws HeimdallError E_BAD_OPTION naming the setting.
  */
@@ -290,7 +278,6 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   const udpSize = int('udpSize', input.udpSize, SETTINGS.udpSize.default);
   const serveStale = input.serveStale ?? false;
   const afXdp = input.afXdp ?? true;
-  const shares = hotShares(hotSize, afXdp, queues);
   const cacheBytes = int('cacheBytes', input.cacheBytes, Math.max(SETTINGS.cacheBytes.min, cacheSize * 512));
   const cacheTtl = Object.freeze({
     minTtl: int('cacheMinTtl', input.cacheMinTtl, SETTINGS.cacheMinTtl.default),
@@ -340,7 +327,9 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
     force: input.force ?? false,
     logFormat,
     edge: edgeConfig(input),
-    mainEngine: engine(shares.main),
-    workerEngine: engine(shares.worker),
+    // One promotion policy (the main thread's) holds the whole hot map; an engine uses
+    // hotCapacity only when it runs a policy of its own (tests, tools).
+    mainEngine: engine(hotSize),
+    workerEngine: engine(hotSize),
   });
 }
