@@ -1,0 +1,451 @@
+/**
+ * One upstream fetch per name across every engine: a table of the questions being
+ * fetched now, in shared memory (one SharedArrayBuffer, typed arrays, Atomics), so that
+ * a miss on one thread for a name another thread is already fetching waits for that
+ * fetch instead of asking upstream again. Each Forwarder still coalesces within its own
+ * engine (forwarder.ts); this table does it between engines.
+ *
+ *   claim(key) ── entry for this key held? ── yes: a Promise of the owner's outcome
+ *       │ no                                        (cached: look the cache up again;
+ *       ├─ bucket full, or its lock not had in       anything else: fetch on your own)
+ *       │  lockWaitMs ─────────────────────► SOLO: fetch on your own (counted)
+ *       ▼
+ *   a ticket: you own the fetch; release(ticket, outcome) when the answer is cached
+ *   (or is not), which wakes every waiter
+ *
+ * Layout: `capacity` entries (a power of two) in buckets of WAYS; a key lives in the
+ * bucket of its keyHash, in any free way. Per bucket one lock word; per entry, in
+ * parallel Int32 arrays: state, hash, key length, owner tag, outcome history; a Float64
+ * claim time; the key bytes (MAX_KEY_LEN, padded).
+ *
+ *   state = generation (28 bits) << 3 | code (3 bits)
+ *     code FREE (never used), BUSY (an owner is fetching), or the outcome the entry's
+ *     last generation ended with (CACHED, UNCACHED, FAILED, OWNER_DIED, EXPIRED), which
+ *     also means free. A claim takes a free entry as generation + 1.
+ *
+ * Rules that make the races safe:
+ * - A free entry changes only under its bucket's lock (a claim writes the key, owner
+ *   and time, then stores BUSY), and the lock is held while the bucket is searched:
+ *   two threads can never both find a key absent and both take an entry for it.
+ * - An entry leaves BUSY by one compare-and-swap from BUSY(g) to an outcome of g, made
+ *   by exactly one of: its owner's release, reclaim() of a dead owner's entries, or the
+ *   deadline (a waiter that timed out, or a claim that met the entry past its deadline).
+ *   Whoever loses the CAS does nothing; the winner notifies the state word. So an
+ *   entry's outcome is set once, and the outcome travels in the word waiters watch.
+ * - A waiter watches the state word with Atomics.waitAsync (works on the main thread
+ *   and on workers) for the value BUSY(g). If the entry was already reused when the
+ *   waiter looks (the generation moved on), the outcome of g is in the entry's history
+ *   (4 bits for each of the last 8 generations, written by the claim that reuses the
+ *   entry before it stores BUSY): a waiter whose thread was busy meanwhile still gets
+ *   its owner's outcome. Generations make a reused entry (ABA) visible to waiters and
+ *   to a late release (its ticket carries the generation's low 14 bits).
+ * - A thread that dies (a worker terminated at any instruction) leaves entries BUSY and
+ *   perhaps a bucket locked. The main thread calls reclaim(tag) from the worker's exit
+ *   event, when the thread can write nothing more: its BUSY entries end as OWNER_DIED,
+ *   every entry's waiters are woken (the dead thread may have settled one without
+ *   notifying), and its bucket locks are opened. Whatever it was writing under a lock
+ *   went to a free entry that nobody reads before the next claim overwrites it.
+ * - An owner that is alive but stuck holds its entries no longer than deadlineMs from
+ *   its claim: its waiters time out and take the entry (EXPIRED), and a claim that
+ *   meets it later does the same. Its late release then finds the entry gone (counted).
+ *
+ * Costs: the owner path is a lock CAS, a scan of WAYS state words (key bytes compared
+ * only on an equal hash), the key copy, and one store to unlock; the release one CAS and
+ * one notify. Nothing is allocated for an owner; a waiter allocates the promise of its
+ * Atomics.waitAsync and one continuation. The bucket lock is held for that scan and copy
+ * only; a thread that finds it held spins, then sleeps 50 µs at a time (Atomics.wait,
+ * which Node allows on the main thread too) for at most lockWaitMs before it fetches on
+ * its own: a lock held longer belongs to a thread descheduled or dead.
+ *
+ * Time: `nowMs` and `clock` must be one clock for every thread (CLOCK_MONOTONIC in ms,
+ * as fastMonotonicNs() / 1e6); performance.now() alone is per thread.
+ * Tags: a number per thread, never reused in the process: worker_threads' threadId (0 on
+ * the main thread). Read a Worker's threadId when it starts: it reads -1 after exit.
+ */
+import { threadId } from 'node:worker_threads';
+import { MAX_KEY_LEN } from '../dns/constants.js';
+import { fastMonotonicNs } from '../engine/clock.js';
+
+/** Entries per bucket: a key may be in any of its bucket's ways. */
+export const WAYS = 8;
+/** claim(): fetch on your own, there is nothing to release (the table is full there). */
+export const SOLO = -1;
+/** Most entries: the ticket keeps an entry's index in 16 bits. */
+export const MAX_CAPACITY = 1 << 16;
+
+/** How a waiter's wait ended. Only after 'cached' is the answer worth looking up; after any other, fetch. */
+export type FetchOutcome =
+  | 'cached' // the owner stored the answer in the cache
+  | 'uncached' // the owner had an answer the cache does not keep (relayed)
+  | 'failed' // the owner got no answer (SERVFAIL, timeout, busy)
+  | 'ownerDied' // the owner's thread exited (reclaim)
+  | 'expired' // the owner held the entry past the deadline
+  | 'lost'; // the entry was reused more than 8 times before the waiter looked (not seen in practice)
+
+/** What an owner tells its waiters. */
+export type ReleaseOutcome = 'cached' | 'uncached' | 'failed';
+
+const FREE = 0;
+const BUSY = 1;
+const CACHED = 2;
+const UNCACHED = 3;
+const FAILED = 4;
+const OWNER_DIED = 5;
+const EXPIRED = 6;
+const CODE_MASK = 7;
+const GEN_SHIFT = 3;
+const GEN_MASK = 0x0fffffff;
+/** Generations an entry remembers the outcome of (4 bits each in one word). */
+const HISTORY = 8;
+const SLOT_BITS = 16;
+const SLOT_MASK = (1 << SLOT_BITS) - 1;
+const TICKET_GEN_MASK = 0x3fff;
+
+const OUTCOME_OF_CODE: readonly FetchOutcome[] = ['lost', 'lost', 'cached', 'uncached', 'failed', 'ownerDied', 'expired', 'lost'];
+
+/** Key bytes per entry, padded to a multiple of 8. */
+const KEY_STRIDE = (MAX_KEY_LEN + 7) & ~7;
+
+// Header (Int32 words).
+const H_MAGIC = 0;
+const H_CAPACITY = 1;
+const H_DEADLINE = 2;
+const HEADER_WORDS = 4;
+const MAGIC = 0x46455443; // 'FETC'
+
+/** Busy-wait rounds on a held bucket lock before sleeping. */
+const SPINS = 64;
+/** How long one sleep on a held bucket lock lasts, ms. */
+const LOCK_SLEEP_MS = 0.05;
+
+type WaitAsync = (a: Int32Array, index: number, value: number, timeoutMs: number) => { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+// Atomics.waitAsync is in Node 16+, but in TypeScript's lib only from ES2024.
+const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
+
+export interface FetchTableOptions {
+  /** Entries: a power of two, WAYS..MAX_CAPACITY (see fetchTableCapacity). */
+  capacity: number;
+  /** Longest an owner may hold an entry, ms (default 4500: the forwarder's 4 s deadline and time to store the answer). */
+  deadlineMs?: number;
+}
+
+export interface FetchTableThread {
+  /** This thread's tag (default: worker_threads threadId). */
+  tag?: number;
+  /** Shared clock in ms (default CLOCK_MONOTONIC: fastMonotonicNs() / 1e6). */
+  clock?: () => number;
+  /** Longest a claim waits for a bucket lock before fetching on its own, ms (default 2). */
+  lockWaitMs?: number;
+}
+
+/** What one thread's table counted (plain fields: each thread counts its own). */
+export interface FetchTableStats {
+  /** Claims that got a ticket: this thread fetches, others may wait on it. */
+  owned: number;
+  /** Claims that waited on a fetch already in flight (on any thread, this one included). */
+  joined: number;
+  /** Claims that found their bucket full: fetched on their own. */
+  full: number;
+  /** Claims that did not get their bucket's lock within lockWaitMs: fetched on their own. */
+  contended: number;
+  /** Waits that ended at the owner's deadline (outcome 'expired'). */
+  deadlineExpired: number;
+  /** Entries this thread took from an owner past its deadline. */
+  staleReclaimed: number;
+  /** Entries this thread took from dead threads (reclaim). */
+  ownerDied: number;
+  /** Waits whose outcome was forgotten (outcome 'lost'). */
+  lost: number;
+  /** Releases that found their entry already taken (past the deadline). */
+  lateReleases: number;
+}
+
+/** A capacity for a process whose upstream budget is `inflight` questions: the power of two at least 4 ×, at least 64. */
+export function fetchTableCapacity(inflight: number): number {
+  let c = 64;
+  while (c < 4 * inflight && c < MAX_CAPACITY) c *= 2;
+  return c;
+}
+
+function layout(capacity: number): { locks: number; state: number; hash: number; len: number; owner: number; hist: number; words: number; timeByte: number; keyByte: number; bytes: number } {
+  const buckets = capacity / WAYS;
+  const locks = HEADER_WORDS;
+  const state = locks + buckets;
+  const hash = state + capacity;
+  const len = hash + capacity;
+  const owner = len + capacity;
+  const hist = owner + capacity;
+  const words = hist + capacity;
+  const timeByte = (words * 4 + 7) & ~7;
+  const keyByte = timeByte + capacity * 8;
+  return { locks, state, hash, len, owner, hist, words, timeByte, keyByte, bytes: keyByte + capacity * KEY_STRIDE };
+}
+
+export class FetchTable {
+  readonly buffer: SharedArrayBuffer;
+  readonly capacity: number;
+  readonly deadlineMs: number;
+  readonly tag: number;
+  private readonly w: Int32Array;
+  private readonly t: Float64Array;
+  private readonly k: Uint8Array;
+  private readonly LOCKS: number;
+  private readonly STATE: number;
+  private readonly HASH: number;
+  private readonly LEN: number;
+  private readonly OWNER: number;
+  private readonly HIST: number;
+  private readonly bucketMask: number;
+  private readonly clock: () => number;
+  private readonly lockWaitMs: number;
+  private readonly s: FetchTableStats = { owned: 0, joined: 0, full: 0, contended: 0, deadlineExpired: 0, staleReclaimed: 0, ownerDied: 0, lost: 0, lateReleases: 0 };
+
+  /** A fresh table (`capacity`, `deadlineMs`), or this thread's view of one (`buffer` from another thread's FetchTable.buffer). */
+  constructor(init: FetchTableOptions | { buffer: SharedArrayBuffer }, thread: FetchTableThread = {}) {
+    let capacity: number;
+    let deadlineMs: number;
+    if ('buffer' in init) {
+      const h = new Int32Array(init.buffer, 0, HEADER_WORDS);
+      if (h[H_MAGIC] !== MAGIC) throw new RangeError('not a fetch table buffer');
+      capacity = h[H_CAPACITY]!;
+      deadlineMs = h[H_DEADLINE]!;
+      if (init.buffer.byteLength < layout(capacity).bytes) throw new RangeError('fetch table buffer too small for its capacity');
+      this.buffer = init.buffer;
+    } else {
+      capacity = init.capacity;
+      deadlineMs = init.deadlineMs ?? 4500;
+      if (!Number.isInteger(capacity) || capacity < WAYS || capacity > MAX_CAPACITY || (capacity & (capacity - 1)) !== 0) {
+        throw new RangeError(`fetch table capacity must be a power of two, ${WAYS}..${MAX_CAPACITY}, got ${String(capacity)}`);
+      }
+      if (!Number.isInteger(deadlineMs) || deadlineMs < 1 || deadlineMs > 600_000) throw new RangeError(`fetch table deadline must be 1..600000 ms, got ${String(deadlineMs)}`);
+      this.buffer = new SharedArrayBuffer(layout(capacity).bytes);
+      const h = new Int32Array(this.buffer, 0, HEADER_WORDS);
+      h[H_CAPACITY] = capacity;
+      h[H_DEADLINE] = deadlineMs;
+      Atomics.store(h, H_MAGIC, MAGIC);
+    }
+    const tag = thread.tag ?? threadId;
+    if (!Number.isInteger(tag) || tag < 0 || tag >= 0x7fffffff) throw new RangeError(`fetch table thread tag must be 0..2^31-2, got ${String(tag)}`);
+    const lockWaitMs = thread.lockWaitMs ?? 2;
+    if (!(lockWaitMs >= 0 && lockWaitMs <= 1000)) throw new RangeError(`lockWaitMs must be 0..1000, got ${String(lockWaitMs)}`);
+    const l = layout(capacity);
+    this.capacity = capacity;
+    this.deadlineMs = deadlineMs;
+    this.tag = tag;
+    this.w = new Int32Array(this.buffer, 0, l.words);
+    this.t = new Float64Array(this.buffer, l.timeByte, capacity);
+    this.k = new Uint8Array(this.buffer, l.keyByte, capacity * KEY_STRIDE);
+    this.LOCKS = l.locks;
+    this.STATE = l.state;
+    this.HASH = l.hash;
+    this.LEN = l.len;
+    this.OWNER = l.owner;
+    this.HIST = l.hist;
+    this.bucketMask = capacity / WAYS - 1;
+    this.clock = thread.clock ?? (() => fastMonotonicNs() / 1e6);
+    this.lockWaitMs = lockWaitMs;
+  }
+
+  /**
+   * A miss for key[0, len) (its keyHash `hash`) at `nowMs`:
+   * - a ticket (≥ 0): this thread fetches; it must call release(ticket, outcome) when done,
+   *   whatever happens (a finally). Look the cache up once more first: a fetch may have
+   *   ended between the caller's lookup and this claim.
+   * - SOLO: fetch on your own, nothing to release (bucket full or its lock not had).
+   * - a Promise: another fetch of this key is in flight; it resolves with its outcome.
+   */
+  claim(key: Uint8Array, len: number, hash: number, nowMs: number): number | Promise<FetchOutcome> {
+    if (len < 1 || len > KEY_STRIDE) throw new RangeError(`key length must be 1..${KEY_STRIDE}, got ${len}`);
+    const w = this.w;
+    const b = hash & this.bucketMask;
+    if (!this.lock(b)) {
+      this.s.contended++;
+      return SOLO;
+    }
+    const first = b * WAYS;
+    const STATE = this.STATE;
+    let free = -1;
+    let found = -1;
+    let foundState = 0;
+    for (let i = first; i < first + WAYS; i++) {
+      let s = Atomics.load(w, STATE + i);
+      if ((s & CODE_MASK) === BUSY) {
+        if (this.t[i]! + this.deadlineMs <= nowMs) {
+          // Stale-owner guard: held past its deadline, whatever key it holds.
+          const ended = (s & ~CODE_MASK) | EXPIRED;
+          if (Atomics.compareExchange(w, STATE + i, s, ended) === s) {
+            this.s.staleReclaimed++;
+            Atomics.notify(w, STATE + i);
+          }
+          s = Atomics.load(w, STATE + i);
+        } else if (found < 0 && w[this.HASH + i] === hash && w[this.LEN + i] === len && this.keyAt(i, key, len)) {
+          found = i;
+          foundState = s;
+          continue;
+        }
+      }
+      if (free < 0 && (s & CODE_MASK) !== BUSY) free = i;
+    }
+    if (found >= 0) {
+      const deadlineAt = this.t[found]! + this.deadlineMs;
+      Atomics.store(w, this.LOCKS + b, 0);
+      this.s.joined++;
+      return this.wait(found, foundState >>> GEN_SHIFT, deadlineAt, nowMs);
+    }
+    if (free < 0) {
+      Atomics.store(w, this.LOCKS + b, 0);
+      this.s.full++;
+      return SOLO;
+    }
+    // Take the free entry: remember how its last generation ended, then write it and store BUSY last.
+    const prev = Atomics.load(w, STATE + free);
+    const prevGen = prev >>> GEN_SHIFT;
+    const sh = (prevGen & (HISTORY - 1)) * 4;
+    Atomics.store(w, this.HIST + free, (w[this.HIST + free]! & ~(0xf << sh)) | ((prev & CODE_MASK) << sh));
+    w[this.HASH + free] = hash;
+    w[this.LEN + free] = len;
+    w[this.OWNER + free] = this.tag;
+    this.t[free] = nowMs;
+    const k = this.k;
+    const at = free * KEY_STRIDE;
+    for (let i = 0; i < len; i++) k[at + i] = key[i]!;
+    const gen = (prevGen + 1) & GEN_MASK;
+    Atomics.store(w, STATE + free, (gen << GEN_SHIFT) | BUSY);
+    Atomics.store(w, this.LOCKS + b, 0);
+    this.s.owned++;
+    return free | ((gen & TICKET_GEN_MASK) << SLOT_BITS);
+  }
+
+  /**
+   * Ends the fetch of `ticket` (from claim; SOLO is ignored) and wakes its waiters with
+   * `outcome`. False when the entry was already taken (past its deadline): counted, and
+   * nothing else is touched.
+   */
+  release(ticket: number, outcome: ReleaseOutcome): boolean {
+    if (ticket < 0) return false;
+    const code = outcome === 'cached' ? CACHED : outcome === 'uncached' ? UNCACHED : FAILED;
+    const slot = ticket & SLOT_MASK;
+    const i = this.STATE + slot;
+    const w = this.w;
+    const s = Atomics.load(w, i);
+    if ((s & CODE_MASK) !== BUSY || ((s >>> GEN_SHIFT) & TICKET_GEN_MASK) !== ticket >>> SLOT_BITS || w[this.OWNER + slot] !== this.tag ||
+      Atomics.compareExchange(w, i, s, (s & ~CODE_MASK) | code) !== s) {
+      this.s.lateReleases++;
+      return false;
+    }
+    Atomics.notify(w, i);
+    return true;
+  }
+
+  /**
+   * Thread `tag` is gone (called on the main thread from the Worker's exit event): its
+   * entries end as 'ownerDied', every waiter is woken, its bucket locks are opened.
+   * Returns how many entries it held.
+   */
+  reclaim(tag: number): number {
+    const w = this.w;
+    let n = 0;
+    for (let i = 0; i < this.capacity; i++) {
+      const si = this.STATE + i;
+      const s = Atomics.load(w, si);
+      if ((s & CODE_MASK) === BUSY && Atomics.load(w, this.OWNER + i) === tag && Atomics.compareExchange(w, si, s, (s & ~CODE_MASK) | OWNER_DIED) === s) n++;
+      // Every entry: the dead thread may have settled one and died before its notify.
+      Atomics.notify(w, si);
+    }
+    for (let b = 0; b <= this.bucketMask; b++) Atomics.compareExchange(w, this.LOCKS + b, tag + 1, 0);
+    this.s.ownerDied += n;
+    return n;
+  }
+
+  /** Entries held now, and bucket locks held (tests and the gauge; reads the whole table). */
+  inspect(): { busy: number; locked: number; busyBy: Map<number, number> } {
+    let busy = 0;
+    let locked = 0;
+    const busyBy = new Map<number, number>();
+    for (let i = 0; i < this.capacity; i++) {
+      if ((Atomics.load(this.w, this.STATE + i) & CODE_MASK) === BUSY) {
+        busy++;
+        const o = this.w[this.OWNER + i]!;
+        busyBy.set(o, (busyBy.get(o) ?? 0) + 1);
+      }
+    }
+    for (let b = 0; b <= this.bucketMask; b++) if (Atomics.load(this.w, this.LOCKS + b) !== 0) locked++;
+    return { busy, locked, busyBy };
+  }
+
+  stats(): FetchTableStats {
+    return { ...this.s };
+  }
+
+  // ---- inside ------------------------------------------------------------------
+
+  /** Takes bucket b's lock, or false after lockWaitMs (its holder descheduled or dead). */
+  private lock(b: number): boolean {
+    const w = this.w;
+    const at = this.LOCKS + b;
+    const me = this.tag + 1;
+    if (Atomics.compareExchange(w, at, 0, me) === 0) return true;
+    let since = -1;
+    for (let spin = 0; ; spin++) {
+      const holder = Atomics.load(w, at);
+      if (holder === 0) {
+        if (Atomics.compareExchange(w, at, 0, me) === 0) return true;
+        continue;
+      }
+      if (spin < SPINS) continue;
+      const now = performance.now();
+      if (since < 0) since = now;
+      else if (now - since >= this.lockWaitMs) return false;
+      // Sleep a little (nobody notifies: unlocking stays one store): a descheduled holder gets the CPU.
+      Atomics.wait(w, at, holder, LOCK_SLEEP_MS);
+    }
+  }
+
+  private keyAt(slot: number, key: Uint8Array, len: number): boolean {
+    const k = this.k;
+    const at = slot * KEY_STRIDE;
+    for (let i = 0; i < len; i++) if (k[at + i] !== key[i]) return false;
+    return true;
+  }
+
+  /** Waits for entry `slot` to leave BUSY(gen), at most until deadlineAt. */
+  private wait(slot: number, gen: number, deadlineAt: number, nowMs: number): Promise<FetchOutcome> {
+    const r = waitAsync(this.w, this.STATE + slot, (gen << GEN_SHIFT) | BUSY, Math.max(0, deadlineAt - nowMs));
+    if (!r.async) return Promise.resolve(this.settled(slot, gen, deadlineAt));
+    return r.value.then(() => this.settled(slot, gen, deadlineAt));
+  }
+
+  /** After a wake: the outcome of generation `gen`, or another wait (woken early, or by reclaim's sweep). */
+  private settled(slot: number, gen: number, deadlineAt: number): FetchOutcome | Promise<FetchOutcome> {
+    const w = this.w;
+    const si = this.STATE + slot;
+    const busy = (gen << GEN_SHIFT) | BUSY;
+    for (;;) {
+      const s = Atomics.load(w, si);
+      if (s === busy) {
+        const now = this.clock();
+        if (now < deadlineAt) return this.wait(slot, gen, deadlineAt, now);
+        const ended = (gen << GEN_SHIFT) | EXPIRED;
+        if (Atomics.compareExchange(w, si, busy, ended) !== busy) continue; // settled just now: read it
+        this.s.staleReclaimed++;
+        Atomics.notify(w, si);
+        this.s.deadlineExpired++;
+        return 'expired';
+      }
+      const cur = s >>> GEN_SHIFT;
+      let code = FREE;
+      if (cur === gen) {
+        code = s & CODE_MASK;
+      } else if (((cur - gen) & GEN_MASK) <= HISTORY) {
+        // Reused since: the claim that reused it wrote how `gen` ended before storing BUSY.
+        code = (Atomics.load(w, this.HIST + slot) >>> ((gen & (HISTORY - 1)) * 4)) & 0xf;
+        // Reused so often meanwhile that the history moved past `gen`: lost.
+        if ((((Atomics.load(w, si) >>> GEN_SHIFT) - gen) & GEN_MASK) > HISTORY) code = FREE;
+      }
+      const out = OUTCOME_OF_CODE[code]!;
+      if (out === 'expired') this.s.deadlineExpired++;
+      else if (out === 'lost') this.s.lost++;
+      return out;
+    }
+  }
+}
