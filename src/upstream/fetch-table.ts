@@ -35,9 +35,10 @@
  * - A waiter watches the state word with Atomics.waitAsync (works on the main thread
  *   and on workers) for the value BUSY(g). If the entry was already reused when the
  *   waiter looks (the generation moved on), the outcome of g is in the entry's history
- *   (4 bits for each of the last 8 generations, written by the claim that reuses the
- *   entry before it stores BUSY): a waiter whose thread was busy meanwhile still gets
- *   its owner's outcome. Generations make a reused entry (ABA) visible to waiters and
+ *   (4 bits for each of the last 16 generations, written by the claim that reuses the
+ *   entry before it stores BUSY; a claim reuses the free way of its bucket claimed
+ *   longest ago): a waiter whose thread was busy meanwhile still gets its owner's
+ *   outcome. Beyond 16 reuses the waiter gets 'lost' and fetches on its own (counted). Generations make a reused entry (ABA) visible to waiters and
  *   to a late release (its ticket carries the generation's low 14 bits).
  * - A thread that dies (a worker terminated at any instruction) leaves entries BUSY and
  *   perhaps a bucket locked. The main thread calls reclaim(tag) from the worker's exit
@@ -53,9 +54,12 @@
  * only on an equal hash), the key copy, and one store to unlock; the release one CAS and
  * one notify. Nothing is allocated for an owner; a waiter allocates the promise of its
  * Atomics.waitAsync and one continuation. The bucket lock is held for that scan and copy
- * only; a thread that finds it held spins, then sleeps 50 µs at a time (Atomics.wait,
- * which Node allows on the main thread too) for at most lockWaitMs before it fetches on
- * its own: a lock held longer belongs to a thread descheduled or dead.
+ * only. A thread that finds it held spins a little, then sleeps 50 µs at a time
+ * (Atomics.wait, which Node allows on the main thread too), which hands the CPU to a
+ * holder the scheduler took it from (on a busy machine this is common: a 2 ms bound
+ * gave up several times per run of the 4-worker test on 2 cores); after lockWaitMs
+ * (20 ms) it fetches on its own: a lock held that long is a dead thread's, until
+ * reclaim() opens it.
  *
  * Time: `nowMs` and `clock` must be one clock for every thread (CLOCK_MONOTONIC in ms,
  * as fastMonotonicNs() / 1e6); performance.now() alone is per thread.
@@ -80,7 +84,7 @@ export type FetchOutcome =
   | 'failed' // the owner got no answer (SERVFAIL, timeout, busy)
   | 'ownerDied' // the owner's thread exited (reclaim)
   | 'expired' // the owner held the entry past the deadline
-  | 'lost'; // the entry was reused more than 8 times before the waiter looked (not seen in practice)
+  | 'lost'; // the entry was reused more than 16 times before the waiter looked
 
 /** What an owner tells its waiters. */
 export type ReleaseOutcome = 'cached' | 'uncached' | 'failed';
@@ -95,8 +99,8 @@ const EXPIRED = 6;
 const CODE_MASK = 7;
 const GEN_SHIFT = 3;
 const GEN_MASK = 0x0fffffff;
-/** Generations an entry remembers the outcome of (4 bits each in one word). */
-const HISTORY = 8;
+/** Generations an entry remembers the outcome of (4 bits each, 8 to a word, two words). */
+const HISTORY = 16;
 const SLOT_BITS = 16;
 const SLOT_MASK = (1 << SLOT_BITS) - 1;
 const TICKET_GEN_MASK = 0x3fff;
@@ -118,6 +122,8 @@ const SPINS = 64;
 /** How long one sleep on a held bucket lock lasts, ms. */
 const LOCK_SLEEP_MS = 0.05;
 
+const noop = (): void => {};
+
 type WaitAsync = (a: Int32Array, index: number, value: number, timeoutMs: number) => { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
 // Atomics.waitAsync is in Node 16+, but in TypeScript's lib only from ES2024.
 const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
@@ -134,7 +140,7 @@ export interface FetchTableThread {
   tag?: number;
   /** Shared clock in ms (default CLOCK_MONOTONIC: fastMonotonicNs() / 1e6). */
   clock?: () => number;
-  /** Longest a claim waits for a bucket lock before fetching on its own, ms (default 2). */
+  /** Longest a claim waits for a bucket lock before fetching on its own, ms (default 20). */
   lockWaitMs?: number;
 }
 
@@ -148,6 +154,8 @@ export interface FetchTableStats {
   full: number;
   /** Claims that did not get their bucket's lock within lockWaitMs: fetched on their own. */
   contended: number;
+  /** Claims that found their bucket's lock held past a short spin and slept for it (held by a descheduled thread). */
+  lockSleeps: number;
   /** Waits that ended at the owner's deadline (outcome 'expired'). */
   deadlineExpired: number;
   /** Entries this thread took from an owner past its deadline. */
@@ -175,7 +183,7 @@ function layout(capacity: number): { locks: number; state: number; hash: number;
   const len = hash + capacity;
   const owner = len + capacity;
   const hist = owner + capacity;
-  const words = hist + capacity;
+  const words = hist + 2 * capacity;
   const timeByte = (words * 4 + 7) & ~7;
   const keyByte = timeByte + capacity * 8;
   return { locks, state, hash, len, owner, hist, words, timeByte, keyByte, bytes: keyByte + capacity * KEY_STRIDE };
@@ -198,7 +206,10 @@ export class FetchTable {
   private readonly bucketMask: number;
   private readonly clock: () => number;
   private readonly lockWaitMs: number;
-  private readonly s: FetchTableStats = { owned: 0, joined: 0, full: 0, contended: 0, deadlineExpired: 0, staleReclaimed: 0, ownerDied: 0, lost: 0, lateReleases: 0 };
+  /** Waits of this thread not yet ended, and the timer that keeps the thread alive meanwhile. */
+  private waits = 0;
+  private keepAlive: NodeJS.Timeout | null = null;
+  private readonly s: FetchTableStats = { owned: 0, joined: 0, full: 0, contended: 0, lockSleeps: 0, deadlineExpired: 0, staleReclaimed: 0, ownerDied: 0, lost: 0, lateReleases: 0 };
 
   /** A fresh table (`capacity`, `deadlineMs`), or this thread's view of one (`buffer` from another thread's FetchTable.buffer). */
   constructor(init: FetchTableOptions | { buffer: SharedArrayBuffer }, thread: FetchTableThread = {}) {
@@ -226,7 +237,7 @@ export class FetchTable {
     }
     const tag = thread.tag ?? threadId;
     if (!Number.isInteger(tag) || tag < 0 || tag >= 0x7fffffff) throw new RangeError(`fetch table thread tag must be 0..2^31-2, got ${String(tag)}`);
-    const lockWaitMs = thread.lockWaitMs ?? 2;
+    const lockWaitMs = thread.lockWaitMs ?? 20;
     if (!(lockWaitMs >= 0 && lockWaitMs <= 1000)) throw new RangeError(`lockWaitMs must be 0..1000, got ${String(lockWaitMs)}`);
     const l = layout(capacity);
     this.capacity = capacity;
@@ -265,6 +276,7 @@ export class FetchTable {
     const first = b * WAYS;
     const STATE = this.STATE;
     let free = -1;
+    let freeAt = Infinity;
     let found = -1;
     let foundState = 0;
     for (let i = first; i < first + WAYS; i++) {
@@ -284,12 +296,19 @@ export class FetchTable {
           continue;
         }
       }
-      if (free < 0 && (s & CODE_MASK) !== BUSY) free = i;
+      // Of the free ways, the one claimed longest ago: an entry is reused as seldom as the
+      // bucket allows, so a waiter slow to look finds its outcome still in the history.
+      if ((s & CODE_MASK) !== BUSY && this.t[i]! < freeAt) {
+        free = i;
+        freeAt = this.t[i]!;
+      }
     }
     if (found >= 0) {
       const deadlineAt = this.t[found]! + this.deadlineMs;
       Atomics.store(w, this.LOCKS + b, 0);
       this.s.joined++;
+      // A pending Atomics.waitAsync does not keep a thread's event loop alive: a ref'd timer does.
+      if (this.waits++ === 0) (this.keepAlive ??= setInterval(noop, 0x7fffffff)).ref();
       return this.wait(found, foundState >>> GEN_SHIFT, deadlineAt, nowMs);
     }
     if (free < 0) {
@@ -300,8 +319,9 @@ export class FetchTable {
     // Take the free entry: remember how its last generation ended, then write it and store BUSY last.
     const prev = Atomics.load(w, STATE + free);
     const prevGen = prev >>> GEN_SHIFT;
-    const sh = (prevGen & (HISTORY - 1)) * 4;
-    Atomics.store(w, this.HIST + free, (w[this.HIST + free]! & ~(0xf << sh)) | ((prev & CODE_MASK) << sh));
+    const hw = this.HIST + 2 * free + ((prevGen >>> 3) & 1);
+    const sh = (prevGen & 7) * 4;
+    Atomics.store(w, hw, (w[hw]! & ~(0xf << sh)) | ((prev & CODE_MASK) << sh));
     w[this.HASH + free] = hash;
     w[this.LEN + free] = len;
     w[this.OWNER + free] = this.tag;
@@ -357,11 +377,12 @@ export class FetchTable {
     return n;
   }
 
-  /** Entries held now, and bucket locks held (tests and the gauge; reads the whole table). */
-  inspect(): { busy: number; locked: number; busyBy: Map<number, number> } {
+  /** Entries held now and bucket locks held, in all and by thread tag (tests and the gauge; reads the whole table). */
+  inspect(): { busy: number; locked: number; busyBy: Map<number, number>; lockedBy: Map<number, number> } {
     let busy = 0;
     let locked = 0;
     const busyBy = new Map<number, number>();
+    const lockedBy = new Map<number, number>();
     for (let i = 0; i < this.capacity; i++) {
       if ((Atomics.load(this.w, this.STATE + i) & CODE_MASK) === BUSY) {
         busy++;
@@ -369,8 +390,13 @@ export class FetchTable {
         busyBy.set(o, (busyBy.get(o) ?? 0) + 1);
       }
     }
-    for (let b = 0; b <= this.bucketMask; b++) if (Atomics.load(this.w, this.LOCKS + b) !== 0) locked++;
-    return { busy, locked, busyBy };
+    for (let b = 0; b <= this.bucketMask; b++) {
+      const holder = Atomics.load(this.w, this.LOCKS + b);
+      if (holder === 0) continue;
+      locked++;
+      lockedBy.set(holder - 1, (lockedBy.get(holder - 1) ?? 0) + 1);
+    }
+    return { busy, locked, busyBy, lockedBy };
   }
 
   stats(): FetchTableStats {
@@ -394,11 +420,19 @@ export class FetchTable {
       }
       if (spin < SPINS) continue;
       const now = performance.now();
-      if (since < 0) since = now;
-      else if (now - since >= this.lockWaitMs) return false;
+      if (since < 0) {
+        since = now;
+        this.s.lockSleeps++;
+      } else if (now - since >= this.lockWaitMs) {
+        return false;
+      }
       // Sleep a little (nobody notifies: unlocking stays one store): a descheduled holder gets the CPU.
       Atomics.wait(w, at, holder, LOCK_SLEEP_MS);
     }
+  }
+
+  private waitEnded(): void {
+    if (--this.waits === 0) this.keepAlive!.unref();
   }
 
   private keyAt(slot: number, key: Uint8Array, len: number): boolean {
@@ -430,6 +464,7 @@ export class FetchTable {
         this.s.staleReclaimed++;
         Atomics.notify(w, si);
         this.s.deadlineExpired++;
+        this.waitEnded();
         return 'expired';
       }
       const cur = s >>> GEN_SHIFT;
@@ -438,13 +473,14 @@ export class FetchTable {
         code = s & CODE_MASK;
       } else if (((cur - gen) & GEN_MASK) <= HISTORY) {
         // Reused since: the claim that reused it wrote how `gen` ended before storing BUSY.
-        code = (Atomics.load(w, this.HIST + slot) >>> ((gen & (HISTORY - 1)) * 4)) & 0xf;
+        code = (Atomics.load(w, this.HIST + 2 * slot + ((gen >>> 3) & 1)) >>> ((gen & 7) * 4)) & 0xf;
         // Reused so often meanwhile that the history moved past `gen`: lost.
         if ((((Atomics.load(w, si) >>> GEN_SHIFT) - gen) & GEN_MASK) > HISTORY) code = FREE;
       }
       const out = OUTCOME_OF_CODE[code]!;
       if (out === 'expired') this.s.deadlineExpired++;
       else if (out === 'lost') this.s.lost++;
+      this.waitEnded();
       return out;
     }
   }

@@ -171,23 +171,38 @@ describe('FetchTable on one thread', () => {
     expect(await w2).toBe('uncached');
   });
 
-  it('a waiter whose entry was reused before it looked still gets its owner outcome (history), up to 8 reuses', async () => {
+  it('a waiter whose entry was reused before it looked still gets its owner outcome (history), up to 16 reuses', async () => {
     const c = manualClock();
-    const t = new FetchTable({ capacity: WAYS }, { tag: 1, clock: c.now }); // one bucket: a freed entry is the next one taken
+    const t = new FetchTable({ capacity: WAYS }, { tag: 1, clock: c.now }); // one bucket
+    // Hold all ways but one, so the entry freed is the one every later claim takes.
+    for (let i = 0; i < WAYS - 1; i++) ticket(claim(t, key(`held${i}.test`), c.now()));
     const k = key('first.test');
     const tk = ticket(claim(t, k, c.now()));
     const w = waiting(claim(t, k, c.now()));
     t.release(tk, 'uncached');
-    // Reuse the same entry 8 times before w's continuation runs (all synchronous).
-    for (let i = 0; i < 8; i++) t.release(ticket(claim(t, key(`reuse${i}.test`), c.now())), 'cached');
+    // Reuse the entry 16 times before w's continuation runs (all synchronous).
+    for (let i = 0; i < 16; i++) t.release(ticket(claim(t, key(`reuse${i}.test`), c.now())), 'cached');
     expect(await w).toBe('uncached');
 
     const tk2 = ticket(claim(t, k, c.now()));
     const w2 = waiting(claim(t, k, c.now()));
     t.release(tk2, 'failed');
-    for (let i = 0; i < 9; i++) t.release(ticket(claim(t, key(`reuse${i}.test`), c.now())), 'cached');
-    expect(await w2).toBe('lost'); // the 9th reuse overwrote it: the waiter fetches on its own, counted
+    for (let i = 0; i < 17; i++) t.release(ticket(claim(t, key(`reuse${i}.test`), c.now())), 'cached');
+    expect(await w2).toBe('lost'); // the 17th reuse overwrote it: the waiter fetches on its own, counted
     expect(t.stats().lost).toBe(1);
+  });
+
+  it('reuses the free way claimed longest ago', () => {
+    const c = manualClock();
+    const t = new FetchTable({ capacity: WAYS }, { tag: 1, clock: c.now });
+    const slots = new Set<number>();
+    for (let i = 0; i < 3 * WAYS; i++) {
+      c.set(c.now() + 1);
+      const tk = ticket(claim(t, key('same.test'), c.now()));
+      slots.add(tk & 0xffff);
+      t.release(tk, 'cached');
+    }
+    expect(slots.size).toBe(WAYS); // every way in turn, not the first free one each time
   });
 
   it('reclaim(tag) ends a thread entries as ownerDied, wakes their waiters, and leaves the others alone', async () => {
