@@ -15,8 +15,8 @@
  *
  * Layout: `capacity` entries (a power of two) in buckets of WAYS; a key lives in the
  * bucket of its keyHash, in any free way. Per bucket one lock word; per entry, in
- * parallel Int32 arrays: state, hash, key length, owner tag, outcome history; a Float64
- * claim time; the key bytes (MAX_KEY_LEN, padded).
+ * parallel Int32 arrays: state, hash, key length, owner tag, waiters of this generation,
+ * outcome history (two words); a Float64 claim time; the key bytes (MAX_KEY_LEN, padded).
  *
  *   state = generation (28 bits) << 3 | code (3 bits)
  *     code FREE (never used), BUSY (an owner is fetching), or the outcome the entry's
@@ -30,8 +30,11 @@
  * - An entry leaves BUSY by one compare-and-swap from BUSY(g) to an outcome of g, made
  *   by exactly one of: its owner's release, reclaim() of a dead owner's entries, or the
  *   deadline (a waiter that timed out, or a claim that met the entry past its deadline).
- *   Whoever loses the CAS does nothing; the winner notifies the state word. So an
- *   entry's outcome is set once, and the outcome travels in the word waiters watch.
+ *   Whoever loses the CAS does nothing; the winner notifies the state word (a release
+ *   only if a waiter was counted: a joiner counts itself, under the lock, before it
+ *   starts waiting, so a release that reads no waiters after its CAS is followed by
+ *   waits that find the state changed at once). So an entry's outcome is set once, and
+ *   the outcome travels in the word waiters watch.
  * - A waiter watches the state word with Atomics.waitAsync (works on the main thread
  *   and on workers) for the value BUSY(g). If the entry was already reused when the
  *   waiter looks (the generation moved on), the outcome of g is in the entry's history
@@ -51,8 +54,8 @@
  *   meets it later does the same. Its late release then finds the entry gone (counted).
  *
  * Costs: the owner path is a lock CAS, a scan of WAYS state words (key bytes compared
- * only on an equal hash), the key copy, and one store to unlock; the release one CAS and
- * one notify. Nothing is allocated for an owner; a waiter allocates the promise of its
+ * only on an equal hash), the key copy, and one store to unlock; the release one CAS, and
+ * one notify when someone waits. Nothing is allocated for an owner; a waiter allocates the promise of its
  * Atomics.waitAsync and one continuation. The bucket lock is held for that scan and copy
  * only. A thread that finds it held spins a little, then sleeps 50 µs at a time
  * (Atomics.wait, which Node allows on the main thread too), which hands the CPU to a
@@ -175,18 +178,19 @@ export function fetchTableCapacity(inflight: number): number {
   return c;
 }
 
-function layout(capacity: number): { locks: number; state: number; hash: number; len: number; owner: number; hist: number; words: number; timeByte: number; keyByte: number; bytes: number } {
+function layout(capacity: number): { locks: number; state: number; hash: number; len: number; owner: number; waiters: number; hist: number; words: number; timeByte: number; keyByte: number; bytes: number } {
   const buckets = capacity / WAYS;
   const locks = HEADER_WORDS;
   const state = locks + buckets;
   const hash = state + capacity;
   const len = hash + capacity;
   const owner = len + capacity;
-  const hist = owner + capacity;
+  const waiters = owner + capacity;
+  const hist = waiters + capacity;
   const words = hist + 2 * capacity;
   const timeByte = (words * 4 + 7) & ~7;
   const keyByte = timeByte + capacity * 8;
-  return { locks, state, hash, len, owner, hist, words, timeByte, keyByte, bytes: keyByte + capacity * KEY_STRIDE };
+  return { locks, state, hash, len, owner, waiters, hist, words, timeByte, keyByte, bytes: keyByte + capacity * KEY_STRIDE };
 }
 
 export class FetchTable {
@@ -202,6 +206,7 @@ export class FetchTable {
   private readonly HASH: number;
   private readonly LEN: number;
   private readonly OWNER: number;
+  private readonly WAITERS: number;
   private readonly HIST: number;
   private readonly bucketMask: number;
   private readonly clock: () => number;
@@ -251,6 +256,7 @@ export class FetchTable {
     this.HASH = l.hash;
     this.LEN = l.len;
     this.OWNER = l.owner;
+    this.WAITERS = l.waiters;
     this.HIST = l.hist;
     this.bucketMask = capacity / WAYS - 1;
     this.clock = thread.clock ?? (() => fastMonotonicNs() / 1e6);
@@ -305,6 +311,9 @@ export class FetchTable {
     }
     if (found >= 0) {
       const deadlineAt = this.t[found]! + this.deadlineMs;
+      // Counted before the wait starts, so that a release that reads 0 here knows this
+      // waiter will find the state changed when it starts waiting (and needs no notify).
+      Atomics.add(w, this.WAITERS + found, 1);
       Atomics.store(w, this.LOCKS + b, 0);
       this.s.joined++;
       // A pending Atomics.waitAsync does not keep a thread's event loop alive: a ref'd timer does.
@@ -325,6 +334,7 @@ export class FetchTable {
     w[this.HASH + free] = hash;
     w[this.LEN + free] = len;
     w[this.OWNER + free] = this.tag;
+    Atomics.store(w, this.WAITERS + free, 0);
     this.t[free] = nowMs;
     const k = this.k;
     const at = free * KEY_STRIDE;
@@ -353,7 +363,8 @@ export class FetchTable {
       this.s.lateReleases++;
       return false;
     }
-    Atomics.notify(w, i);
+    // A notify takes a lock every thread of the process shares (V8's wait list): only when someone waits.
+    if (Atomics.load(w, this.WAITERS + slot) !== 0) Atomics.notify(w, i);
     return true;
   }
 
