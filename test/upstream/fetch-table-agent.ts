@@ -39,7 +39,8 @@ async function randomScenario(): Promise<void> {
   const ops = d.ops ?? 10;
   const nkeys = d.keys ?? 24;
   const keys = Array.from({ length: nkeys }, (_, k) => randomKey(k));
-  const seen = { owned: 0, joined: 0, solo: 0, violations: 0, mismatches: [] as string[] };
+  // slowWaits: waits over 1 s, when owners hold 2 ms at most; a waiter not notified would wait out the 4.5 s deadline.
+  const seen = { owned: 0, joined: 0, solo: 0, violations: 0, slowWaits: 0, mismatches: [] as string[] };
   for (let r = 0; r < rounds; r++) {
     const client = async (): Promise<void> => {
       for (let i = 0; i < ops; i++) {
@@ -59,7 +60,9 @@ async function randomScenario(): Promise<void> {
           table.release(got, outcomeFor(k, r));
         } else {
           seen.joined++;
+          const t0 = now();
           const out = await got;
+          if (now() - t0 > 1000) seen.slowWaits++;
           if (out !== outcomeFor(k, r)) seen.mismatches.push(`round ${r} key ${k}: ${out}, owner gave ${outcomeFor(k, r)}`);
         }
       }

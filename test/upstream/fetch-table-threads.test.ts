@@ -98,6 +98,7 @@ describe('FetchTable across threads', () => {
     const sum = (f: (m: Msg) => number): number => done.reduce((n, m) => n + f(m), 0);
     expect(done.flatMap((m) => m.mismatches as string[])).toEqual([]);
     expect(sum((m) => m.violations as number)).toBe(0);
+    expect(sum((m) => m.slowWaits as number)).toBe(0);
     for (const m of done) {
       expect((m.owned as number) + (m.joined as number) + (m.solo as number)).toBe(rounds * clients * ops);
       expect(m.stats).toMatchObject({ owned: m.owned, joined: m.joined, deadlineExpired: 0, staleReclaimed: 0, ownerDied: 0, lost: 0, lateReleases: 0 });

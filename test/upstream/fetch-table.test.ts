@@ -31,6 +31,16 @@ function waiting(r: number | Promise<FetchOutcome>): Promise<FetchOutcome> {
   return r;
 }
 
+/**
+ * p, which must settle within 1 s: waiters are woken by a notify, and every test table's
+ * deadline is seconds away, so a wait that ends only at its deadline fails here.
+ */
+function woken<T>(p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('waiter not woken within 1 s')), 1000)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 /** Settles after every pending promise continuation and task of this turn. */
 const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 5));
 
@@ -53,8 +63,8 @@ describe('FetchTable on one thread', () => {
     const w2 = waiting(claim(owner, k, c.now())); // the owner's own thread waits like any other
     expect(await settled(w1)).toBe(false);
     expect(owner.release(t, 'cached')).toBe(true);
-    expect(await w1).toBe('cached');
-    expect(await w2).toBe('cached');
+    expect(await woken(w1)).toBe('cached');
+    expect(await woken(w2)).toBe('cached');
     expect(owner.release(t, 'cached')).toBe(false); // once
     expect(owner.stats()).toMatchObject({ owned: 1, joined: 1, lateReleases: 1 });
     expect(other.stats()).toMatchObject({ owned: 0, joined: 1 });
@@ -73,7 +83,7 @@ describe('FetchTable on one thread', () => {
     const tickets = keys.map((k) => ticket(claim(t, k, c.now())));
     const waits = keys.map((k) => waiting(claim(t, k, c.now())));
     tickets.forEach((tk, i) => t.release(tk, outcomes[i]!));
-    expect(await Promise.all(waits)).toEqual(outcomes);
+    expect(await woken(Promise.all(waits))).toEqual(outcomes);
   });
 
   it('attaches to a buffer with the creator capacity and deadline, and refuses bad options', () => {
@@ -126,10 +136,10 @@ describe('FetchTable on one thread', () => {
       const wx = waiting(claim(t, x, c.now(), h));
       const wy = waiting(claim(t, y, c.now(), h));
       t.release(tx, 'failed');
-      expect(await wx).toBe('failed');
+      expect(await woken(wx)).toBe('failed');
       expect(await settled(wy)).toBe(false); // y's waiter is not woken by x's end
       t.release(ty, 'cached');
-      expect(await wy).toBe('cached');
+      expect(await woken(wy)).toBe('cached');
     }
   });
 
@@ -161,14 +171,14 @@ describe('FetchTable on one thread', () => {
     const w = waiting(claim(b, k, c.now() + 100));
     c.set(c.now() + 4500);
     const fresh = ticket(claim(b, k, c.now())); // b now owns a new fetch of the key
-    expect(await w).toBe('expired');
+    expect(await woken(w)).toBe('expired');
     expect(b.stats()).toMatchObject({ staleReclaimed: 1, owned: 1 });
     // The stuck owner's late release touches nothing of the new fetch.
     expect(a.release(stuck, 'cached')).toBe(false);
     const w2 = waiting(claim(a, k, c.now()));
     expect(await settled(w2)).toBe(false);
     b.release(fresh, 'uncached');
-    expect(await w2).toBe('uncached');
+    expect(await woken(w2)).toBe('uncached');
   });
 
   it('a waiter whose entry was reused before it looked still gets its owner outcome (history), up to 16 reuses', async () => {
@@ -182,13 +192,13 @@ describe('FetchTable on one thread', () => {
     t.release(tk, 'uncached');
     // Reuse the entry 16 times before w's continuation runs (all synchronous).
     for (let i = 0; i < 16; i++) t.release(ticket(claim(t, key(`reuse${i}.test`), c.now())), 'cached');
-    expect(await w).toBe('uncached');
+    expect(await woken(w)).toBe('uncached');
 
     const tk2 = ticket(claim(t, k, c.now()));
     const w2 = waiting(claim(t, k, c.now()));
     t.release(tk2, 'failed');
     for (let i = 0; i < 17; i++) t.release(ticket(claim(t, key(`reuse${i}.test`), c.now())), 'cached');
-    expect(await w2).toBe('lost'); // the 17th reuse overwrote it: the waiter fetches on its own, counted
+    expect(await woken(w2)).toBe('lost'); // the 17th reuse overwrote it: the waiter fetches on its own, counted
     expect(t.stats().lost).toBe(1);
   });
 
@@ -216,13 +226,13 @@ describe('FetchTable on one thread', () => {
     const waits = deadKeys.map((k) => waiting(claim(live, k, c.now())));
     const liveWait = waiting(claim(main, key('alive.test'), c.now()));
     expect(main.reclaim(7)).toBe(20);
-    expect(await Promise.all(waits)).toEqual(deadKeys.map(() => 'ownerDied'));
+    expect(await woken(Promise.all(waits))).toEqual(deadKeys.map(() => 'ownerDied'));
     expect(main.stats().ownerDied).toBe(20);
     expect(await settled(liveWait)).toBe(false);
     expect(main.inspect().busyBy).toEqual(new Map([[8, 1]]));
     expect(dead.release(deadTickets[0]!, 'cached')).toBe(false);
     live.release(liveTicket, 'cached');
-    expect(await liveWait).toBe('cached');
+    expect(await woken(liveWait)).toBe('cached');
     expect(main.reclaim(7)).toBe(0);
   });
 });
