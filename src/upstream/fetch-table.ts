@@ -273,6 +273,7 @@ export class FetchTable {
    */
   claim(key: Uint8Array, len: number, hash: number, nowMs: number): number | Promise<FetchOutcome> {
     if (len < 1 || len > KEY_STRIDE) throw new RangeError(`key length must be 1..${KEY_STRIDE}, got ${len}`);
+    hash |= 0; // as the Int32Array holds it
     const w = this.w;
     const b = hash & this.bucketMask;
     if (!this.lock(b)) {
