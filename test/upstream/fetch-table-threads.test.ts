@@ -167,7 +167,6 @@ describe('FetchTable across threads', () => {
   it('a worker terminated at random instructions while churning: its entries and locks come back, waiters never hang', async () => {
     const rng = mulberry32(15);
     let reclaimedTotal = 0;
-    let locksOpened = 0;
     for (let run = 0; run < 4; run++) {
       // A deadline far beyond the test: an entry left held would show as a hang, not expire quietly.
       const table = new FetchTable({ capacity: 64, deadlineMs: 60_000 });
@@ -179,7 +178,6 @@ describe('FetchTable across threads', () => {
       while (Atomics.load(ctl, Ctl.PROGRESS) < after) await new Promise((r) => setTimeout(r, 1));
       let reclaimed = -1;
       churn.w.on('exit', () => {
-        locksOpened += table.inspect().lockedBy.get(churn.tag) ?? 0;
         reclaimed = table.reclaim(churn.tag);
         // Nothing of the dead thread is left the moment reclaim returns.
         const after = table.inspect();
@@ -208,7 +206,6 @@ describe('FetchTable across threads', () => {
     }
     // The terminations landed while the churner owned entries (it holds half of them across a wait).
     expect(reclaimedTotal).toBeGreaterThan(0);
-    console.log(`churn: ${reclaimedTotal} entries reclaimed, ${locksOpened} bucket locks opened`);
   });
 
   it('demo: 4 workers asking the same 100 names at once reach the upstream once per name (without the table: more)', async () => {

@@ -4,6 +4,7 @@
  * (generations and the outcome history), a dead thread's entries. Several threads are in
  * fetch-table-threads.test.ts.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { keyHash, makeKey } from '../../src/dns/index.js';
 import { FetchTable, fetchTableCapacity, SOLO, WAYS, type FetchOutcome } from '../../src/upstream/fetch-table.js';
@@ -234,5 +235,107 @@ describe('FetchTable on one thread', () => {
     live.release(liveTicket, 'cached');
     expect(await woken(liveWait)).toBe('cached');
     expect(main.reclaim(7)).toBe(0);
+  });
+});
+
+/**
+ * The table against a model, on one thread: random claims, releases, reclaims and clock
+ * steps from three threads' views over one buffer. The model says what each claim must
+ * return (ticket, SOLO for a full bucket, a wait), which release is refused, and with what
+ * outcome every wait ends; waits settle only after the whole sequence, so waits whose
+ * entry was reused meanwhile read the history.
+ */
+describe('FetchTable against a model', () => {
+  const KEYS = 24; // keys 20..23 take the hashes of 0..3: collisions
+  const hashFor = (k: number): number => (k >= 20 ? k - 20 : k);
+  const keys = Array.from({ length: KEYS }, (_, k) => key(`m${k}.model.test`));
+  const DEADLINE = 4500;
+  type Op =
+    | { op: 'claim'; v: number; k: number }
+    | { op: 'release'; pick: number; outcome: 'cached' | 'uncached' | 'failed' }
+    | { op: 'reclaim'; v: number }
+    | { op: 'tick'; ms: number };
+  const ops = fc.array(
+    fc.oneof(
+      { weight: 6, arbitrary: fc.record({ op: fc.constant('claim' as const), v: fc.nat(2), k: fc.nat(KEYS - 1) }) },
+      { weight: 3, arbitrary: fc.record({ op: fc.constant('release' as const), pick: fc.nat(40), outcome: fc.constantFrom('cached' as const, 'uncached' as const, 'failed' as const) }) },
+      { weight: 1, arbitrary: fc.record({ op: fc.constant('reclaim' as const), v: fc.nat(2) }) },
+      { weight: 1, arbitrary: fc.record({ op: fc.constant('tick' as const), ms: fc.constantFrom(10, 1000, 3000) }) },
+    ) as fc.Arbitrary<Op>,
+    { minLength: 30, maxLength: 120 },
+  );
+
+  it('claims, waits and outcomes follow the model', async () => {
+    const tally: Record<string, number> = {};
+    let solo = 0;
+    await fc.assert(
+      fc.asyncProperty(ops, async (seq) => {
+        const c = manualClock();
+        // Three threads' views (tags 1, 2, 3) of one table of two buckets.
+        const first = new FetchTable({ capacity: 16, deadlineMs: DEADLINE }, { tag: 1, clock: c.now });
+        const v = [first, ...[2, 3].map((tag) => new FetchTable({ buffer: first.buffer }, { tag, clock: c.now }))];
+        // Model: entries held per key; every wait with the outcome it must end with.
+        interface Held { k: number; owner: number; at: number; ticket: number; waits: { p: Promise<FetchOutcome>; expect?: FetchOutcome }[] }
+        const held = new Map<number, Held>();
+        const ended: { ticket: number; view: number }[] = [];
+        const waits: { p: Promise<FetchOutcome>; expect?: FetchOutcome }[] = [];
+        const end = (h: Held, outcome: FetchOutcome): void => {
+          for (const w of h.waits) w.expect = outcome;
+          held.delete(h.k);
+          ended.push({ ticket: h.ticket, view: h.owner });
+        };
+        for (const o of seq) {
+          if (o.op === 'tick') {
+            c.set(c.now() + o.ms);
+          } else if (o.op === 'claim') {
+            const bucket = hashFor(o.k) & 1;
+            // A claim first takes what is past its deadline in its bucket.
+            for (const h of [...held.values()]) if ((hashFor(h.k) & 1) === bucket && h.at + DEADLINE <= c.now()) end(h, 'expired');
+            const r = v[o.v]!.claim(keys[o.k]!, keys[o.k]!.length, hashFor(o.k), c.now());
+            const h = held.get(o.k);
+            const inBucket = [...held.values()].filter((x) => (hashFor(x.k) & 1) === bucket).length;
+            if (h !== undefined) {
+              expect(typeof r).not.toBe('number');
+              const w = { p: r as Promise<FetchOutcome> };
+              h.waits.push(w);
+              waits.push(w);
+            } else if (inBucket === WAYS) {
+              expect(r).toBe(SOLO);
+            } else {
+              expect(typeof r === 'number' && r >= 0).toBe(true);
+              held.set(o.k, { k: o.k, owner: o.v, at: c.now(), ticket: r as number, waits: [] });
+            }
+          } else if (o.op === 'release') {
+            // Release something held, or (every other pick) something already ended: refused.
+            const all = [...held.values()];
+            if (o.pick % 2 === 0 && all.length > 0) {
+              const h = all[o.pick % all.length]!;
+              expect(v[h.owner]!.release(h.ticket, o.outcome)).toBe(true);
+              end(h, o.outcome);
+            } else if (ended.length > 0) {
+              const e = ended[o.pick % ended.length]!;
+              expect(v[e.view]!.release(e.ticket, o.outcome)).toBe(false);
+            }
+          } else {
+            const mine = [...held.values()].filter((h) => h.owner === o.v);
+            expect(v[0]!.reclaim(o.v + 1)).toBe(mine.length);
+            for (const h of mine) end(h, 'ownerDied');
+          }
+        }
+        for (const h of [...held.values()]) {
+          expect(v[h.owner]!.release(h.ticket, 'cached')).toBe(true);
+          end(h, 'cached');
+        }
+        const got = await woken(Promise.all(waits.map((w) => w.p)));
+        expect(got).toEqual(waits.map((w) => w.expect));
+        for (const w of waits) tally[w.expect!] = (tally[w.expect!] ?? 0) + 1;
+        solo += v.reduce((n, t) => n + t.stats().full, 0);
+        expect(v[0]!.inspect()).toMatchObject({ busy: 0, locked: 0 });
+      }),
+      { numRuns: 300 },
+    );
+    // The runs met every case: full buckets, and waits ending each way.
+    expect(solo).toBeGreaterThan(0);
+    for (const k of ['cached', 'uncached', 'failed', 'ownerDied', 'expired']) expect(tally[k]).toBeGreaterThan(0);
   });
 });
