@@ -3,7 +3,7 @@
  * thread: one owner per key at a time under random overlapping claims, every waiter
  * woken with its owner's outcome, nothing left held; a worker terminated while it owns
  * entries (and at random instructions while churning) is reclaimed and its waiters woken;
- * and the demo of what the lead wires into the engine: four workers asking the same 100
+ * and the demo of the engine's miss path to come: four workers asking the same 100
  * names through a fake cache reach the fake upstream once per name.
  */
 import { Worker } from 'node:worker_threads';
