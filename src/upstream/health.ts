@@ -68,6 +68,13 @@ export interface UpstreamStats {
   probes: number;
 }
 
+/**
+ * Upper bounds (ms) of the per-upstream RTT histogram's buckets (the same bounds as the
+ * engine's latency histogram, src/engine/stats.ts LATENCY_BUCKETS, in ms). A sample above
+ * the last bound is only in the count.
+ */
+export const RTT_BUCKETS_MS = [0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2500] as const;
+
 /** RFC 6298 gains: SRTT moves 1/8 towards each sample. */
 const ALPHA = 0.125;
 
@@ -86,6 +93,15 @@ export class UpstreamHealth {
   errors = 0;
   mismatched = 0;
   probes = 0;
+  /** Answers with RCODE SERVFAIL (still answers: the upstream is there). */
+  servfail = 0;
+  /**
+   * Every RTT sample (the ones the SRTT is fed: UDP answers and probe answers), by bucket
+   * of RTT_BUCKETS_MS (not cumulative), with their sum (ms) and count.
+   */
+  readonly rttCounts = new Float64Array(RTT_BUCKETS_MS.length);
+  rttSumMs = 0;
+  rttCount = 0;
 
   constructor(
     readonly addr: UpstreamAddr,
@@ -102,6 +118,14 @@ export class UpstreamHealth {
 
   onAnswer(rttMs: number): void {
     this.answers++;
+    this.rttSumMs += rttMs;
+    this.rttCount++;
+    for (let i = 0; i < RTT_BUCKETS_MS.length; i++) {
+      if (rttMs <= RTT_BUCKETS_MS[i]!) {
+        this.rttCounts[i]! += 1;
+        break;
+      }
+    }
     this.srttMs = this.srttMs < 0 ? rttMs : this.srttMs + ALPHA * (rttMs - this.srttMs);
     this.consecutiveFailures = 0;
     this.down = false;
