@@ -2,7 +2,9 @@
  * Health of one upstream: a smoothed RTT for choosing among them, and a
  * small circuit breaker. `failuresToDown` consecutive failures (timeouts,
  * send, bind or connect errors) mark it down for a backoff period
- * that doubles with every further failure up to `maxBackoffMs`; once the
+ * that doubles with every failure after the period is over (up to
+ * `maxBackoffMs`; failures of exchanges still in flight within it do not
+ * count towards the next period); once the
  * period is over the forwarder sends one probe, and any validated answer
  * marks the upstream up again. Down upstreams are used only when no up
  * one is left to try, so a full outage is still noticed by real traffic.
@@ -142,6 +144,10 @@ export class UpstreamHealth {
       this.srttMs = Math.max(base, base + ALPHA * (penaltyMs - base));
     }
     this.consecutiveFailures++;
+    // Down, and its period not over: an exchange sent before it went down (many are in
+    // flight under load) is no new evidence; only a failure after the period (the probe,
+    // or traffic when no up upstream is left) lengthens the next one.
+    if (this.down && now < this.downUntil) return;
     if (this.down || this.consecutiveFailures >= this.opts.failuresToDown) {
       this.down = true;
       this.downs++;
