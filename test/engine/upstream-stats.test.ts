@@ -4,7 +4,13 @@
  * thread merges the regions by upstream; reloads, replaced workers and a full region;
  * the quantiles and the metrics built from them.
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
+import dgram from 'node:dgram';
+import dnsPacket from 'dns-packet';
+import { resolveConfig } from '../../src/config.js';
+import { EngineHost } from '../../src/engine/host.js';
+import { AskCounter } from '../../src/hot/asks.js';
+import { textToWire } from '../../src/dns/name.js';
 import { StatsBlock } from '../../src/engine/stats.js';
 import { quantileMs, readUpstreams, releaseUpstreams, upstreamLines, UpstreamPublisher, UPSTREAM_SLOTS, type RttHistogram } from '../../src/engine/upstream-stats.js';
 import { DEFAULT_HEALTH, RTT_BUCKETS_MS, UpstreamHealth } from '../../src/upstream/health.js';
@@ -195,5 +201,56 @@ describe('per-upstream figures over every engine', () => {
     expect(x[`${h}_count{${a}}`]).toBe(4);
     expect(x[`${h}_sum{${a}}`]).toBeCloseTo((0.6 + 3 + 9000) / 1000, 9);
     expect(x[`${h}_count{${b}}`]).toBe(0);
+  });
+});
+
+describe('EngineHost publishes its forwarder\'s upstreams', () => {
+  const sockets: dgram.Socket[] = [];
+  afterEach(() => {
+    for (const s of sockets.splice(0)) s.close();
+  });
+
+  /** A loopback upstream: answers every query (A 198.18.9.9), or none. */
+  async function upstream(answers: boolean): Promise<string> {
+    const s = dgram.createSocket('udp4');
+    sockets.push(s);
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+    if (answers) {
+      s.on('message', (q, from) => {
+        const d = dnsPacket.decode(q);
+        const qq = d.questions![0]!;
+        const a = dnsPacket.encode({ type: 'response', id: d.id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE, questions: [qq], answers: [{ type: 'A', name: qq.name, ttl: 60, data: '198.18.9.9' }] } as dnsPacket.Packet);
+        s.send(a, from.port, from.address);
+      });
+    }
+    return `127.0.0.1:${s.address().port}`;
+  }
+
+  it('at each publish, through a reload and its close', async () => {
+    const good = await upstream(true);
+    const dead = await upstream(false);
+    const cfg = resolveConfig({ iface: 'hx0', upstream: `${good},${dead}`, capsForId: false, upstreamCookies: false }, () => 1);
+    const host = new EngineHost({ engine: cfg.mainEngine, upstreams: cfg.upstreams, asks: new AskCounter(undefined, 10), onPromotion: () => {}, upstreamTimeoutMs: 50, upstreamDeadlineMs: 2000 });
+    const ask = (i: number) => host.forwarder.resolve({ name: textToWire(`n${i}.test.`), qtype: 1, qclass: 1, dnssecOk: false });
+    // Never-measured upstreams are tried first: the silent one gets at least one question.
+    for (let i = 0; i < 6; i++) await ask(i);
+    const [g, d] = host.forwarder.health;
+    expect(d!.timeouts).toBeGreaterThan(0);
+    host.publish();
+    let f = byName([host.stats]);
+    expect(f.get(good)).toMatchObject({ engines: 1, up: true, queries: g!.sent, answers: 6, timeouts: 0 });
+    expect(f.get(good)!.rtt.count).toBe(6);
+    expect(f.get(dead)).toMatchObject({ engines: 1, queries: d!.sent, answers: 0, timeouts: d!.timeouts });
+    // A reload drops the silent one and adds another: the good one counts on, the dropped one keeps its counts.
+    const other = await upstream(true);
+    host.setUpstreams([cfg.upstreams[0]!, { host: '127.0.0.1', port: Number(other.split(':')[1]), family: 4 }]);
+    for (let i = 10; i < 14; i++) await ask(i);
+    host.publish();
+    f = byName([host.stats]);
+    expect(f.get(dead)).toMatchObject({ engines: 0, timeouts: d!.timeouts });
+    expect(f.get(good)!.answers + f.get(other)!.answers).toBe(10);
+    expect(f.get(other)!.engines).toBe(1);
+    await host.close();
+    expect([...byName([host.stats]).values()].map((x) => x.engines)).toEqual([0, 0, 0]);
   });
 });
