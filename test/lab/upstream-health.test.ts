@@ -3,7 +3,8 @@
  * addresses): one is made to stop answering by an nftables drop inside the upstream
  * namespace; `upstreams --json`, `upstreams`, `stats` and /metrics must show it down with
  * its timeouts counted while the other stays up and gathers RTT samples, the log must say
- * it once, and everything must show it up again once the drop is removed.
+ * it once, and everything must show it up again once the drop is removed. Replaced
+ * workers carry on their predecessors' counts.
  *
  * With another upstream answering, a dead one is mostly avoided by the SRTT selection
  * (each timeout feeds it the 1 s timeout; health.ts): an engine tries it again only after
@@ -162,4 +163,32 @@ describePrivileged('per-upstream health and latency in the lab', { netns: true, 
     expect(svc.stderr).toMatch(new RegExp(`heimdall-xdp: info upstream: ${esc(A)} up again\\n`));
     expect(svc.stderr.match(/warn upstream: /g)).toHaveLength(1);
   }, 90_000);
+
+  it('keeps each upstream\'s counts when the workers are replaced', async () => {
+    const before = await upstreams();
+    const engines = before.get(B)!.engines;
+    expect(engines).toBeGreaterThan(1); // the main thread and the AF_XDP workers
+    svc.signal('SIGUSR2'); // crashes the workers; the supervisor replaces them
+    let u = before;
+    for (let i = 0; i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      if (!/worker for queue \d+ replaced/.test(svc.stderr)) continue;
+      u = await upstreams();
+      if (u.get(B)!.engines === engines) break;
+    }
+    expect(svc.stderr).toMatch(/worker for queue \d+ replaced/);
+    expect(u.get(B)!.engines).toBe(engines);
+    // Nothing was asked meanwhile: the figures are what they were, the new workers' slots
+    // being their predecessors' (a worker's counts lost would show here).
+    for (const x of [A, B]) expect(u.get(x), x).toMatchObject({ sent: before.get(x)!.sent, answers: before.get(x)!.answers, timeouts: before.get(x)!.timeouts });
+    burst(1, 200);
+    u = await upstreams();
+    for (const x of [A, B]) {
+      expect(u.get(x)!.state, x).toBe('up');
+      expect(u.get(x)!.timeouts, x).toBe(before.get(x)!.timeouts);
+    }
+    expect(u.get(A)!.answers + u.get(B)!.answers).toBeGreaterThanOrEqual(before.get(A)!.answers + before.get(B)!.answers + 200);
+    const m = svc.metricsWhen((x) => x[`heimdall_upstream_server_engines{upstream="${B}"}`] === engines);
+    expect(m[`heimdall_upstream_server_answers_total{upstream="${B}"}`]).toBeGreaterThanOrEqual(before.get(B)!.answers);
+  }, 60_000);
 });
