@@ -2,7 +2,9 @@
  * Every counter a userspace engine host keeps, in one list, as bpf/heimdall.h keeps the
  * XDP program's: the names (and so the TypeScript type), the slots of the Float64Array
  * they live in, and the Prometheus metric each one is exported as all derive from
- * COUNTERS below. Nothing else numbers a slot or spells a counter's metric.
+ * COUNTERS below. Nothing else numbers a slot or spells a counter's metric. (Each
+ * upstream's figures, labelled by upstream, live in a region after these slots and have
+ * their own table: src/engine/upstream-stats.ts.)
  *
  * A host's counters live in a StatsBlock: one Float64Array, over a SharedArrayBuffer when
  * the host runs on a worker thread. The owner writes its slots with plain stores (one
