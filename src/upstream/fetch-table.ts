@@ -41,8 +41,9 @@
  *   (4 bits for each of the last 16 generations, written by the claim that reuses the
  *   entry before it stores BUSY; a claim reuses the free way of its bucket claimed
  *   longest ago): a waiter whose thread was busy meanwhile still gets its owner's
- *   outcome. Beyond 16 reuses the waiter gets 'lost' and fetches on its own (counted). Generations make a reused entry (ABA) visible to waiters and
- *   to a late release (its ticket carries the generation's low 14 bits).
+ *   outcome. Beyond 16 reuses the waiter gets 'lost' and fetches on its own (counted).
+ *   Generations make a reused entry (ABA) visible to waiters and to a late release
+ *   (its ticket carries the generation's low 14 bits).
  * - A thread that dies (a worker terminated at any instruction) leaves entries BUSY and
  *   perhaps a bucket locked. The main thread calls reclaim(tag) from the worker's exit
  *   event, when the thread can write nothing more: its BUSY entries end as OWNER_DIED,
@@ -54,10 +55,10 @@
  *   meets it later does the same. Its late release then finds the entry gone (counted).
  *
  * Costs: the owner path is a lock CAS, a scan of WAYS state words (key bytes compared
- * only on an equal hash), the key copy, and one store to unlock; the release one CAS, and
- * one notify when someone waits. Nothing is allocated for an owner; a waiter allocates the promise of its
- * Atomics.waitAsync and one continuation. The bucket lock is held for that scan and copy
- * only. A thread that finds it held spins a little, then sleeps 50 µs at a time
+ * only on an equal hash), the key copy, and one store to unlock; the release one CAS,
+ * and one notify when someone waits. Nothing is allocated for an owner; a waiter
+ * allocates the promise of its Atomics.waitAsync and one continuation. The bucket lock
+ * is held for that scan and copy only. A thread that finds it held spins a little, then sleeps 50 µs at a time
  * (Atomics.wait, which Node allows on the main thread too), which hands the CPU to a
  * holder the scheduler took it from (on a busy machine this is common: a 2 ms bound
  * gave up several times per run of the 4-worker test on 2 cores); after lockWaitMs
