@@ -1,14 +1,23 @@
 // SPDX-License-Identifier: MIT
 #include "dispatcher.h"
 
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <linux/if_link.h>
 #include <linux/magic.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/vfs.h>
+#include <unistd.h>
 #include <xdp/libxdp.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
+#include <mutex>
+
+#include "program.h"
 
 namespace heimdall {
 
@@ -29,15 +38,52 @@ MultiprogPtr Open(int ifindex) {
   return p;
 }
 
+// Loads the object's first program as XDP, then again as its extension, and attaches
+// the extension: what libxdp does to a program behind its dispatcher. 0, or the -errno
+// the kernel gave; 1 when the probe itself could not be set up (the object is missing).
+int ProbeExtension(const std::string &path) {
+  if (access(path.c_str(), R_OK) != 0) return 1;
+  BpfObjectPtr target(bpf_object__open_file(path.c_str(), nullptr));
+  BpfObjectPtr ext(bpf_object__open_file(path.c_str(), nullptr));
+  if (!target || !ext) return 1;
+  bpf_program *tp = bpf_object__next_program(target.get(), nullptr);
+  bpf_program *ep = bpf_object__next_program(ext.get(), nullptr);
+  if (!tp || !ep) return 1;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int err = bpf_object__load(target.get());
+  if (err) {
+    err = 1;
+  } else {
+    bpf_program__set_type(ep, BPF_PROG_TYPE_EXT);
+    bpf_program__set_expected_attach_type(ep, static_cast<bpf_attach_type>(0));
+    err = bpf_program__set_attach_target(ep, bpf_program__fd(tp), bpf_program__name(tp));
+    if (!err) err = bpf_object__load(ext.get());
+    if (!err) {
+      int link = bpf_raw_tracepoint_open(nullptr, bpf_program__fd(ep));
+      if (link < 0) err = -errno;
+      else close(link);
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return err;
+}
+
 }  // namespace
 
-std::string DispatcherUnavailable() {
+std::string DispatcherUnavailable(const std::string &probe_object) {
   const char *env = secure_getenv("LIBXDP_BPFFS");
   const char *dir = env && *env ? env : "/sys/fs/bpf";
   struct statfs st;
   if (statfs(dir, &st) != 0 || static_cast<unsigned long>(st.f_type) != BPF_FS_MAGIC)
     return std::string("no bpffs at ") + dir + " for libxdp's state" +
            (env ? "" : " (mount one there, or name one with LIBXDP_BPFFS; 'ip netns exec' hides the host's)");
+  static std::once_flag once;
+  static int probed = 0;
+  std::call_once(once, [&] { probed = ProbeExtension(probe_object); });
+  if (probed < 0)
+    return std::string("the kernel refuses the extension (freplace) programs a libxdp dispatcher runs (") + strerrorname_np(-probed) + ")";
   return "";
 }
 

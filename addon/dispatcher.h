@@ -29,8 +29,12 @@ struct DispatcherInfo {
 };
 
 // Why this process cannot attach through a dispatcher ("" when it can): libxdp keeps a
-// dispatcher's programs pinned in bpffs, and without one it cannot share an interface.
-std::string DispatcherUnavailable();
+// dispatcher's programs pinned in bpffs, and without one it cannot share an interface;
+// and the programs behind a dispatcher are extensions (BPF_PROG_TYPE_EXT, freplace),
+// which a kernel may refuse. `probe_object` is a small BPF object with BTF whose first
+// program is loaded once as XDP and once as its extension, to ask the kernel (once per
+// process; skipped when the file cannot be read, leaving the question to libxdp).
+std::string DispatcherUnavailable(const std::string &probe_object);
 
 // Reads the dispatcher on ifindex; false when there is none (nothing attached, or a
 // program attached directly, or a dispatcher whose bpffs state this process cannot see).

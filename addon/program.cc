@@ -322,6 +322,13 @@ int XdpProgram::AttachThroughDispatcher(int ifindex, uint32_t mode_flags, uint32
   return 0;
 }
 
+// The pass-through object built beside this one (bpf/xdp_pass.bpf.o): small, with BTF,
+// what DispatcherUnavailable() asks the kernel with.
+std::string XdpProgram::ProbeObject() const {
+  size_t slash = path_.rfind('/');
+  return (slash == std::string::npos ? std::string() : path_.substr(0, slash + 1)) + "xdp_pass.bpf.o";
+}
+
 // attach(ifname, mode: 'native'|'generic'|'auto', force: boolean, how: 'auto'|'dispatcher'|'direct')
 Napi::Value XdpProgram::Attach(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -332,7 +339,7 @@ Napi::Value XdpProgram::Attach(const Napi::CallbackInfo &info) {
   std::string how = ArgString(info, 3, "how");
   ResetLibbpfLog();
   AttachResult r = AttachXdp(env, ifname, prog_fd_, prog_id_, mode, force, how,
-                             [this](int ifindex, uint32_t flags, uint32_t *id) { return AttachThroughDispatcher(ifindex, flags, id); });
+                             [this](int ifindex, uint32_t flags, uint32_t *id) { return AttachThroughDispatcher(ifindex, flags, id); }, ProbeObject());
   if (!r.dispatcher) {
     ext_prog_.reset();
     ext_obj_.reset();

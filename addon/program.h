@@ -58,6 +58,7 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   volatile uint64_t *Hits() const { return static_cast<volatile uint64_t *>(hits_.get()); }
 
   int AttachThroughDispatcher(int ifindex, uint32_t mode_flags, uint32_t *attached_id);
+  std::string ProbeObject() const;
   Napi::Value Attach(const Napi::CallbackInfo &info);
   Napi::Value Detach(const Napi::CallbackInfo &info);
   Napi::Value HotPut(const Napi::CallbackInfo &info);

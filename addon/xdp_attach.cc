@@ -88,7 +88,7 @@ int DetachDirect(int ifindex, uint32_t mode_flags, uint32_t id) {
 }  // namespace
 
 AttachResult AttachXdp(Napi::Env env, const std::string &ifname, int prog_fd, uint32_t prog_id, const std::string &mode, bool force,
-                       const std::string &how, const DispatcherAttachFn &via_dispatcher) {
+                       const std::string &how, const DispatcherAttachFn &via_dispatcher, const std::string &probe_object) {
   AttachResult r;
   r.ifindex = IfIndex(env, ifname);
   std::vector<uint32_t> tries = ModeTries(env, mode);
@@ -117,7 +117,7 @@ AttachResult AttachXdp(Napi::Env env, const std::string &ifname, int prog_fd, ui
     }
     bool ours = cur.name == HEIMDALL_PROG_NAME;
     if (!ours && !force) {
-      std::string why = cur.name == "xdp_dispatcher" ? " (a libxdp dispatcher whose programs cannot be read here: " + DispatcherUnavailable() + ")"
+      std::string why = cur.name == "xdp_dispatcher" ? " (a libxdp dispatcher whose programs cannot be read here: " + DispatcherUnavailable(probe_object) + ")"
                         : how == "direct"            ? ""
                                                      : ", not through a libxdp dispatcher (load it with xdp-loader to share the interface)";
       ThrowErrno(env, EEXIST, "bpf_xdp_query",
@@ -134,9 +134,10 @@ AttachResult AttachXdp(Napi::Env env, const std::string &ifname, int prog_fd, ui
 
   int err = 0;
   if (how != "direct") {
-    std::string unavailable = DispatcherUnavailable();
+    std::string unavailable = DispatcherUnavailable(probe_object);
     if (!unavailable.empty()) {
-      if (how == "dispatcher") ThrowErrno(env, EOPNOTSUPP, "statfs", "cannot attach to '" + ifname + "' through a libxdp dispatcher: " + unavailable);
+      if (how == "dispatcher")
+        ThrowErrno(env, EOPNOTSUPP, "xdp_program__attach", "cannot attach to '" + ifname + "' through a libxdp dispatcher (" + unavailable + "); attach with --xdp-attach direct or auto");
       r.direct_reason = unavailable;
     } else {
       std::vector<uint32_t> modes = tries;
@@ -174,7 +175,7 @@ AttachResult AttachXdp(Napi::Env env, const std::string &ifname, int prog_fd, ui
       }
       if (r.direct_reason.empty()) r.direct_reason = std::string("libxdp could not attach through a dispatcher: ") + strerror(-err) + " (" + LastLogLine() + ")";
       if (how == "dispatcher" || has_disp)
-        ThrowErrno(env, err, "xdp_program__attach", "cannot attach to '" + ifname + "' through a libxdp dispatcher: " + r.direct_reason);
+        ThrowErrno(env, err, "xdp_program__attach", "cannot attach to '" + ifname + "' through a libxdp dispatcher (" + r.direct_reason + ")");
     }
   }
 
@@ -239,6 +240,14 @@ Napi::Value XdpStatusJs(const Napi::CallbackInfo &info) {
     o.Set("dispatcher", env.Null());
   }
   return o;
+}
+
+// dispatcherUnavailable(probeObject) -> why this process cannot attach through a libxdp
+// dispatcher, or '' when it can (DispatcherUnavailable in dispatcher.h).
+Napi::Value DispatcherUnavailableJs(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "probe object path must be a string");
+  return Napi::String::New(env, DispatcherUnavailable(info[0].As<Napi::String>()));
 }
 
 // detachStale(ifname) -> boolean: removes a heimdall program left behind by a process that

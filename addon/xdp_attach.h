@@ -45,11 +45,12 @@ int IfIndex(Napi::Env env, const std::string &ifname);
 AttachedInfo QueryXdp(Napi::Env env, int ifindex);
 // how: "auto" (dispatcher, else direct), "dispatcher" or "direct".
 AttachResult AttachXdp(Napi::Env env, const std::string &ifname, int prog_fd, uint32_t prog_id, const std::string &mode, bool force,
-                       const std::string &how, const DispatcherAttachFn &via_dispatcher);
+                       const std::string &how, const DispatcherAttachFn &via_dispatcher, const std::string &probe_object);
 bool DetachXdp(Napi::Env env, int ifindex, uint32_t mode_flags, int expected_fd);
 
-// Module functions: xdpStatus(ifname) and detachStale(ifname).
+// Module functions: xdpStatus(ifname), detachStale(ifname), dispatcherUnavailable(probeObject).
 Napi::Value XdpStatusJs(const Napi::CallbackInfo &info);
+Napi::Value DispatcherUnavailableJs(const Napi::CallbackInfo &info);
 Napi::Value DetachStaleJs(const Napi::CallbackInfo &info);
 
 }  // namespace heimdall

@@ -151,6 +151,8 @@ export interface NativeAddon {
   monotonicNs(): bigint;
   xdpStatus(ifname: string): XdpStatus;
   detachStale(ifname: string): boolean;
+  /** Why this process cannot attach through libxdp's dispatcher ('' when it can); asks the kernel with the object at probeObject (BPF_PASS_OBJECT_PATH). */
+  dispatcherUnavailable(probeObject: string): string;
   /** BPF_PROG_TEST_RUN of the XDP program behind progFd (XdpProgram.describe().progFd), for tests and benchmarks. */
   testRun(progFd: number, frame: Buffer, repeat?: number): NativeTestRun;
   /** `iterations` test runs, each on a fresh copy of the frame; the kernel's mean time per run. */
