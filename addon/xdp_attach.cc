@@ -117,9 +117,14 @@ AttachResult AttachXdp(Napi::Env env, const std::string &ifname, int prog_fd, ui
     }
     bool ours = cur.name == HEIMDALL_PROG_NAME;
     if (!ours && !force) {
-      std::string why = cur.name == "xdp_dispatcher" ? " (a libxdp dispatcher whose programs cannot be read here: " + DispatcherUnavailable(probe_object) + ")"
-                        : how == "direct"            ? ""
-                                                     : ", not through a libxdp dispatcher (load it with xdp-loader to share the interface)";
+      std::string why;
+      if (cur.name == "xdp_dispatcher") {
+        why = " (a libxdp dispatcher whose programs cannot be read here: " + DispatcherUnavailable(probe_object) + ")";
+      } else if (how != "direct") {
+        std::string unavailable = DispatcherUnavailable(probe_object);
+        why = unavailable.empty() ? ", not through a libxdp dispatcher (load it with xdp-loader to share the interface)"
+                                  : " (no libxdp dispatcher can share the interface here: " + unavailable + ")";
+      }
       ThrowErrno(env, EEXIST, "bpf_xdp_query",
                  "interface '" + ifname + "' already runs XDP program '" + cur.name + "' (id " + std::to_string(cur.prog_id) + ")" + why +
                      "; remove it with 'ip link set dev " + ifname + " xdp off' or use --force");
