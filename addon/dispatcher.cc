@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "program.h"
 
@@ -79,6 +80,9 @@ std::string DispatcherUnavailable(const std::string &probe_object) {
   if (statfs(dir, &st) != 0 || static_cast<unsigned long>(st.f_type) != BPF_FS_MAGIC)
     return std::string("no bpffs at ") + dir + " for libxdp's state" +
            (env ? "" : " (mount one there, or name one with LIBXDP_BPFFS; 'ip netns exec' hides the host's)");
+  // Told to do without (libxdp's own switch): libxdp attaches alone, nothing to ask.
+  const char *skip = secure_getenv("LIBXDP_SKIP_DISPATCHER");
+  if (skip && std::string(skip) == "1") return "";
   static std::once_flag once;
   static int probed = 0;
   std::call_once(once, [&] { probed = ProbeExtension(probe_object); });

@@ -340,14 +340,14 @@ Napi::Value XdpProgram::Attach(const Napi::CallbackInfo &info) {
   ResetLibbpfLog();
   AttachResult r = AttachXdp(env, ifname, prog_fd_, prog_id_, mode, force, how,
                              [this](int ifindex, uint32_t flags, uint32_t *id) { return AttachThroughDispatcher(ifindex, flags, id); }, ProbeObject());
-  if (!r.dispatcher) {
+  if (!r.dispatcher && !r.second_load) {
     ext_prog_.reset();
     ext_obj_.reset();
   }
   ifindex_ = r.ifindex;
   attach_mode_flags_ = r.mode_flags;
   via_dispatcher_ = r.dispatcher;
-  attached_id_ = r.dispatcher ? r.attached_id : prog_id_;
+  attached_id_ = r.dispatcher || r.second_load ? r.attached_id : prog_id_;
   Napi::Object out = Napi::Object::New(env);
   out.Set("ifindex", r.ifindex);
   out.Set("mode", r.mode_flags == XDP_FLAGS_SKB_MODE ? "generic" : "native");
@@ -386,6 +386,11 @@ Napi::Value XdpProgram::Detach(const Napi::CallbackInfo &info) {
     if (err && err != -ENOENT && err != -ENODEV)
       ThrowErrno(env, err, "xdp_program__detach", "cannot remove heimdall from the libxdp dispatcher on ifindex " + std::to_string(ifindex_));
     removed = err == 0;
+    ext_prog_.reset();
+    ext_obj_.reset();
+  } else if (ext_prog_) {
+    // The second load, which libxdp attached alone.
+    removed = DetachXdp(env, ifindex_, attach_mode_flags_, xdp_program__fd(ext_prog_.get()));
     ext_prog_.reset();
     ext_obj_.reset();
   } else {

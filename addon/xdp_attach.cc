@@ -170,13 +170,26 @@ AttachResult AttachXdp(Napi::Env env, const std::string &ifname, int prog_fd, ui
             return r;
           }
         }
-        // libxdp attached the program by itself, without a dispatcher: it does so when the
-        // kernel cannot attach a program behind one. Undone; the direct attach follows.
+        // libxdp attached the program alone, without a dispatcher: it does when told to
+        // (LIBXDP_SKIP_DISPATCHER=1) or when the kernel cannot run a program behind one.
+        // That is a direct attach of the same program over the same maps: kept.
         AttachedInfo a = QueryXdp(env, r.ifindex);
-        if (a.prog_id == id) DetachDirect(r.ifindex, a.mode_flags, id);
-        err = -EOPNOTSUPP;
-        r.direct_reason = "the kernel cannot attach programs behind libxdp's dispatcher (libxdp: " + LastLogLine() + ")";
-        break;
+        const char *skip = secure_getenv("LIBXDP_SKIP_DISPATCHER");
+        r.direct_reason = skip && std::string(skip) == "1" ? "libxdp was told to attach alone (LIBXDP_SKIP_DISPATCHER=1)"
+                                                           : "libxdp attached it alone (" + LastLogLine() + ")";
+        if (a.prog_id != id) {
+          err = -EBUSY;
+          break;
+        }
+        if (how == "dispatcher") {
+          DetachDirect(r.ifindex, a.mode_flags, id);
+          err = -EOPNOTSUPP;
+          break;
+        }
+        r.mode_flags = a.mode_flags;
+        r.attached_id = id;
+        r.second_load = true;
+        return r;
       }
       if (r.direct_reason.empty()) r.direct_reason = std::string("libxdp could not attach through a dispatcher: ") + strerror(-err) + " (" + LastLogLine() + ")";
       if (how == "dispatcher" || has_disp)

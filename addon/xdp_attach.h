@@ -29,6 +29,9 @@ struct AttachResult {
   uint32_t count = 0;
   // Attached directly: why not through a dispatcher ("" when asked for direct).
   std::string direct_reason;
+  // libxdp attached the second load alone (told to, or the kernel could not do better):
+  // it is kept, attached_id is its id.
+  bool second_load = false;
 };
 
 struct AttachedInfo {

@@ -164,6 +164,21 @@ describePrivileged('heimdall-xdp sharing the interface with an XDP firewall', { 
     expect(lab.exec('appliance', 'ip', ['link', 'show', lab.applianceIf])).not.toMatch(/xdp/);
   }, 60_000);
 
+  it('serves from the maps it writes when libxdp attaches its second load alone (LIBXDP_SKIP_DISPATCHER=1)', async () => {
+    // The load libxdp attaches is not the one whose fds the service writes: with the
+    // dispatcher skipped, libxdp attaches it alone on any kernel, and XDP answers (and
+    // the counters the service reads) show the two loads share their maps.
+    const svc = lab.startService([up, '--no-af-xdp', '--metrics-listen', '127.0.0.1:9153'], { ...env, LIBXDP_SKIP_DISPATCHER: '1' });
+    await svc.ready();
+    try {
+      expect(svc.stdout).toMatch(/direct attach: libxdp was told to attach alone \(LIBXDP_SKIP_DISPATCHER=1\)\)/);
+      warm(svc);
+    } finally {
+      expect(await svc.stop()).toBe(0);
+    }
+    expect(lab.exec('appliance', 'ip', ['link', 'show', lab.applianceIf])).not.toMatch(/xdp/);
+  }, 60_000);
+
   it('auto says in the start line how it attached; direct attaches alone and serves from XDP', async () => {
     const auto = await serve([]);
     try {
