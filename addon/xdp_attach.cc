@@ -191,7 +191,15 @@ AttachResult AttachXdp(Napi::Env env, const std::string &ifname, int prog_fd, ui
         r.second_load = true;
         return r;
       }
-      if (r.direct_reason.empty()) r.direct_reason = std::string("libxdp could not attach through a dispatcher: ") + strerror(-err) + " (" + LastLogLine() + ")";
+      if (r.direct_reason.empty()) {
+        // Kernels from 6.13 (and 6.12 stable updates) refuse an extension that changes
+        // packet data (heimdall grows replies) in place of a function that does not;
+        // libxdp's dispatcher stubs do since 1.5.5, older ones cannot take heimdall.
+        if (LibbpfLog().find("changes packet data") != std::string::npos)
+          r.direct_reason = "the kernel refuses heimdall (it resizes packets) behind this libxdp's dispatcher: libxdp 1.5.5 or later is needed";
+        else
+          r.direct_reason = std::string("libxdp could not attach through a dispatcher: ") + strerror(-err) + " (" + LastLogLine() + ")";
+      }
       if (how == "dispatcher" || has_disp)
         ThrowErrno(env, err, "xdp_program__attach", "cannot attach to '" + ifname + "' through a libxdp dispatcher (" + r.direct_reason + ")");
     }
