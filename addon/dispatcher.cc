@@ -80,6 +80,14 @@ std::string DispatcherUnavailable(const std::string &probe_object) {
   if (statfs(dir, &st) != 0 || static_cast<unsigned long>(st.f_type) != BPF_FS_MAGIC)
     return std::string("no bpffs at ") + dir + " for libxdp's state" +
            (env ? "" : " (mount one there, or name one with LIBXDP_BPFFS; 'ip netns exec' hides the host's)");
+  // libxdp keeps its state (and its lock) in <bpffs>/xdp, made on first use, mode 0700.
+  std::string state = std::string(dir) + "/xdp";
+  const std::string &check = access(state.c_str(), F_OK) == 0 ? state : std::string(dir);
+  if (access(check.c_str(), W_OK | X_OK) != 0) {
+    int e = errno;
+    return "libxdp's state in " + check + " is not writable here (" + strerrorname_np(e) +
+           "): run as root, or give this user a bpffs of its own with LIBXDP_BPFFS";
+  }
   // Told to do without (libxdp's own switch): libxdp attaches alone, nothing to ask.
   const char *skip = secure_getenv("LIBXDP_SKIP_DISPATCHER");
   if (skip && std::string(skip) == "1") return "";
