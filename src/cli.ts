@@ -262,7 +262,7 @@ export function buildProgram(): Command {
 
   program
     .command('upstreams')
-    .description("the upstreams' health, round-trip time and counts, as the engines see them")
+    .description("each upstream: up or down, smoothed RTT, p50/p99 RTT, queries, answers, timeouts (every engine together)")
     .argument('<iface>')
     .option('--json', 'the reply as JSON')
     .action(upstreamsCommand);

@@ -26,7 +26,7 @@ import { UpstreamLog } from './upstream-log.js';
 import { engineControl, qtypeText, type CachedEntryInfo, type EngineRequest } from './cache-control.js';
 import { fastMonotonicNs } from '../engine/clock.js';
 import { makeKey } from '../dns/key.js';
-import type { UpstreamStats } from '../upstream/health.js';
+import { readUpstreams, releaseUpstreams, upstreamLines } from '../engine/upstream-stats.js';
 import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
 import { checkFdLimit } from './fd-limit.js';
@@ -282,6 +282,8 @@ export function createService(initial: HeimdallConfig): Service {
         onUpstreamHealth: (id, down) => upstreamLog.update(id, down),
         onWorkerGone: (id) => {
           upstreamLog.update(id, []);
+          const block = pool?.stats()[id - 1];
+          if (block) releaseUpstreams(block.upstreams); // its replacement binds them again
           hot.forgetEngine(id);
           inflight.forget(id); // what the dead worker held upstream is free again
         },
@@ -348,8 +350,9 @@ export function createService(initial: HeimdallConfig): Service {
           return { removed: (all as number[]).reduce((a, b) => a + b, 0), hotRemoved: hotBefore, engines };
         }
         case 'upstreams': {
-          const { all, engines } = await askEngines(req);
-          return { upstreams: mergeUpstreams(all as UpstreamStats[][]), engines };
+          // Each engine publishes its figures first; they are then read as /metrics reads them.
+          const { engines } = await askEngines(req);
+          return { upstreams: upstreamLines(readUpstreams([main.stats, ...(workers?.stats() ?? [])].map((b) => b.upstreams))), engines };
         }
       }
     };
@@ -458,25 +461,6 @@ function keysOf(name: string, qtype: number | undefined): string[] {
 function describeKey(hex: string): { type: string; dnssecOk: boolean } {
   const k = Buffer.from(hex, 'hex');
   return { type: qtypeText((k[k.length - 5]! << 8) | k[k.length - 4]!), dnssecOk: k[k.length - 1] === 1 };
-}
-
-/** Each upstream as every engine sees it: healthy in how many, RTT, counts summed. */
-function mergeUpstreams(lists: UpstreamStats[][]): Record<string, unknown>[] {
-  const by = new Map<string, { upstream: string; healthyIn: number; engines: number; rtts: number[]; sent: number; answers: number; timeouts: number; errors: number }>();
-  for (const list of lists) {
-    for (const u of list) {
-      let m = by.get(u.upstream);
-      if (!m) by.set(u.upstream, (m = { upstream: u.upstream, healthyIn: 0, engines: 0, rtts: [], sent: 0, answers: 0, timeouts: 0, errors: 0 }));
-      m.engines++;
-      if (u.healthy) m.healthyIn++;
-      if (u.rttMs !== null) m.rtts.push(u.rttMs);
-      m.sent += u.sent;
-      m.answers += u.answers;
-      m.timeouts += u.timeouts;
-      m.errors += u.errors;
-    }
-  }
-  return [...by.values()].map(({ rtts, ...m }) => ({ ...m, rttMs: rtts.length ? Math.round((rtts.reduce((a, b) => a + b, 0) / rtts.length) * 10) / 10 : null }));
 }
 
 /** The Prometheus text /metrics serves into metric{labels} -> value (the same figures, the same names). */
