@@ -261,7 +261,7 @@ export function createService(initial: HeimdallConfig): Service {
       throw new HeimdallError('E_NO_ADDRESS', `interface '${cfg.iface}' has no IP address to serve; add one, or name the addresses with --listen`);
     }
 
-    const r = fp.attach(cfg.iface, cfg.mode, cfg.force);
+    const r = fp.attach(cfg.iface, cfg.mode, cfg.force, cfg.xdpAttach);
     undo.push(() => {
       program.detach();
     });
@@ -364,7 +364,8 @@ export function createService(initial: HeimdallConfig): Service {
     const mode = `${r.mode} XDP${cfg.xdpAnswers ? '' : ', answers off'}`;
     const paths = cfg.afXdp ? `${cfg.queues} AF_XDP worker(s)` : 'kernel sockets only';
     const rrl = cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit';
-    summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}) via ${cfg.upstreamList}`;
+    const how = r.dispatcher ? `libxdp dispatcher, position ${r.dispatcher.position} of ${r.dispatcher.count}` : `direct attach${r.directReason ? `: ${r.directReason}` : ''}`;
+    summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}, ${how}) via ${cfg.upstreamList}`;
     applyChange = async (next) => {
       // The XDP maps first (in place: setAccessList adds before it removes), then each
       // thread's guard; a query sees either the old policy or the new, never neither.
