@@ -4,6 +4,7 @@
       "target_name": "heimdall",
       "sources": [
         "addon/args.cc",
+        "addon/dispatcher.cc",
         "addon/binding.cc",
         "addon/errors.cc",
         "addon/program.cc",

@@ -163,6 +163,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("monotonicNs", Napi::Function::New(env, MonotonicNs));
   exports.Set("xdpStatus", Napi::Function::New(env, XdpStatusJs));
   exports.Set("detachStale", Napi::Function::New(env, DetachStaleJs));
+  exports.Set("dispatcherUnavailable", Napi::Function::New(env, DispatcherUnavailableJs));
   exports.Set("testRun", Napi::Function::New(env, TestRunJs));
   exports.Set("benchRun", Napi::Function::New(env, BenchRunJs));
   exports.Set("mapRegion", Napi::Function::New(env, MapRegionJs));

@@ -2,6 +2,7 @@
 #include "errors.h"
 
 #include <bpf/libbpf.h>
+#include <xdp/libxdp.h>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -14,8 +15,8 @@ namespace {
 constexpr size_t kLogKeep = 8192;
 thread_local std::string libbpf_log;
 
-int CapturePrint(enum libbpf_print_level level, const char *fmt, va_list args) {
-  if (level == LIBBPF_DEBUG) return 0;
+int CaptureLine(bool debug, const char *fmt, va_list args) {
+  if (debug) return 0;
   char line[1024];
   int n = vsnprintf(line, sizeof(line), fmt, args);
   if (n > 0) {
@@ -24,6 +25,11 @@ int CapturePrint(enum libbpf_print_level level, const char *fmt, va_list args) {
   }
   return n;
 }
+
+int CapturePrint(enum libbpf_print_level level, const char *fmt, va_list args) { return CaptureLine(level == LIBBPF_DEBUG, fmt, args); }
+
+// libxdp prints its warnings to stderr by default; the operator sees one line per error.
+int CaptureXdpPrint(enum libxdp_print_level level, const char *fmt, va_list args) { return CaptureLine(level == LIBXDP_DEBUG, fmt, args); }
 
 std::string Hint(int err) {
   switch (err) {
@@ -41,7 +47,10 @@ std::string Hint(int err) {
 
 }  // namespace
 
-void InstallLibbpfPrinter() { libbpf_set_print(CapturePrint); }
+void InstallLibbpfPrinter() {
+  libbpf_set_print(CapturePrint);
+  libxdp_set_print(CaptureXdpPrint);
+}
 void ResetLibbpfLog() { libbpf_log.clear(); }
 std::string LibbpfLog() { return libbpf_log; }
 

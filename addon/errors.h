@@ -11,7 +11,7 @@ namespace heimdall {
 // `syscall` the failing call, with a message that says what the operator can do.
 [[noreturn]] void ThrowErrno(Napi::Env env, int err, const char *call, const std::string &what);
 
-// The tail of what libbpf said on this thread since the last reset (verifier log and
+// The tail of what libbpf and libxdp said on this thread since the last reset (verifier log and
 // the like), attached to errors as `log`.
 void ResetLibbpfLog();
 std::string LibbpfLog();

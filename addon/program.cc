@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
+#include <xdp/libxdp.h>
 
 #include <cerrno>
 #include <cstring>
@@ -25,6 +26,7 @@
 #include "args.h"
 #include "errors.h"
 #include "heimdall.h"
+#include "dispatcher.h"
 #include "xdp_attach.h"
 
 namespace heimdall {
@@ -82,6 +84,7 @@ int MapFd(Napi::Env env, bpf_object *obj, const char *name) {
 }  // namespace
 
 void BpfObjectClose::operator()(bpf_object *obj) const noexcept { bpf_object__close(obj); }
+void XdpProgramClose::operator()(xdp_program *prog) const noexcept { xdp_program__close(prog); }
 
 MappedRegion::MappedRegion(MappedRegion &&other) noexcept : addr_(other.addr_), len_(other.len_) {
   other.addr_ = nullptr;
@@ -239,7 +242,10 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   }
   MappedRegion hits_map(mem, hits_len);
 
+  std::string kept_path = path;
+
   // Nothing below can fail.
+  path_ = std::move(kept_path);
   obj_ = std::move(obj);
   hits_ = std::move(hits_map);
   prog_fd_ = prog_fd;
@@ -266,6 +272,8 @@ XdpProgram::~XdpProgram() = default;
 // Closing the object unloads the program unless it is attached: an attached program
 // keeps running (and falls back to the kernel for what it cannot answer) until detached.
 void XdpProgram::Release() {
+  ext_prog_.reset();
+  ext_obj_.reset();
   hits_.reset();
   obj_.reset();
   prog_fd_ = hot_fd_ = hits_fd_ = stats_fd_ = xsks_fd_ = runtime_fd_ = -1;
@@ -276,16 +284,70 @@ void XdpProgram::EnsureOpen(Napi::Env env) const {
   if (!obj_) throw Napi::Error::New(env, "XdpProgram is closed");
 }
 
-// attach(ifname, mode: 'native'|'generic'|'auto', force: boolean)
+// Loads the program again as an extension of libxdp's dispatcher, over this object's
+// maps, and has libxdp attach it on ifindex (a new dispatcher, or the one there rebuilt
+// with heimdall added in run-priority order). 0 or -errno.
+int XdpProgram::AttachThroughDispatcher(int ifindex, uint32_t mode_flags, uint32_t *attached_id) {
+  BpfObjectPtr ext(bpf_object__open_file(path_.c_str(), nullptr));
+  if (!ext) return -errno;
+  bpf_map *m;
+  bpf_object__for_each_map(m, ext.get()) {
+    const bpf_map *mine = bpf_object__find_map_by_name(obj_.get(), bpf_map__name(m));
+    if (!mine || bpf_map__fd(mine) < 0) return -ENOENT;
+    if (int e = bpf_map__reuse_fd(m, bpf_map__fd(mine))) return e;
+  }
+  DECLARE_LIBXDP_OPTS(xdp_program_opts, opts, .obj = ext.get(), .prog_name = HEIMDALL_PROG_NAME);
+  XdpProgramPtr prog(xdp_program__create(&opts));
+  if (long e = libxdp_get_error(prog.get())) {
+    prog.release();  // an error pointer, nothing to close
+    return static_cast<int>(e);
+  }
+  if (!prog) return -ENOMEM;
+  // What heimdall passes goes on to the programs after it; what it answers (TX), drops or
+  // redirects to its AF_XDP sockets ends there.
+  xdp_program__set_run_prio(prog.get(), HEIMDALL_RUN_PRIO);
+  for (unsigned a = XDP_ABORTED; a <= XDP_REDIRECT; a++) xdp_program__set_chain_call_enabled(prog.get(), a, a == XDP_PASS);
+  enum xdp_attach_mode mode = mode_flags == XDP_FLAGS_SKB_MODE ? XDP_MODE_SKB : XDP_MODE_NATIVE;
+  // libxdp loads the program (and the dispatcher): signals wait, as for the first load.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int err = xdp_program__attach(prog.get(), ifindex, mode, 0);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (err) return err < 0 ? err : -err;
+  *attached_id = xdp_program__id(prog.get());
+  ext_prog_.reset();
+  ext_obj_ = std::move(ext);
+  ext_prog_ = std::move(prog);
+  return 0;
+}
+
+// The pass-through object built beside this one (bpf/xdp_pass.bpf.o): small, with BTF,
+// what DispatcherUnavailable() asks the kernel with.
+std::string XdpProgram::ProbeObject() const {
+  size_t slash = path_.rfind('/');
+  return (slash == std::string::npos ? std::string() : path_.substr(0, slash + 1)) + "xdp_pass.bpf.o";
+}
+
+// attach(ifname, mode: 'native'|'generic'|'auto', force: boolean, how: 'auto'|'dispatcher'|'direct')
 Napi::Value XdpProgram::Attach(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
   std::string ifname = ArgString(info, 0, "ifname");
   std::string mode = ArgString(info, 1, "mode");
   bool force = info[2].ToBoolean();
-  AttachResult r = AttachXdp(env, ifname, prog_fd_, prog_id_, mode, force);
+  std::string how = ArgString(info, 3, "how");
+  ResetLibbpfLog();
+  AttachResult r = AttachXdp(env, ifname, prog_fd_, prog_id_, mode, force, how,
+                             [this](int ifindex, uint32_t flags, uint32_t *id) { return AttachThroughDispatcher(ifindex, flags, id); }, ProbeObject());
+  if (!r.dispatcher && !r.second_load) {
+    ext_prog_.reset();
+    ext_obj_.reset();
+  }
   ifindex_ = r.ifindex;
   attach_mode_flags_ = r.mode_flags;
+  via_dispatcher_ = r.dispatcher;
+  attached_id_ = r.dispatcher || r.second_load ? r.attached_id : prog_id_;
   Napi::Object out = Napi::Object::New(env);
   out.Set("ifindex", r.ifindex);
   out.Set("mode", r.mode_flags == XDP_FLAGS_SKB_MODE ? "generic" : "native");
@@ -297,17 +359,47 @@ Napi::Value XdpProgram::Attach(const Napi::CallbackInfo &info) {
   } else {
     out.Set("replaced", env.Null());
   }
+  if (r.dispatcher) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("id", r.dispatcher_id);
+    d.Set("progId", r.attached_id);
+    d.Set("position", r.position);
+    d.Set("count", r.count);
+    out.Set("dispatcher", d);
+  } else {
+    out.Set("dispatcher", env.Null());
+  }
+  out.Set("directReason", r.dispatcher || r.direct_reason.empty() ? env.Null() : Napi::String::New(env, r.direct_reason));
   return out;
 }
 
 // detach(): removes this program from the interface it was attached to, only if it is
-// still the one attached there. Returns whether it removed it.
+// still there (directly: the one attached; through a dispatcher: one of its programs,
+// the others left running). Returns whether it removed it.
 Napi::Value XdpProgram::Detach(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (!obj_ || ifindex_ == 0) return Napi::Boolean::New(env, false);
-  bool removed = DetachXdp(env, ifindex_, attach_mode_flags_, prog_fd_);
+  bool removed;
+  if (via_dispatcher_) {
+    ResetLibbpfLog();
+    int err = DispatcherRemove(ifindex_, attached_id_);
+    if (err && err != -ENOENT && err != -ENODEV)
+      ThrowErrno(env, err, "xdp_program__detach", "cannot remove heimdall from the libxdp dispatcher on ifindex " + std::to_string(ifindex_));
+    removed = err == 0;
+    ext_prog_.reset();
+    ext_obj_.reset();
+  } else if (ext_prog_) {
+    // The second load, which libxdp attached alone.
+    removed = DetachXdp(env, ifindex_, attach_mode_flags_, xdp_program__fd(ext_prog_.get()));
+    ext_prog_.reset();
+    ext_obj_.reset();
+  } else {
+    removed = DetachXdp(env, ifindex_, attach_mode_flags_, prog_fd_);
+  }
   ifindex_ = 0;
   attach_mode_flags_ = 0;
+  via_dispatcher_ = false;
+  attached_id_ = 0;
   return Napi::Boolean::New(env, removed);
 }
 
@@ -533,6 +625,8 @@ Napi::Value XdpProgram::Describe(const Napi::CallbackInfo &info) {
   o.Set("progId", prog_id_);
   o.Set("progFd", prog_fd_);
   o.Set("ifindex", ifindex_);
+  o.Set("attachedProgId", attached_id_);
+  o.Set("viaDispatcher", via_dispatcher_);
   o.Set("hotCapacity", hot_capacity_);
   o.Set("xsksMapFd", xsks_fd_);
   o.Set("rrlMapFd", rrl_fd_);

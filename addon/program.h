@@ -7,8 +7,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 struct bpf_object;
+struct xdp_program;
 
 namespace heimdall {
 
@@ -17,6 +19,13 @@ struct BpfObjectClose {
   void operator()(bpf_object *obj) const noexcept;
 };
 using BpfObjectPtr = std::unique_ptr<bpf_object, BpfObjectClose>;
+
+// Closes an xdp_program handle with xdp_program__close (not its bpf_object, which the
+// handle only borrows).
+struct XdpProgramClose {
+  void operator()(xdp_program *prog) const noexcept;
+};
+using XdpProgramPtr = std::unique_ptr<xdp_program, XdpProgramClose>;
 
 // A shared mapping of a BPF map's memory, unmapped when its holder goes.
 class MappedRegion {
@@ -48,6 +57,8 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   void EnsureOpen(Napi::Env env) const;
   volatile uint64_t *Hits() const { return static_cast<volatile uint64_t *>(hits_.get()); }
 
+  int AttachThroughDispatcher(int ifindex, uint32_t mode_flags, uint32_t *attached_id);
+  std::string ProbeObject() const;
   Napi::Value Attach(const Napi::CallbackInfo &info);
   Napi::Value Detach(const Napi::CallbackInfo &info);
   Napi::Value HotPut(const Napi::CallbackInfo &info);
@@ -93,6 +104,17 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   uint64_t hash_seed_ = 0;
   int ifindex_ = 0;
   uint32_t attach_mode_flags_ = 0;
+  // The object file, opened again to attach through a dispatcher.
+  std::string path_;
+  // Attached through libxdp's dispatcher: a second load of the same program as an
+  // extension (freplace) of the dispatcher, over this object's maps (bpf_map__reuse_fd),
+  // so every fd above serves both. The plain load stays for test runs (BPF_PROG_TEST_RUN
+  // cannot run an extension) and for a direct attach. Declared after the object: the
+  // handle is released first.
+  BpfObjectPtr ext_obj_;
+  XdpProgramPtr ext_prog_;
+  bool via_dispatcher_ = false;
+  uint32_t attached_id_ = 0;
 };
 
 }  // namespace heimdall

@@ -66,12 +66,30 @@ const panels = [
     { expr: `sum(heimdall_cache_entries{${sel}})`, legend: 'entries' },
     { expr: `sum(heimdall_cache_bytes{${sel}})`, legend: 'bytes' },
   ], { x: 16, y: 32, w: 8 }),
+
+  // Each upstream, as every engine together sees it (src/engine/upstream-stats.ts).
+  panel('Upstream RTT by upstream', 'Time from a UDP query to each upstream to its validated answer (p50, p99 from the histogram) and the smoothed RTT its selection uses', [
+    { expr: `histogram_quantile(0.5, sum by (le, upstream) (${r('heimdall_upstream_server_rtt_seconds_bucket')}))`, legend: 'p50 {{upstream}}' },
+    { expr: `histogram_quantile(0.99, sum by (le, upstream) (${r('heimdall_upstream_server_rtt_seconds_bucket')}))`, legend: 'p99 {{upstream}}' },
+    { expr: `avg by (upstream) (heimdall_upstream_server_srtt_seconds{${sel}})`, legend: 'srtt {{upstream}}' },
+  ], { unit: 's', x: 0, y: 40 }),
+  panel('Upstream up by upstream', '1 while no engine holds the upstream down (its breaker opens after consecutive failures), and how many engines hold it down', [
+    { expr: `min by (upstream) (heimdall_upstream_server_up{${sel}})`, legend: 'up {{upstream}}' },
+    { expr: `sum by (upstream) (heimdall_upstream_server_down_engines{${sel}})`, legend: 'engines holding {{upstream}} down' },
+  ], { x: 12, y: 40 }),
+  panel('Upstream queries by upstream', 'UDP queries sent to each upstream, its answers, SERVFAIL answers, timeouts and errors', [
+    { expr: `sum by (upstream) (${r('heimdall_upstream_server_queries_total')})`, legend: 'sent {{upstream}}' },
+    { expr: `sum by (upstream) (${r('heimdall_upstream_server_answers_total')})`, legend: 'answers {{upstream}}' },
+    { expr: `sum by (upstream) (${r('heimdall_upstream_server_servfail_total')})`, legend: 'servfail {{upstream}}' },
+    { expr: `sum by (upstream) (${r('heimdall_upstream_server_timeouts_total')})`, legend: 'timeouts {{upstream}}' },
+    { expr: `sum by (upstream) (${r('heimdall_upstream_server_errors_total')})`, legend: 'errors {{upstream}}' },
+  ], { unit: 'ops', x: 0, y: 48, w: 24 }),
 ];
 
 const dashboard = {
   title: 'heimdall-xdp',
   uid: 'heimdall-xdp',
-  description: 'Caching DNS forwarder with XDP: answers by path, hit ratio, hot map, upstream, drops',
+  description: 'Caching DNS forwarder with XDP: answers by path, hit ratio, hot map, upstream latency and health by upstream, drops',
   tags: ['dns', 'xdp', 'heimdall-xdp'],
   schemaVersion: 39,
   version: 1,

@@ -182,6 +182,7 @@ export function buildProgram(): Command {
     .option('-u, --upstream <list>', "upstream resolvers, comma separated: addr[:port], [v6addr]:port (or 'upstreams:' in the config file)")
     .option(...flag('port', '-p'), SETTINGS.port.default)
     .option('-m, --mode <mode>', 'XDP mode: auto, native or generic', 'auto')
+    .option('--xdp-attach <how>', "auto (libxdp's dispatcher where it can, else alone), dispatcher (share the interface with other XDP programs) or direct", 'auto')
     .option(...flag('queues', '-q'))
     .option(...flag('cacheSize'), SETTINGS.cacheSize.default)
     .option(...flag('hotSize'))
@@ -264,14 +265,14 @@ export function buildProgram(): Command {
 
   program
     .command('upstreams')
-    .description("the upstreams' health, round-trip time and counts, as the engines see them")
+    .description("each upstream: up or down, smoothed RTT, p50/p99 RTT, queries, answers, timeouts (every engine together)")
     .argument('<iface>')
     .option('--json', 'the reply as JSON')
     .action(upstreamsCommand);
 
   program
     .command('detach')
-    .description('remove a heimdall XDP program left on an interface (never a foreign one)')
+    .description('remove a heimdall XDP program left on an interface, also from a libxdp dispatcher (never a foreign one)')
     .argument('<iface>')
     .action(async (iface: string) => {
       requireRoot();
@@ -290,7 +291,12 @@ export function buildProgram(): Command {
       const s = loadAddon().xdpStatus(iface);
       const owner = await interfaceOwner(iface);
       const by = owner ? `, served by pid ${owner}` : owner === 0 ? ', served by a running heimdall-xdp' : '';
-      console.log(s.progId ? `${iface}: XDP program '${s.name}' (id ${s.progId}, ${s.mode} mode${by})` : `${iface}: no XDP program`);
+      if (s.dispatcher) {
+        const progs = s.dispatcher.programs.map((p, i) => `${i + 1}. XDP program '${p.name}' (id ${p.id}, priority ${p.priority})`);
+        console.log(`${iface}: libxdp dispatcher (id ${s.dispatcher.id}, ${s.mode} mode${by}) running ${progs.join(', ') || 'no program'}`);
+      } else {
+        console.log(s.progId ? `${iface}: XDP program '${s.name}' (id ${s.progId}, ${s.mode} mode${by})` : `${iface}: no XDP program`);
+      }
     });
   return program;
 }

@@ -18,7 +18,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type Pair } from 'yaml';
-import { ATTACH_MODES, SETTINGS, type ConfigInput, type IntSetting } from './config.js';
+import { ATTACH_MODES, SETTINGS, XDP_ATTACH, type ConfigInput, type IntSetting } from './config.js';
 import { parseAclList } from './edge/acl.js';
 import { HeimdallError } from './errors.js';
 import { LOG_FORMATS } from './log.js';
@@ -59,6 +59,7 @@ export const FILE_KEYS: Readonly<Record<string, KeySpec>> = Object.freeze({
   upstreams: { field: 'upstream', kind: 'list', help: 'upstream resolvers: addr[:port] or [v6addr]:port', item: upstreamItem, live: true },
   ...Object.fromEntries([intKey('port', false)]),
   mode: { field: 'mode', kind: 'enum', values: ATTACH_MODES, help: 'XDP mode: auto, native or generic', live: false },
+  'xdp-attach': { field: 'xdpAttach', kind: 'enum', values: XDP_ATTACH, help: "through libxdp's dispatcher, sharing the interface with other XDP programs (dispatcher), alone (direct), or the dispatcher where it can (auto)", live: false },
   ...Object.fromEntries([
     intKey('queues', false),
     intKey('cacheSize', true),

@@ -16,6 +16,9 @@ import { parseUpstreams, type UpstreamAddr } from './upstream/upstream.js';
 
 export type AttachMode = 'auto' | 'native' | 'generic';
 export const ATTACH_MODES: readonly AttachMode[] = ['auto', 'native', 'generic'];
+/** How the program goes on the interface: through libxdp's dispatcher (shared with other XDP programs) or alone. */
+export type XdpAttach = 'auto' | 'dispatcher' | 'direct';
+export const XDP_ATTACH: readonly XdpAttach[] = ['auto', 'dispatcher', 'direct'];
 
 /** Share of the cache size the XDP hot map gets by default (the Heimdall guide's 10%). */
 export const HOT_SHARE = 0.1;
@@ -62,6 +65,8 @@ export interface ConfigInput {
   upstream: string;
   port?: number;
   mode?: string;
+  /** auto (dispatcher, else direct), dispatcher or direct (docs/XDP.md "Sharing the interface"). */
+  xdpAttach?: string;
   queues?: number;
   cacheSize?: number;
   hotSize?: number;
@@ -147,6 +152,7 @@ export interface HeimdallConfig {
   readonly upstreamList: string;
   readonly port: number;
   readonly mode: AttachMode;
+  readonly xdpAttach: XdpAttach;
   readonly queues: number;
   readonly cacheSize: number;
   /** Arena bytes of the one cache (SharedCache maxBytes). */
@@ -263,6 +269,8 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   }
   const mode = (input.mode ?? 'auto') as AttachMode;
   if (!ATTACH_MODES.includes(mode)) throw badOption(`--mode must be auto, native or generic, not '${String(input.mode)}'`, 'mode', `must be auto, native or generic, not '${String(input.mode)}'`);
+  const xdpAttach = (input.xdpAttach ?? 'auto') as XdpAttach;
+  if (!XDP_ATTACH.includes(xdpAttach)) throw badOption(`--xdp-attach must be auto, dispatcher or direct, not '${String(input.xdpAttach)}'`, 'xdpAttach', `must be auto, dispatcher or direct, not '${String(input.xdpAttach)}'`);
   const logFormat = (input.logFormat ?? 'text') as LogFormat;
   if (!LOG_FORMATS.includes(logFormat)) throw badOption(`--log-format must be text or json, not '${String(input.logFormat)}'`, 'logFormat', `must be text or json, not '${String(input.logFormat)}'`);
   let upstreams: UpstreamAddr[];
@@ -307,6 +315,7 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
     upstreamList: input.upstream,
     port: int('port', input.port, SETTINGS.port.default),
     mode,
+    xdpAttach,
     queues,
     cacheSize,
     cacheBytes,

@@ -5,18 +5,9 @@
  */
 import { controlRequest } from './service/control.js';
 import type { CachedEntryInfo } from './service/cache-control.js';
+import type { UpstreamLine } from './engine/upstream-stats.js';
 
 type Metrics = Record<string, number>;
-interface UpstreamLine {
-  upstream: string;
-  healthyIn: number;
-  engines: number;
-  rttMs: number | null;
-  sent: number;
-  answers: number;
-  timeouts: number;
-  errors: number;
-}
 
 interface StatsReply {
   metrics: Metrics;
@@ -60,7 +51,7 @@ export function formatStats(iface: string, s: StatsReply, r: Metrics, ms: number
   lines.push(
     `upstream: ${sum(m, 'heimdall_upstream_queries_total')} sent, ${mean}, ${sum(m, 'heimdall_upstream_timeouts_total')} timeouts, ${sum(m, 'heimdall_upstream_failures_total')} failures, ${m['heimdall_upstream_inflight'] ?? 0} in flight`,
   );
-  if (s.upstreams) lines.push(`upstreams: ${s.upstreams.map((u) => `${u.upstream} ${health(u)}${u.rttMs === null ? '' : ` ${u.rttMs} ms`}`).join(', ')}`);
+  if (s.upstreams) lines.push(`upstreams: ${s.upstreams.map((u) => `${u.upstream} ${health(u)}, rtt ${millis(u.rttMs)}, p99 ${millis(u.p99Ms)}, ${u.timeouts} timeouts`).join('; ')}`);
   const drops = Object.entries(m)
     .filter(([k, v]) => v > 0 && (/^heimdall_xdp_packets_total\{outcome="DROP_/.test(k) || k.startsWith('heimdall_edge_drops_total') || k.startsWith('heimdall_af_xdp_drops_total') || k.startsWith('heimdall_upstream_busy_total')))
     .map(([k, v]) => `${/"([^"]+)"/.exec(k)?.[1] ?? k} ${v}`);
@@ -114,14 +105,22 @@ export async function upstreamsCommand(iface: string, o: { json?: boolean }): Pr
     console.log(JSON.stringify({ ...r, ok: undefined }));
     return;
   }
-  const list = r.upstreams as UpstreamLine[];
-  console.log(
-    list
-      .map((u) => `${u.upstream}: ${health(u)}, rtt ${u.rttMs === null ? '-' : `${u.rttMs} ms`}, ${u.sent} sent, ${u.answers} answers, ${u.timeouts} timeouts, ${u.errors} errors`)
-      .join('\n'),
-  );
+  console.log(formatUpstreams(r.upstreams as UpstreamLine[]));
 }
 
+/** One line per upstream: state, smoothed RTT, p50/p99 from the RTT histogram, counts. */
+export function formatUpstreams(list: readonly UpstreamLine[]): string {
+  if (list.length === 0) return 'no upstreams';
+  return list
+    .map((u) => {
+      const fails = u.consecutiveFailures > 0 ? ` (${u.consecutiveFailures} failures in a row)` : '';
+      return `${u.upstream}: ${health(u)}${fails}, rtt ${millis(u.rttMs)}, p50 ${millis(u.p50Ms)}, p99 ${millis(u.p99Ms)}, ${u.sent} sent, ${u.answers} answers, ${u.servfail} servfail, ${u.timeouts} timeouts, ${u.errors} errors`;
+    })
+    .join('\n');
+}
+
+const millis = (x: number | null): string => (x === null ? '-' : `${x} ms`);
+
 function health(u: UpstreamLine): string {
-  return u.healthyIn === u.engines ? 'up' : u.healthyIn === 0 ? 'DOWN' : `up in ${u.healthyIn} of ${u.engines} engines`;
+  return u.state === 'up' ? 'up' : u.state === 'down' ? 'DOWN' : `up in ${u.healthyIn} of ${u.engines} engines`;
 }

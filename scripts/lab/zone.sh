@@ -16,6 +16,7 @@ www          IN A    198.18.50.1
 www          IN A    198.18.50.2
 www          IN AAAA fd00:50::1
 short   5    IN A    198.18.50.5
+ten     10   IN A    198.18.50.10
 alias        IN CNAME alias2
 alias2       IN CNAME www
 mail         IN MX   10 mx1.lab.example.

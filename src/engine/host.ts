@@ -14,6 +14,7 @@ import type { UpstreamAddr } from '../upstream/upstream.js';
 import { DnsEngine } from './engine.js';
 import type { SharedCache } from './shared-cache.js';
 import { StatsBlock, type CounterName } from './stats.js';
+import { UpstreamPublisher } from './upstream-stats.js';
 import { Upkeep, type UpkeepOptions } from './upkeep.js';
 
 export interface EngineHostOptions {
@@ -67,9 +68,12 @@ export class EngineHost {
   private downKey = '';
   /** What publish() last added for each forwarder counter (the block keeps running totals). */
   private readonly published = new Map<CounterName, number>();
+  /** Each upstream's figures, into the block's per-upstream region. */
+  private readonly upstreamFigures: UpstreamPublisher;
 
   constructor(private readonly o: EngineHostOptions) {
     this.stats = o.stats ?? new StatsBlock();
+    this.upstreamFigures = new UpstreamPublisher(this.stats.upstreams);
     this.fwd = this.makeForwarder(o.upstreams);
     this.engine = new DnsEngine({
       resolver: this.fwd,
@@ -207,6 +211,7 @@ export class EngineHost {
       this.advance('cacheSkippedLarge', cs.rejected);
       this.advance('cacheResets', cs.resets);
     }
+    this.upstreamFigures.publish(this.forwarder.health);
   }
 
   /** Adds to a counter what `total` (a running count kept elsewhere) grew by since last time. */
@@ -221,6 +226,7 @@ export class EngineHost {
     await this.fwd.close();
     await Promise.all([...this.draining]);
     this.publish();
+    this.upstreamFigures.release();
   }
 
   private runUpkeep(): void {

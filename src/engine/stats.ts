@@ -2,7 +2,9 @@
  * Every counter a userspace engine host keeps, in one list, as bpf/heimdall.h keeps the
  * XDP program's: the names (and so the TypeScript type), the slots of the Float64Array
  * they live in, and the Prometheus metric each one is exported as all derive from
- * COUNTERS below. Nothing else numbers a slot or spells a counter's metric.
+ * COUNTERS below. Nothing else numbers a slot or spells a counter's metric. (Each
+ * upstream's figures, labelled by upstream, live in a region after these slots and have
+ * their own table: src/engine/upstream-stats.ts.)
  *
  * A host's counters live in a StatsBlock: one Float64Array, over a SharedArrayBuffer when
  * the host runs on a worker thread. The owner writes its slots with plain stores (one
@@ -10,6 +12,8 @@
  * scrape time. An aligned 8-byte store is not torn on the machines this runs on, and a
  * counter read a moment early is only a moment early.
  */
+
+import { UPSTREAM_REGION } from './upstream-stats.js';
 
 /** Upper bounds (seconds) of the upstream latency histogram's buckets. */
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5] as const;
@@ -207,6 +211,9 @@ export const Slot = (() => {
 /** Slots of a block. */
 export const STATS_SLOTS = Slot.size;
 
+/** Bytes of a block: the counters, then the per-upstream region (src/engine/upstream-stats.ts). */
+const BLOCK_BYTES = (STATS_SLOTS + UPSTREAM_REGION) * 8;
+
 /** Offsets inside the latency histogram's slots. */
 const LAT_SUM = LATENCY_BUCKETS.length;
 const LAT_COUNT = LATENCY_BUCKETS.length + 1;
@@ -222,10 +229,14 @@ export interface LatencySnapshot {
 /** One host's counters. */
 export class StatsBlock {
   readonly v: Float64Array;
+  /** This host's per-upstream figures, after the counters (src/engine/upstream-stats.ts). */
+  readonly upstreams: Float64Array;
 
   /** Over `buffer` (a worker's, shared with the main thread), or a fresh private one. */
   constructor(buffer?: SharedArrayBuffer | ArrayBuffer) {
-    this.v = new Float64Array(buffer ?? new SharedArrayBuffer(STATS_SLOTS * 8), 0, STATS_SLOTS);
+    const b = buffer ?? new SharedArrayBuffer(BLOCK_BYTES);
+    this.v = new Float64Array(b, 0, STATS_SLOTS);
+    this.upstreams = new Float64Array(b, STATS_SLOTS * 8, UPSTREAM_REGION);
   }
 
   get buffer(): SharedArrayBuffer | ArrayBuffer {
@@ -280,7 +291,7 @@ export class StatsBlock {
 
   /** Slot-wise sum of several blocks (every engine host of the process). */
   static sum(blocks: readonly StatsBlock[]): StatsBlock {
-    const out = new StatsBlock(new ArrayBuffer(STATS_SLOTS * 8));
+    const out = new StatsBlock(new ArrayBuffer(BLOCK_BYTES));
     for (const b of blocks) for (let i = 0; i < STATS_SLOTS; i++) out.v[i]! += b.v[i]!;
     return out;
   }

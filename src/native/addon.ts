@@ -77,6 +77,10 @@ export interface NativeAttachResult {
   ifindex: number;
   mode: 'native' | 'generic';
   replaced: { id: number; name: string } | null;
+  /** Through libxdp's dispatcher: its id, heimdall's program in it and its place in the run order (1-based). */
+  dispatcher: { id: number; progId: number; position: number; count: number } | null;
+  /** Attached directly although a dispatcher was allowed: why. */
+  directReason: string | null;
 }
 
 export interface NativeTestRun {
@@ -91,7 +95,7 @@ export interface NativeBenchRun {
 }
 
 export interface NativeXdpProgram {
-  attach(ifname: string, mode: 'native' | 'generic' | 'auto', force: boolean): NativeAttachResult;
+  attach(ifname: string, mode: 'native' | 'generic' | 'auto', force: boolean, how: 'auto' | 'dispatcher' | 'direct'): NativeAttachResult;
   detach(): boolean;
   hotPut(key: Buffer, value: Buffer): void;
   hotDelete(key: Buffer): boolean;
@@ -115,6 +119,9 @@ export interface NativeXdpProgram {
     /** The program's fd in this process, for testRun/benchRun; -1 once closed. */
     progFd: number;
     ifindex: number;
+    /** The program running on the interface: this one's id, or its copy's in a dispatcher; 0 when not attached. */
+    attachedProgId: number;
+    viaDispatcher: boolean;
     hotCapacity: number;
     xsksMapFd: number;
     /** The rate-limit buckets' map, for mapRegion (any thread of this process). */
@@ -133,6 +140,8 @@ export interface XdpStatus {
   progId: number;
   name: string;
   mode: 'native' | 'generic' | 'hw' | 'none';
+  /** A libxdp dispatcher: its programs in run order. */
+  dispatcher: { id: number; programs: { id: number; name: string; priority: number }[] } | null;
 }
 
 export interface NativeAddon {
@@ -142,6 +151,8 @@ export interface NativeAddon {
   monotonicNs(): bigint;
   xdpStatus(ifname: string): XdpStatus;
   detachStale(ifname: string): boolean;
+  /** Why this process cannot attach through libxdp's dispatcher ('' when it can); asks the kernel with the object at probeObject (BPF_PASS_OBJECT_PATH). */
+  dispatcherUnavailable(probeObject: string): string;
   /** BPF_PROG_TEST_RUN of the XDP program behind progFd (XdpProgram.describe().progFd), for tests and benchmarks. */
   testRun(progFd: number, frame: Buffer, repeat?: number): NativeTestRun;
   /** `iterations` test runs, each on a fresh copy of the frame; the kernel's mean time per run. */

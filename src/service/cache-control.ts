@@ -1,13 +1,13 @@
 /**
  * What the control socket asks of one engine (a worker's or the main thread's): look a
- * name up in its cache, flush a name or everything, and report its upstreams' health.
+ * name up in its cache, flush a name or everything, and publish its upstreams' figures
+ * (src/engine/upstream-stats.ts) for the main thread to read.
  * The same function runs in every engine thread (src/service/worker.ts, service.ts); the
  * main thread gathers the answers and adds the XDP hot map's part.
  */
 import { remainingSeconds, type CachedAnswer } from '../dns/answer.js';
 import { textToWire } from '../dns/name.js';
 import type { EngineHost } from '../engine/host.js';
-import type { UpstreamStats } from '../upstream/health.js';
 
 const TYPES: Readonly<Record<string, number>> = {
   A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, NAPTR: 35, DS: 43,
@@ -74,6 +74,8 @@ export function engineControl(host: EngineHost, engineId: number, req: EngineReq
       return host.engine.cache.clear();
     }
     case 'upstreams':
-      return host.forwarder.stats().perUpstream satisfies UpstreamStats[];
+      // Brought into the stats block now: the main thread then reads every engine's there.
+      host.publish();
+      return host.forwarder.health.length;
   }
 }

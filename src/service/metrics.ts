@@ -4,11 +4,14 @@
  *   - every userspace counter from the engine hosts' StatsBlocks, summed; which metric
  *     and label each one is comes from the one list in src/engine/stats.ts;
  *   - the XDP program's outcome counters (per-CPU, summed by the addon);
+ *   - each upstream's counts, state and RTT histogram from the blocks' per-upstream
+ *     regions, merged by upstream (src/engine/upstream-stats.ts, labelled upstream="host:port");
  *   - the hot map's changes and the worker supervisor's restarts.
  */
 import http from 'node:http';
 import client from 'prom-client';
 import { COUNTERS, LATENCY_BUCKETS, Slot, StatsBlock } from '../engine/stats.js';
+import { readUpstreams, UPSTREAM_COUNTERS, UPSTREAM_GAUGES, UPSTREAM_RTT, type UpstreamFigures } from '../engine/upstream-stats.js';
 import type { HotSyncCounters } from '../hot/hot-sync.js';
 
 export interface MetricsSources {
@@ -69,6 +72,85 @@ class LatencyHistogram extends client.Histogram {
   }
 }
 
+/** Every upstream merged over the blocks, read once per scrape. */
+class UpstreamTotals {
+  private at = -Infinity;
+  private figs: UpstreamFigures[] = [];
+  constructor(private readonly src: MetricsSources) {}
+  get(): UpstreamFigures[] {
+    const now = performance.now();
+    if (now - this.at > 50) {
+      this.figs = readUpstreams(this.src.stats().map((b) => b.upstreams));
+      this.at = now;
+    }
+    return this.figs;
+  }
+}
+
+/** Each upstream's RTT histogram, labelled by upstream, rebuilt from the regions at each scrape. */
+class UpstreamRttHistogram extends client.Histogram {
+  constructor(private readonly ups: UpstreamTotals) {
+    super({ name: UPSTREAM_RTT.metric, help: UPSTREAM_RTT.help, labelNames: ['upstream'], buckets: [...LATENCY_BUCKETS], registers: [] });
+  }
+
+  override async getForPromString(): Promise<client.MetricObjectWithValues<client.MetricValueWithName<string>>> {
+    const v = await super.getForPromString();
+    const name = UPSTREAM_RTT.metric;
+    v.values = [];
+    for (const f of this.ups.get()) {
+      const upstream = f.upstream;
+      let cumulative = 0;
+      f.rtt.boundsMs.forEach((ms, i) => {
+        cumulative += f.rtt.counts[i] ?? 0;
+        v.values.push({ labels: { upstream, le: ms / 1000 }, value: cumulative, metricName: `${name}_bucket` });
+      });
+      v.values.push({ labels: { upstream, le: '+Inf' }, value: f.rtt.count, metricName: `${name}_bucket` });
+      v.values.push({ labels: { upstream }, value: f.rtt.sumMs / 1000, metricName: `${name}_sum` });
+      v.values.push({ labels: { upstream }, value: f.rtt.count, metricName: `${name}_count` });
+    }
+    return v;
+  }
+}
+
+/**
+ * The per-upstream metrics: UPSTREAM_COUNTERS for every upstream with counts (one removed
+ * by a reload included), UPSTREAM_GAUGES for those in use (`engines` for all), the RTT histogram.
+ */
+function registerUpstreams(reg: client.Registry, ups: UpstreamTotals): void {
+  for (const key of Object.keys(UPSTREAM_COUNTERS) as (keyof typeof UPSTREAM_COUNTERS)[]) {
+    const d = UPSTREAM_COUNTERS[key];
+    reg.registerMetric(new client.Counter({
+      registers: [], name: d.metric, help: d.help, labelNames: ['upstream'],
+      collect() {
+        this.reset();
+        for (const f of ups.get()) this.inc({ upstream: f.upstream }, f[key]);
+      },
+    }));
+  }
+  const gauge = (f: UpstreamFigures, key: keyof typeof UPSTREAM_GAUGES): number | null => {
+    if (key === 'engines') return f.engines;
+    if (f.engines === 0) return null;
+    if (key === 'up') return f.up ? 1 : 0;
+    if (key === 'downEngines') return f.downIn;
+    if (key === 'consecutiveFailures') return f.consecutiveFailures;
+    return f.srttMs === null ? null : f.srttMs / 1000;
+  };
+  for (const key of Object.keys(UPSTREAM_GAUGES) as (keyof typeof UPSTREAM_GAUGES)[]) {
+    const d = UPSTREAM_GAUGES[key];
+    reg.registerMetric(new client.Gauge({
+      registers: [], name: d.metric, help: d.help, labelNames: ['upstream'],
+      collect() {
+        this.reset();
+        for (const f of ups.get()) {
+          const x = gauge(f, key);
+          if (x !== null) this.set({ upstream: f.upstream }, x);
+        }
+      },
+    }));
+  }
+  reg.registerMetric(new UpstreamRttHistogram(ups));
+}
+
 /** Registers one metric per distinct metric name of COUNTERS. */
 function registerCounters(reg: client.Registry, totals: Totals): void {
   const groups = new Map<string, Name[]>();
@@ -116,6 +198,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
   const reg = new client.Registry();
   const totals = new Totals(src);
   registerCounters(reg, totals);
+  registerUpstreams(reg, new UpstreamTotals(src));
   const xdpTx = (): number => Number(src.xdp().TX ?? 0n);
   reg.registerMetric(new client.Counter({
     registers: [],

@@ -23,6 +23,7 @@ export const RELOAD_KEYS: Readonly<Record<string, { live: boolean; get: Get }>> 
   upstreams: { live: true, get: (c) => c.upstreams.map((u) => `${u.host}:${u.port}`) },
   port: { live: false, get: (c) => c.port },
   mode: { live: false, get: (c) => c.mode },
+  'xdp-attach': { live: false, get: (c) => c.xdpAttach },
   queues: { live: false, get: (c) => c.queues },
   'cache-size': { live: true, get: (c) => c.cacheSize },
   'hot-size': { live: false, get: (c) => c.hotSize },

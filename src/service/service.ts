@@ -26,7 +26,7 @@ import { UpstreamLog } from './upstream-log.js';
 import { engineControl, qtypeText, type CachedEntryInfo, type EngineRequest } from './cache-control.js';
 import { fastMonotonicNs } from '../engine/clock.js';
 import { makeKey } from '../dns/key.js';
-import type { UpstreamStats } from '../upstream/health.js';
+import { readUpstreams, releaseUpstreams, upstreamLines } from '../engine/upstream-stats.js';
 import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
 import { checkFdLimit } from './fd-limit.js';
@@ -265,7 +265,7 @@ export function createService(initial: HeimdallConfig): Service {
       throw new HeimdallError('E_NO_ADDRESS', `interface '${cfg.iface}' has no IP address to serve; add one, or name the addresses with --listen`);
     }
 
-    const r = fp.attach(cfg.iface, cfg.mode, cfg.force);
+    const r = fp.attach(cfg.iface, cfg.mode, cfg.force, cfg.xdpAttach);
     undo.push(() => {
       program.detach();
     });
@@ -291,6 +291,8 @@ export function createService(initial: HeimdallConfig): Service {
           // halfway through a write); the rest of the cache is untouched.
           const reset = cache.recover(threadId);
           if (reset > 0) log('warn', 'worker', `emptied ${reset} cache shard(s) the worker for engine ${id} held when it died`);
+          const block = pool?.stats()[id - 1];
+          if (block) releaseUpstreams(block.upstreams); // its replacement binds them again
           inflight.forget(id); // what the dead worker held upstream is free again
         },
         onRestart: (queue, why) => log('warn', 'worker', `worker for queue ${queue} replaced (${why})`),
@@ -359,8 +361,9 @@ export function createService(initial: HeimdallConfig): Service {
           return { removed, hotRemoved: hotBefore, engines: oneCache };
         }
         case 'upstreams': {
-          const { all, engines } = await askEngines(req);
-          return { upstreams: mergeUpstreams(all as UpstreamStats[][]), engines };
+          // Each engine publishes its figures first; they are then read as /metrics reads them.
+          const { engines } = await askEngines(req);
+          return { upstreams: upstreamLines(readUpstreams([main.stats, ...(workers?.stats() ?? [])].map((b) => b.upstreams))), engines };
         }
       }
     };
@@ -372,7 +375,8 @@ export function createService(initial: HeimdallConfig): Service {
     const mode = `${r.mode} XDP${cfg.xdpAnswers ? '' : ', answers off'}`;
     const paths = cfg.afXdp ? `${cfg.queues} AF_XDP worker(s)` : 'kernel sockets only';
     const rrl = cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit';
-    summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}) via ${cfg.upstreamList}`;
+    const how = r.dispatcher ? `libxdp dispatcher, position ${r.dispatcher.position} of ${r.dispatcher.count}` : `direct attach${r.directReason ? `: ${r.directReason}` : ''}`;
+    summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}, ${how}) via ${cfg.upstreamList}`;
     applyChange = async (next, diff) => {
       // The cache's settings live in its shared header: every thread sees them at once.
       cache.setTtlPolicy({ ...next.cacheTtl });
@@ -486,25 +490,6 @@ function keysOf(name: string, qtype: number | undefined): string[] {
 function describeKey(hex: string): { type: string; dnssecOk: boolean } {
   const k = Buffer.from(hex, 'hex');
   return { type: qtypeText((k[k.length - 5]! << 8) | k[k.length - 4]!), dnssecOk: k[k.length - 1] === 1 };
-}
-
-/** Each upstream as every engine sees it: healthy in how many, RTT, counts summed. */
-function mergeUpstreams(lists: UpstreamStats[][]): Record<string, unknown>[] {
-  const by = new Map<string, { upstream: string; healthyIn: number; engines: number; rtts: number[]; sent: number; answers: number; timeouts: number; errors: number }>();
-  for (const list of lists) {
-    for (const u of list) {
-      let m = by.get(u.upstream);
-      if (!m) by.set(u.upstream, (m = { upstream: u.upstream, healthyIn: 0, engines: 0, rtts: [], sent: 0, answers: 0, timeouts: 0, errors: 0 }));
-      m.engines++;
-      if (u.healthy) m.healthyIn++;
-      if (u.rttMs !== null) m.rtts.push(u.rttMs);
-      m.sent += u.sent;
-      m.answers += u.answers;
-      m.timeouts += u.timeouts;
-      m.errors += u.errors;
-    }
-  }
-  return [...by.values()].map(({ rtts, ...m }) => ({ ...m, rttMs: rtts.length ? Math.round((rtts.reduce((a, b) => a + b, 0) / rtts.length) * 10) / 10 : null }));
 }
 
 /** The Prometheus text /metrics serves into metric{labels} -> value (the same figures, the same names). */

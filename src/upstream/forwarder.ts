@@ -27,7 +27,7 @@
  * change together, and splitting them would put one flight's state in several places.
  * The parts that stand alone are beside it (wire.ts, udp.ts, tcp-pool.ts, health.ts, budget.ts).
  */
-import { RCODE_BADCOOKIE, RCODE_FORMERR, RCODE_NOTIMP, RCODE_REFUSED } from '../dns/constants.js';
+import { RCODE_BADCOOKIE, RCODE_FORMERR, RCODE_NOTIMP, RCODE_REFUSED, RCODE_SERVFAIL } from '../dns/constants.js';
 import { scrubResponse } from '../dns/scrub.js';
 import { MessageView } from '../dns/view.js';
 import { UpstreamGuard } from './guard.js';
@@ -425,6 +425,7 @@ export class Forwarder {
     if (f.done) return;
     this.s.answers++;
     a.up.onAnswer(performance.now() - a.udp.sentAt);
+    if (view.rcode === RCODE_SERVFAIL) a.up.servfail++;
     this.guards[a.up.index]!.answered(view, a.sent);
     a.over = true;
     a.udp.close();
@@ -634,6 +635,11 @@ export class Forwarder {
   }
 
   // ---- outside ---------------------------------------------------------------
+
+  /** Each upstream's health and running counts, in list order (read by the stats publisher). */
+  get health(): readonly UpstreamHealth[] {
+    return this.ups;
+  }
 
   /** Distinct questions waiting for an upstream now. */
   get inflight(): number {

@@ -2,7 +2,9 @@
  * Health of one upstream: a smoothed RTT for choosing among them, and a
  * small circuit breaker. `failuresToDown` consecutive failures (timeouts,
  * send, bind or connect errors) mark it down for a backoff period
- * that doubles with every further failure up to `maxBackoffMs`; once the
+ * that doubles with every failure after the period is over (up to
+ * `maxBackoffMs`; failures of exchanges still in flight within it do not
+ * count towards the next period); once the
  * period is over the forwarder sends one probe, and any validated answer
  * marks the upstream up again. Down upstreams are used only when no up
  * one is left to try, so a full outage is still noticed by real traffic.
@@ -68,6 +70,13 @@ export interface UpstreamStats {
   probes: number;
 }
 
+/**
+ * Upper bounds (ms) of the per-upstream RTT histogram's buckets (the same bounds as the
+ * engine's latency histogram, src/engine/stats.ts LATENCY_BUCKETS, in ms). A sample above
+ * the last bound is only in the count.
+ */
+export const RTT_BUCKETS_MS = [0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2500] as const;
+
 /** RFC 6298 gains: SRTT moves 1/8 towards each sample. */
 const ALPHA = 0.125;
 
@@ -86,6 +95,15 @@ export class UpstreamHealth {
   errors = 0;
   mismatched = 0;
   probes = 0;
+  /** Answers with RCODE SERVFAIL (still answers: the upstream is there). */
+  servfail = 0;
+  /**
+   * Every RTT sample (the ones the SRTT is fed: UDP answers and probe answers), by bucket
+   * of RTT_BUCKETS_MS (not cumulative), with their sum (ms) and count.
+   */
+  readonly rttCounts = new Float64Array(RTT_BUCKETS_MS.length);
+  rttSumMs = 0;
+  rttCount = 0;
 
   constructor(
     readonly addr: UpstreamAddr,
@@ -102,6 +120,14 @@ export class UpstreamHealth {
 
   onAnswer(rttMs: number): void {
     this.answers++;
+    this.rttSumMs += rttMs;
+    this.rttCount++;
+    for (let i = 0; i < RTT_BUCKETS_MS.length; i++) {
+      if (rttMs <= RTT_BUCKETS_MS[i]!) {
+        this.rttCounts[i]! += 1;
+        break;
+      }
+    }
     this.srttMs = this.srttMs < 0 ? rttMs : this.srttMs + ALPHA * (rttMs - this.srttMs);
     this.consecutiveFailures = 0;
     this.down = false;
@@ -118,6 +144,10 @@ export class UpstreamHealth {
       this.srttMs = Math.max(base, base + ALPHA * (penaltyMs - base));
     }
     this.consecutiveFailures++;
+    // Down, and its period not over: an exchange sent before it went down (many are in
+    // flight under load) is no new evidence; only a failure after the period (the probe,
+    // or traffic when no up upstream is left) lengthens the next one.
+    if (this.down && now < this.downUntil) return;
     if (this.down || this.consecutiveFailures >= this.opts.failuresToDown) {
       this.down = true;
       this.downs++;

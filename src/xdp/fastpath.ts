@@ -3,10 +3,10 @@
  * they reach the addon, owns the hot map's mirror (which keys are in it, under which
  * hit-counter slot) and names the kernel's counters.
  */
-import { BPF_OBJECT_PATH, loadAddon, type Layout, type NativeAddon, type NativeXdpProgram } from '../native/addon.js';
+import { BPF_OBJECT_PATH, loadAddon, type Layout, type NativeAddon, type NativeAttachResult, type NativeXdpProgram } from '../native/addon.js';
 import type { CachedAnswer } from '../dns/answer.js';
 import { HeimdallError } from '../errors.js';
-import { ATTACH_MODES, type AttachMode } from '../config.js';
+import { ATTACH_MODES, XDP_ATTACH, type AttachMode, type XdpAttach } from '../config.js';
 import { encodeHotEntry, hotKeyFromCacheKey } from './hot-entry.js';
 import type { AccessList } from '../edge/acl.js';
 import { RRL_BUCKET_BYTES, RRL_DEFAULTS, rrlRuntime, type RrlSettings } from '../edge/rrl.js';
@@ -80,10 +80,16 @@ export class FastPath {
     return new FastPath(addon, native, hotEntries);
   }
 
-  attach(ifname: string, mode: AttachMode = 'auto', force = false): { ifindex: number; mode: string; replaced: { id: number; name: string } | null } {
+  /**
+   * Attaches the program: `how` 'dispatcher' through libxdp's dispatcher (other XDP
+   * programs keep running beside it, in run-priority order), 'direct' alone, 'auto' the
+   * dispatcher where it can, else direct (the result says why).
+   */
+  attach(ifname: string, mode: AttachMode = 'auto', force = false, how: XdpAttach = 'direct'): NativeAttachResult {
     if (typeof ifname !== 'string' || ifname.length === 0 || ifname.length > 15) throw new TypeError('interface name must be 1..15 characters');
     if (!ATTACH_MODES.includes(mode)) throw new RangeError('mode must be native, generic or auto');
-    const r = this.native.attach(ifname, mode, force);
+    if (!XDP_ATTACH.includes(how)) throw new RangeError('how must be auto, dispatcher or direct');
+    const r = this.native.attach(ifname, mode, force, how);
     this.attachedTo = ifname;
     return r;
   }

@@ -13,5 +13,5 @@ it('dashboards/heimdall-xdp.json is up to date with scripts/dashboard.ts', () =>
   execFileSync(process.execPath, ['--import', 'tsx', 'scripts/dashboard.ts', out], { cwd: ROOT });
   expect(readFileSync(join(ROOT, 'dashboards/heimdall-xdp.json'), 'utf8')).toBe(readFileSync(out, 'utf8'));
   const d = JSON.parse(readFileSync(out, 'utf8')) as { panels: { title: string }[] };
-  expect(d.panels.map((p) => p.title)).toEqual(expect.arrayContaining(['Answers/s by path', 'Hit ratio', 'Hot map entries', 'Upstream latency', 'Upstream health', 'Drops by reason', 'Rate-limited and refused', 'Worker restarts']));
+  expect(d.panels.map((p) => p.title)).toEqual(expect.arrayContaining(['Answers/s by path', 'Hit ratio', 'Hot map entries', 'Upstream latency', 'Upstream health', 'Drops by reason', 'Rate-limited and refused', 'Worker restarts', 'Upstream RTT by upstream', 'Upstream up by upstream', 'Upstream queries by upstream']));
 });

@@ -49,6 +49,7 @@ upstreams:
   - "[fd00::2]:5300"
 port: 5353
 mode: generic
+xdp-attach: direct
 queues: 2
 cache-size: 2000
 hot-size: 300
@@ -92,6 +93,7 @@ rrl-exempt: [198.18.0.2/32]
     expect(c.iface).toBe('lab0');
     expect(c.upstreams.map((u) => `${u.host}:${u.port}`)).toEqual(['198.18.1.2:53', 'fd00::2:5300']);
     expect([c.port, c.mode, c.queues, c.cacheSize, c.hotSize, c.promoteAfter, c.udpSize]).toEqual([5353, 'generic', 2, 2000, 300, 5, 1400]);
+    expect(c.xdpAttach).toBe('direct');
     expect(c.tcp).toEqual({ maxConnections: 500, maxPerClient: 10, idleTimeoutMs: 2000 });
     expect(c.workerEngine.cacheBytes).toBe(4_000_000);
     expect(c.cacheBytes).toBe(4_000_000);

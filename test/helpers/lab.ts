@@ -56,12 +56,13 @@ export class Lab {
     return this.exec('client', 'dig', [`@${server}`, '+tries=1', '+time=2', ...args]);
   }
 
-  /** Starts heimdall-xdp in the appliance (from source, as the tests see it). */
-  startService(args: string[]): Service {
+  /** Starts heimdall-xdp in the appliance (from source, as the tests see it), with `env` added to its environment. */
+  startService(args: string[], env: Record<string, string> = {}): Service {
     // The lab's prefixes are not in the default access list (it refuses public addresses).
     // A config file says its own (a flag would override it).
     const allow = args.includes('--allow') || args.includes('--config') ? [] : ['--allow', LAB_ALLOW];
-    const p = spawn('ip', ['netns', 'exec', this.ns.appliance, process.execPath, '--import', 'tsx', `${ROOT}/src/bin.ts`, 'attach', this.applianceIf, ...allow, ...args], {
+    const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    const p = spawn('ip', ['netns', 'exec', this.ns.appliance, 'env', ...vars, process.execPath, '--import', 'tsx', `${ROOT}/src/bin.ts`, 'attach', this.applianceIf, ...allow, ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -69,8 +70,9 @@ export class Lab {
   }
 
   /** One-shot CLI run in the appliance namespace: exit code and output. */
-  cli(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    return runCli(['ip', 'netns', 'exec', this.ns.appliance, process.execPath, '--import', 'tsx', `${ROOT}/src/bin.ts`, ...args], timeoutMs);
+  cli(args: string[], timeoutMs = 30_000, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    return runCli(['ip', 'netns', 'exec', this.ns.appliance, 'env', ...vars, process.execPath, '--import', 'tsx', `${ROOT}/src/bin.ts`, ...args], timeoutMs);
   }
 }
 
@@ -120,7 +122,7 @@ export class Service {
   }
 
   signal(sig: NodeJS.Signals): void {
-    // ip netns exec execs node, so this PID is the service itself.
+    // ip netns exec execs env, which execs node: this PID is the service itself.
     this.proc.kill(sig);
   }
 

@@ -1,7 +1,7 @@
 /**
  * Lab agent: runs inside the appliance namespace (ip netns exec ... node --import tsx),
  * holds the loaded XDP program and obeys JSON-line commands from the test.
- *   {cmd:'attach', ifname, mode}        -> {ok, mode}
+ *   {cmd:'attach', ifname, mode, how?}  -> {ok, mode, dispatcher, directReason}
  *   {cmd:'put', response: base64, do?}  -> {ok, slot}  (an upstream response to cache)
  *   {cmd:'stats'}                       -> {stats: {name: string}}
  *   {cmd:'hits', slot}                  -> {hits: string}
@@ -19,8 +19,8 @@ function handle(m: Record<string, unknown>): unknown {
   switch (m.cmd) {
     case 'attach': {
       serveLab(fp, interfaceAddresses(String(m.ifname)).map((s) => s.text));
-      const r = fp.attach(String(m.ifname), (m.mode as 'native' | 'generic' | 'auto') ?? 'auto');
-      return { ok: true, mode: r.mode };
+      const r = fp.attach(String(m.ifname), (m.mode as 'native' | 'generic' | 'auto') ?? 'auto', false, (m.how as 'auto' | 'dispatcher' | 'direct') ?? 'direct');
+      return { ok: true, mode: r.mode, dispatcher: r.dispatcher, directReason: r.directReason };
     }
     case 'put': {
       const msg = Buffer.from(String(m.response), 'base64');

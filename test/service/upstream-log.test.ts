@@ -21,3 +21,12 @@ it('logs an upstream down once when engines report it, and up again when none ho
   expect(lines[3]).toBe('info upstream: 198.18.1.2:53 up again');
   expect(lines).toHaveLength(4);
 });
+
+it('carries the upstream as its own field (the label /metrics uses), for the JSON log format', () => {
+  const fields: unknown[] = [];
+  const l = new UpstreamLog(() => 2, (_level, _event, _msg, f) => void fields.push(f));
+  l.start();
+  l.update(1, ['[fd00::2]:53']);
+  l.update(1, []);
+  expect(fields).toEqual([{ upstream: '[fd00::2]:53' }, { upstream: '[fd00::2]:53' }]);
+});

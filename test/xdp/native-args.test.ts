@@ -112,6 +112,7 @@ describePrivileged('the native XdpProgram under wrong arguments', {}, () => {
       const bad: [keyof NativeXdpProgram, ...unknown[]][] = [
         ['attach', 1, 'auto', false],
         ['attach', 'lo', 5, false],
+        ['attach', 'lo', 'auto', false, 7],
         ['attach'],
         ['hotPut', 'key', v],
         ['hotPut', k, Array.from(v)],
