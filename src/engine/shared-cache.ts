@@ -119,6 +119,10 @@ const F_AD = 0x10;
 const F_NEGATIVE = 0x20;
 const F_RCODE = 0x0f;
 
+/** Promotion marks (per slot, `mark`): the policy holds it hot; a thread reported it since the policy's last tick. */
+const M_HOT = 1;
+const M_REPORTED = 2;
+
 /** Chain steps a lock-free lookup takes before it calls the key absent. */
 const MAX_CHAIN = 64;
 /** Tries of a lock-free read whose slot changed under it. */
@@ -126,8 +130,8 @@ const READ_TRIES = 3;
 /** Compare-and-swap attempts for a shard lock before a write is skipped. */
 const LOCK_SPINS = 2048;
 
-/** Per-slot bytes of metadata: 8 Int32, 2 Float64, 6 Uint16, 2 Uint8 (docs/CORE.md). */
-export const SLOT_BYTES = 8 * 4 + 2 * 8 + 6 * 2 + 2;
+/** Per-slot bytes of metadata: 8 Int32, 2 Float64, 6 Uint16, 3 Uint8 (docs/CORE.md). */
+export const SLOT_BYTES = 8 * 4 + 2 * 8 + 6 * 2 + 3;
 
 function pow2AtLeast(n: number): number {
   let p = 1;
@@ -197,6 +201,8 @@ export class SharedCache {
   private readonly ar: Uint16Array;
   private readonly seg: Uint8Array;
   private readonly flags: Uint8Array;
+  /** Per slot: M_HOT | M_REPORTED, so a slot past the threshold is reported at most once per policy tick. */
+  private readonly mark: Uint8Array;
   private readonly arena: Uint8Array;
   /** The arena as a DataView: the hit path copies and reads it four bytes at a time. */
   private readonly arenaDv: DataView;
@@ -305,6 +311,7 @@ export class SharedCache {
     this.ar = u16(5);
     this.seg = new Uint8Array(m, z.u8, slots);
     this.flags = new Uint8Array(m, z.u8 + slots, slots);
+    this.mark = new Uint8Array(m, z.u8 + 2 * slots, slots);
     const state = new Uint8Array(m, z.units, this.shards * this.regionUnits);
     this.arena = new Uint8Array(layout.arena);
     this.arenaDv = new DataView(layout.arena);
@@ -489,6 +496,32 @@ export class SharedCache {
     return Atomics.load(this.hits, slot) + 1;
   }
 
+  /**
+   * Claims the right to report a slot past the threshold: false when the policy holds it
+   * hot or some thread reported it since the policy's last tick. One byte load on the
+   * hit path of entries past the threshold, a compare-and-swap once per tick.
+   */
+  private claimReport(s: number): boolean {
+    return Atomics.load(this.mark, s) === 0 && Atomics.compareExchange(this.mark, s, 0, M_REPORTED) === 0;
+  }
+
+  /** The policy's view (main thread): whether a slot is hot, so no thread reports it. */
+  setHot(slot: number, hot: boolean): void {
+    if (hot) Atomics.or(this.mark, slot, M_HOT);
+    else Atomics.and(this.mark, slot, ~M_HOT & 0xff);
+  }
+
+  /** The policy's tick: a slot it did not promote may be reported again. */
+  clearReported(slot: number): void {
+    Atomics.and(this.mark, slot, ~M_REPORTED & 0xff);
+  }
+
+  /** Clears every report mark (the policy, now and then: a report lost with a dead worker is not lost for good). */
+  clearAllReported(): void {
+    const m = this.mark;
+    for (let s = 0; s < m.length; s++) if ((m[s]! & M_REPORTED) !== 0) Atomics.and(m, s, ~M_REPORTED & 0xff);
+  }
+
   /** Whether key[0, len) is held and fresh at nowNs (no hit counted). */
   has(key: Uint8Array, len: number, nowNs: number): boolean {
     for (let t = 0; t < READ_TRIES; t++) {
@@ -540,7 +573,7 @@ export class SharedCache {
         // The threshold counts uses of this entry, or asks of the name on every engine
         // (src/hot/asks.ts) when they were more: "asked for the third time" either way.
         const th = this.g[G_THRESHOLD]!;
-        if ((uses === th || asks === th) && !stale && this.onThreshold !== undefined) this.onThreshold(s, sq);
+        if ((uses >= th || asks >= th) && !stale && this.onThreshold !== undefined && this.claimReport(s)) this.onThreshold(s, sq);
         return n;
       }
       this.reads.retries++;
@@ -679,7 +712,7 @@ export class SharedCache {
       if (nowNs >= a.expiresNs) break;
       const uses = Atomics.add(this.hits, s, 1) + 2;
       this.reads.hits++;
-      if (uses === this.g[G_THRESHOLD] && this.onThreshold !== undefined) this.onThreshold(s, sq);
+      if (uses >= this.g[G_THRESHOLD]! && this.onThreshold !== undefined && this.claimReport(s)) this.onThreshold(s, sq);
       return a;
     }
     this.reads.misses++;
@@ -790,7 +823,10 @@ export class SharedCache {
     } finally {
       this.unlock(sh);
     }
-    if (fresh && this.onThreshold !== undefined && asks >= this.g[G_THRESHOLD]!) this.onThreshold(s, Atomics.load(this.seq, s));
+    // A new entry asked often enough already, or a refresh of a popular name not hot (its
+    // earlier report may have been for the write this one replaced).
+    const th = this.g[G_THRESHOLD]!;
+    if (this.onThreshold !== undefined && (fresh ? asks >= th : this.usesOf(s) >= th) && this.claimReport(s)) this.onThreshold(s, Atomics.load(this.seq, s));
     return s;
   }
 
@@ -1066,6 +1102,7 @@ export class SharedCache {
     this.keyLen[s] = 0;
     this.expires[s] = Infinity;
     Atomics.store(this.hits, s, 0);
+    Atomics.store(this.mark, s, 0);
     this.seen[s] = 0;
     this.chain[s] = this.h[o + S_FREE]!;
     this.h[o + S_FREE] = s;
@@ -1139,6 +1176,7 @@ export class SharedCache {
       this.keyLen[s] = 0;
       this.expires[s] = Infinity;
       Atomics.store(this.hits, s, 0);
+      Atomics.store(this.mark, s, 0);
       this.seen[s] = 0;
     }
     h[o + S_FREE] = lo;
@@ -1277,7 +1315,7 @@ function metaSizes(shards: number, per: number, bps: number, regionUnits: number
   const f64 = align8(buckets + shards * bps * 4);
   const u16 = f64 + 2 * slots * 8;
   const u8 = u16 + 6 * slots * 2;
-  const units = u8 + 2 * slots;
+  const units = u8 + 3 * slots;
   const total = align8(units + shards * regionUnits);
   return { shardHeaders, int32, buckets, f64, u16, u8, units, total };
 }

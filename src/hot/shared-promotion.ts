@@ -38,6 +38,9 @@ export class SharedPromotion {
   /** Per slot: the sequence number of the write the policy last saw (promoted, or heated). */
   private readonly seen: Int32Array;
   private readonly known: Uint8Array;
+  /** Slots reported since the last tick: their report mark is cleared then. */
+  private reported: number[] = [];
+  private ticks = 0;
 
   constructor(private readonly cache: SharedCache, o: SharedPromotionOptions) {
     const slots = cache.shards * cache.per;
@@ -48,7 +51,12 @@ export class SharedPromotion {
       threshold: cache.threshold,
       halfLifeNs: o.halfLifeNs,
       displaceFactor: o.displaceFactor,
-      onEvent: o.onEvent,
+      onEvent: (e) => {
+        // The hot mark in the cache stops every thread from reporting a hot slot.
+        const slot = cache.find(e.kind === 'promote' ? e.answer.key : e.key, (e.kind === 'promote' ? e.answer.key : e.key).length);
+        if (slot >= 0) cache.setHot(slot, e.kind === 'promote');
+        o.onEvent?.(e);
+      },
       clock: this.clock,
     });
     this.policy.bindCache({ touch: (s, hits) => cache.touch(s, hits), find: (key) => cache.find(key, key.length) });
@@ -76,11 +84,17 @@ export class SharedPromotion {
 
   /** A slot's uses reached the threshold as of write `seq` (reported by any thread). */
   candidate(slot: number, seq: number, nowNs: number = this.clock()): void {
-    const a = this.cache.answerAt(slot, seq);
-    if (a === undefined) return; // rewritten since: the new entry earns its own promotion
+    this.reported.push(slot);
+    let a = this.cache.answerAt(slot, seq);
+    if (a === undefined) {
+      // Rewritten since (a refresh keeps its uses): judge what the slot holds now.
+      seq = this.cache.seqOf(slot);
+      a = this.cache.answerAt(slot, seq);
+      if (a === undefined || this.cache.usesOf(slot) < this.cache.threshold) return;
+    }
     if (this.policy.isHotSlot(slot)) {
       this.noteWrite(slot, nowNs);
-      return;
+      if (this.policy.isHotSlot(slot)) return;
     }
     if (this.known[slot] === 0 || this.seen[slot] !== seq) {
       this.policy.onInsert(slot, a, nowNs, 0); // another entry than the one last heated here
@@ -119,5 +133,12 @@ export class SharedPromotion {
   tick(nowNs: number = this.clock()): void {
     for (const slot of this.policy.hotSlots()) this.noteWrite(slot, nowNs);
     this.policy.tick(nowNs);
+    // Slots reported and not promoted may be reported again (at most once a tick each).
+    const r = this.reported;
+    this.reported = [];
+    for (let i = 0; i < r.length; i++) this.cache.clearReported(r[i]!);
+    // A report posted by a worker that died before it was delivered left its mark: every
+    // 30 ticks all marks are cleared (a scan of one byte per slot).
+    if (++this.ticks % 30 === 0) this.cache.clearAllReported();
   }
 }
