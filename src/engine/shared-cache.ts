@@ -730,6 +730,28 @@ export class SharedCache {
     return out;
   }
 
+  /**
+   * Copies of the entries whose key starts with `prefix` (a lowercased wire name: every
+   * type and DO bit of that name), found by comparing key bytes in the arena: only the
+   * matches are copied (the control socket's lookup and flush).
+   */
+  entriesWithName(prefix: Uint8Array, qtype?: number): CachedAnswer[] {
+    const out: CachedAnswer[] = [];
+    const n = prefix.length;
+    const arena = this.arena;
+    for (let s = 0; s < this.shards * this.per; s++) {
+      if (this.hash[s]! < 0 || this.keyLen[s] !== n + 5) continue;
+      const b = this.block[s]! * UNIT;
+      let i = 0;
+      while (i < n && arena[b + i] === prefix[i]) i++;
+      if (i !== n) continue;
+      if (qtype !== undefined && ((arena[b + n]! << 8) | arena[b + n + 1]!) !== qtype) continue;
+      const a = this.answerAt(s);
+      if (a !== undefined) out.push(a);
+    }
+    return out;
+  }
+
   /** Credits hits served elsewhere (the XDP hot map) to a slot, for the SLRU (any thread). */
   touch(slot: number, hits: number): void {
     if (hits > 0) Atomics.add(this.hits, slot, hits);

@@ -188,6 +188,17 @@ describe('SharedCache', () => {
     expect(odd.limits.maxBytes).toBe(odd.arenaBytes);
   });
 
+  it('finds every entry of a name by its key bytes, of any type or of one', () => {
+    const c = SharedCache.create({ maxEntries: 64 });
+    const msg = (t: 'A' | 'AAAA', d: boolean) => response('n.example.com', t, [t === 'A' ? a('n.example.com', '192.0.2.1', 60) : { type: 'AAAA', name: 'n.example.com', ttl: 60, data: '2001:db8::1' }], { do: d });
+    for (const [t, d] of [['A', false], ['A', true], ['AAAA', false]] as const) c.insert(answerFromResponse(msg(t, d), NOW, undefined, d), NOW);
+    c.insert(answerFromResponse(response('m.example.com', 'A', [a('m.example.com', '192.0.2.2', 60)]), NOW), NOW);
+    const wire = makeKey('n.example.com.', 1, 1, false).subarray(0, -5);
+    expect(c.entriesWithName(wire).map((x) => `${x.qtype}/${x.dnssecOk}`).sort()).toEqual(['1/false', '1/true', '28/false']);
+    expect(c.entriesWithName(wire, 28).length).toBe(1);
+    expect(c.entriesWithName(wire.subarray(0, -1)).length).toBe(0); // a prefix of the name is not the name
+  });
+
   it('recovers the shards a dead thread held and loses nothing else', () => {
     const c = SharedCache.create({ maxEntries: 256, shards: 4 });
     for (let i = 0; i < 100; i++) c.insert(synth(i, 1, 2, 300, NOW), NOW);
