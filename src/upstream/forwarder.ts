@@ -7,7 +7,8 @@
  *        ├─ this engine at maxInflight, the client's prefix at maxPerClient, or the
  *        │  process at its shared limit ──► UPSTREAM_BUSY at once (counted by limit)
  *        ▼
- *   attempt: pick upstream (health.ts), fresh ID, fresh socket on a random port,
+ *   attempt: pick upstream (health.ts), a random-port socket of the pool (udp.ts: a socket
+ *            carries ≤ portReuse queries, ≤ 1 s), a random ID free on it,
  *            send, wait min(timeoutMs, time left)
  *        │ timeout / error ─────────────► next attempt (next upstream first); the
  *        │                                 previous socket stays open for a late answer

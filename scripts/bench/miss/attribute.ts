@@ -26,11 +26,11 @@ export function attribute(p: Profile): Map<string, number> {
       if (file === 'scrub.ts') return 'scrub';
       if (fn === 'matchResponse' || file === 'view.ts') return 'answer check (matchResponse)';
       if (fn === 'buildQuery' || file === 'guard.ts') return 'query build (0x20, cookie)';
-      if (fn === 'createSocket' || (file === 'dgram.js' && fn === 'Socket')) return 'socket create';
+      if (fn === 'createSocket' || (file.endsWith('dgram') && fn === 'Socket')) return 'socket create';
       if (fn === 'bind' || fn === 'bindAndSend' || fn === 'startListening' || fn === 'lookup4' || fn === 'newSocket') return 'socket bind';
-      if (fn === 'close' && file === 'dgram.js') return 'socket close';
+      if (fn === 'close' && (file.endsWith('dgram') || f.url === '')) return 'socket close';
       if (fn === 'send' || fn === 'doSend' || fn === 'afterDns' || fn === 'sliceBuffer') return 'send';
-      if (fn === 'onMessage' && file === 'dgram.js') return 'receive (dgram onMessage)';
+      if (fn === 'onMessage' && file.endsWith('dgram')) return 'receive (dgram onMessage)';
       if (fn === 'setTimeout' || fn === 'clearTimeout' || fn === 'listOnTimeout' || fn === 'processTimers' || fn === 'insert' || fn === 'unenroll') return 'timers';
       if (fn === 'processTicksAndRejections' || fn === 'runMicrotasks') {
         // keep walking: what the microtask ran is more telling
