@@ -273,8 +273,8 @@ export class Forwarder {
       throw new UpstreamError('UPSTREAM_BAD_CONFIG', `bad port range ${this.ports.low}-${this.ports.high}`);
     }
     this.portReuse = opts.portReuse ?? DEFAULT_PORT_REUSE;
-    if (!Number.isInteger(this.portReuse) || this.portReuse < 1 || this.portReuse > 65_536) {
-      throw new UpstreamError('UPSTREAM_BAD_CONFIG', `portReuse must be an integer in 1..65536, got ${String(opts.portReuse)}`);
+    if (!Number.isInteger(this.portReuse) || this.portReuse < 1 || this.portReuse > 4096) {
+      throw new UpstreamError('UPSTREAM_BAD_CONFIG', `portReuse must be an integer in 1..4096, got ${String(opts.portReuse)}`);
     }
     this.udp = new UdpPool({
       reuse: this.portReuse,

@@ -649,6 +649,24 @@ describe('Forwarder: the pool of upstream sockets (portReuse > 1)', () => {
     expect(s.answers).toBe(2);
   });
 
+  it('draws another port when the random one is taken, in both modes, and refuses a bad portReuse', async () => {
+    const [up] = await fakes(1);
+    const taken = dgram.createSocket('udp4');
+    await new Promise<void>((r) => taken.bind(0, '0.0.0.0', r));
+    cleanups.push(() => {
+      taken.close();
+    });
+    const p = taken.address().port;
+    // A range of one port, already bound: every draw fails, then the kernel picks.
+    for (const portReuse of [1, 64]) {
+      const fwd = forwarder({ upstreams: [up!.addr], portReuse, portRange: { low: p, high: p } });
+      expect(ipsOf(await fwd.resolve(q(`taken${portReuse}.test`)))).toHaveLength(1);
+      expect(fwd.stats().udpSockets).toBe(4); // three random binds refused, the kernel's taken
+    }
+    expect(up!.seen.every((s) => s.port !== p)).toBe(true);
+    for (const bad of [0, 1.5, 5000]) expect(() => new Forwarder({ upstreams: [up!.addr], portReuse: bad })).toThrow(/portReuse/);
+  });
+
   it('closes each socket when it is rotated out and its queries are done, and every socket on close()', async () => {
     const [up] = await fakes(1);
     await sleep(20); // the earlier tests' sockets finish closing
