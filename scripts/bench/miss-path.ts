@@ -223,6 +223,12 @@ async function forwarderRuns(upPort: number): Promise<void> {
     console.log(`  ${k.padEnd(46)} ${lat.padStart(20)}          ${tp}`);
   }
   console.log('  (medians over the rounds of each round\'s p50, p99, q/s and CPU)');
+  const [fr, po] = VARIANTS.map((r) => [...res].find(([k]) => k.includes(`reuse ${r})`))?.[1]);
+  if (fr && po) {
+    const m = (xs: number[]): number => pct(xs, 50);
+    const r = (a: number, b: number): string => (a / b).toFixed(2);
+    console.log(`  pool ÷ fresh: p50 ${r(m(po.p50), m(fr.p50))}, p99 ${r(m(po.p99), m(fr.p99))}, q/s ${r(m(po.qps), m(fr.qps))}, CPU/miss ${r(m(po.cpu), m(fr.cpu))}`);
+  }
   console.log('\n3. CPU profile of the last round at 64 in flight: self time by stage, % of profiled time');
   const keys = new Set<string>();
   for (const m of profiles.values()) for (const k of m.keys()) keys.add(k);
@@ -365,6 +371,14 @@ async function wholeMiss(upPort: number): Promise<void> {
     for (const [k, e] of res) {
       const med = (xs: number[]): number => pct(xs, 50);
       console.log(`  ${k.padEnd(40)} ${us(med(e.p50)).padStart(8)} / ${us(med(e.p99)).padStart(6)}      ${Math.round(med(e.qps)).toString().padStart(12)}      ${e.lost}`);
+    }
+    const ub = [...res].find(([k]) => k.startsWith('Unbound'))?.[1];
+    if (ub) {
+      const m = (xs: number[]): number => pct(xs, 50);
+      for (const [k, e] of res) {
+        if (!k.startsWith('engine')) continue;
+        console.log(`  ${k} ÷ Unbound: p50 ${(m(e.p50) / m(ub.p50)).toFixed(2)}, p99 ${(m(e.p99) / m(ub.p99)).toFixed(2)}, misses/s ${(m(e.qps) / m(ub.qps)).toFixed(2)}`);
+      }
     }
   } finally {
     for (const sv of servers) sv.child?.kill();
