@@ -390,12 +390,10 @@ static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct 
 		barrier_var(p);
 		if ((void *)(p + 4) > data_end)
 			goto drop;
-		__be32 be;
-		__builtin_memcpy(&be, p, 4);
-		__u32 ttl = bpf_ntohl(be);
+		__u32 ttl = bpf_ntohl(*(__be32 *)p); /* unaligned word access, as for the name words */
 		__u32 left = ttl > elapsed ? ttl - (__u32)elapsed : 0;
-		be = bpf_htonl(left);
-		__builtin_memcpy(p, &be, 4);
+		__be32 be = bpf_htonl(left);
+		*(__be32 *)p = be;
 		sum += csum_u32_at(left, (rec_base + off) & 1);
 	}
 
