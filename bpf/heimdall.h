@@ -116,8 +116,8 @@ struct hot_key {
  * computed without reading the frame again.
  *
  * Two classes by size, in two maps with one key: most answers are a short name and a
- * few records, and a fixed room for the largest (1,256 bytes) made every entry span 20
- * cache lines and every hit touch lines far apart. A small entry is 312 bytes and a hit
+ * few records, and one fixed room for the largest (1,384 bytes before the split) made
+ * every entry span 22 cache lines and every hit touch lines far apart. A small entry is 312 bytes and a hit
  * on it reads its first three lines; the program looks in hot_small first, then in
  * hot_map. Userspace keeps a key in one of the two (docs/XDP.md, "The hot entry's
  * layout"). The fields are in the order a hit reads them: header, name, TTL offsets,
