@@ -75,6 +75,7 @@ export const FILE_KEYS: Readonly<Record<string, KeySpec>> = Object.freeze({
     intKey('upstreamClientShare', false),
     intKey('upstreamTcpConns', false),
     intKey('upstreamTcpPipeline', false),
+    intKey('upstreamPortReuse', false),
   ]),
   'xdp-answers': { field: 'xdpAnswers', kind: 'bool', help: 'XDP answers hot names itself (false: every query goes to the workers)', live: true },
   'af-xdp': { field: 'afXdp', kind: 'bool', help: 'AF_XDP workers (false: queries reach userspace through the kernel stack)', live: false },

@@ -44,6 +44,7 @@ export const SETTINGS = {
   upstreamClientShare: { flag: '--upstream-client-share', min: 1, max: 100, default: 25, help: "percent of an engine's in-flight questions one client network (/24, /56) may hold" },
   upstreamTcpConns: { flag: '--upstream-tcp-conns', min: 1, max: 64, default: 2, help: 'TCP connections per upstream per engine (after TC=1), reused and pipelined' },
   upstreamTcpPipeline: { flag: '--upstream-tcp-pipeline', min: 1, max: 1024, default: 64, help: 'queries in flight on one upstream TCP connection' },
+  upstreamPortReuse: { flag: '--upstream-port-reuse', min: 1, max: 1024, default: 64, help: 'queries sent from one random UDP source port (for at most 1 s) before it is replaced; 1 = a fresh socket per query' },
   rrl: { flag: '--rrl', min: 0, max: 1_000_000, default: RRL_DEFAULTS.rate, help: 'responses/s of one answer (or of errors, or NXDOMAIN of one zone) to one client network; 0 turns rate limiting off' },
   rrlSlip: { flag: '--rrl-slip', min: 0, max: 100, default: RRL_DEFAULTS.slip, help: 'every k-th rate-limited response is sent truncated (TC=1) so real clients retry over TCP; 0 never' },
   rrlWindow: { flag: '--rrl-window', min: 1, max: 600, default: RRL_DEFAULTS.window, help: 'seconds a flood stays limited after it stops' },
@@ -77,6 +78,7 @@ export interface ConfigInput {
   upstreamClientShare?: number;
   upstreamTcpConns?: number;
   upstreamTcpPipeline?: number;
+  upstreamPortReuse?: number;
   xdpAnswers?: boolean;
   afXdp?: boolean;
   serveStale?: boolean;
@@ -136,6 +138,8 @@ export interface EngineConfig {
   readonly upstreamPerClient: number;
   readonly upstreamTcpConns: number;
   readonly upstreamTcpPipeline: number;
+  /** Queries per upstream UDP socket (docs/FORWARDER.md, "Source ports: a bounded pool"). */
+  readonly upstreamPortReuse: number;
 }
 
 export interface HeimdallConfig {
@@ -295,9 +299,11 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   const upstreamPerClient = Math.max(1, Math.floor((upstreamInflight * share) / 100));
   const upstreamTcpConns = int('upstreamTcpConns', input.upstreamTcpConns, SETTINGS.upstreamTcpConns.default);
   const upstreamTcpPipeline = int('upstreamTcpPipeline', input.upstreamTcpPipeline, SETTINGS.upstreamTcpPipeline.default);
+  const upstreamPortReuse = int('upstreamPortReuse', input.upstreamPortReuse, SETTINGS.upstreamPortReuse.default);
   const engine = (hotCapacity: number): EngineConfig =>
     Object.freeze({
       cacheSize, hotCapacity, promoteAfter, udpSize, serveStale, cacheBytes, upstreamInflight, upstreamPerClient, upstreamTcpConns, upstreamTcpPipeline,
+      upstreamPortReuse,
       capsForId: input.capsForId ?? true,
       upstreamCookies: input.upstreamCookies ?? true,
       minimalResponses: input.minimalResponses ?? true,

@@ -91,7 +91,7 @@ async function main(): Promise<void> {
         pool[si]!.send(m, port, '127.0.0.1');
       });
 
-    const fwd = new Forwarder({ upstreams: [{ host: '127.0.0.1', port, family: 4 }] });
+    const fwd = new Forwarder({ upstreams: [{ host: '127.0.0.1', port, family: 4 }], portReuse: 1 });
     const viaForwarder = async (i: number): Promise<void> => {
       // Distinct names, so nothing is coalesced.
       const name = textToWire(`b${i}.example.test`);

@@ -100,6 +100,7 @@ export class EngineHost {
       maxPerClient: o.engine.upstreamPerClient,
       shared: o.inflight === undefined ? undefined : engineShare(o.inflight.shared, o.inflight.engineId),
       tcp: { maxConns: o.engine.upstreamTcpConns, maxPipeline: o.engine.upstreamTcpPipeline },
+      portReuse: o.engine.upstreamPortReuse,
       caps: o.engine.capsForId,
       cookies: o.engine.upstreamCookies,
       minimalResponses: o.engine.minimalResponses,

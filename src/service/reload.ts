@@ -36,6 +36,7 @@ export const RELOAD_KEYS: Readonly<Record<string, { live: boolean; get: Get }>> 
   'upstream-client-share': { live: false, get: (c) => c.workerEngine.upstreamPerClient },
   'upstream-tcp-conns': { live: false, get: (c) => c.workerEngine.upstreamTcpConns },
   'upstream-tcp-pipeline': { live: false, get: (c) => c.workerEngine.upstreamTcpPipeline },
+  'upstream-port-reuse': { live: false, get: (c) => c.workerEngine.upstreamPortReuse },
   'xdp-answers': { live: true, get: (c) => c.xdpAnswers },
   'af-xdp': { live: false, get: (c) => c.afXdp },
   'caps-for-id': { live: false, get: (c) => c.workerEngine.capsForId },

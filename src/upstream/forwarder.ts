@@ -7,7 +7,8 @@
  *        ├─ this engine at maxInflight, the client's prefix at maxPerClient, or the
  *        │  process at its shared limit ──► UPSTREAM_BUSY at once (counted by limit)
  *        ▼
- *   attempt: pick upstream (health.ts), fresh ID, fresh socket on a random port,
+ *   attempt: pick upstream (health.ts), a random-port socket of the pool (udp.ts: a socket
+ *            carries ≤ portReuse queries, ≤ 1 s), a random ID free on it,
  *            send, wait min(timeoutMs, time left)
  *        │ timeout / error ─────────────► next attempt (next upstream first); the
  *        │                                 previous socket stays open for a late answer
@@ -33,10 +34,10 @@ import { MessageView } from '../dns/view.js';
 import { UpstreamGuard } from './guard.js';
 import { UpstreamError, type UpstreamErrorCode } from './errors.js';
 import { pickUpstream, resolveHealthOptions, UpstreamHealth, type HealthOptions, type UpstreamStats } from './health.js';
-import { kernelPortRange, randomU16, type PortRange } from './random.js';
+import { kernelPortRange, type PortRange } from './random.js';
 import type { InflightShare } from './budget.js';
 import { TcpPool, type TcpPoolOptions, type TcpQuery } from './tcp-pool.js';
-import { UdpExchange } from './udp.js';
+import { UdpExchange, UdpPool } from './udp.js';
 import { checkUpstreamAddr, type UpstreamAddr } from './upstream.js';
 import { buildQuery, checkQuestion, checkUdpSize, Mismatch, questionKey, type MismatchCode, type Question } from './wire.js';
 
@@ -72,7 +73,17 @@ export interface ForwarderOptions {
   cookies?: boolean;
   /** Give minimal responses: answer section, SOA and denial proofs of negative answers (default true; src/dns/scrub.ts). */
   minimalResponses?: boolean;
+  /**
+   * Queries sent from one UDP socket (one random source port) before it is replaced
+   * (default DEFAULT_PORT_REUSE; 1: a fresh socket per query). udp.ts; docs/FORWARDER.md.
+   */
+  portReuse?: number;
+  /** Most ms one UDP socket takes new queries (default 1000). */
+  portReuseMs?: number;
 }
+
+/** Queries per upstream socket by default (docs/FORWARDER.md, "Source ports: a bounded pool"). */
+export const DEFAULT_PORT_REUSE = 64;
 
 export interface ForwarderStats {
   /** Queries sent upstream over UDP (probes not included). */
@@ -106,6 +117,10 @@ export interface ForwarderStats {
   tcp: { connects: number; reused: number; busy: number; idleClosed: number; lost: number; open: number };
   /** Send, bind and connect errors. */
   errors: number;
+  /** UDP sockets opened toward the upstreams since the start (binds retried after EADDRINUSE included). */
+  udpSockets: number;
+  /** UDP sockets open now. */
+  udpOpen: number;
   /** Health probes sent to upstreams that were down. */
   probes: number;
   /** Distinct questions in flight now. */
@@ -197,6 +212,8 @@ export class Forwarder {
   /** Records scrubbed away, by section. */
   private readonly scrubbed = [0, 0, 0];
   private readonly ports: PortRange;
+  private readonly udp: UdpPool;
+  readonly portReuse: number;
   private readonly flights = new Map<string, Flight>();
   /** Probes in flight and their timers. */
   private readonly probeExchanges = new Map<UdpExchange, NodeJS.Timeout>();
@@ -255,6 +272,17 @@ export class Forwarder {
     if (!(Number.isInteger(this.ports.low) && Number.isInteger(this.ports.high) && this.ports.low >= 1 && this.ports.high <= 65535 && this.ports.low <= this.ports.high)) {
       throw new UpstreamError('UPSTREAM_BAD_CONFIG', `bad port range ${this.ports.low}-${this.ports.high}`);
     }
+    this.portReuse = opts.portReuse ?? DEFAULT_PORT_REUSE;
+    if (!Number.isInteger(this.portReuse) || this.portReuse < 1 || this.portReuse > 4096) {
+      throw new UpstreamError('UPSTREAM_BAD_CONFIG', `portReuse must be an integer in 1..4096, got ${String(opts.portReuse)}`);
+    }
+    this.udp = new UdpPool({
+      reuse: this.portReuse,
+      reuseMs: positiveMs('portReuseMs', opts.portReuseMs, 1000),
+      ports: this.ports,
+      view: this.view,
+      stray: (msg, from) => this.onStray(msg, from.address, from.port),
+    });
   }
 
   /**
@@ -358,20 +386,17 @@ export class Forwarder {
     }
     const up = pickUpstream(this.ups, f.tries);
     f.tries[up.index] = Math.min(255, f.tries[up.index]! + 1);
-    const id = randomU16();
     const sent = this.guards[up.index]!.prepare(f.q, now);
-    const wire = buildQuery(sent, id, this.udpSize);
     const attempt: Attempt = { up, sent, udp: null as unknown as UdpExchange, over: false };
-    attempt.udp = new UdpExchange(up.addr, wire, id, sent, this.ports, this.view, {
-      answer: (msg, view) => this.onUdpAnswer(f, attempt, msg, view),
-      ignored: (reason) => this.onIgnored(up, reason, f, attempt),
-      error: (err) => this.onAttemptError(f, attempt, err),
-    });
     f.attempts.push(attempt);
     f.current = attempt;
     this.s.sent++;
     up.sent++;
-    attempt.udp.start();
+    attempt.udp = this.udp.exchange(up.addr, sent, (id) => buildQuery(sent, id, this.udpSize), {
+      answer: (msg, view) => this.onUdpAnswer(f, attempt, msg, view),
+      ignored: (reason) => this.onIgnored(up, reason, f, attempt),
+      error: (err) => this.onAttemptError(f, attempt, err),
+    });
     const wait = Math.min(this.timeoutMs, left);
     f.attemptTimer = setTimeout(() => this.onAttemptTimeout(f, attempt, wait), wait);
   }
@@ -405,13 +430,7 @@ export class Forwarder {
 
   private onIgnored(up: UpstreamHealth, reason: MismatchCode, f?: Flight, a?: Attempt): void {
     up.mismatched++;
-    if (reason === Mismatch.SOURCE) this.s.source++;
-    else if (reason === Mismatch.ID) this.s.id++;
-    else if (reason === Mismatch.QUESTION) this.s.question++;
-    else if (reason === Mismatch.CASE) this.s.case++;
-    else if (reason === Mismatch.COOKIE) this.s.cookie++;
-    else if (reason === Mismatch.NO_COOKIE) this.s.cookieMissing++;
-    else this.s.malformed++;
+    this.countMismatch(reason);
     // A case or cookie mismatch that may be the upstream's way rather than a forgery: ask
     // again at once (guard.ts says when) instead of waiting out the attempt.
     if (!this.guards[up.index]!.mismatched(reason, performance.now())) return;
@@ -419,6 +438,28 @@ export class Forwarder {
     a.over = true;
     this.clearAttemptTimer(f);
     this.nextAttempt(f);
+  }
+
+  private countMismatch(reason: MismatchCode): void {
+    if (reason === Mismatch.SOURCE) this.s.source++;
+    else if (reason === Mismatch.ID) this.s.id++;
+    else if (reason === Mismatch.QUESTION) this.s.question++;
+    else if (reason === Mismatch.CASE) this.s.case++;
+    else if (reason === Mismatch.COOKIE) this.s.cookie++;
+    else if (reason === Mismatch.NO_COOKIE) this.s.cookieMissing++;
+    else this.s.malformed++;
+  }
+
+  /**
+   * A datagram on an upstream socket whose ID no pending query holds: a forgery, or an
+   * answer to a query already settled (late, or its socket reused). Counted, never taken.
+   */
+  private onStray(msg: Uint8Array, address: string, port: number): void {
+    let up: UpstreamHealth | undefined;
+    for (const u of this.ups) if (u.addr.host === address && u.addr.port === port) up = u;
+    const reason = up === undefined ? Mismatch.SOURCE : msg.length < 12 ? Mismatch.MALFORMED : Mismatch.ID;
+    if (up !== undefined) this.onIgnored(up, reason);
+    else this.countMismatch(reason);
   }
 
   private onUdpAnswer(f: Flight, a: Attempt, msg: Uint8Array, view: MessageView): void {
@@ -603,7 +644,6 @@ export class Forwarder {
     up.probing = true;
     up.probes++;
     this.s.probes++;
-    const id = randomU16();
     const end = (): void => {
       up.probing = false;
       const t = this.probeExchanges.get(ex);
@@ -611,7 +651,7 @@ export class Forwarder {
       this.probeExchanges.delete(ex);
       ex.close();
     };
-    const ex = new UdpExchange(up.addr, buildQuery(PROBE_QUESTION, id, this.udpSize), id, PROBE_QUESTION, this.ports, this.view, {
+    const ex = this.udp.exchange(up.addr, PROBE_QUESTION, (id) => buildQuery(PROBE_QUESTION, id, this.udpSize), {
       // Any validated answer, whatever its rcode, shows the upstream is there.
       answer: () => {
         up.onAnswer(performance.now() - ex.sentAt);
@@ -631,7 +671,6 @@ export class Forwarder {
         up.onFailure(performance.now(), 'timeout', 0);
       }, this.timeoutMs),
     );
-    ex.start();
   }
 
   // ---- outside ---------------------------------------------------------------
@@ -666,6 +705,8 @@ export class Forwarder {
       waiting: this.waiting,
       tcp: this.tcpStats(),
       errors: s.errors,
+      udpSockets: this.udp.opened,
+      udpOpen: this.udp.sockets,
       probes: s.probes,
       inflight: this.flights.size,
       perUpstream: this.ups.map((u) => u.snapshot(now)),
@@ -709,6 +750,7 @@ export class Forwarder {
     }
     this.probeExchanges.clear();
     for (const p of this.tcpPools) p?.close();
+    this.udp.close();
     // Let the socket close callbacks run.
     await new Promise<void>((r) => setImmediate(r));
   }

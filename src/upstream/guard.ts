@@ -26,6 +26,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import type { MessageView } from '../dns/view.js';
+import { randomU16 } from './random.js';
 import { CLIENT_COOKIE_LEN, Mismatch, findCookie, type MismatchCode, type Question } from './wire.js';
 
 /** CASE mismatches in a row, with no exactly echoed answer, before plain names are sent. */
@@ -53,7 +54,6 @@ export interface GuardStats {
   cookieResets: number;
 }
 
-const letters = new Uint8Array(256);
 
 export class UpstreamGuard {
   private readonly caps: boolean;
@@ -88,12 +88,15 @@ export class UpstreamGuard {
     if (!tcp && this.capsOn(now)) {
       const n = q.name.length;
       const name = new Uint8Array(n);
-      randomFillSync(letters, 0, Math.min(256, n));
+      // One CSPRNG bit per byte, 16 at a time from random.ts's batch (a randomFillSync
+      // per query cost more than the rest of the query's build: docs/BENCHMARKS.md).
+      let bits = 0;
       for (let i = 0; i < n; i++) {
+        if ((i & 15) === 0) bits = randomU16();
         const c = q.name[i]!;
         const lower = c | 0x20;
         // Letters only (length bytes are below 0x40 and are never touched).
-        name[i] = lower >= 0x61 && lower <= 0x7a && c >= 0x41 ? (letters[i]! & 1 ? lower & 0xdf : lower) : c;
+        name[i] = lower >= 0x61 && lower <= 0x7a && c >= 0x41 ? ((bits >>> (i & 15)) & 1 ? lower & 0xdf : lower) : c;
       }
       out.name = name;
       out.exactCase = true;

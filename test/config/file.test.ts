@@ -64,6 +64,7 @@ upstream-inflight-total: 150
 upstream-client-share: 50
 upstream-tcp-conns: 3
 upstream-tcp-pipeline: 8
+upstream-port-reuse: 1
 xdp-answers: false
 af-xdp: false
 serve-stale: true
@@ -97,6 +98,7 @@ rrl-exempt: [198.18.0.2/32]
     expect(c.upstreamInflightTotal).toBe(150);
     expect(c.workerEngine.upstreamPerClient).toBe(50);
     expect([c.workerEngine.upstreamTcpConns, c.workerEngine.upstreamTcpPipeline]).toEqual([3, 8]);
+    expect(c.workerEngine.upstreamPortReuse).toBe(1);
     expect([c.xdpAnswers, c.afXdp, c.serveStale]).toEqual([false, false, true]);
     expect([c.workerEngine.capsForId, c.workerEngine.upstreamCookies, c.workerEngine.minimalResponses]).toEqual([false, false, false]);
     expect(c.metricsListen).toEqual({ host: '127.0.0.1', port: 9999 });

@@ -80,7 +80,7 @@ describe('DnsEngine miss path and the upstream limits', () => {
 
   it('EngineHost builds its cache and forwarder with the configured limits, and publishes them', async () => {
     const cfg = resolveConfig(
-      { iface: 'hx0', upstream: '127.0.0.1:9', cacheSize: 1000, cacheBytes: 300_000, upstreamInflight: 40, upstreamClientShare: 10, upstreamTcpConns: 3, upstreamTcpPipeline: 7 },
+      { iface: 'hx0', upstream: '127.0.0.1:9', cacheSize: 1000, cacheBytes: 300_000, upstreamInflight: 40, upstreamClientShare: 10, upstreamTcpConns: 3, upstreamTcpPipeline: 7, upstreamPortReuse: 1 },
       () => 1,
     );
     const shared = new SharedInflight({ limit: 5 });
@@ -92,6 +92,9 @@ describe('DnsEngine miss path and the upstream limits', () => {
     // The shared budget is the one given: its sixth question is refused for the process.
     const ps = Array.from({ length: 6 }, (_, i) => host.forwarder.resolve({ name: Uint8Array.of(1, 97 + i, 0), qtype: 1, qclass: 1, dnssecOk: false }).catch((e: Error & { code?: string }) => e.code));
     expect(shared.inUse).toBe(5);
+    // --upstream-port-reuse 1: a socket of its own for each question in flight.
+    expect(host.forwarder.portReuse).toBe(1);
+    expect(host.forwarder.stats().udpOpen).toBe(5);
     await host.close();
     expect(await Promise.all(ps)).toEqual(['UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_CLOSED', 'UPSTREAM_BUSY']);
     expect(shared.inUse).toBe(0);

@@ -540,9 +540,9 @@ describe('Forwarder: TC=1 and TCP', () => {
 });
 
 describe('Forwarder: source port and ID randomness', () => {
-  it('sends every query from a fresh random port in the ephemeral range with a fresh random ID', async () => {
+  it('with portReuse 1, sends every query from a fresh random port in the ephemeral range with a fresh random ID', async () => {
     const [up] = await fakes(1);
-    const fwd = forwarder({ upstreams: [up!.addr] });
+    const fwd = forwarder({ upstreams: [up!.addr], portReuse: 1 });
     const N = 300;
     for (let i = 0; i < N; i += 50) {
       await Promise.all(Array.from({ length: 50 }, (_, j) => fwd.resolve(q(`port${i + j}.test`))));
@@ -567,5 +567,130 @@ describe('Forwarder: source port and ID randomness', () => {
     const near = ports.slice(1).filter((p, i) => Math.abs(p - ports[i]!) < 16).length;
     expect(near).toBeLessThan(10);
     console.log(`[forwarder] ${N} queries: ${distinctPorts} distinct source ports, ${distinctIds} distinct IDs`);
+  });
+});
+
+describe('Forwarder: the pool of upstream sockets (portReuse > 1)', () => {
+  const handles = (): number => (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().filter((h) => h instanceof dgram.Socket).length;
+
+  it('sends at most portReuse queries from one random port, then moves to another; IDs stay random', async () => {
+    const [up] = await fakes(1);
+    const fwd = forwarder({ upstreams: [up!.addr], portReuse: 8 });
+    for (let i = 0; i < 64; i++) await fwd.resolve(q(`pool${i}.test`));
+    const ports = up!.seen.map((s) => s.port);
+    const byPort = new Map<number, number>();
+    for (const p of ports) byPort.set(p, (byPort.get(p) ?? 0) + 1);
+    // 64 queries, 8 per socket: 8 sockets, each used exactly 8 times in a row.
+    expect([...byPort.values()]).toEqual(Array(8).fill(8));
+    for (let i = 0; i < 64; i += 8) expect(new Set(ports.slice(i, i + 8)).size).toBe(1);
+    const { low, high } = kernelPortRange();
+    for (const p of byPort.keys()) {
+      expect(p).toBeGreaterThanOrEqual(low);
+      expect(p).toBeLessThanOrEqual(high);
+    }
+    expect(new Set(up!.seen.map((s) => s.msg.readUInt16BE(0))).size).toBeGreaterThanOrEqual(62);
+    expect(fwd.stats()).toMatchObject({ sent: 64, answers: 64, udpSockets: 8 });
+  });
+
+  it('queries in flight together share a socket with distinct IDs, and each gets its own answer', async () => {
+    const [up] = await fakes(1);
+    const fwd = forwarder({ upstreams: [up!.addr], portReuse: 64 });
+    up!.onUdp = (m, from, u) => {
+      const name = decode(m).questions![0]!.name.toLowerCase();
+      setTimeout(() => u.reply(answer(m, { ips: [`198.18.3.${Number(name.slice(3, name.indexOf('.')))}`] }), from), 5);
+    };
+    const got = await Promise.all(Array.from({ length: 40 }, (_, i) => fwd.resolve(q(`mux${i}.test`))));
+    got.forEach((m, i) => expect(ipsOf(m)).toEqual([`198.18.3.${i}`]));
+    expect(new Set(up!.seen.map((s) => s.port)).size).toBe(1);
+    expect(new Set(up!.seen.map((s) => s.msg.readUInt16BE(0))).size).toBe(40);
+    expect(fwd.stats().mismatched).toBe(0);
+  });
+
+  it('retires a socket after portReuseMs, and closes it when idle', async () => {
+    const [up] = await fakes(1);
+    const fwd = forwarder({ upstreams: [up!.addr], portReuse: 64, portReuseMs: 100 });
+    await fwd.resolve(q('age1.test'));
+    expect(fwd.stats().udpOpen).toBe(1);
+    await sleep(150);
+    expect(fwd.stats().udpOpen).toBe(0); // retired by age with nothing pending: closed
+    await fwd.resolve(q('age2.test'));
+    const ports = up!.seen.map((s) => s.port);
+    expect(ports[1]).not.toBe(ports[0]);
+    expect(fwd.stats().udpSockets).toBe(2);
+  });
+
+  it('a datagram for a finished query, or from another source, is counted and never taken, even on a socket still in use', async () => {
+    const [up] = await fakes(1);
+    const spoofer = dgram.createSocket('udp4');
+    await new Promise<void>((r) => spoofer.bind(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      spoofer.close();
+    });
+    const fwd = forwarder({ upstreams: [up!.addr], portReuse: 64 });
+    let first: { m: Buffer; from: dgram.RemoteInfo } | null = null;
+    up!.onUdp = (m, from, u) => {
+      if (first === null) {
+        first = { m, from };
+        u.reply(answer(m, { ips: ['198.18.4.1'] }), from);
+        return;
+      }
+      // The second query is pending on the same socket: the first one's ID again (a late
+      // duplicate or a forgery), the second's answer from a foreign port, then the real one.
+      u.reply(answer(first.m, { ips: ['6.6.6.6'] }), from);
+      spoofer.send(answer(m, { ips: ['6.6.6.7'] }), from.port, from.address);
+      setTimeout(() => u.reply(answer(m, { ips: ['198.18.4.2'] }), from), 30);
+    };
+    expect(ipsOf(await fwd.resolve(q('done1.test')))).toEqual(['198.18.4.1']);
+    expect(ipsOf(await fwd.resolve(q('done2.test')))).toEqual(['198.18.4.2']);
+    expect(up!.seen[0]!.port).toBe(up!.seen[1]!.port);
+    const s = fwd.stats();
+    expect(s.mismatchedBy).toMatchObject({ id: 1, source: 1 });
+    expect(s.mismatched).toBe(2);
+    expect(s.answers).toBe(2);
+  });
+
+  it('draws another port when the random one is taken, in both modes, and refuses a bad portReuse', async () => {
+    const [up] = await fakes(1);
+    const taken = dgram.createSocket('udp4');
+    await new Promise<void>((r) => taken.bind(0, '0.0.0.0', r));
+    cleanups.push(() => {
+      taken.close();
+    });
+    const p = taken.address().port;
+    // A range of one port, already bound: every draw fails, then the kernel picks.
+    for (const portReuse of [1, 64]) {
+      const fwd = forwarder({ upstreams: [up!.addr], portReuse, portRange: { low: p, high: p } });
+      expect(ipsOf(await fwd.resolve(q(`taken${portReuse}.test`)))).toHaveLength(1);
+      expect(fwd.stats().udpSockets).toBe(4); // three random binds refused, the kernel's taken
+    }
+    expect(up!.seen.every((s) => s.port !== p)).toBe(true);
+    for (const bad of [0, 1.5, 5000]) expect(() => new Forwarder({ upstreams: [up!.addr], portReuse: bad })).toThrow(/portReuse/);
+  });
+
+  it('closes each socket when it is rotated out and its queries are done, and every socket on close()', async () => {
+    const [up] = await fakes(1);
+    await sleep(20); // the earlier tests' sockets finish closing
+    const base = handles();
+    const fwd = forwarder({ upstreams: [up!.addr], portReuse: 4 });
+    for (let i = 0; i < 16; i++) {
+      await fwd.resolve(q(`rot${i}.test`));
+      expect(handles() - base).toBeLessThanOrEqual(1);
+    }
+    await sleep(10);
+    // Every fourth query retires its socket, closed as soon as the query is answered.
+    expect(fwd.stats()).toMatchObject({ udpSockets: 4, udpOpen: 0 });
+    expect(handles() - base).toBe(0);
+    const held = await blackhole();
+    const fwd2 = forwarder({ upstreams: [held.addr], portReuse: 64, timeoutMs: 2000, deadlineMs: 3000 });
+    const p = Promise.allSettled([fwd2.resolve(q('open1.test')), fwd2.resolve(q('open2.test'))]);
+    await sleep(20);
+    expect(fwd2.stats().udpOpen).toBe(1);
+    expect(handles() - base).toBe(2); // the blackhole and the shared socket
+    await fwd2.close();
+    const r = await p;
+    expect(r.map((x) => x.status)).toEqual(['rejected', 'rejected']);
+    expect(fwd2.stats().udpOpen).toBe(0);
+    await sleep(10);
+    expect(handles() - base).toBe(1); // the blackhole only
   });
 });

@@ -161,9 +161,9 @@ describe('Forwarder: questions in flight', () => {
     expect(fwd.stats().waiting).toBe(0);
   });
 
-  it('keeps at most two UDP sockets open per question however many attempts it makes', async () => {
+  it.each([1, 64])('keeps at most two UDP sockets open per question however many attempts it makes (portReuse %i)', async (portReuse) => {
     const up = await heldUpstream(); // never released: every attempt times out
-    const fwd = forwarder({ upstreams: [up.addr], timeoutMs: 40, deadlineMs: 1000 });
+    const fwd = forwarder({ upstreams: [up.addr], timeoutMs: 40, deadlineMs: 1000, portReuse });
     const sockets = (): number => (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().filter((h) => h instanceof dgram.Socket).length;
     const base = sockets(); // the fake upstream's own
     const p = settled(fwd.resolve(q('slow.test')));
