@@ -323,9 +323,9 @@ static __always_inline __u64 seconds(__u64 ns)
 }
 
 /*
- * A hot entry of either class: its head, where its TTL offsets and records are, and the
- * room its class has for them (constants at each call, so the verifier checks every
- * access against the class's own size).
+ * A hot entry of either class: its head and where its TTL offsets and records are. The
+ * room its class has for them goes beside it as constants at each call, so the verifier
+ * checks every access against the class's own size.
  */
 struct entry {
 	const struct hot_head *v;
