@@ -28,6 +28,9 @@ Napi::Object Layout(Napi::Env env) {
   l.Set("HOT_NAME_MAX", HOT_NAME_MAX);
   l.Set("HOT_RECORDS_MAX", HOT_RECORDS_MAX);
   l.Set("HOT_RR_MAX", HOT_RR_MAX);
+  l.Set("HOT_SMALL_NAME_MAX", HOT_SMALL_NAME_MAX);
+  l.Set("HOT_SMALL_RECORDS_MAX", HOT_SMALL_RECORDS_MAX);
+  l.Set("HOT_SMALL_RR_MAX", HOT_SMALL_RR_MAX);
   l.Set("HOT_ENTRIES_DEFAULT", HOT_ENTRIES_DEFAULT);
   l.Set("MAX_QUEUES", HEIMDALL_MAX_QUEUES);
   l.Set("MAX_PORTS", HEIMDALL_MAX_PORTS);
@@ -94,10 +97,17 @@ Napi::Object Layout(Napi::Env env) {
   FIELD(val, hot_value, records_csum);
   FIELD(val, hot_value, rrl_token);
   FIELD(val, hot_value, name);
-  FIELD(val, hot_value, ttl);
   FIELD(val, hot_value, ttl_off);
   FIELD(val, hot_value, records);
   l.Set("value", val);
+
+  // The small class: the same head (offsets as in value), its own name, offsets and records.
+  Napi::Object small = Napi::Object::New(env);
+  small.Set("size", sizeof(hot_small));
+  FIELD(small, hot_small, name);
+  FIELD(small, hot_small, ttl_off);
+  FIELD(small, hot_small, records);
+  l.Set("small", small);
 
   Napi::Array names = Napi::Array::New(env, STAT_MAX);
   Napi::Array help = Napi::Array::New(env, STAT_MAX);
@@ -113,6 +123,7 @@ Napi::Object Layout(Napi::Env env) {
 
   Napi::Object maps = Napi::Object::New(env);
   maps.Set("hot", HEIMDALL_MAP_HOT);
+  maps.Set("hotSmall", HEIMDALL_MAP_HOT_SMALL);
   maps.Set("hits", HEIMDALL_MAP_HITS);
   maps.Set("stats", HEIMDALL_MAP_STATS);
   maps.Set("xsks", HEIMDALL_MAP_XSKS);

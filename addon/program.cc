@@ -196,9 +196,13 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
     ThrowErrno(env, e, "bpf_map__set_initial_value", "cannot set the load-time settings");
 
   bpf_map *hot = bpf_object__find_map_by_name(obj.get(), HEIMDALL_MAP_HOT);
+  bpf_map *hot_small = bpf_object__find_map_by_name(obj.get(), HEIMDALL_MAP_HOT_SMALL);
   bpf_map *hits = bpf_object__find_map_by_name(obj.get(), HEIMDALL_MAP_HITS);
-  if (!hot || !hits) ThrowErrno(env, ENOENT, "bpf_object__find_map_by_name", "BPF object " + path + " lacks the hot maps; rebuild it");
+  if (!hot || !hot_small || !hits) ThrowErrno(env, ENOENT, "bpf_object__find_map_by_name", "BPF object " + path + " lacks the hot maps; rebuild it");
+  // Each class can hold the whole capacity: which answers are small is up to the traffic.
   if (int e = bpf_map__set_max_entries(hot, hot_entries)) ThrowErrno(env, e, "bpf_map__set_max_entries", "cannot size " HEIMDALL_MAP_HOT);
+  if (int e = bpf_map__set_max_entries(hot_small, hot_entries))
+    ThrowErrno(env, e, "bpf_map__set_max_entries", "cannot size " HEIMDALL_MAP_HOT_SMALL);
   if (int e = bpf_map__set_max_entries(hits, hot_entries * static_cast<uint32_t>(ncpus)))
     ThrowErrno(env, e, "bpf_map__set_max_entries", "cannot size " HEIMDALL_MAP_HITS);
   bpf_map *rrl = bpf_object__find_map_by_name(obj.get(), HEIMDALL_MAP_RRL);
@@ -223,6 +227,7 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   uint32_t plen = sizeof(pinfo);
   if (int e = bpf_obj_get_info_by_fd(prog_fd, &pinfo, &plen)) ThrowErrno(env, e, "bpf_obj_get_info_by_fd", "cannot read the loaded program's id");
   int hot_fd = MapFd(env, obj.get(), HEIMDALL_MAP_HOT);
+  int hot_small_fd = MapFd(env, obj.get(), HEIMDALL_MAP_HOT_SMALL);
   int hits_fd = MapFd(env, obj.get(), HEIMDALL_MAP_HITS);
   int stats_fd = MapFd(env, obj.get(), HEIMDALL_MAP_STATS);
   int xsks_fd = MapFd(env, obj.get(), HEIMDALL_MAP_XSKS);
@@ -251,6 +256,7 @@ XdpProgram::XdpProgram(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XdpPro
   prog_fd_ = prog_fd;
   prog_id_ = pinfo.id;
   hot_fd_ = hot_fd;
+  hot_small_fd_ = hot_small_fd;
   hits_fd_ = hits_fd;
   stats_fd_ = stats_fd;
   xsks_fd_ = xsks_fd;
@@ -276,7 +282,7 @@ void XdpProgram::Release() {
   ext_obj_.reset();
   hits_.reset();
   obj_.reset();
-  prog_fd_ = hot_fd_ = hits_fd_ = stats_fd_ = xsks_fd_ = runtime_fd_ = -1;
+  prog_fd_ = hot_fd_ = hot_small_fd_ = hits_fd_ = stats_fd_ = xsks_fd_ = runtime_fd_ = -1;
   acl4_fd_ = acl6_fd_ = local_fd_ = acl16_fd_ = rrl_fd_ = -1;
 }
 
@@ -403,58 +409,101 @@ Napi::Value XdpProgram::Detach(const Napi::CallbackInfo &info) {
   return Napi::Boolean::New(env, removed);
 }
 
+// The fields the program trusts, checked against a class's room.
+template <typename V>
+void CheckHotValue(Napi::Env env, const hot_key *k, const V *v, uint32_t name_max, uint32_t rr_max, uint32_t records_max,
+                   uint32_t capacity) {
+  if (k->name_len < 1 || k->name_len > name_max) throw Napi::RangeError::New(env, "key name_len out of range");
+  if (v->records_len > records_max || v->rr_count > rr_max) throw Napi::RangeError::New(env, "value records_len or rr_count out of range");
+  if (v->hit_slot >= capacity) throw Napi::RangeError::New(env, "value hit_slot beyond the hot map capacity");
+  for (uint32_t i = 0; i < v->rr_count; i++)
+    if (v->ttl_off[i] + 4u > v->records_len) throw Napi::RangeError::New(env, "value ttl_off beyond records_len");
+}
+
 // hotPut(key, value): writes one hot entry after checking the fields the program trusts.
+// The value's size says its class: sizeof(hot_small) goes to hot_small, sizeof(hot_value)
+// to hot_map. The caller removes the key from the other class (hotDelete(key, class)).
 Napi::Value XdpProgram::HotPut(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
   auto *k = reinterpret_cast<const hot_key *>(ArgBuffer(info, 0, "key", sizeof(hot_key)).Data());
-  auto *v = reinterpret_cast<const hot_value *>(ArgBuffer(info, 1, "value", sizeof(hot_value)).Data());
-  if (k->name_len < 1 || k->name_len > HOT_NAME_MAX) throw Napi::RangeError::New(env, "key name_len out of range");
-  if (v->records_len > HOT_RECORDS_MAX || v->rr_count > HOT_RR_MAX)
-    throw Napi::RangeError::New(env, "value records_len or rr_count out of range");
-  if (v->hit_slot >= hot_capacity_) throw Napi::RangeError::New(env, "value hit_slot beyond the hot map capacity");
-  for (uint32_t i = 0; i < v->rr_count; i++)
-    if (v->ttl_off[i] + 4u > v->records_len) throw Napi::RangeError::New(env, "value ttl_off beyond records_len");
-  if (int e = bpf_map_update_elem(hot_fd_, k, v, BPF_ANY))
+  auto buf = ArgBuffer(info, 1, "value");
+  int fd;
+  if (buf.Length() == sizeof(hot_small)) {
+    CheckHotValue(env, k, reinterpret_cast<const hot_small *>(buf.Data()), HOT_SMALL_NAME_MAX, HOT_SMALL_RR_MAX, HOT_SMALL_RECORDS_MAX,
+                  hot_capacity_);
+    fd = hot_small_fd_;
+  } else if (buf.Length() == sizeof(hot_value)) {
+    CheckHotValue(env, k, reinterpret_cast<const hot_value *>(buf.Data()), HOT_NAME_MAX, HOT_RR_MAX, HOT_RECORDS_MAX, hot_capacity_);
+    fd = hot_fd_;
+  } else {
+    throw Napi::RangeError::New(env, "value must be " + std::to_string(sizeof(hot_small)) + " (small) or " +
+                                         std::to_string(sizeof(hot_value)) + " bytes");
+  }
+  if (int e = bpf_map_update_elem(fd, k, buf.Data(), BPF_ANY))
     ThrowErrno(env, e, "bpf_map_update_elem", e == -E2BIG ? "hot map is full" : "cannot write hot entry");
   return env.Undefined();
 }
 
+// hotDelete(key, cls?): removes the key from the class named ('small' or 'large'), or
+// from both; returns whether a map had it.
 Napi::Value XdpProgram::HotDelete(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
   auto key = ArgBuffer(info, 0, "key", sizeof(hot_key));
-  if (int e = bpf_map_delete_elem(hot_fd_, key.Data())) {
-    if (e == -ENOENT) return Napi::Boolean::New(env, false);
-    ThrowErrno(env, e, "bpf_map_delete_elem", "cannot delete hot entry");
+  bool small = true, large = true;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsString()) throw Napi::TypeError::New(env, "class must be 'small' or 'large'");
+    std::string c = info[1].As<Napi::String>();
+    if (c != "small" && c != "large") throw Napi::RangeError::New(env, "class must be 'small' or 'large'");
+    small = c == "small";
+    large = !small;
   }
-  return Napi::Boolean::New(env, true);
+  bool removed = false;
+  for (int fd : {small ? hot_small_fd_ : -1, large ? hot_fd_ : -1}) {
+    if (fd < 0) continue;
+    if (int e = bpf_map_delete_elem(fd, key.Data())) {
+      if (e == -ENOENT) continue;
+      ThrowErrno(env, e, "bpf_map_delete_elem", "cannot delete hot entry");
+    }
+    removed = true;
+  }
+  return Napi::Boolean::New(env, removed);
 }
 
+// hotGet(key): the value under key, from hot_small (a Buffer of sizeof(hot_small)) or
+// hot_map (sizeof(hot_value)), or null.
 Napi::Value XdpProgram::HotGet(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
   auto key = ArgBuffer(info, 0, "key", sizeof(hot_key));
+  auto small = Napi::Buffer<uint8_t>::New(env, sizeof(hot_small));
+  int e = bpf_map_lookup_elem(hot_small_fd_, key.Data(), small.Data());
+  if (e == 0) return small;
+  if (e != -ENOENT) ThrowErrno(env, e, "bpf_map_lookup_elem", "cannot read hot entry");
   auto out = Napi::Buffer<uint8_t>::New(env, sizeof(hot_value));
-  if (int e = bpf_map_lookup_elem(hot_fd_, key.Data(), out.Data())) {
-    if (e == -ENOENT) return env.Null();
-    ThrowErrno(env, e, "bpf_map_lookup_elem", "cannot read hot entry");
+  if (int e2 = bpf_map_lookup_elem(hot_fd_, key.Data(), out.Data())) {
+    if (e2 == -ENOENT) return env.Null();
+    ThrowErrno(env, e2, "bpf_map_lookup_elem", "cannot read hot entry");
   }
   return out;
 }
 
-// hotKeys(): every key in the hot map, as Buffers.
+// hotKeys(): every key in the hot maps (both classes), as Buffers.
 Napi::Value XdpProgram::HotKeys(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
   std::vector<hot_key> keys;
-  hot_key cur, next;
-  const void *prev = nullptr;
-  while (bpf_map_get_next_key(hot_fd_, prev, &next) == 0) {
-    keys.push_back(next);
-    cur = next;
-    prev = &cur;
-    if (keys.size() > hot_capacity_) break;  // concurrent deletes can restart the walk
+  for (int fd : {hot_small_fd_, hot_fd_}) {
+    hot_key cur, next;
+    const void *prev = nullptr;
+    size_t walked = 0;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+      keys.push_back(next);
+      cur = next;
+      prev = &cur;
+      if (++walked > hot_capacity_) break;  // concurrent deletes can restart the walk
+    }
   }
   Napi::Array arr = Napi::Array::New(env, keys.size());
   for (size_t i = 0; i < keys.size(); i++)

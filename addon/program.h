@@ -88,6 +88,7 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   int prog_fd_ = -1;
   uint32_t prog_id_ = 0;
   int hot_fd_ = -1;
+  int hot_small_fd_ = -1;
   int hits_fd_ = -1;
   int stats_fd_ = -1;
   int xsks_fd_ = -1;

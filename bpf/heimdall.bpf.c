@@ -323,15 +323,28 @@ static __always_inline __u64 seconds(__u64 ns)
 }
 
 /*
- * Rewrite the admitted query into the reply for hot entry v and return XDP_TX; with no
- * entry (v NULL), into a reply with the question only and bare_flags (an RCODE, TC) in
+ * A hot entry of either class: its head and where its TTL offsets and records are. The
+ * room its class has for them goes beside it as constants at each call, so the verifier
+ * checks every access against the class's own size.
+ */
+struct entry {
+	const struct hot_head *v;
+	const __u16 *ttl_off;
+	const __u8 *records;
+};
+
+/*
+ * Rewrite the admitted query into the reply for hot entry e and return XDP_TX; with no
+ * entry (e->v NULL), into a reply with the question only and bare_flags (an RCODE, TC) in
  * its header: REFUSED, or the truncated reply a rate-limited response slips as. `stat`
  * is the outcome counted. Nothing here can fail for a valid entry; the checks only keep
  * a broken frame from ever leaving (it is dropped and counted).
  */
 static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct query *q,
-				  const struct hot_value *v, __u16 bare_flags, __u32 stat, __u64 now)
+				  const struct entry *e, __u32 rr_max, __u32 records_max,
+				  __u16 bare_flags, __u32 stat, __u64 now)
 {
+	const struct hot_head *v = e->v;
 	__u32 l3_off = l4->l3_off, dns_off = l4->dns_off, qlen = q->qlen;
 	__u32 rlen = v ? v->records_len : 0, rr = v ? v->rr_count : 0;
 	__u32 rec_base = DNS_HDR_LEN + qlen + 4; /* DNS offset of the records */
@@ -341,7 +354,7 @@ static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct 
 	__u64 sum = 0;
 	void *data, *data_end;
 
-	if (l3_off > 22 || dns_off > 128 || qlen > HOT_NAME_MAX || rlen > HOT_RECORDS_MAX)
+	if (l3_off > 22 || dns_off > 128 || qlen > HOT_NAME_MAX || rlen > records_max || rr > rr_max)
 		return XDP_DROP;
 
 	data = (void *)(long)ctx->data;
@@ -354,22 +367,21 @@ static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct 
 		goto drop;
 
 	/* From here the frame is the reply's; a failed check drops it. */
-	if (v && rlen && bpf_xdp_store_bytes(ctx, dns_off + rec_base, (void *)v->records, rlen))
+	if (v && rlen && bpf_xdp_store_bytes(ctx, dns_off + rec_base, (void *)e->records, rlen))
 		goto drop;
 
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 
-	/* TTLs count down from the moment the upstream answered. */
+	/* TTLs count down from the moment the upstream answered. Each TTL at origin_ns came
+	 * with the records, so it is read back from the frame, where it was just written:
+	 * the entry keeps no array of them for a hit to touch. */
 	__u64 elapsed = v && now > v->origin_ns ? seconds(now - v->origin_ns) : 0;
-	for (__u32 j = 0; j < HOT_RR_MAX; j++) {
+	for (__u32 j = 0; j < rr_max; j++) {
 		if (j >= rr || !v)
 			break;
-		__u32 off = v->ttl_off[j];
-		__u32 ttl = v->ttl[j];
-		__u32 left = ttl > elapsed ? ttl - (__u32)elapsed : 0;
-		__be32 be = bpf_htonl(left);
-		if (off > HOT_RECORDS_MAX - 4 || off + 4 > rlen)
+		__u32 off = e->ttl_off[j];
+		if (off > records_max - 4 || off + 4 > rlen)
 			goto drop;
 		__u32 poff = dns_off + rec_base + off;
 		if (poff > MAX_REPLY_OFF)
@@ -378,7 +390,10 @@ static __always_inline int answer(struct xdp_md *ctx, struct l4info *l4, struct 
 		barrier_var(p);
 		if ((void *)(p + 4) > data_end)
 			goto drop;
-		__builtin_memcpy(p, &be, 4);
+		__u32 ttl = bpf_ntohl(*(__be32 *)p); /* unaligned word access, as for the name words */
+		__u32 left = ttl > elapsed ? ttl - (__u32)elapsed : 0;
+		__be32 be = bpf_htonl(left);
+		*(__be32 *)p = be;
 		sum += csum_u32_at(left, (rec_base + off) & 1);
 	}
 
@@ -747,17 +762,16 @@ struct fastpath {
 	struct limits lim;
 };
 
-__noinline int serve(struct xdp_md *ctx, struct fastpath *fp)
+/*
+ * Serve the query from hot entry e of a class with room for name_max, rr_max and
+ * records_max (constants: one copy per class), or send it to userspace.
+ */
+static __always_inline int serve_entry(struct xdp_md *ctx, struct fastpath *fp, const struct entry *e,
+				       const __u64 *vname, __u32 name_max, __u32 rr_max, __u32 records_max)
 {
-	if (!fp)
-		return XDP_PASS;
-
-	struct hot_value *v = bpf_map_lookup_elem(&hot_map, &fp->key);
-	if (!v)
-		return to_user(ctx, STAT_USER_MISS);
-	const __u64 *vname = (const __u64 *)v->name;
+	const struct hot_head *v = e->v;
 	__u32 nwords = (fp->q.qlen + 7) / 8;
-	for (__u32 w = 0; w < HOT_NAME_MAX / 8; w++) {
+	for (__u32 w = 0; w < name_max / 8; w++) {
 		if (w >= nwords)
 			break;
 		if (vname[w] != fp->words[w])
@@ -768,7 +782,7 @@ __noinline int serve(struct xdp_md *ctx, struct fastpath *fp)
 	__u64 now = bpf_ktime_get_coarse_ns();
 	if (now + CLOCK_SLACK_NS >= v->expires_ns)
 		return to_user(ctx, STAT_USER_EXPIRED); /* never served stale; userspace refreshes */
-	if (v->records_len > HOT_RECORDS_MAX || v->rr_count > HOT_RR_MAX)
+	if (v->records_len > records_max || v->rr_count > rr_max || fp->q.qlen > name_max)
 		return to_user(ctx, STAT_USER_BAD_ENTRY);
 
 	struct query *q = &fp->q;
@@ -778,13 +792,46 @@ __noinline int serve(struct xdp_md *ctx, struct fastpath *fp)
 
 	switch (rate_limit(&fp->lim, v->rrl_token, now)) {
 	case RRL_SEND:
-		return answer(ctx, &fp->l4, q, v, 0, STAT_TX, now);
-	case RRL_SLIP:
-		return answer(ctx, &fp->l4, q, NULL, DNS_TC | (v->flags & HOT_VAL_RCODE_MASK), STAT_TX_SLIP, now);
+		return answer(ctx, &fp->l4, q, e, rr_max, records_max, 0, STAT_TX, now);
+	case RRL_SLIP: {
+		struct entry none = {};
+		return answer(ctx, &fp->l4, q, &none, rr_max, records_max,
+			      DNS_TC | (v->flags & HOT_VAL_RCODE_MASK), STAT_TX_SLIP, now);
+	}
 	default:
 		count(STAT_DROP_RATE_LIMITED);
 		return XDP_DROP;
 	}
+}
+
+/*
+ * Look the query up in hot_small, then in hot_map (heimdall.h: a key is in one of the
+ * two), and serve it from what is found. A name longer than the small class holds is
+ * never in hot_small, so it skips that lookup.
+ */
+__noinline int serve(struct xdp_md *ctx, struct fastpath *fp)
+{
+	struct entry e;
+
+	if (!fp)
+		return XDP_PASS;
+	if (fp->q.qlen <= HOT_SMALL_NAME_MAX) {
+		struct hot_small *s = bpf_map_lookup_elem(&hot_small, &fp->key);
+		if (s) {
+			e.v = (const struct hot_head *)s;
+			e.ttl_off = s->ttl_off;
+			e.records = s->records;
+			return serve_entry(ctx, fp, &e, (const __u64 *)s->name, HOT_SMALL_NAME_MAX,
+					   HOT_SMALL_RR_MAX, HOT_SMALL_RECORDS_MAX);
+		}
+	}
+	struct hot_value *v = bpf_map_lookup_elem(&hot_map, &fp->key);
+	if (!v)
+		return to_user(ctx, STAT_USER_MISS);
+	e.v = (const struct hot_head *)v;
+	e.ttl_off = v->ttl_off;
+	e.records = v->records;
+	return serve_entry(ctx, fp, &e, (const __u64 *)v->name, HOT_NAME_MAX, HOT_RR_MAX, HOT_RECORDS_MAX);
 }
 
 /*
@@ -805,11 +852,12 @@ __noinline int refuse(struct xdp_md *ctx, struct fastpath *fp)
 		return XDP_DROP;
 	}
 	__u64 now = bpf_ktime_get_coarse_ns();
+	struct entry none = {};
 	switch (rate_limit(&fp->lim, RRL_TOKEN_ERROR, now)) {
 	case RRL_SEND:
-		return answer(ctx, &fp->l4, &fp->q, NULL, DNS_RCODE_REFUSED, STAT_TX_REFUSED, now);
+		return answer(ctx, &fp->l4, &fp->q, &none, 0, 0, DNS_RCODE_REFUSED, STAT_TX_REFUSED, now);
 	case RRL_SLIP:
-		return answer(ctx, &fp->l4, &fp->q, NULL, DNS_TC | DNS_RCODE_REFUSED, STAT_TX_SLIP, now);
+		return answer(ctx, &fp->l4, &fp->q, &none, 0, 0, DNS_TC | DNS_RCODE_REFUSED, STAT_TX_SLIP, now);
 	default:
 		count(STAT_DROP_RATE_LIMITED);
 		return XDP_DROP;

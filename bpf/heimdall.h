@@ -16,6 +16,7 @@
 /* Names the loader looks things up by. */
 #define HEIMDALL_PROG_NAME "heimdall_xdp" /* BPF object names are at most 15 characters */
 #define HEIMDALL_MAP_HOT "hot_map"
+#define HEIMDALL_MAP_HOT_SMALL "hot_small"
 #define HEIMDALL_MAP_HITS "hot_hits"
 #define HEIMDALL_MAP_STATS "stats"
 #define HEIMDALL_MAP_XSKS "xsks_map"
@@ -40,6 +41,19 @@
  * HOT_RECORDS_MAX a multiple of 8 keep hot_value free of implicit padding. */
 #ifndef HOT_RR_MAX
 #define HOT_RR_MAX 32
+#endif
+/* The small class of hot entries (struct hot_small): answers whose name, records and
+ * record count fit these go to the hot_small map, the rest to hot_map. A multiple of 8,
+ * of 4 and of 8 as above. Sized for the common answer: a name of real length, a few
+ * address records. */
+#ifndef HOT_SMALL_NAME_MAX
+#define HOT_SMALL_NAME_MAX 64
+#endif
+#ifndef HOT_SMALL_RR_MAX
+#define HOT_SMALL_RR_MAX 8
+#endif
+#ifndef HOT_SMALL_RECORDS_MAX
+#define HOT_SMALL_RECORDS_MAX 192
 #endif
 /* Default capacity of the hot map; the loader sets the real one before load. */
 #ifndef HOT_ENTRIES_DEFAULT
@@ -93,29 +107,56 @@ struct hot_key {
 /*
  * A cached answer in the form the XDP program writes it.
  * records[] holds the answer, authority and additional records (never the OPT) in wire
- * form, valid at DNS offset 12 + name_len + 4 of the reply, with every TTL field zero:
- * the program writes each TTL as ttl[i] minus the seconds since origin_ns.
- * records_csum is the 16-bit ones' complement sum of records[] as it sits in the reply
- * (the parity of its offset from the UDP header is fixed by the key's name length), so
- * the UDP checksum is computed without reading the frame again.
+ * form, valid at DNS offset 12 + name_len + 4 of the reply, each TTL field holding the
+ * record's TTL at origin_ns (at most the entry's lifetime): the program copies the
+ * records into the reply, reads each TTL back from the frame at ttl_off[i] and writes it
+ * less the seconds since origin_ns. records_csum is the 16-bit ones' complement sum of
+ * records[] with every TTL field zero, as it sits in the reply (the parity of its offset
+ * from the UDP header is fixed by the key's name length), so the UDP checksum is
+ * computed without reading the frame again.
+ *
+ * Two classes by size, in two maps with one key: most answers are a short name and a
+ * few records, and one fixed room for the largest (1,384 bytes before the split) made
+ * every entry span 22 cache lines and every hit touch lines far apart. A small entry is 312 bytes and a hit
+ * on it reads its first three lines; the program looks in hot_small first, then in
+ * hot_map. Userspace keeps a key in one of the two (docs/XDP.md, "The hot entry's
+ * layout"). The fields are in the order a hit reads them: header, name, TTL offsets,
+ * records. The TTLs live in the records rather than in an array of their own, one
+ * line less per hit.
  */
-struct hot_value {
-	__u64 origin_ns;  /* CLOCK_MONOTONIC when the upstream answered */
-	__u64 expires_ns; /* CLOCK_MONOTONIC after which the entry is never served */
-	__u32 hit_slot;   /* this entry's counter in hot_hits (per-CPU stripes), owned by userspace */
-	__u16 flags;      /* HOT_VAL_RCODE_MASK | HOT_VAL_AD */
-	__u16 ancount;
-	__u16 nscount;
-	__u16 arcount;    /* without the OPT, which the program adds when the query had one */
-	__u16 records_len;
-	__u16 rr_count;   /* entries used in ttl_off[] and ttl[] */
-	__u16 records_csum;
-	__u16 pad;
+#define HOT_VALUE_HEAD                                                                           \
+	__u64 origin_ns;  /* CLOCK_MONOTONIC when the upstream answered */                        \
+	__u64 expires_ns; /* CLOCK_MONOTONIC after which the entry is never served */             \
+	__u32 hit_slot;   /* this entry's counter in hot_hits (per-CPU stripes), owned by userspace */ \
+	__u16 flags;      /* HOT_VAL_RCODE_MASK | HOT_VAL_AD */                                    \
+	__u16 ancount;                                                                           \
+	__u16 nscount;                                                                           \
+	__u16 arcount;    /* without the OPT, which the program adds when the query had one */    \
+	__u16 records_len;                                                                       \
+	__u16 rr_count;   /* entries used in ttl_off[] */                                          \
+	__u16 records_csum;                                                                      \
+	__u16 pad;                                                                               \
 	__u32 rrl_token;  /* rate-limit class of this answer (rrl_index() below), from userspace */
+
+/* The fields both classes start with, for code that serves either. */
+struct hot_head {
+	HOT_VALUE_HEAD
+};
+
+/* The large class, in hot_map: any answer that fits HOT_NAME_MAX, HOT_RR_MAX, HOT_RECORDS_MAX. */
+struct hot_value {
+	HOT_VALUE_HEAD
 	__u8 name[HOT_NAME_MAX];   /* lowercased wire name, zero padded: checked against the query */
-	__u32 ttl[HOT_RR_MAX];     /* TTL at origin_ns, at most the entry's lifetime */
 	__u16 ttl_off[HOT_RR_MAX]; /* offset of each TTL field inside records[] */
 	__u8 records[HOT_RECORDS_MAX];
+};
+
+/* The small class, in hot_small: the same fields with room for a common answer only. */
+struct hot_small {
+	HOT_VALUE_HEAD
+	__u8 name[HOT_SMALL_NAME_MAX];
+	__u16 ttl_off[HOT_SMALL_RR_MAX];
+	__u8 records[HOT_SMALL_RECORDS_MAX];
 };
 
 /* Load-time settings, a `const volatile` global the loader fills before load. */
@@ -321,17 +362,25 @@ struct heimdall_stats {
 #if HOT_NAME_MAX % 8 != 0 || HOT_NAME_MAX > 248
 #error "HOT_NAME_MAX must be a multiple of 8 that fits name_len"
 #endif
+#if HOT_SMALL_NAME_MAX % 8 != 0 || HOT_SMALL_NAME_MAX > HOT_NAME_MAX || HOT_SMALL_RR_MAX % 4 != 0 || \
+	HOT_SMALL_RR_MAX > HOT_RR_MAX || HOT_SMALL_RECORDS_MAX % 8 != 0 || HOT_SMALL_RECORDS_MAX > HOT_RECORDS_MAX
+#error "the small class must be a smaller room of the same shape"
+#endif
 
 #ifdef __cplusplus
 static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
-static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
+static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 2 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
+static_assert(sizeof(struct hot_small) == 40 + HOT_SMALL_NAME_MAX + 2 * HOT_SMALL_RR_MAX + HOT_SMALL_RECORDS_MAX, "hot_small layout");
+static_assert(sizeof(struct hot_head) == 40, "hot_head layout");
 static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
 static_assert(sizeof(struct heimdall_runtime) == 32, "heimdall_runtime layout");
 static_assert(sizeof(struct rrl_bucket) == 16, "rrl_bucket layout");
 static_assert(sizeof(struct heimdall_local) == 8 + 20 * HEIMDALL_LOCAL_MAX, "heimdall_local layout");
 #else
 _Static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
-_Static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 6 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
+_Static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 2 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
+_Static_assert(sizeof(struct hot_small) == 40 + HOT_SMALL_NAME_MAX + 2 * HOT_SMALL_RR_MAX + HOT_SMALL_RECORDS_MAX, "hot_small layout");
+_Static_assert(sizeof(struct hot_head) == 40, "hot_head layout");
 _Static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
 _Static_assert(sizeof(struct heimdall_runtime) == 32, "heimdall_runtime layout");
 _Static_assert(sizeof(struct rrl_bucket) == 16, "rrl_bucket layout");

@@ -9,9 +9,23 @@
 
 #include "heimdall.h"
 
-/* Hot answers, written by userspace (promotion), read here. Capacity set by the loader. */
+/*
+ * Hot answers, written by userspace (promotion), read here; capacity set by the loader.
+ * Two classes by size (heimdall.h): hot_small, preallocated, holds the common answer in
+ * 312 bytes; hot_map the rest in 1,256. hot_map is not preallocated: it holds the few
+ * large answers, and a preallocated one would reserve a large room for every entry the
+ * capacity allows. A key is in one of the two.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HOT_ENTRIES_DEFAULT);
+	__type(key, struct hot_key);
+	__type(value, struct hot_small);
+} hot_small SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, HOT_ENTRIES_DEFAULT);
 	__type(key, struct hot_key);
 	__type(value, struct hot_value);

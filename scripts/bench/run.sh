@@ -16,6 +16,7 @@
 # kxdpgun run), BENCH_LAT_SECONDS (3, per dnsperf run),
 # BENCH_CAL_SECONDS (1.5), BENCH_LAT_QPS (50000), BENCH_LADDER (offered rates),
 # BENCH_CONTENDERS, BENCH_OUT (raw results; default /var/tmp/heimdall-bench/<time>),
+# BENCH_QUERY_ARGS (options of scripts/bench/queries.ts, e.g. "--miss 0.0001"),
 # BENCH_NO_DOCS=1 (leave docs/ alone).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -60,7 +61,8 @@ trap 'exit 130' INT TERM
 
 say "query files"
 QDIR=$OUT/queries
-node --import tsx scripts/bench/queries.ts "$QDIR" >"$OUT/queries.json"
+# shellcheck disable=SC2086 # BENCH_QUERY_ARGS is a list of queries.ts options
+node --import tsx scripts/bench/queries.ts "$QDIR" ${BENCH_QUERY_ARGS:-} >"$OUT/queries.json"
 ZONE_SIZE=$(sed -n 's/.*"zoneSize":\([0-9]*\).*/\1/p' "$OUT/queries.json")
 
 say "lab $P up (zone of $ZONE_SIZE names)"

@@ -8,9 +8,13 @@
  * pass over a reply; every figure is therefore the mean of many single runs on a fresh
  * copy. Cases alternate within each round so drift hits them alike; the median of the
  * rounds is reported with its min-max. For miss and pass, `repeat` (one syscall, many
- * runs) is reported as a cross-check.
+ * runs) is reported as a cross-check. OBJECTS (label=object.bpf.o@addon.node, comma
+ * separated) times other builds side by side, alternating case by case, with per-round
+ * ratios to the first.
  */
+import { createRequire } from 'node:module';
 import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
+import { loadAddon, type NativeAddon } from '../../src/native/addon.js';
 import { buildFrame } from '../../test/helpers/frames.js';
 import { query, response, cached } from '../../test/helpers/dns.js';
 import { operatorMessage } from '../../src/errors.js';
@@ -19,6 +23,13 @@ import { RRL_DEFAULTS } from '../../src/edge/rrl.js';
 import { parseAddr } from '../../src/net/addr.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
+// OBJECTS=label=object.bpf.o@addon.node,...: other builds (both halves: a layout change
+// needs the addon built with it), loaded side by side and alternating case by case.
+const OBJECTS = (process.env.OBJECTS ?? '').split(',').filter(Boolean).map((spec) => {
+  const [label, rest] = spec.split('=') as [string, string];
+  const [path, addonPath] = rest.split('@') as [string, string | undefined];
+  return { label, path, addon: addonPath ? (createRequire(import.meta.url)(addonPath) as NativeAddon) : loadAddon() };
+});
 const RUNS = Number(process.env.RUNS ?? 100_000);
 
 function median(xs: number[]): number {
@@ -26,8 +37,16 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-function main(): void {
-  const fp = FastPath.open({ hotEntries: 1024 });
+interface Case {
+  name: string;
+  frame: Buffer;
+  action: number;
+  repeatOk: boolean;
+  setup: () => void;
+  tight: boolean;
+}
+
+function prepare(fp: FastPath): Case[] {
   const now = fp.nowNs();
   // The fixtures' client is allowed; 198.20.0.0/16 is in no list (refused), 198.18.66.0/24 denied.
   fp.setAccessList(AccessList.build(parseAclList('default,198.18.0.0/15,fd00::/8'), parseAclList('198.18.66.0/24')));
@@ -57,7 +76,7 @@ function main(): void {
   }
 
   const hitA = buildFrame(query('WWW.example.com', 'A'));
-  const cases: { name: string; frame: Buffer; action: number; repeatOk: boolean; setup: () => void }[] = [
+  const cases: Omit<Case, 'tight'>[] = [
     { name: 'hit  IPv4 A (2 RRs), rate limiting on', frame: hitA, action: XdpAction.TX, repeatOk: false, setup: rrlOn },
     { name: 'hit  IPv4 A (2 RRs), rate limiting off', frame: hitA, action: XdpAction.TX, repeatOk: false, setup: rrlOff },
     { name: 'hit  IPv6 AAAA (4 RRs) + EDNS, partial csum', frame: buildFrame(query('v6.example.com', 'AAAA', { edns: { udpSize: 1232 } }), { ipv6: true, partialChecksum: true }), action: XdpAction.TX, repeatOk: false, setup: rrlOn },
@@ -67,32 +86,58 @@ function main(): void {
     { name: 'miss IPv4 (redirect; no socket: PASS)', frame: buildFrame(query('cold.example.org', 'A')), action: XdpAction.PASS, repeatOk: true, setup: rrlOn },
     { name: 'pass IPv4 UDP to port 443', frame: buildFrame(query('www.example.com', 'A'), { dport: 443 }), action: XdpAction.PASS, repeatOk: true, setup: rrlOn },
   ];
+  return cases.map((c) => ({ ...c, tight: c.setup === rrlTight }));
+}
 
-  const samples = cases.map(() => [] as number[]);
+function main(): void {
+  const builds = OBJECTS.length ? OBJECTS : [{ label: '', path: '', addon: loadAddon() }];
+  const sides = builds.map((b) => {
+    const fp = FastPath.open({ hotEntries: 1024, ...(b.path ? { objectPath: b.path } : {}) }, b.addon);
+    return { label: b.label, fp, cases: prepare(fp) };
+  });
+  const cases = sides[0]!.cases;
+  const samples = sides.map(() => cases.map(() => [] as number[]));
   for (let r = 0; r < ROUNDS; r++) {
-    cases.forEach((c, i) => {
-      c.setup();
-      if (c.setup === rrlTight) fp.testRun(c.frame); // spend the one response of the second
-      const res = fp.benchRun(c.frame, RUNS);
-      if (res.action !== c.action) throw new Error(`${c.name}: action ${res.action}, expected ${c.action}`);
-      samples[i]!.push(res.meanNs);
+    cases.forEach((_, i) => {
+      sides.forEach((side, j) => {
+        const c = side.cases[i]!;
+        c.setup();
+        if (c.tight) side.fp.testRun(c.frame); // spend the one response of the second
+        const res = side.fp.benchRun(c.frame, RUNS);
+        if (res.action !== c.action) throw new Error(`${side.label} ${c.name}: action ${res.action}, expected ${c.action}`);
+        samples[j]![i]!.push(res.meanNs);
+      });
     });
   }
 
-  const rows = cases.map((c, i) => {
-    const s = samples[i]!;
-    c.setup();
-    const rep = c.repeatOk ? fp.testRun(c.frame, RUNS).durationNs : NaN;
-    return { case: c.name, median: median(s), min: Math.min(...s), max: Math.max(...s), repeat: rep };
+  sides.forEach((side, j) => {
+    const rows = side.cases.map((c, i) => {
+      const s = samples[j]![i]!;
+      c.setup();
+      const rep = c.repeatOk ? side.fp.testRun(c.frame, RUNS).durationNs : NaN;
+      return { case: c.name, median: median(s), min: Math.min(...s), max: Math.max(...s), repeat: rep };
+    });
+    const hit = rows[0]!.median;
+    console.log(`XDP program${side.label ? ` (${side.label})` : ''}, BPF_PROG_TEST_RUN, ${ROUNDS} rounds x ${RUNS} runs per case (ns/packet)`);
+    console.log('| case | median | min-max | ratio to IPv4 hit | repeat=N cross-check |');
+    console.log('|---|---:|---:|---:|---:|');
+    for (const r of rows) {
+      console.log(`| ${r.case} | ${r.median.toFixed(0)} | ${r.min.toFixed(0)}-${r.max.toFixed(0)} | ${(r.median / hit).toFixed(2)} | ${Number.isNaN(r.repeat) ? 'n/a (rewrites)' : r.repeat.toFixed(0)} |`);
+    }
+    console.log('');
   });
-  const hit = rows[0]!.median;
-  console.log(`XDP program, BPF_PROG_TEST_RUN, ${ROUNDS} rounds x ${RUNS} runs per case (ns/packet)`);
-  console.log('| case | median | min-max | ratio to IPv4 hit | repeat=N cross-check |');
-  console.log('|---|---:|---:|---:|---:|');
-  for (const r of rows) {
-    console.log(`| ${r.case} | ${r.median.toFixed(0)} | ${r.min.toFixed(0)}-${r.max.toFixed(0)} | ${(r.median / hit).toFixed(2)} | ${Number.isNaN(r.repeat) ? 'n/a (rewrites)' : r.repeat.toFixed(0)} |`);
+  if (sides.length > 1) {
+    console.log(`| case | ${sides.slice(1).map((x) => `${x.label} / ${sides[0]!.label} (median, min-max of per-round ratios)`).join(' | ')} |`);
+    console.log(`|---|${sides.slice(1).map(() => '---:').join('|')}|`);
+    cases.forEach((c, i) => {
+      const cells = sides.slice(1).map((_, j) => {
+        const ratios = samples[j + 1]![i]!.map((x, r) => x / samples[0]![i]![r]!);
+        return `${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})`;
+      });
+      console.log(`| ${c.name} | ${cells.join(' | ')} |`);
+    });
   }
-  fp.close();
+  for (const side of sides) side.fp.close();
 }
 
 try {

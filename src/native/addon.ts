@@ -20,6 +20,10 @@ export interface Layout {
   HOT_NAME_MAX: number;
   HOT_RECORDS_MAX: number;
   HOT_RR_MAX: number;
+  /** The small class (struct hot_small, map hot_small): what an answer must fit to be in it. */
+  HOT_SMALL_NAME_MAX: number;
+  HOT_SMALL_RECORDS_MAX: number;
+  HOT_SMALL_RR_MAX: number;
   HOT_ENTRIES_DEFAULT: number;
   MAX_QUEUES: number;
   MAX_PORTS: number;
@@ -30,10 +34,13 @@ export interface Layout {
   HOT_HASH_MUL2: bigint;
   PROG_NAME: string;
   key: StructLayout;
+  /** struct hot_value, the large class (map hot_map). */
   value: StructLayout;
+  /** struct hot_small: its size and where name, ttl_off and records sit; the head's fields are at value's offsets. */
+  small: StructLayout;
   statNames: string[];
   statHelp: string[];
-  maps: Record<'hot' | 'hits' | 'stats' | 'xsks' | 'runtime' | 'acl4' | 'acl6' | 'local' | 'acl16' | 'rrl', string>;
+  maps: Record<'hot' | 'hotSmall' | 'hits' | 'stats' | 'xsks' | 'runtime' | 'acl4' | 'acl6' | 'local' | 'acl16' | 'rrl', string>;
   RRL_BUCKETS_DEFAULT: number;
   RRL_BURST: number;
   RRL_UNIT_SHIFT: number;
@@ -92,13 +99,17 @@ export interface NativeTestRun {
 export interface NativeBenchRun {
   action: number;
   meanNs: number;
+  /** Runs that ended in each XDP action (index XdpAction.ABORTED..REDIRECT). */
+  actions: number[];
 }
 
 export interface NativeXdpProgram {
   attach(ifname: string, mode: 'native' | 'generic' | 'auto', force: boolean, how: 'auto' | 'dispatcher' | 'direct'): NativeAttachResult;
   detach(): boolean;
+  /** Writes into hot_small or hot_map by the value's size (layout.small.size or layout.value.size). */
   hotPut(key: Buffer, value: Buffer): void;
-  hotDelete(key: Buffer): boolean;
+  /** Removes the key from one class, or from both; true when a map had it. */
+  hotDelete(key: Buffer, cls?: 'small' | 'large'): boolean;
   hotGet(key: Buffer): Buffer | null;
   hotKeys(): Buffer[];
   hitsRead(slot: number): bigint;
@@ -155,8 +166,8 @@ export interface NativeAddon {
   dispatcherUnavailable(probeObject: string): string;
   /** BPF_PROG_TEST_RUN of the XDP program behind progFd (XdpProgram.describe().progFd), for tests and benchmarks. */
   testRun(progFd: number, frame: Buffer, repeat?: number): NativeTestRun;
-  /** `iterations` test runs, each on a fresh copy of the frame; the kernel's mean time per run. */
-  benchRun(progFd: number, frame: Buffer, iterations: number): NativeBenchRun;
+  /** `iterations` test runs, each on a fresh copy of the frame (cycling through an array of frames); the kernel's mean time per run. */
+  benchRun(progFd: number, frame: Buffer | readonly Buffer[], iterations: number): NativeBenchRun;
   /** A shared mapping of an mmapable BPF map of this process (the rate-limit buckets). */
   mapRegion(fd: number, bytes: number): ArrayBuffer;
 }

@@ -43,6 +43,8 @@ export class FastPath {
   private readonly slots = new Map<string, number>();
   /** hot-map key (latin1) -> the cache key (latin1) whose entry sits under it. */
   private readonly owners = new Map<string, string>();
+  /** key (latin1) -> whether its entry is in the small class (hot_small) or the large (hot_map). */
+  private readonly small = new Map<string, boolean>();
   /** Seed of the hot key's name hash, chosen by the addon at load. */
   readonly hashSeed: bigint;
   private readonly freeSlots: number[] = [];
@@ -211,6 +213,7 @@ export class FastPath {
       if (slot === undefined) throw new HeimdallError('E_HOT_FULL', `hot map is full (${this.capacity} entries)`);
     }
     const entry = encodeHotEntry(answer, slot, this.layout, this.hashSeed);
+    const wasSmall = this.small.get(keyId);
     try {
       if (fresh) this.native.hitsReset(slot);
       this.native.hotPut(entry.key, entry.value);
@@ -220,6 +223,11 @@ export class FastPath {
     }
     this.slots.set(keyId, slot);
     this.owners.set(hk, keyId);
+    this.small.set(keyId, entry.small);
+    // An answer that changed class on replace: the new entry is written first, so the
+    // name is never without one; then the old class's copy goes (the program looks in
+    // hot_small first, so until then a small copy, old or new, is what it serves).
+    if (wasSmall !== undefined && wasSmall !== entry.small) this.native.hotDelete(hotKey, wasSmall ? 'small' : 'large');
     return slot;
   }
 
@@ -231,8 +239,9 @@ export class FastPath {
     const owner = this.owners.get(hk);
     if (owner !== undefined && owner !== keyId) return false; // the entry there is another name's
     const slot = this.slots.get(keyId);
-    const removed = this.native.hotDelete(hotKey);
+    const removed = this.native.hotDelete(hotKey); // from both classes
     this.owners.delete(hk);
+    this.small.delete(keyId);
     if (slot !== undefined) {
       this.slots.delete(keyId);
       this.freeSlots.push(slot);
@@ -240,7 +249,7 @@ export class FastPath {
     return removed;
   }
 
-  /** Raw key/value write, for tests of the program's own checks. */
+  /** Raw key/value write (the class by the value's size), for tests of the program's own checks. */
   putRaw(key: Buffer, value: Buffer): void {
     this.native.hotPut(key, value);
   }
@@ -294,7 +303,8 @@ export class FastPath {
     return this.addon.testRun(progFd, frame, repeat);
   }
 
-  benchRun(frame: Buffer, iterations: number): { action: number; meanNs: number } {
+  /** `iterations` test runs on fresh copies of the frame, or cycling through a batch of frames. */
+  benchRun(frame: Buffer | readonly Buffer[], iterations: number): { action: number; meanNs: number; actions: number[] } {
     if (!Number.isInteger(iterations) || iterations < 1) throw new RangeError('iterations must be a positive integer');
     const { open, progFd } = this.native.describe();
     if (!open) throw new Error('XdpProgram is closed');

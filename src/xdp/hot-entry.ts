@@ -2,9 +2,10 @@
  * Encodes a cached answer into the key and value of the BPF hot map, byte for byte as
  * bpf/heimdall.h lays them out (offsets come from the addon, never from a copy here).
  *
- * The value carries the records with their TTL fields zeroed, the TTLs apart, and the
- * ones' complement sum of the records as they sit in the reply, so the XDP program can
- * write TTLs and finish the UDP checksum without reading the records back.
+ * The value carries the records with each TTL field holding the TTL at the answer's
+ * origin, the offsets of those fields, and the ones' complement sum of the records with
+ * the TTL fields zero as they sit in the reply, so the XDP program can count the TTLs
+ * down and finish the UDP checksum without reading the records twice.
  */
 import type { CachedAnswer } from '../dns/answer.js';
 import type { Layout } from '../native/addon.js';
@@ -14,6 +15,17 @@ import { responseToken } from '../edge/rrl.js';
 export interface HotEntry {
   key: Buffer;
   value: Buffer;
+  /** The class: true for struct hot_small (map hot_small), false for struct hot_value (hot_map). */
+  small: boolean;
+}
+
+/**
+ * Whether an answer fits the small class (bpf/heimdall.h struct hot_small): a name, records
+ * and record count no larger than its room. The common answer does; it then takes 312
+ * bytes of kernel memory instead of 1,256, and a hit on it reads three cache lines.
+ */
+export function hotSmallFits(a: CachedAnswer, layout: Layout): boolean {
+  return a.qnameLen <= layout.HOT_SMALL_NAME_MAX && a.records.length <= layout.HOT_SMALL_RECORDS_MAX && a.ttls.length <= layout.HOT_SMALL_RR_MAX;
 }
 
 /** Why an answer cannot live in the hot map, or null when it can. */
@@ -113,10 +125,17 @@ export function answerToken(a: CachedAnswer): number {
 export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout, seed: bigint): HotEntry {
   const why = hotUnfitReason(a, layout);
   if (why) throw new HeimdallError('E_NOT_HOT_CACHEABLE', `answer not fit for the hot map: ${why}`);
-  const v = layout.value;
-  const value = Buffer.alloc(v.size);
+  const v = layout.value; // the head's offsets, the same in both classes
+  const small = hotSmallFits(a, layout);
+  const room = small ? layout.small : layout.value;
+  const value = Buffer.alloc(room.size);
+  // The records carry each TTL at origin_ns in its own field (the program reads it back
+  // from the reply); their checksum is taken with those fields zero, as the program adds
+  // the TTLs it writes.
   const records = Buffer.from(a.records);
   for (const off of a.ttlOffsets) records.writeUInt32BE(0, off);
+  const csum = recordsChecksum(records, a.qnameLen);
+  for (let i = 0; i < a.ttls.length; i++) records.writeUInt32BE(a.ttls[i]!, a.ttlOffsets[i]!);
 
   value.writeBigUInt64LE(BigInt(Math.round(a.originNs)), v.origin_ns!);
   value.writeBigUInt64LE(BigInt(Math.round(a.expiresNs)), v.expires_ns!);
@@ -127,13 +146,10 @@ export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout,
   value.writeUInt16LE(a.arcount, v.arcount!);
   value.writeUInt16LE(records.length, v.records_len!);
   value.writeUInt16LE(a.ttls.length, v.rr_count!);
-  value.writeUInt16LE(recordsChecksum(records, a.qnameLen), v.records_csum!);
+  value.writeUInt16LE(csum, v.records_csum!);
   value.writeUInt32LE(answerToken(a), v.rrl_token!);
-  for (let i = 0; i < a.ttls.length; i++) {
-    value.writeUInt32LE(a.ttls[i]!, v.ttl! + 4 * i);
-    value.writeUInt16LE(a.ttlOffsets[i]!, v.ttl_off! + 2 * i);
-  }
-  records.copy(value, v.records!);
-  value.set(a.key.subarray(0, a.qnameLen), v.name!); // the program checks the query's name against it
-  return { key: hotKeyFromCacheKey(a.key, layout, seed), value };
+  for (let i = 0; i < a.ttls.length; i++) value.writeUInt16LE(a.ttlOffsets[i]!, room.ttl_off! + 2 * i);
+  records.copy(value, room.records!);
+  value.set(a.key.subarray(0, a.qnameLen), room.name!); // the program checks the query's name against it
+  return { key: hotKeyFromCacheKey(a.key, layout, seed), value, small };
 }

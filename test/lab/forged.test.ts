@@ -18,16 +18,18 @@ const HERE = fileURLToPath(new URL('.', import.meta.url));
 const M_XDP = 'heimdall_responses_total{path="xdp"}';
 const PORT = 5353;
 
-/** The hot map's values as one hex string per entry (bpftool, like an operator would look). */
+/** The hot maps' values (both classes) as one hex string per entry (bpftool, like an operator would look). */
 function hotValues(lab: Lab): string[] {
   const link = lab.exec('appliance', 'ip', ['-d', 'link', 'show', lab.applianceIf]);
   const progId = /prog\/xdp id (\d+)/.exec(link)?.[1];
   if (progId === undefined) throw new Error(`no XDP program on ${lab.applianceIf}: ${link}`);
   const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', progId, '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
-  const hot = prog.map_ids.find((id) => (JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name === 'hot_map');
-  if (hot === undefined) throw new Error('no hot_map');
-  const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'id', String(hot), '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 })) as { value: string[] }[];
-  return dump.map((e) => e.value.map((b) => b.replace(/^0x/, '')).join(''));
+  const hot = prog.map_ids.filter((id) => ['hot_map', 'hot_small'].includes((JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name));
+  if (hot.length !== 2) throw new Error('no hot_map and hot_small');
+  return hot.flatMap((id) => {
+    const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'id', String(id), '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 })) as { value: string[] }[];
+    return dump.map((e) => e.value.map((b) => b.replace(/^0x/, '')).join(''));
+  });
 }
 
 const hexOf = (s: string) => Buffer.from(s, 'latin1').toString('hex');

@@ -13,6 +13,7 @@ import { serveLab } from '../helpers/edge.js';
 import { encodeHotEntry } from '../../src/xdp/hot-entry.js';
 import { execFileSync } from 'node:child_process';
 import type { CachedAnswer } from '../../src/dns/answer.js';
+import { MessageView, writeReply } from '../../src/dns/index.js';
 
 const NS = 1e9;
 const UDP_SIZE = 1232;
@@ -299,20 +300,25 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     expect(run(buildFrame(query('off.example', 'A'))).slot).toBe('TX');
   });
 
-  it('sends a query to userspace when its hot entry is out of range (written behind the addon)', () => {
+  it.each([
+    ['small', 'corrupt.example', 'hot_small'],
+    ['large', `${'l'.repeat(63)}.corrupt.example`, 'hot_map'],
+  ] as const)('sends a query to userspace when its hot entry is out of range (%s class, written behind the addon)', (cls, name, map) => {
     // The addon refuses such an entry, so it is written with bpftool, as anyone with
-    // root could: the program must not trust the map.
-    const a = exampleA('corrupt.example');
+    // root could: the program must not trust the map. Each class is checked against its own room.
+    const a = exampleA(name);
     const e = encodeHotEntry(a, 0, fp.layout, fp.hashSeed);
-    e.value.writeUInt16LE(fp.layout.HOT_RR_MAX + 1, fp.layout.value.rr_count!);
+    expect(e.small).toBe(cls === 'small');
+    e.value.writeUInt16LE((cls === 'small' ? fp.layout.HOT_SMALL_RR_MAX : fp.layout.HOT_RR_MAX) + 1, fp.layout.value.rr_count!);
     const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(fp.describe().progId), '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
-    const hotId = prog.map_ids.find((id) => (JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name === 'hot_map');
+    const hotId = prog.map_ids.find((id) => (JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name === map);
     const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0'));
     execFileSync('bpftool', ['map', 'update', 'id', String(hotId), 'key', 'hex', ...hex(e.key), 'value', 'hex', ...hex(e.value)]);
-    const f = buildFrame(query('corrupt.example', 'A'));
+    const f = buildFrame(query(name, 'A'));
     const r = run(f);
     expect(r.slot).toBe('USER_BAD_ENTRY');
     expect(r.out.equals(f)).toBe(true);
+    expect(fp.delete(a.key)).toBe(true);
   });
 
   it('stops answering a name once its entry is deleted', () => {
@@ -323,6 +329,105 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     expect(run(buildFrame(query('gone.example', 'A'))).slot).toBe('USER_MISS');
   });
 
+
+  /** Which hot map holds a key: 'small' (hot_small), 'large' (hot_map), or null; asked of the kernel with bpftool. */
+  function classOf(a: CachedAnswer): 'small' | 'large' | null {
+    const key = encodeHotEntry(a, 0, fp.layout, fp.hashSeed).key;
+    const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(fp.describe().progId), '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
+    const found: string[] = [];
+    for (const id of prog.map_ids) {
+      const name = (JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name;
+      if (name !== 'hot_small' && name !== 'hot_map') continue;
+      const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'id', String(id), '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 })) as { key: string[] }[];
+      const hex = [...key].map((b) => `0x${b.toString(16).padStart(2, '0')}`).join(' ');
+      if (dump.some((e) => e.key.join(' ') === hex)) found.push(name === 'hot_small' ? 'small' : 'large');
+    }
+    expect(found.length, `a key is in at most one class: ${found.join(', ')}`).toBeLessThanOrEqual(1);
+    return (found[0] as 'small' | 'large' | undefined) ?? null;
+  }
+
+  /** The reply userspace writes for the same query and answer at nowNs (src/dns/reply.ts). */
+  function userspaceReply(qdns: Buffer, a: CachedAnswer, nowNs: number): string {
+    const out = new Uint8Array(4096);
+    const n = writeReply(new MessageView().parseOrThrow(qdns), a, nowNs, out, 0, { udpSize: UDP_SIZE });
+    return Buffer.from(out.subarray(0, n)).toString('hex');
+  }
+
+  /**
+   * Runs q and checks the XDP reply is byte for byte what userspace writes at the same
+   * moment. The program's clock (the coarse one) may trail by a tick, and a second may
+   * turn between the run and the userspace write: the reply must equal userspace's at one
+   * of the two ends of that window.
+   */
+  function expectAsUserspace(q: Buffer, a: CachedAnswer): Buffer {
+    const before = fp.nowNs() - 20e6;
+    const r = run(q);
+    const after = fp.nowNs();
+    expect(r.slot).toBe('TX');
+    const xdp = parseFrame(r.out).dns;
+    const qdns = parseFrame(q).dns;
+    expect([userspaceReply(qdns, a, before), userspaceReply(qdns, a, after)]).toContain(xdp.toString('hex'));
+    return r.out;
+  }
+
+  const txt = (name: string, n: number, len: number, origin: number): CachedAnswer =>
+    cached(
+      response(name, 'TXT', {
+        answers: Array.from({ length: n }, (_, i) => ({ type: 'TXT', name, ttl: 600 + i, data: `${String(i).padStart(2, '0')} ${'x'.repeat(len)}` })),
+      }),
+      origin,
+    );
+  const classLongName = `${'a'.repeat(40)}.${'b'.repeat(40)}.long.example`; // 96 bytes on the wire: over the small class's 64
+  const classCases: { name: string; cls: 'small' | 'large'; answer: (origin: number) => CachedAnswer; qname: string; qtype: string }[] = [
+    { name: 'two A records (small class)', cls: 'small', qname: 'Small.Example', qtype: 'A', answer: (o) => exampleA('small.example', 300, o) },
+    { name: 'twelve 70-byte TXT records, ~900 bytes (large: records)', cls: 'large', qname: 'big.example', qtype: 'TXT', answer: (o) => txt('big.example', 12, 64, o) },
+    { name: 'nine short TXT records (large: record count)', cls: 'large', qname: 'many.example', qtype: 'TXT', answer: (o) => txt('many.example', 9, 1, o) },
+    { name: `a ${classLongName.length + 2}-byte name (large: name)`, cls: 'large', qname: classLongName.toUpperCase(), qtype: 'A', answer: (o) => exampleA(classLongName, 300, o) },
+  ];
+  for (const c of classCases) {
+    it(`serves ${c.name} from XDP byte for byte as userspace would, with and without EDNS`, () => {
+      const a = c.answer(now - 5.5 * NS);
+      expect(encodeHotEntry(a, 0, fp.layout, fp.hashSeed).small).toBe(c.cls === 'small');
+      put(a);
+      expect(classOf(a)).toBe(c.cls);
+      for (const edns of [undefined, { udpSize: 1232 }]) {
+        const q = buildFrame(query(c.qname, c.qtype, { id: 0x4242, edns }));
+        const r = run(q);
+        if (!edns && a.records.length > 400) {
+          expect(r.slot).toBe('USER_OVERSIZE'); // over 512 bytes: userspace truncates it
+          continue;
+        }
+        expect(r.slot).toBe('TX');
+        expectReply(q, r.out);
+        expect(parseFrame(r.out).dns.length).toBeGreaterThan(12 + a.records.length);
+        expectAsUserspace(q, a);
+      }
+      expect(fp.delete(a.key)).toBe(true);
+      expect(classOf(a)).toBe(null);
+    });
+  }
+
+  it('moves an answer between the classes on replace, leaving no entry in the other map', () => {
+    const name = 'mover.example';
+    const q = buildFrame(query(name, 'TXT', { edns: { udpSize: 1232 } }));
+    const small = txt(name, 1, 8, now - 5.5 * NS);
+    const large = txt(name, 12, 64, now - 5.5 * NS);
+    const slot = put(small);
+    const size = fp.size;
+    expect(classOf(small)).toBe('small');
+    expect(run(q).slot).toBe('TX');
+    for (const [a, cls] of [[large, 'large'], [small, 'small'], [large, 'large']] as const) {
+      expect(put(a)).toBe(slot); // the same entry, rewritten
+      expect(classOf(a)).toBe(cls);
+      expect(fp.size).toBe(size);
+      expectAsUserspace(q, a);
+    }
+    expect(fp.hits(slot)).toBe(4n);
+    expect(fp.delete(large.key)).toBe(true);
+    expect(classOf(large)).toBe(null);
+    expect(run(q).slot).toBe('USER_MISS');
+    expect(fp.delete(small.key)).toBe(false);
+  });
 
   it('reads every hit counter at once from the mapped stripes, equal to the per-slot reads', () => {
     const names = ['batch-a.example', 'batch-b.example', 'batch-c.example'];

@@ -189,9 +189,35 @@ describePrivileged('the native XdpProgram under wrong arguments', {}, () => {
       expect(typeof r.durationNs).toBe('number');
       expect(addon.testRun(fd, frame, 4).action).toBe(r.action);
       const b = addon.benchRun(fd, frame, 10);
-      expect(Object.keys(b).sort()).toEqual(['action', 'meanNs']);
+      expect(Object.keys(b).sort()).toEqual(['action', 'actions', 'meanNs']);
       expect(b.action).toBe(r.action);
       expect(b.meanNs).toBeGreaterThanOrEqual(0);
+      expect(b.actions).toHaveLength(5);
+      expect(b.actions[r.action]).toBe(10);
+    });
+
+    it('benchRun cycles through an array of frames in order, counting each run\'s action', () => {
+      const fd = p.describe().progFd;
+      // Serve 198.18.0.1 (struct heimdall_local: n4, n6, v4[]): the query, from a source in
+      // no access list, is answered REFUSED with XDP_TX; a frame cut inside its IPv4
+      // header passes to the kernel.
+      const local = Buffer.alloc(addon.layout.LOCAL_SIZE);
+      local.writeUInt32LE(1, 0);
+      local.set([198, 18, 0, 1], 8);
+      p.edgePut(addon.layout.maps.local, Buffer.alloc(4), local);
+      const short = frame.subarray(0, 20);
+      const a = addon.testRun(fd, frame).action;
+      const s = addon.testRun(fd, short).action;
+      expect(a).toBe(XdpAction.TX);
+      expect(s).toBe(XdpAction.PASS);
+      // 7 runs over [frame, short, short]: frame at runs 0, 3, 6; short at the other four.
+      const b = addon.benchRun(fd, [frame, short, short], 7);
+      expect(b.actions[a]).toBe(3);
+      expect(b.actions[s]).toBe(4);
+      expect(b.action).toBe(a);
+      const benchRun = addon.benchRun as unknown as Loose;
+      expect(() => benchRun(fd, [], 1)).toThrow(RangeError);
+      expect(() => benchRun(fd, [frame, 'x'], 1)).toThrow(TypeError);
     });
 
     it('throw TypeError or RangeError for bad arguments, and refuse an fd that is no XDP program', () => {
