@@ -5,6 +5,7 @@
  * given, and everything downstream reads the result and computes no default of its own.
  * A config file (src/config-file.ts) produces the same ConfigInput.
  */
+import { DEFAULT_TTL_POLICY } from './dns/answer.js';
 import { EDNS_UDP_SIZE } from './dns/constants.js';
 import { DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
 import { RRL_DEFAULTS, type RrlSettings } from './edge/rrl.js';
@@ -31,14 +32,17 @@ export function hotSizeFor(cacheSize: number): number {
 export const SETTINGS = {
   port: { flag: '--port', min: 1, max: 65535, default: 53, help: 'UDP and TCP port served' },
   queues: { flag: '--queues', min: 1, max: 64, default: undefined, help: 'rx queues to serve with one AF_XDP worker each (default: all of the interface)' },
-  cacheSize: { flag: '--cache-size', min: 16, max: 50_000_000, default: 100_000, help: 'userspace cache entries per engine (each worker and the main thread)' },
+  cacheSize: { flag: '--cache-size', min: 16, max: 50_000_000, default: 100_000, help: 'userspace cache entries: one cache in shared memory for every worker and the main thread (lower on reload; higher needs a restart)' },
   hotSize: { flag: '--hot-size', min: 1, max: 10_000_000, default: undefined, help: `XDP hot map entries (default: ${HOT_SHARE * 100}% of the cache size)` },
   promoteAfter: { flag: '--promote-after', min: 1, max: 1000, default: 3, help: 'asks of a name (on any queue, within about a minute) before its answer is promoted into the XDP hot map' },
   udpSize: { flag: '--udp-size', min: 512, max: 4096, default: EDNS_UDP_SIZE, help: 'EDNS UDP payload size advertised and served' },
   tcpMaxConnections: { flag: '--tcp-max-connections', min: 1, max: 1_000_000, default: 1000, help: 'TCP connections open at most (at the limit the least recently active idle one is closed for a new one)' },
   tcpMaxPerClient: { flag: '--tcp-max-per-client', min: 1, max: 1_000_000, default: 64, help: 'TCP connections open at most from one client network (/24, /56)' },
   tcpIdleTimeout: { flag: '--tcp-idle-timeout', min: 1, max: 3_600_000, default: 10_000, help: 'ms before an idle TCP connection is closed (500 ms while over half the connection limit is in use)' },
-  cacheBytes: { flag: '--cache-bytes', min: 65_536, max: 2 ** 45, default: undefined, help: 'userspace cache bytes per engine, as docs/LIMITS.md counts them (default: 1024 per cache entry)' },
+  cacheBytes: { flag: '--cache-bytes', min: 65_536, max: 2 ** 45, default: undefined, help: "bytes of DNS data the one userspace cache holds (its arena; default: 512 per cache entry); each entry's metadata comes on top, docs/LIMITS.md (lower on reload; higher needs a restart)" },
+  cacheMinTtl: { flag: '--cache-min-ttl', min: 0, max: 86_400, default: DEFAULT_TTL_POLICY.minTtl, help: 'seconds: the least time an answer is cached, even if its TTL is lower (Unbound cache-min-ttl)' },
+  cacheMaxTtl: { flag: '--cache-max-ttl', min: 1, max: 0x7fffffff, default: DEFAULT_TTL_POLICY.maxTtl, help: 'seconds: the most time a positive answer is cached, and the highest TTL served (Unbound cache-max-ttl)' },
+  cacheMaxNegativeTtl: { flag: '--cache-max-negative-ttl', min: 1, max: 0x7fffffff, default: DEFAULT_TTL_POLICY.negativeMaxTtl, help: 'seconds: the most time a negative answer (NXDOMAIN, NODATA) is cached (Unbound cache-max-negative-ttl)' },
   upstreamInflight: { flag: '--upstream-inflight', min: 1, max: 65_536, default: 1024, help: 'distinct questions in flight upstream per engine; beyond it a miss gets SERVFAIL at once' },
   upstreamInflightTotal: { flag: '--upstream-inflight-total', min: 1, max: 1_000_000, default: 2048, help: 'distinct questions in flight upstream in the whole process (every engine)' },
   upstreamClientShare: { flag: '--upstream-client-share', min: 1, max: 100, default: 25, help: "percent of an engine's in-flight questions one client network (/24, /56) may hold" },
@@ -73,6 +77,9 @@ export interface ConfigInput {
   tcpMaxPerClient?: number;
   tcpIdleTimeout?: number;
   cacheBytes?: number;
+  cacheMinTtl?: number;
+  cacheMaxTtl?: number;
+  cacheMaxNegativeTtl?: number;
   upstreamInflight?: number;
   upstreamInflightTotal?: number;
   upstreamClientShare?: number;
@@ -121,7 +128,7 @@ export interface EdgeConfig {
 /** What one engine host (a worker's or the main thread's) is built with. */
 export interface EngineConfig {
   readonly cacheSize: number;
-  /** Entries of the hot map this engine may promote into. */
+  /** Hot-map entries of a policy of the engine's own (the service's engines report to the one policy instead). */
   readonly hotCapacity: number;
   readonly promoteAfter: number;
   readonly udpSize: number;
@@ -152,6 +159,10 @@ export interface HeimdallConfig {
   readonly xdpAttach: XdpAttach;
   readonly queues: number;
   readonly cacheSize: number;
+  /** Arena bytes of the one cache (SharedCache maxBytes). */
+  readonly cacheBytes: number;
+  /** TTL bounds of what is cached (seconds; the SERVFAIL lifetime stays the default's). */
+  readonly cacheTtl: Readonly<{ minTtl: number; maxTtl: number; negativeMaxTtl: number }>;
   readonly hotSize: number;
   readonly promoteAfter: number;
   readonly udpSize: number;
@@ -251,18 +262,6 @@ function edgeConfig(input: ConfigInput): EdgeConfig {
 }
 
 /**
- * How the hot map is split between the engines that may promote into it. With AF_XDP
- * the main thread's engine sees only the kernel path (TCP, fragments, queues whose
- * worker is down), so it gets a tenth and the workers split the rest; without, it
- * gets all of it.
- */
-export function hotShares(hotSize: number, afXdp: boolean, queues: number): { main: number; worker: number } {
-  if (!afXdp) return { main: hotSize, worker: 0 };
-  const main = Math.max(1, Math.floor(hotSize / 10));
-  return { main, worker: Math.max(1, Math.floor((hotSize - main) / queues)) };
-}
-
-/**
  * Checks and completes a ConfigInput. `rxQueues` tells how many rx queues the interface
  * has (the default for --queues). Throws HeimdallError E_BAD_OPTION naming the setting.
  */
@@ -291,8 +290,16 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   const udpSize = int('udpSize', input.udpSize, SETTINGS.udpSize.default);
   const serveStale = input.serveStale ?? false;
   const afXdp = input.afXdp ?? true;
-  const shares = hotShares(hotSize, afXdp, queues);
-  const cacheBytes = int('cacheBytes', input.cacheBytes, cacheSize * 1024);
+  const cacheBytes = int('cacheBytes', input.cacheBytes, Math.max(SETTINGS.cacheBytes.min, cacheSize * 512));
+  const cacheTtl = Object.freeze({
+    minTtl: int('cacheMinTtl', input.cacheMinTtl, SETTINGS.cacheMinTtl.default),
+    maxTtl: int('cacheMaxTtl', input.cacheMaxTtl, SETTINGS.cacheMaxTtl.default),
+    negativeMaxTtl: int('cacheMaxNegativeTtl', input.cacheMaxNegativeTtl, SETTINGS.cacheMaxNegativeTtl.default),
+  });
+  if (cacheTtl.minTtl > cacheTtl.maxTtl) {
+    const detail = `must not be above --cache-max-ttl (${cacheTtl.maxTtl}), got ${cacheTtl.minTtl}`;
+    throw badOption(`--cache-min-ttl ${detail}`, 'cacheMinTtl', detail);
+  }
   const upstreamInflight = int('upstreamInflight', input.upstreamInflight, SETTINGS.upstreamInflight.default);
   const upstreamInflightTotal = int('upstreamInflightTotal', input.upstreamInflightTotal, SETTINGS.upstreamInflightTotal.default);
   const share = int('upstreamClientShare', input.upstreamClientShare, SETTINGS.upstreamClientShare.default);
@@ -317,6 +324,8 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
     xdpAttach,
     queues,
     cacheSize,
+    cacheBytes,
+    cacheTtl,
     hotSize,
     promoteAfter,
     udpSize,
@@ -333,7 +342,9 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
     force: input.force ?? false,
     logFormat,
     edge: edgeConfig(input),
-    mainEngine: engine(shares.main),
-    workerEngine: engine(shares.worker),
+    // One promotion policy (the main thread's) holds the whole hot map; an engine uses
+    // hotCapacity only when it runs a policy of its own (tests, tools).
+    mainEngine: engine(hotSize),
+    workerEngine: engine(hotSize),
   });
 }

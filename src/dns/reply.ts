@@ -105,6 +105,19 @@ function baseFlags(q: MessageView): number {
 }
 
 /**
+ * Header and question of an answer reply, for a writer that copies the records itself
+ * (the shared cache's hit path, src/engine/shared-cache.ts): the same flags as
+ * writeReply (AD only when the upstream set it and the client sent AD or DO). Returns
+ * the offset after the question, where the records go.
+ */
+export function writeAnswerHead(q: MessageView, out: Uint8Array, o: number, rcode: number, ad: boolean, tc: boolean, an: number, ns: number, ar: number): number {
+  let flags = baseFlags(q) | (rcode & 0xf);
+  if (ad && ((q.flags & FLAG_AD) !== 0 || q.dnssecOk)) flags |= FLAG_AD;
+  if (tc) flags |= FLAG_TC;
+  return writeHead(q, out, o, flags, an, ns, ar);
+}
+
+/**
  * Writes the reply to `q` from `a` at out[outOffset..] and returns its
  * length. `q` must be a successfully parsed query whose key matched `a`.
  * Throws DnsError BUFFER_TOO_SMALL when not even header, question and OPT

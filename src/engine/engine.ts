@@ -3,19 +3,23 @@
  * kernel UDP datagram, a TCP message). It parses with the zero-copy view, answers a
  * cache hit synchronously into the caller's buffer, sends a miss to the upstream
  * resolver and writes the reply when the validated answer is cached, relays what may
- * not be cached, and turns bad input into FORMERR or a counted drop. Promotion events
- * from its cache go to the caller (who keeps the BPF hot map in sync).
+ * not be cached, and turns bad input into FORMERR or a counted drop.
  *
- * One engine per thread: a worker owns its cache, so the query path takes no lock. What
- * a query needs travels with it, in arguments and locals: nothing about one query is
- * left in an instance field for another (or for its own continuation) to read.
+ * One engine per thread, one cache for all of them: every engine is a view of the same
+ * SharedCache (src/engine/shared-cache.ts), whose hit path takes no lock. A slot whose
+ * uses reach the promotion threshold is reported to `onCandidate` (a worker posts it to
+ * the main thread, where the one promotion policy runs); an engine made without a
+ * shared cache (tests, tools) makes its own cache and its own policy. What a query
+ * needs travels with it, in arguments and locals: nothing about one query is left in an
+ * instance field for another (or for its own continuation) to read.
  */
 import { MessageView } from '../dns/view.js';
 import { writeReply, writeRcodeReply, writeFormErr, writeRelayed, type ReplyOptions } from '../dns/reply.js';
 import { DnsErrorCode, errorDisposition, isDnsError } from '../dns/errors.js';
 import { EDNS_UDP_SIZE, FLAG_TC, MAX_KEY_LEN, OPCODE_QUERY, RCODE_NOTIMP, RCODE_SERVFAIL, RCODE_BADVERS } from '../dns/constants.js';
-import { DnsCache } from './cache.js';
-import { PromotionPolicy, type PromotionEvent } from '../hot/promotion.js';
+import { SharedCache } from './shared-cache.js';
+import type { PromotionEvent } from '../hot/promotion.js';
+import { SharedPromotion } from '../hot/shared-promotion.js';
 import { AskCounter } from '../hot/asks.js';
 import { keyHash } from '../dns/key.js';
 import type { CachedAnswer, TtlPolicy } from '../dns/answer.js';
@@ -32,10 +36,17 @@ export interface Resolver {
 
 export interface EngineOptions {
   resolver: Resolver;
-  /** Cache entries (default 100,000). */
+  /** The process's one cache (a view of it on this thread); default: a cache of its own. */
+  cache?: SharedCache;
+  /** Where slots reaching the promotion threshold go (the main thread's policy); default: a policy of its own. */
+  onCandidate?: (slot: number, seq: number) => void;
+  /** Whether this engine's tick() sweeps expired entries (one thread sweeps the shared cache; default true). */
+  sweep?: boolean;
+  /** Cache entries of a cache of its own (default 100,000). */
   cacheSize?: number;
+  /** Arena bytes of a cache of its own (SharedCache maxBytes). */
   cacheBytes?: number;
-  /** Hot-map share this engine may promote (entries; default hotSizeFor(cacheSize)); 0 disables promotion. */
+  /** Hot-map entries of a policy of its own (default hotSizeFor(cacheSize)); 0 disables promotion. */
   hotCapacity?: number;
   /** Asks before a name is promoted (default 3). */
   promoteAfter?: number;
@@ -71,8 +82,10 @@ export type Handled = number | Promise<number>;
 const STALE_TTL = 30;
 
 export class DnsEngine {
-  readonly cache: DnsCache;
-  readonly policy: PromotionPolicy | undefined;
+  readonly cache: SharedCache;
+  /** The engine's own promotion policy (an engine made without onCandidate), else undefined. */
+  readonly policy: SharedPromotion | undefined;
+  private readonly sweeps: boolean;
   readonly stats: StatsBlock;
   private readonly c: Float64Array;
   private readonly asks: AskCounter;
@@ -87,20 +100,27 @@ export class DnsEngine {
 
   constructor(opts: EngineOptions) {
     const cacheSize = opts.cacheSize ?? 100_000;
-    const hot = opts.hotCapacity ?? hotSizeFor(cacheSize);
     this.clock = opts.clock ?? fastMonotonicNs;
-    this.policy = hot > 0
-      ? new PromotionPolicy({ cacheCapacity: cacheSize, capacity: Math.min(hot, cacheSize), threshold: opts.promoteAfter ?? 3, onEvent: opts.onPromotion, clock: this.clock })
-      : undefined;
     this.asks = opts.asks ?? new AskCounter(undefined, 16);
-    this.cache = new DnsCache({
+    this.cache = opts.cache ?? SharedCache.create({
       maxEntries: cacheSize,
       maxBytes: opts.cacheBytes,
       ttl: opts.ttl,
       serveStale: opts.serveStale ?? false,
-      clock: this.clock,
-      observer: this.policy,
+      threshold: opts.promoteAfter ?? 3,
     });
+    this.sweeps = opts.sweep ?? true;
+    const hot = opts.hotCapacity ?? hotSizeFor(cacheSize);
+    if (opts.onCandidate !== undefined) {
+      this.policy = undefined;
+      this.cache.onThreshold = opts.onCandidate;
+    } else if (hot > 0) {
+      const p = new SharedPromotion(this.cache, { capacity: hot, onEvent: opts.onPromotion, clock: this.clock });
+      this.policy = p;
+      this.cache.onThreshold = (slot, seq) => p.candidate(slot, seq);
+    } else {
+      this.policy = undefined;
+    }
     this.resolver = opts.resolver;
     this.stats = opts.stats ?? new StatsBlock();
     this.c = this.stats.v;
@@ -152,10 +172,10 @@ export class DnsEngine {
     const klen = v.keyLen;
     const hash = keyHash(this.key, 0, klen); // one hash for the ask count and the lookup
     const asks = this.asks.addHashed(hash, this.key, klen);
-    const hit = this.cache.get(this.key, klen, now, hash, asks);
-    if (hit !== undefined) {
+    const n = this.cache.reply(v, this.key, klen, hash, now, out, outOff, opts, false, asks);
+    if (n > 0) {
       c[Slot_cacheHits]! += 1;
-      return this.counted(writeReply(v, hit, now, out, outOff, opts), out, outOff);
+      return this.counted(n, out, outOff);
     }
     return this.miss(buf, off, len, out, outOff, tcp, maxLen, klen, asks, client);
   }
@@ -167,7 +187,7 @@ export class DnsEngine {
    */
   tick(): void {
     const now = this.clock();
-    this.cache.sweep(now, 16_384);
+    if (this.sweeps) this.cache.sweep(now, 16_384);
     this.policy?.tick(now);
   }
 
@@ -206,17 +226,23 @@ export class DnsEngine {
       this.stats.observeLatency((this.clock() - t0) / 1e9);
     } catch {
       const now = this.clock();
-      const stale = this.cache.getStale(key, key.length, now);
       this.reparse(buf, off, len);
-      if (stale !== undefined) {
+      const n = this.cache.serveStale ? this.cache.reply(v, key, key.length, keyHash(key, 0, key.length), now, out, outOff, { ...opts, staleTtl: STALE_TTL }, true) : 0;
+      if (n > 0) {
         c[Slot_staleServed]! += 1;
-        return this.counted(writeReply(v, stale, now, out, outOff, { ...opts, staleTtl: STALE_TTL }), out, outOff);
+        return this.counted(n, out, outOff);
       }
       return this.servfail(out, outOff, opts);
     }
     let answer: CachedAnswer | undefined;
     try {
-      answer = this.cache.insertResponse(msg, this.clock(), q.dnssecOk, asks);
+      const now = this.clock();
+      answer = this.cache.insertResponse(msg, now, q.dnssecOk, asks);
+      if (this.policy !== undefined) {
+        // A refresh of a hot key: its own policy rewrites the hot map at once.
+        const s = this.cache.find(answer.key, answer.key.length);
+        if (s >= 0) this.policy.noteWrite(s, now);
+      }
     } catch (e) {
       if (!isDnsError(e) || e.id !== DnsErrorCode.NOT_CACHEABLE) {
         this.reparse(buf, off, len);

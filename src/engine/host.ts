@@ -12,6 +12,7 @@ import { engineShare, type SharedInflight } from '../upstream/budget.js';
 import { Forwarder } from '../upstream/forwarder.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
 import { DnsEngine } from './engine.js';
+import type { SharedCache } from './shared-cache.js';
 import { StatsBlock, type CounterName } from './stats.js';
 import { UpstreamPublisher } from './upstream-stats.js';
 import { Upkeep, type UpkeepOptions } from './upkeep.js';
@@ -23,7 +24,14 @@ export interface EngineHostOptions {
   asks: AskCounter;
   /** Where the counters go (a worker's shared block); default a fresh one. */
   stats?: StatsBlock;
-  onPromotion: (e: PromotionEvent) => void;
+  /** The process's one cache, this thread's view (default: a cache of the engine's own). */
+  cache?: SharedCache;
+  /** Slots reaching the promotion threshold (to the main thread's policy); default: a policy of the engine's own. */
+  onCandidate?: (slot: number, seq: number) => void;
+  /** This host sweeps the cache and publishes its gauges (the main thread's; default true). */
+  ownsCache?: boolean;
+  /** Promotion events of a policy of the engine's own (no onCandidate). */
+  onPromotion?: (e: PromotionEvent) => void;
   /** The thread's own upkeep (TX completions, the XDP hit feed), run after the engine's. */
   onUpkeep?: () => void;
   /** Work the thread knows is under way (queries waiting on the upstream). */
@@ -77,6 +85,9 @@ export class EngineHost {
       serveStale: o.engine.serveStale,
       asks: o.asks,
       stats: this.stats,
+      cache: o.cache,
+      onCandidate: o.onCandidate,
+      sweep: o.ownsCache ?? true,
       onPromotion: o.onPromotion,
     });
     // Upkeep: expired entries out, the thread's own work, counters published; once a
@@ -133,6 +144,7 @@ export class EngineHost {
 
   /** A new promotion threshold (a reload). */
   setPromoteAfter(n: number): void {
+    this.engine.cache.setThreshold(n); // shared: every thread's view sees it
     this.engine.policy?.setThreshold(n);
   }
 
@@ -191,8 +203,15 @@ export class EngineHost {
     this.advance('upstreamCapsFallbacks', f.capsFallbacks);
     this.advance('upstreamCookieResets', f.cookieResets);
     this.stats.set('upstreamInflight', f.inflight);
-    this.stats.set('cacheEntries', this.engine.cache.size);
-    this.stats.set('cacheBytes', this.engine.cache.bytes);
+    // One cache for every engine: its owner (the main thread) publishes its gauges.
+    if (this.o.ownsCache ?? true) {
+      this.stats.set('cacheEntries', this.engine.cache.size);
+      this.stats.set('cacheBytes', this.engine.cache.bytes);
+      const cs = this.engine.cache.stats;
+      this.advance('cacheSkippedBusy', cs.busy);
+      this.advance('cacheSkippedLarge', cs.rejected);
+      this.advance('cacheResets', cs.resets);
+    }
     this.upstreamFigures.publish(this.forwarder.health);
   }
 

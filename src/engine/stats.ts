@@ -98,8 +98,11 @@ export const COUNTERS = {
   formerr: { kind: 'counter', metric: malformed, help: malformedHelp, label: ['action', 'formerr'] },
   dropped: { kind: 'counter', metric: malformed, help: malformedHelp, label: ['action', 'dropped'] },
   rcodes: { kind: 'counter', metric: 'heimdall_userspace_rcode_total', help: 'Responses written in userspace, by RCODE', label: 'rcode', values: RCODE_NAMES },
-  cacheEntries: { kind: 'gauge', metric: 'heimdall_cache_entries', help: 'Entries in the userspace caches (every engine)' },
-  cacheBytes: { kind: 'gauge', metric: 'heimdall_cache_bytes', help: 'Bytes the userspace caches hold, as their byte bound counts them (every engine)' },
+  cacheEntries: { kind: 'gauge', metric: 'heimdall_cache_entries', help: 'Entries in the userspace cache (one, shared by every engine)' },
+  cacheBytes: { kind: 'gauge', metric: 'heimdall_cache_bytes', help: 'Arena bytes the userspace cache holds in whole allocator blocks (the --cache-bytes bound counts these)' },
+  cacheSkippedBusy: { kind: 'counter', metric: 'heimdall_cache_writes_skipped_total', help: 'Answers not cached, by reason: busy (the shard lock stayed taken), too_large (over what a shard can hold)', label: ['reason', 'busy'] },
+  cacheSkippedLarge: { kind: 'counter', metric: 'heimdall_cache_writes_skipped_total', help: 'Answers not cached, by reason: busy (the shard lock stayed taken), too_large (over what a shard can hold)', label: ['reason', 'too_large'] },
+  cacheResets: { kind: 'counter', metric: 'heimdall_cache_shard_resets_total', help: 'Cache shards emptied because the worker holding their lock died' },
 
   // The forwarder (copied from its own counters at each upkeep).
   upstreamSent: { kind: 'counter', metric: 'heimdall_upstream_queries_total', help: 'Queries sent to upstreams over UDP' },

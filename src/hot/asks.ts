@@ -1,8 +1,9 @@
 /**
  * How often each name has been asked, across every worker: a table in shared memory,
- * indexed by the cache key's hash. Each worker has its own cache (no lock on the query
- * path), but "promote a name asked for the third time" must count the asks that landed
- * on every worker's queue, so the counting is shared.
+ * indexed by the cache key's hash. Every worker answers from one shared cache, whose
+ * per-slot uses count the hits on any queue; but two asks of a new name on two queues
+ * may both miss before the first answer is stored, so "promote a name asked for the
+ * third time" also counts asks here, and the insert carries them.
  *
  * A count must belong to its name: a plain table of counters indexed by hash lets
  * unrelated names add up, and a flood of names asked once each then promotes some of
@@ -19,7 +20,7 @@
  * asked often keeps its count). For a name asked once to read 3, two other names must
  * share its bucket and its 22-bit fingerprint (about 2^-40 for a pair at the default
  * size): collisions no longer promote anything. A name whose entry was taken reads low,
- * which only delays its promotion; the per-slot hit counts of each cache still count.
+ * which only delays its promotion; the cache slot's own use count still counts.
  *
  * Updates are compare-and-swap on one word; a lost race is retried a few times, then
  * the ask reads 1 (too low, never too high). Counts are halved periodically so that old

@@ -1,10 +1,8 @@
 /**
- * HotSync keeps the kernel's hot map equal to the union of what every engine's
- * promotion policy holds hot. Each engine (one per worker, one in the main thread)
- * promotes and demotes on its own; a key stays in the map while any engine holds it,
- * with the freshest of their answers. It also reads the per-entry XDP hit counters
- * back, so engines can credit the hits the kernel served (entries earning their place
- * keep it).
+ * HotSync keeps the kernel's hot map equal to what the one promotion policy holds hot
+ * (src/hot/shared-promotion.ts, on the main thread over the shared cache): it applies
+ * the policy's events to the map, and reads the per-entry XDP hit counters back so the
+ * policy can credit the hits the kernel served (entries earning their place keep it).
  */
 import type { CachedAnswer } from '../dns/answer.js';
 import type { PromotionEvent } from './promotion.js';
@@ -20,8 +18,6 @@ export interface HotSyncCounters {
 }
 
 export class HotSync {
-  /** key -> engine id -> that engine's answer. */
-  private readonly holders = new Map<string, Map<number, CachedAnswer>>();
   /** key -> the answer written to the map. */
   private readonly written = new Map<string, CachedAnswer>();
   /** hit slot -> key written there; hit slot -> counter value last read. */
@@ -37,25 +33,10 @@ export class HotSync {
     return this.written.size;
   }
 
-  /** Applies one engine's promotion event. */
-  apply(engine: number, e: PromotionEvent): void {
-    if (e.kind === 'promote') {
-      const id = keyString(e.answer.key);
-      let h = this.holders.get(id);
-      if (!h) this.holders.set(id, (h = new Map()));
-      h.set(engine, e.answer);
-      this.write(id);
-    } else {
-      const id = keyString(e.key);
-      const h = this.holders.get(id);
-      if (!h || !h.delete(engine)) return;
-      if (h.size === 0) {
-        this.holders.delete(id);
-        this.remove(id, e.key);
-      } else {
-        this.write(id);
-      }
-    }
+  /** Applies one promotion event. */
+  apply(e: PromotionEvent): void {
+    if (e.kind === 'promote') this.write(keyString(e.answer.key), e.answer);
+    else this.remove(keyString(e.key), e.key);
   }
 
   /** Whether the key is in the XDP map now. */
@@ -63,10 +44,9 @@ export class HotSync {
     return this.written.has(keyString(key));
   }
 
-  /** Takes a key out of the map now, whichever engines hold it (a cache flush). */
+  /** Takes a key out of the map now (a cache flush). */
   drop(key: Uint8Array): boolean {
     const id = keyString(key);
-    this.holders.delete(id);
     const had = this.written.has(id);
     this.remove(id, key);
     return had;
@@ -75,32 +55,17 @@ export class HotSync {
   /** Empties the map (a flush of everything); returns how many entries it had. */
   dropAll(): number {
     const all = [...this.written.values()];
-    this.holders.clear();
     for (const a of all) this.remove(keyString(a.key), a.key);
     return all.length;
   }
 
-  /** Drops everything an engine held (its worker stopped or died). */
-  forgetEngine(engine: number): void {
-    for (const [id, h] of this.holders) {
-      if (!h.delete(engine)) continue;
-      if (h.size === 0) {
-        this.holders.delete(id);
-        const a = this.written.get(id);
-        if (a) this.remove(id, a.key);
-      } else {
-        this.write(id);
-      }
-    }
-  }
-
   /**
-   * Hits the kernel served per hot key since the last call, for the engines that hold
-   * each key: [engine ids, key, new hits]. The counters are read from mapped memory,
-   * then compared in plain arrays; only keys whose counter moved cost more than that.
+   * Hits the kernel served per hot key since the last call. The counters are read from
+   * mapped memory, then compared in plain arrays; only keys whose counter moved cost
+   * more than that.
    */
-  collectKernelHits(): { engines: number[]; key: Uint8Array; hits: number }[] {
-    const out: { engines: number[]; key: Uint8Array; hits: number }[] = [];
+  collectKernelHits(): { key: Uint8Array; hits: number }[] {
+    const out: { key: Uint8Array; hits: number }[] = [];
     if (this.written.size === 0) return out;
     const all = this.fp.allHits();
     const last = this.lastHits;
@@ -112,37 +77,17 @@ export class HotSync {
       const id = this.bySlot[slot];
       const a = id === undefined ? undefined : this.written.get(id);
       if (a === undefined || delta <= 0) continue;
-      out.push({ engines: [...(this.holders.get(id!)?.keys() ?? [])], key: a.key, hits: delta });
+      out.push({ key: a.key, hits: delta });
     }
     return out;
   }
 
-  /**
-   * The kernel hits since the last call, grouped by the engine that holds each key: what
-   * each engine's policy is to be told (one message per worker, not per key).
-   */
-  kernelHitsByEngine(): Map<number, { key: Uint8Array; hits: number }[]> {
-    const out = new Map<number, { key: Uint8Array; hits: number }[]>();
-    for (const k of this.collectKernelHits()) {
-      for (const id of k.engines) {
-        let list = out.get(id);
-        if (!list) out.set(id, (list = []));
-        list.push({ key: k.key, hits: k.hits });
-      }
-    }
-    return out;
-  }
-
-  private write(id: string): void {
-    const h = this.holders.get(id);
-    if (!h) return;
-    let best: CachedAnswer | undefined;
-    for (const a of h.values()) if (!best || a.expiresNs > best.expiresNs) best = a;
-    if (!best || this.written.get(id) === best) return;
+  private write(id: string, answer: CachedAnswer): void {
+    if (this.written.get(id) === answer) return;
     try {
       const fresh = !this.written.has(id);
-      const slot = this.fp.put(best);
-      this.written.set(id, best);
+      const slot = this.fp.put(answer);
+      this.written.set(id, answer);
       if (fresh) {
         this.counters.promotions++;
         this.bySlot[slot] = id;

@@ -166,6 +166,16 @@ export class PromotionPolicy implements CacheObserver {
     return out;
   }
 
+  /** Slots currently hot. */
+  hotSlots(): number[] {
+    return Array.from(this.heap.subarray(0, this.heapSize));
+  }
+
+  /** The answer promoted for a hot slot (undefined if the slot is not hot). */
+  hotAnswerOf(slot: number): CachedAnswer | undefined {
+    return this.heapPos[slot]! >= 0 ? this.hotAnswer[slot] : undefined;
+  }
+
   /** Answers currently hot. */
   hotAnswers(): CachedAnswer[] {
     const out: CachedAnswer[] = [];

@@ -47,16 +47,8 @@ export interface CachedEntryInfo {
 /** The cache keys of `name` (any DO bit; of `qtype` if given) in this cache. */
 export function entriesOf(host: EngineHost, name: string, qtype?: number): CachedAnswer[] {
   const wire = textToWire(name.endsWith('.') ? name : `${name}.`);
-  const lower = wire.map((c) => (c >= 0x41 && c <= 0x5a ? c | 0x20 : c));
-  const out: CachedAnswer[] = [];
-  for (const a of host.engine.cache.entriesInEvictionOrder()) {
-    const k = a.key;
-    if (k.length !== lower.length + 5 || (qtype !== undefined && a.qtype !== qtype)) continue;
-    let same = true;
-    for (let i = 0; i < lower.length && same; i++) same = k[i] === lower[i];
-    if (same) out.push(a);
-  }
-  return out;
+  const lower = Uint8Array.from(wire, (c) => (c >= 0x41 && c <= 0x5a ? c | 0x20 : c));
+  return host.engine.cache.entriesWithName(lower, qtype);
 }
 
 export function engineControl(host: EngineHost, engineId: number, req: EngineRequest, nowNs: number): unknown {
@@ -71,9 +63,7 @@ export function engineControl(host: EngineHost, engineId: number, req: EngineReq
       return found.map((a) => Buffer.from(a.key).toString('hex'));
     }
     case 'flushAll': {
-      const n = host.engine.cache.size;
-      host.engine.cache.clear();
-      return n;
+      return host.engine.cache.clear();
     }
     case 'upstreams':
       // Brought into the stats block now: the main thread then reads every engine's there.

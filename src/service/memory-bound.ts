@@ -5,11 +5,13 @@
  * x86-64); docs/LIMITS.md says how.
  *
  *   RSS <= PROCESS_BASE + isolates × ISOLATE_SLACK + workers × UMEM
- *          + GC_FACTOR × Σ_engines (cacheBytes + TCP pool)
+ *          + the shared cache (metadata + arena: SharedArrayBuffers, no GC factor)
+ *          + GC_FACTOR × Σ_engines (TCP pool)
  *          + GC_FACTOR × (FLIGHT × questions in flight + WAITER × queries waiting)
  *          + kernel TCP clients × TCP_CLIENT
  */
 import type { HeimdallConfig } from '../config.js';
+import { sharedCacheBytes } from '../engine/shared-cache.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -51,7 +53,7 @@ export function memoryBound(cfg: HeimdallConfig, tcpClients = 1000): MemoryBound
     base: PROCESS_BASE,
     isolates: engines * ISOLATE_SLACK,
     umem: workers * UMEM_BYTES,
-    caches: GC_FACTOR * engines * e.cacheBytes,
+    caches: sharedCacheBytes(cfg.cacheSize, cfg.cacheBytes),
     upstreamTcp: GC_FACTOR * engines * tcpPool,
     inflight: GC_FACTOR * inflight * FLIGHT_BYTES,
     waiting: GC_FACTOR * waiting * WAITER_BYTES,

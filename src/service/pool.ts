@@ -1,14 +1,15 @@
 /**
  * WorkerPool: one AF_XDP worker thread per rx queue, supervised. A worker that dies
  * is replaced (its queue falls back to the kernel listener meanwhile, because a closed
- * socket leaves the XSKMAP); what it held hot is forgotten by the hot map sync.
+ * socket leaves the XSKMAP); the shared cache shards it held locked are recovered
+ * (onWorkerGone gets its thread id).
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import type { EngineConfig } from '../config.js';
 import { StatsBlock } from '../engine/stats.js';
 import { HeimdallError } from '../errors.js';
-import type { PromotionEvent } from '../hot/promotion.js';
+import type { SharedCacheLayout } from '../engine/shared-cache.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
 import type { EdgeSetup } from '../edge/policy.js';
 import type { FromWorker, LiveChange, ToWorker, WorkerInit } from './protocol.js';
@@ -25,9 +26,12 @@ export interface WorkerPoolOptions {
   asks: SharedArrayBuffer;
   /** The upstream in-flight budget (SharedInflight.buffer). */
   inflight: SharedArrayBuffer;
-  /** Engine ids of workers are 1..queues (0 is the main thread's engine). */
-  onPromotion: (engineId: number, e: PromotionEvent) => void;
-  onWorkerGone: (engineId: number) => void;
+  /** The one cache (SharedCache.layout). */
+  cache: SharedCacheLayout;
+  /** A worker's cache slot reached the promotion threshold. */
+  onCandidate: (slot: number, seq: number) => void;
+  /** Engine ids of workers are 1..queues (0 is the main thread's engine); threadId: the dead thread's. */
+  onWorkerGone: (engineId: number, threadId: number) => void;
   /** Told when the upstreams a worker holds down change. */
   onUpstreamHealth?: (engineId: number, down: string[]) => void;
   /** Told when a worker exits unexpectedly (it is restarted). */
@@ -84,8 +88,10 @@ export class WorkerPool {
       asks: this.o.asks,
       stats: slot.stats.buffer as SharedArrayBuffer,
       inflight: this.o.inflight,
+      cache: this.o.cache,
     };
     const w = new Worker(WORKER_FILE, { workerData: init });
+    const tid = w.threadId; // read now: a worker that exited reports -1
     slot.worker = w;
     slot.ready = false;
     return new Promise<void>((resolve, reject) => {
@@ -96,11 +102,8 @@ export class WorkerPool {
             slot.ready = true;
             if (!settled) (settled = true), resolve();
             break;
-          case 'promote':
-            this.o.onPromotion(id, { kind: 'promote', answer: m.answer });
-            break;
-          case 'demote':
-            this.o.onPromotion(id, { kind: 'demote', key: m.key, reason: m.reason });
+          case 'candidate':
+            this.o.onCandidate(m.slot, m.seq);
             break;
           case 'fatal':
             if (!settled) (settled = true), reject(new HeimdallError('E_WORKER', m.message));
@@ -125,7 +128,7 @@ export class WorkerPool {
       w.on('exit', (code) => {
         slot.worker = null;
         slot.ready = false;
-        this.o.onWorkerGone(id);
+        this.o.onWorkerGone(id, tid);
         if (!settled) {
           settled = true;
           reject(new HeimdallError('E_WORKER', `worker for queue ${queue} exited with code ${code} before it was ready`));
@@ -194,12 +197,6 @@ export class WorkerPool {
   /** The thread ids of the live workers (tests kill one to check it is replaced). */
   threads(): (Worker | null)[] {
     return this.slots.map((s) => s.worker);
-  }
-
-  /** Hands a worker the kernel hits of its hot keys: one message per upkeep, not per key. */
-  noteKernelHits(engineId: number, items: { key: Uint8Array; hits: number }[]): void {
-    const w = this.slots[engineId - 1]?.worker;
-    if (w && items.length > 0) w.postMessage({ type: 'kernelHits', items } satisfies ToWorker);
   }
 
   /** Every worker's counters (the blocks they write; read at scrape time). */

@@ -5,9 +5,8 @@
  * thread reads at scrape time (src/engine/stats.ts).
  */
 import type { EngineConfig } from '../config.js';
-import type { CachedAnswer } from '../dns/answer.js';
 import type { EdgeSetup } from '../edge/policy.js';
-import type { DemoteReason } from '../hot/promotion.js';
+import type { SharedCacheLayout } from '../engine/shared-cache.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
 import type { EngineRequest } from './cache-control.js';
 
@@ -28,10 +27,11 @@ export interface WorkerInit {
   stats: SharedArrayBuffer;
   /** SharedInflight.buffer: the process-wide budget of questions in flight upstream. */
   inflight: SharedArrayBuffer;
+  /** SharedCache.layout: the one cache of the process. */
+  cache: SharedCacheLayout;
 }
 
 export type ToWorker =
-  | { type: 'kernelHits'; items: { key: Uint8Array; hits: number }[] }
   /** A reload: what may change while running (src/service/reload.ts). Answered with 'reloaded'. */
   | { type: 'reload'; seq: number; change: LiveChange }
   /** A control request for the engine (src/service/cache-control.ts). Answered with 'controlReply'. */
@@ -47,8 +47,8 @@ export interface LiveChange {
 
 export type FromWorker =
   | { type: 'ready'; mode: 'copy' | 'zerocopy' }
-  | { type: 'promote'; answer: CachedAnswer }
-  | { type: 'demote'; key: Uint8Array; reason: DemoteReason }
+  /** A cache slot whose uses reached the promotion threshold, as of its write `seq` (src/hot/shared-promotion.ts). */
+  | { type: 'candidate'; slot: number; seq: number }
   | { type: 'reloaded'; seq: number }
   | { type: 'controlReply'; seq: number; value: unknown }
   /** The upstreams this worker's forwarder now holds down (sent when that changes). */

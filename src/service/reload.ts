@@ -3,8 +3,10 @@
  * config file read again, with the command line's flags still on top) and changes in
  * place what it can: the upstreams (the next misses go to them; questions in flight
  * finish on the old ones), the access lists and rate limits (the XDP maps are updated in
- * place and every thread's EdgeGuard swaps its policy), the promotion threshold, and
- * whether XDP answers. Everything else is fixed when the service starts (the interface,
+ * place and every thread's EdgeGuard swaps its policy), the promotion threshold,
+ * whether XDP answers, and the cache's TTL bounds, serve-stale and sizes (in the shared
+ * cache's header, seen by every thread at once; sizes only up to what was allocated at
+ * start: the service moves a larger one to `restart`). Everything else is fixed when the service starts (the interface,
  * the maps' sizes, the sockets, the workers): a change to it is reported as needing a
  * restart and not applied.
  *
@@ -23,14 +25,17 @@ export const RELOAD_KEYS: Readonly<Record<string, { live: boolean; get: Get }>> 
   mode: { live: false, get: (c) => c.mode },
   'xdp-attach': { live: false, get: (c) => c.xdpAttach },
   queues: { live: false, get: (c) => c.queues },
-  'cache-size': { live: false, get: (c) => c.cacheSize },
+  'cache-size': { live: true, get: (c) => c.cacheSize },
   'hot-size': { live: false, get: (c) => c.hotSize },
   'promote-after': { live: true, get: (c) => c.promoteAfter },
   'udp-size': { live: false, get: (c) => c.udpSize },
   'tcp-max-connections': { live: false, get: (c) => c.tcp.maxConnections },
   'tcp-max-per-client': { live: false, get: (c) => c.tcp.maxPerClient },
   'tcp-idle-timeout': { live: false, get: (c) => c.tcp.idleTimeoutMs },
-  'cache-bytes': { live: false, get: (c) => c.workerEngine.cacheBytes },
+  'cache-bytes': { live: true, get: (c) => c.cacheBytes },
+  'cache-min-ttl': { live: true, get: (c) => c.cacheTtl.minTtl },
+  'cache-max-ttl': { live: true, get: (c) => c.cacheTtl.maxTtl },
+  'cache-max-negative-ttl': { live: true, get: (c) => c.cacheTtl.negativeMaxTtl },
   'upstream-inflight': { live: false, get: (c) => c.workerEngine.upstreamInflight },
   'upstream-inflight-total': { live: false, get: (c) => c.upstreamInflightTotal },
   'upstream-client-share': { live: false, get: (c) => c.workerEngine.upstreamPerClient },
@@ -42,7 +47,7 @@ export const RELOAD_KEYS: Readonly<Record<string, { live: boolean; get: Get }>> 
   'caps-for-id': { live: false, get: (c) => c.workerEngine.capsForId },
   'upstream-cookies': { live: false, get: (c) => c.workerEngine.upstreamCookies },
   'minimal-responses': { live: false, get: (c) => c.workerEngine.minimalResponses },
-  'serve-stale': { live: false, get: (c) => c.serveStale },
+  'serve-stale': { live: true, get: (c) => c.serveStale },
   'log-format': { live: true, get: (c) => c.logFormat },
   'metrics-listen': { live: false, get: (c) => c.metricsListen },
   listen: { live: false, get: (c) => c.edge.listen },
@@ -74,19 +79,29 @@ export function diffConfig(running: HeimdallConfig, next: HeimdallConfig): Confi
   return out;
 }
 
-/** The config that runs after a reload: the new live settings, the running rest. */
-export function applyLive(running: HeimdallConfig, next: HeimdallConfig): HeimdallConfig {
+/**
+ * The config that runs after a reload: the new live settings, the running rest. `diff`:
+ * what the service applied (a cache size it could not apply is in `restart`).
+ */
+export function applyLive(running: HeimdallConfig, next: HeimdallConfig, diff?: ConfigDiff): HeimdallConfig {
   const promoteAfter = next.promoteAfter;
+  const sizeLive = (key: string): boolean => diff === undefined || !diff.restart.includes(key);
+  const cacheSize = sizeLive('cache-size') ? next.cacheSize : running.cacheSize;
+  const cacheBytes = sizeLive('cache-bytes') ? next.cacheBytes : running.cacheBytes;
   return Object.freeze({
     ...running,
+    cacheSize,
+    cacheBytes,
+    cacheTtl: next.cacheTtl,
+    serveStale: next.serveStale,
     upstreams: next.upstreams,
     upstreamList: next.upstreamList,
     promoteAfter,
     xdpAnswers: next.xdpAnswers,
     logFormat: next.logFormat,
     edge: Object.freeze({ ...running.edge, allow: next.edge.allow, deny: next.edge.deny, rrlExempt: next.edge.rrlExempt, rrl: next.edge.rrl }),
-    mainEngine: Object.freeze({ ...running.mainEngine, promoteAfter }),
-    workerEngine: Object.freeze({ ...running.workerEngine, promoteAfter }),
+    mainEngine: Object.freeze({ ...running.mainEngine, promoteAfter, cacheSize, cacheBytes, serveStale: next.serveStale }),
+    workerEngine: Object.freeze({ ...running.workerEngine, promoteAfter, cacheSize, cacheBytes, serveStale: next.serveStale }),
   });
 }
 

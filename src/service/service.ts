@@ -20,7 +20,7 @@ import { EdgeGuard } from '../edge/guard.js';
 import { ServedAddresses, type Served } from '../edge/local.js';
 import { claimInterface } from '../edge/owner.js';
 import { accessListOf, buildPolicy, edgeSetup, updatePolicy, type EdgeSetup } from '../edge/policy.js';
-import { applyLive, diffConfig, type ConfigDiff } from './reload.js';
+import { RELOAD_KEYS, applyLive, diffConfig, type ConfigDiff } from './reload.js';
 import { announce, log } from '../log.js';
 import { UpstreamLog } from './upstream-log.js';
 import { engineControl, qtypeText, type CachedEntryInfo, type EngineRequest } from './cache-control.js';
@@ -31,6 +31,8 @@ import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
 import { checkFdLimit } from './fd-limit.js';
 import { HotSync } from '../hot/hot-sync.js';
+import { SharedPromotion } from '../hot/shared-promotion.js';
+import { SharedCache } from '../engine/shared-cache.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
 import { UdpListener } from '../io/udp.js';
 import type { FrameHandler } from '../io/xsk-server.js';
@@ -43,9 +45,8 @@ import { WorkerPool } from './pool.js';
 /** Ask counts halve every minute: a name must keep being asked to stay promotable. */
 const ASK_DECAY_MS = 60_000;
 /**
- * Hits the XDP program served are handed to the engines every 5 s. They only feed heat
- * (60-second half-life) and SLRU recency, which 5 s of merging does not change, and each
- * hand-over wakes every worker (src/engine/upkeep.ts: why wake-ups are counted).
+ * Hits the XDP program served are handed to the promotion policy every 5 s. They only
+ * feed heat (60-second half-life) and SLRU recency, which 5 s of merging does not change.
  */
 const KERNEL_HITS_MS = 5000;
 /** The main thread's engine id for the hot map sync (workers are 1..queues). */
@@ -110,7 +111,7 @@ export function createService(initial: HeimdallConfig): Service {
   const undo: (() => Promise<void> | void)[] = [];
   let summary = '';
   /** Set once started: applies a reload's live settings. */
-  let applyChange: ((next: HeimdallConfig) => Promise<ReloadResult['workers']>) | undefined;
+  let applyChange: ((next: HeimdallConfig, diff: ConfigDiff) => Promise<ReloadResult['workers']>) | undefined;
   /** Set once started: the control requests. */
   let controlImpl: ((req: EngineRequest) => Promise<Record<string, unknown>>) | undefined;
   let statsImpl: (() => Promise<ServiceStats>) | undefined;
@@ -157,13 +158,18 @@ export function createService(initial: HeimdallConfig): Service {
     let lastKernelHits = lastDecay;
 
     const upstreamLog = new UpstreamLog(() => 1 + (cfg.afXdp ? cfg.queues : 0));
+    // The one cache of the process: the main thread's engine and every worker's are views
+    // of it. The one promotion policy runs here, over its slots, and drives the hot map.
+    const cache = SharedCache.create({ maxEntries: cfg.cacheSize, maxBytes: cfg.cacheBytes, ttl: { ...cfg.cacheTtl }, serveStale: cfg.serveStale, threshold: cfg.promoteAfter });
+    const promo = new SharedPromotion(cache, { capacity: cfg.hotSize, onEvent: (e) => sync?.apply(e), clock: fastMonotonicNs });
     const main = new EngineHost({
       engine: cfg.mainEngine,
       onUpstreamHealth: (down) => upstreamLog.update(MAIN_ENGINE, down),
       upstreams: cfg.upstreams,
       asks,
+      cache,
+      onCandidate: (slot, seq) => promo.candidate(slot, seq),
       inflight: { shared: inflight, engineId: MAIN_ENGINE },
-      onPromotion: (e) => sync?.apply(MAIN_ENGINE, e),
       onUpkeep: () => {
         const now = performance.now();
         if (now - lastDecay >= ASK_DECAY_MS) {
@@ -171,12 +177,10 @@ export function createService(initial: HeimdallConfig): Service {
           asks.decay();
         }
         if (udp && tcp) publishListeners(main, udp, tcp);
+        promo.tick(); // refreshes and evictions of hot entries by any thread, expired hot entries
         if (!sync || now - lastKernelHits < KERNEL_HITS_MS) return;
         lastKernelHits = now;
-        for (const [id, items] of sync.kernelHitsByEngine()) {
-          if (id === MAIN_ENGINE) for (const k of items) main.engine.policy?.noteKernelHits(k.key, k.hits);
-          else pool?.noteKernelHits(id, items);
-        }
+        for (const k of sync.collectKernelHits()) promo.noteKernelHits(k.key, k.hits);
       },
       upkeep: { busyMs: 1000, idleMs: KERNEL_HITS_MS },
     });
@@ -277,14 +281,18 @@ export function createService(initial: HeimdallConfig): Service {
         upstreams: cfg.upstreams,
         asks: asks.buffer,
         inflight: inflight.buffer,
+        cache: cache.layout,
         engine: cfg.workerEngine,
-        onPromotion: (id, e) => hot.apply(id, e),
+        onCandidate: (slot, seq) => promo.candidate(slot, seq),
         onUpstreamHealth: (id, down) => upstreamLog.update(id, down),
-        onWorkerGone: (id) => {
+        onWorkerGone: (id, threadId) => {
           upstreamLog.update(id, []);
+          // Shards the dead worker held locked are emptied and unlocked (it may have died
+          // halfway through a write); the rest of the cache is untouched.
+          const reset = cache.recover(threadId);
+          if (reset > 0) log('warn', 'worker', `emptied ${reset} cache shard(s) the worker for engine ${id} held when it died`);
           const block = pool?.stats()[id - 1];
           if (block) releaseUpstreams(block.upstreams); // its replacement binds them again
-          hot.forgetEngine(id);
           inflight.forget(id); // what the dead worker held upstream is free again
         },
         onRestart: (queue, why) => log('warn', 'worker', `worker for queue ${queue} replaced (${why})`),
@@ -324,30 +332,33 @@ export function createService(initial: HeimdallConfig): Service {
       const all = [mine, ...theirs.filter((v) => v !== undefined && !(v as { error?: string }).error)];
       return { all, engines: { asked: 1 + theirs.length, answered: all.length } };
     };
+    /** The cache is one: the main thread's view answers for every engine. */
+    const oneCache = { asked: 1, answered: 1 };
     controlImpl = async (req) => {
       switch (req.op) {
         case 'lookup': {
-          const { all, engines } = await askEngines(req);
-          const entries = all.flat() as CachedEntryInfo[];
+          const entries = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as CachedEntryInfo[];
           const keys = new Set([...entries.map((e) => e.key), ...keysOf(req.name, req.qtype)]);
           const hotKeys = [...keys].filter((k) => hot.isHot(Buffer.from(k, 'hex')));
-          return { entries, hot: hotKeys.map((k) => describeKey(k)), engines };
+          return { entries, hot: hotKeys.map((k) => describeKey(k)), engines: oneCache };
         }
         case 'flush': {
-          // Which of its keys are hot is asked first: flushing an engine's cache demotes
-          // what it held, and the last holder's demotion takes the key out of the map.
-          const found = (await askEngines({ op: 'lookup', name: req.name, qtype: req.qtype })).all.flat() as CachedEntryInfo[];
+          // Out of the cache and out of the XDP map at once; the policy sees the removal
+          // at its next look at the slot.
+          const found = engineControl(main, MAIN_ENGINE, { op: 'lookup', name: req.name, qtype: req.qtype }, fastMonotonicNs()) as CachedEntryInfo[];
           const keys = new Set([...found.map((e) => e.key), ...keysOf(req.name, req.qtype)]);
           const wasHot = [...keys].filter((k) => hot.isHot(Buffer.from(k, 'hex')));
-          const { all, engines } = await askEngines(req);
-          for (const k of new Set([...keys, ...(all as string[][]).flat()])) hot.drop(Buffer.from(k, 'hex'));
-          return { removed: (all as string[][]).flat().length, hotRemoved: wasHot.length, engines };
+          const removed = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as string[];
+          for (const k of new Set([...keys, ...removed])) hot.drop(Buffer.from(k, 'hex'));
+          promo.tick();
+          return { removed: removed.length, hotRemoved: wasHot.length, engines: oneCache };
         }
         case 'flushAll': {
           const hotBefore = hot.size;
-          const { all, engines } = await askEngines(req);
+          const removed = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as number;
           hot.dropAll();
-          return { removed: (all as number[]).reduce((a, b) => a + b, 0), hotRemoved: hotBefore, engines };
+          promo.tick();
+          return { removed, hotRemoved: hotBefore, engines: oneCache };
         }
         case 'upstreams': {
           // Each engine publishes its figures first; they are then read as /metrics reads them.
@@ -366,7 +377,24 @@ export function createService(initial: HeimdallConfig): Service {
     const rrl = cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit';
     const how = r.dispatcher ? `libxdp dispatcher, position ${r.dispatcher.position} of ${r.dispatcher.count}` : `direct attach${r.directReason ? `: ${r.directReason}` : ''}`;
     summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}, ${how}) via ${cfg.upstreamList}`;
-    applyChange = async (next) => {
+    applyChange = async (next, diff) => {
+      // The cache's settings live in its shared header: every thread sees them at once.
+      cache.setTtlPolicy({ ...next.cacheTtl });
+      cache.setServeStale(next.serveStale);
+      if (diff.live.includes('cache-size') || diff.live.includes('cache-bytes')) {
+        // Within the memory allocated at start: lower bounds evict down to them now, and
+        // may be raised again up to the start's; beyond that needs a restart.
+        try {
+          cache.setLimits(next.cacheSize, next.cacheBytes);
+        } catch {
+          for (const k of ['cache-size', 'cache-bytes']) {
+            const i = diff.live.indexOf(k);
+            if (i >= 0) diff.live.splice(i, 1), diff.restart.push(k);
+          }
+          const order = Object.keys(RELOAD_KEYS);
+          diff.restart.sort((a, b) => order.indexOf(a) - order.indexOf(b));
+        }
+      }
       // The XDP maps first (in place: setAccessList adds before it removes), then each
       // thread's guard; a query sees either the old policy or the new, never neither.
       const nextSetup: EdgeSetup = { ...setup, allow: next.edge.allow.map((c) => c.text), deny: next.edge.deny.map((c) => c.text), exempt: next.edge.rrlExempt.map((c) => c.text), rrl: { ...next.edge.rrl } };
@@ -376,6 +404,7 @@ export function createService(initial: HeimdallConfig): Service {
       mainPolicy = updatePolicy(mainPolicy, nextSetup);
       mainHandler.setPolicy(mainPolicy);
       main.setPromoteAfter(next.promoteAfter);
+      promo.setThreshold(next.promoteAfter);
       main.setUpstreams(next.upstreams);
       return pool ? pool.reload({ edge: nextSetup, upstreams: next.upstreams, promoteAfter: next.promoteAfter }) : { confirmed: 0, live: 0 };
     };
@@ -397,8 +426,8 @@ export function createService(initial: HeimdallConfig): Service {
     const run = reloading.then(async (): Promise<ReloadResult> => {
       if (!applyChange) throw new HeimdallError('E_NOT_RUNNING', 'the service is not running');
       const diff = diffConfig(running, next);
-      const workers = diff.live.length > 0 ? await applyChange(next) : { confirmed: 0, live: 0 };
-      running = applyLive(running, next);
+      const workers = diff.live.length > 0 ? await applyChange(next, diff) : { confirmed: 0, live: 0 };
+      running = applyLive(running, next, diff);
       return { diff, workers };
     });
     reloading = run.catch(() => undefined);

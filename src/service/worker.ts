@@ -1,11 +1,13 @@
 /**
  * An AF_XDP worker thread: one per rx queue. It runs an EngineHost (forwarder, engine,
- * upkeep, counters) behind an XskServer on its queue's socket, reports promotions to the
- * main thread, and takes the XDP hit feed and the stop request from it.
+ * upkeep, counters) behind an XskServer on its queue's socket, over its view of the one
+ * shared cache; it reports promotion candidates to the main thread and takes reloads,
+ * control requests and the stop request from it.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { EngineHost } from '../engine/host.js';
 import { StatsBlock } from '../engine/stats.js';
+import { SharedCache } from '../engine/shared-cache.js';
 import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
 import { EdgeGuard } from '../edge/guard.js';
@@ -40,8 +42,10 @@ const host = new EngineHost({
   upstreams: init.upstreams,
   asks: new AskCounter(init.asks),
   stats: new StatsBlock(init.stats),
+  cache: SharedCache.attach(init.cache),
+  ownsCache: false, // the main thread sweeps it and publishes its gauges
+  onCandidate: (slot, seq) => post({ type: 'candidate', slot, seq }),
   inflight: { shared: new SharedInflight({ buffer: init.inflight }), engineId: init.id },
-  onPromotion: (e) => (e.kind === 'promote' ? post({ type: 'promote', answer: e.answer }) : post({ type: 'demote', key: e.key, reason: e.reason })),
   onUpkeep: () => server?.upkeep(),
   busy: () => (server?.pending ?? 0) > 0,
   onUpstreamHealth: (down) => post({ type: 'health', down }),
@@ -58,9 +62,7 @@ async function stop(): Promise<void> {
 }
 
 port.on('message', (m: ToWorker) => {
-  if (m.type === 'kernelHits') {
-    for (const k of m.items) host.engine.policy?.noteKernelHits(k.key, k.hits);
-  } else if (m.type === 'reload') {
+  if (m.type === 'reload') {
     // The settings apply to the next query; those in flight finish under the old ones.
     edge = m.change.edge;
     if (policy && guarded) {

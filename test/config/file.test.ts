@@ -59,6 +59,9 @@ tcp-max-connections: 500
 tcp-max-per-client: 10
 tcp-idle-timeout: 2000
 cache-bytes: 4000000
+cache-min-ttl: 5
+cache-max-ttl: 600
+cache-max-negative-ttl: 120
 upstream-inflight: 100
 upstream-inflight-total: 150
 upstream-client-share: 50
@@ -94,6 +97,8 @@ rrl-exempt: [198.18.0.2/32]
     expect(c.xdpAttach).toBe('direct');
     expect(c.tcp).toEqual({ maxConnections: 500, maxPerClient: 10, idleTimeoutMs: 2000 });
     expect(c.workerEngine.cacheBytes).toBe(4_000_000);
+    expect(c.cacheBytes).toBe(4_000_000);
+    expect(c.cacheTtl).toEqual({ minTtl: 5, maxTtl: 600, negativeMaxTtl: 120 });
     expect(c.workerEngine.upstreamInflight).toBe(100);
     expect(c.upstreamInflightTotal).toBe(150);
     expect(c.workerEngine.upstreamPerClient).toBe(50);
@@ -190,6 +195,20 @@ describe('reload', () => {
     expect(diffConfig(after, next)).toEqual({ live: [], restart: ['port'] });
     expect(describeReload(diffConfig(after, next))).toBe('nothing to change; port changed in the file but need a restart (running values kept)');
     expect(describeReload({ live: ['allow'], restart: [] })).toBe('changed allow');
+  });
+
+  it('changes the cache bounds live, and keeps a size the service could not apply', () => {
+    const running = cfg('cache-size: 20000\n');
+    const next = cfg('cache-size: 10000\ncache-max-ttl: 60\ncache-min-ttl: 10\nserve-stale: true\n');
+    const diff = diffConfig(running, next);
+    expect(diff).toEqual({ live: ['cache-size', 'cache-bytes', 'cache-min-ttl', 'cache-max-ttl', 'serve-stale'], restart: ['hot-size'] });
+    const after = applyLive(running, next, diff);
+    expect([after.cacheSize, after.cacheBytes, after.serveStale, after.workerEngine.serveStale]).toEqual([10000, 10000 * 512, true, true]);
+    expect(after.cacheTtl).toEqual({ minTtl: 10, maxTtl: 60, negativeMaxTtl: 3600 });
+    // The service moves a size beyond its allocation to restart: the running one stays.
+    const kept = applyLive(running, next, { live: ['cache-max-ttl'], restart: ['cache-size', 'cache-bytes'] });
+    expect([kept.cacheSize, kept.cacheBytes, kept.cacheTtl.maxTtl]).toEqual([20000, 20000 * 512, 60]);
+    expect(() => cfg('cache-min-ttl: 100\ncache-max-ttl: 50\n')).toThrow(/cache-min-ttl.*must not be above --cache-max-ttl \(50\), got 100/);
   });
 
   it('logs one line per event, as text or JSON', () => {

@@ -135,12 +135,29 @@ describePrivileged('config file and live reload in the lab', { netns: true, tool
   });
 
   it('says which changes need a restart, and keeps their running values', async () => {
-    write({ port: '5353', 'cache-size': '5000' });
+    // A larger cache than the memory allocated at start needs a restart.
+    write({ port: '5353', 'cache-size': '500000' });
     const r = await reload();
     expect(r.code).toBe(0);
     // hot-size and cache-bytes follow cache-size when not given.
     expect(r.stdout).toMatch(/: nothing to change; port, cache-size, hot-size, cache-bytes changed in the file but need a restart \(running values kept\)\n$/);
     expect(lab.dig(['www.lab.example', 'A'])).toMatch(/status: NOERROR/);
+  });
+
+  it('changes the cache bounds live: a smaller cache and a TTL ceiling apply to the next answers', async () => {
+    write({ 'cache-size': '5000', 'cache-max-ttl': '60', 'serve-stale': 'true' });
+    try {
+      const r = await reload();
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/changed cache-size, cache-bytes, cache-max-ttl, serve-stale; hot-size changed in the file but need a restart/);
+      // The zone's TTL is 300: a name first fetched now is cached for 60 s at most.
+      const ttl = (out: string) => Number(/^h777\.lab\.example\.\s+(\d+)\s+IN\s+A/m.exec(out)![1]);
+      expect(ttl(lab.dig(['h777.lab.example', 'A']))).toBeLessThanOrEqual(60);
+      expect(ttl(lab.dig(['h777.lab.example', 'A']))).toBeLessThanOrEqual(60); // and from the cache
+    } finally {
+      write();
+      expect((await reload()).stdout).toMatch(/changed cache-size, cache-bytes, cache-max-ttl, serve-stale/);
+    }
   });
 
   it('switches its log to JSON lines on reload', async () => {

@@ -66,7 +66,7 @@ describe('the upstream settings', () => {
   it('resolve with their defaults, derive the per-network share, and refuse what is out of bounds', () => {
     const c = cfg();
     expect(c.upstreamInflightTotal).toBe(2048);
-    expect(c.workerEngine).toMatchObject({ upstreamInflight: 1024, upstreamPerClient: 256, upstreamTcpConns: 2, upstreamTcpPipeline: 64, cacheBytes: 100_000 * 1024 });
+    expect(c.workerEngine).toMatchObject({ upstreamInflight: 1024, upstreamPerClient: 256, upstreamTcpConns: 2, upstreamTcpPipeline: 64, cacheBytes: 100_000 * 512 }); // the shared cache's arena: 512 bytes of DNS data per entry
     expect(cfg({ upstreamInflight: 10, upstreamClientShare: 1 }).mainEngine.upstreamPerClient).toBe(1);
     expect(cfg({ cacheSize: 20_000, cacheBytes: 8 << 20 }).mainEngine.cacheBytes).toBe(8 << 20);
     expect(() => cfg({ upstreamClientShare: 0 })).toThrow(/--upstream-client-share must be an integer from 1 to 100/);

@@ -1,0 +1,124 @@
+/**
+ * The one promotion policy over the shared cache: candidates reported from any view
+ * promote at the threshold, a refresh of a hot key by another thread's view is
+ * rewritten (demote 'replaced' + promote), an eviction or delete demotes, kernel hits
+ * reach the cache slot's hit count, and the hot set always equals the events applied.
+ */
+import { describe, expect, it } from 'vitest';
+import { SharedCache } from '../../src/engine/shared-cache.js';
+import { SharedPromotion } from '../../src/hot/shared-promotion.js';
+import type { PromotionEvent } from '../../src/hot/promotion.js';
+import { keyString } from '../../src/dns/key.js';
+import { keyOf, synth, versionOf } from '../helpers/shared-cache-ops.js';
+
+const NOW = 1e12;
+
+function setup(capacity = 4) {
+  const cache = SharedCache.create({ maxEntries: 64, threshold: 3 });
+  const other = SharedCache.attach(cache.layout); // "a worker's" view
+  const events: PromotionEvent[] = [];
+  let now = NOW;
+  const promo = new SharedPromotion(cache, { capacity, onEvent: (e) => events.push(e), clock: () => now });
+  const candidates: [number, number][] = [];
+  other.onThreshold = (slot, seq) => candidates.push([slot, seq]); // posted to the main thread
+  cache.onThreshold = (slot, seq) => promo.candidate(slot, seq, now);
+  const deliver = () => {
+    for (const [slot, seq] of candidates.splice(0)) promo.candidate(slot, seq, now);
+  };
+  const map = new Map<string, number>(); // what HotSync would hold: key -> version
+  const apply = () => {
+    for (const e of events.splice(0)) {
+      if (e.kind === 'promote') map.set(keyString(e.answer.key), versionOf(Number(/k(\d+)/.exec(String.fromCharCode(...e.answer.key))![1]), e.answer));
+      else map.delete(keyString(e.key));
+    }
+  };
+  return { cache, other, promo, deliver, apply, map, tick: (dt: number) => (now += dt) };
+}
+
+describe('SharedPromotion', () => {
+  it('promotes on the third use across views, and once', () => {
+    const { cache, other, promo, deliver, apply, map } = setup();
+    other.insert(synth(1, 1, 1, 300, NOW), NOW);
+    cache.get(keyOf(1), keyOf(1).length, NOW); // use 2, main's view
+    deliver();
+    expect(promo.size).toBe(0);
+    other.get(keyOf(1), keyOf(1).length, NOW); // use 3, the worker's view
+    deliver();
+    apply();
+    expect([...map.values()]).toEqual([1]);
+    other.get(keyOf(1), keyOf(1).length, NOW);
+    deliver();
+    apply();
+    expect(promo.size).toBe(1);
+  });
+
+  it('rewrites a hot key refreshed by another view, and demotes it when it is evicted', () => {
+    const { cache, other, promo, apply, map } = setup();
+    cache.insert(synth(2, 1, 1, 300, NOW), NOW, 3); // asked three times already: hot at once
+    apply();
+    expect(map.get(keyString(keyOf(2)))).toBe(1);
+    other.insert(synth(2, 7, 2, 300, NOW), NOW); // the worker stored a fresher answer
+    promo.tick();
+    apply();
+    expect(map.get(keyString(keyOf(2)))).toBe(7);
+    expect(promo.hotAnswers().map((a) => versionOf(2, a))).toEqual([7]);
+    other.delete(keyOf(2));
+    promo.tick();
+    apply();
+    expect(map.size).toBe(0);
+    expect(promo.size).toBe(0);
+  });
+
+  it('judges a candidate by what its slot holds when it arrives, and promotes again after expiry', () => {
+    const { cache, other, promo, deliver, apply, map, tick } = setup();
+    other.insert(synth(3, 1, 1, 10, NOW), NOW, 2);
+    other.get(keyOf(3), keyOf(3).length, NOW); // third use: a candidate is on its way...
+    other.insert(synth(3, 2, 1, 10, NOW), NOW); // ...but the slot is refreshed first (uses kept)
+    deliver();
+    apply();
+    expect(map.get(keyString(keyOf(3)))).toBe(2); // the answer held now is promoted
+    // Hot: hits on it report nothing more.
+    for (let i = 0; i < 5; i++) other.get(keyOf(3), keyOf(3).length, NOW);
+    deliver();
+    tick(11e9); // expired: demoted
+    promo.tick();
+    apply();
+    expect(map.size).toBe(0);
+    const t = NOW + 11e9;
+    other.insert(synth(3, 3, 1, 10, t), t); // fetched again: uses kept, over the threshold
+    deliver();
+    apply();
+    expect(map.get(keyString(keyOf(3)))).toBe(3); // earns its place back at once
+  });
+
+  it('reports a slot the policy did not promote at most once per tick', () => {
+    const { cache, other, promo, deliver, apply, map } = setup(1);
+    cache.insert(synth(10, 1, 1, 300, NOW), NOW, 3); // fills the one hot place
+    for (let i = 0; i < 40; i++) promo.noteKernelHits(keyOf(10), 10, NOW); // and is very hot
+    other.insert(synth(11, 1, 1, 300, NOW), NOW, 3);
+    deliver(); // reported at its insert: not hot enough to displace
+    let reports = 0;
+    other.onThreshold = () => reports++;
+    for (let i = 0; i < 10; i++) other.get(keyOf(11), keyOf(11).length, NOW);
+    expect(reports).toBe(0); // reported at its insert already, not ticked since
+    promo.tick();
+    for (let i = 0; i < 10; i++) other.get(keyOf(11), keyOf(11).length, NOW);
+    expect(reports).toBe(1);
+    deliver();
+    apply();
+    expect([...map.keys()]).toEqual([keyString(keyOf(10))]);
+  });
+
+  it('credits kernel hits to the cache slot, so the lazy SLRU keeps what XDP serves', () => {
+    const cache = SharedCache.create({ maxEntries: 20, shards: 1, threshold: 3 });
+    const promo = new SharedPromotion(cache, { capacity: 4 });
+    cache.onThreshold = (slot, seq) => promo.candidate(slot, seq, NOW);
+    const s = cache.insert(synth(5, 1, 1, 300, NOW), NOW, 3);
+    expect(promo.isHot(keyOf(5))).toBe(true);
+    const before = cache.usesOf(s);
+    expect(promo.noteKernelHits(keyOf(5), 40, NOW)).toBe(true);
+    expect(cache.usesOf(s)).toBe(before + 40);
+    for (let i = 100; i < 140; i++) cache.insert(synth(i, 1, 1, 300, NOW), NOW); // a scan of new names
+    expect(cache.has(keyOf(5), keyOf(5).length, NOW)).toBe(true);
+  });
+});
