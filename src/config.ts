@@ -87,6 +87,8 @@ export interface ConfigInput {
   upstreamTcpPipeline?: number;
   upstreamPortReuse?: number;
   xdpAnswers?: boolean;
+  /** Refresh hot names the XDP program is still serving before they expire (src/hot/prefetch.ts); default on. */
+  prefetch?: boolean;
   afXdp?: boolean;
   serveStale?: boolean;
   /** 0x20 toward the upstreams (Unbound's use-caps-for-id); default on. */
@@ -171,6 +173,7 @@ export interface HeimdallConfig {
   /** Questions in flight upstream in the whole process. */
   readonly upstreamInflightTotal: number;
   readonly xdpAnswers: boolean;
+  readonly prefetch: boolean;
   readonly afXdp: boolean;
   readonly serveStale: boolean;
   readonly metricsListen: { readonly host: string; readonly port: number } | null;
@@ -336,6 +339,7 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
     }),
     upstreamInflightTotal,
     xdpAnswers: input.xdpAnswers ?? true,
+    prefetch: input.prefetch ?? true,
     afXdp,
     serveStale,
     metricsListen: input.metricsListen === undefined ? null : Object.freeze(parseListen(input.metricsListen)),

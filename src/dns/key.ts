@@ -100,6 +100,16 @@ export function parseKey(key: Uint8Array): KeyParts {
 }
 
 /** 'example.com/1/1/do' style text for logs. */
+/**
+ * The question a key stands for, as the forwarder takes it: the lowercased wire name
+ * (a view into the key), qtype, qclass and DO.
+ */
+export function questionOfKey(key: Uint8Array): { name: Uint8Array; qtype: number; qclass: number; dnssecOk: boolean } {
+  const n = key.length - 5;
+  if (n < 1) throw new DnsError(DnsErrorCode.BAD_ARGUMENT, -1, 'key too short');
+  return { name: key.subarray(0, n), qtype: (key[n]! << 8) | key[n + 1]!, qclass: (key[n + 2]! << 8) | key[n + 3]!, dnssecOk: (key[n + 4]! & 1) !== 0 };
+}
+
 export function keyToText(key: Uint8Array): string {
   try {
     const k = parseKey(key);

@@ -17,6 +17,7 @@ import { MessageView } from '../dns/view.js';
 import { writeReply, writeRcodeReply, writeFormErr, writeRelayed, type ReplyOptions } from '../dns/reply.js';
 import { DnsErrorCode, errorDisposition, isDnsError } from '../dns/errors.js';
 import { EDNS_UDP_SIZE, FLAG_TC, MAX_KEY_LEN, OPCODE_QUERY, RCODE_NOTIMP, RCODE_SERVFAIL, RCODE_BADVERS } from '../dns/constants.js';
+import { SOLO, type FetchTable, type ReleaseOutcome } from '../upstream/fetch-table.js';
 import { SharedCache } from './shared-cache.js';
 import type { PromotionEvent } from '../hot/promotion.js';
 import { SharedPromotion } from '../hot/shared-promotion.js';
@@ -34,10 +35,18 @@ export interface Resolver {
   resolve(q: { name: Uint8Array; qtype: number; qclass: number; dnssecOk: boolean; checkingDisabled?: boolean }, client?: string): Promise<Uint8Array>;
 }
 
+type ResolverQuestion = Parameters<Resolver['resolve']>[0];
+
 export interface EngineOptions {
   resolver: Resolver;
   /** The process's one cache (a view of it on this thread); default: a cache of its own. */
   cache?: SharedCache;
+  /**
+   * The process's table of fetches in flight (src/upstream/fetch-table.ts): a miss for a
+   * name another thread is fetching waits for that answer instead of asking upstream
+   * again. Default: none (each miss asks; the forwarder still coalesces within this engine).
+   */
+  fetches?: FetchTable;
   /** Where slots reaching the promotion threshold go (the main thread's policy); default: a policy of its own. */
   onCandidate?: (slot: number, seq: number) => void;
   /** Whether this engine's tick() sweeps expired entries (one thread sweeps the shared cache; default true). */
@@ -71,6 +80,8 @@ const {
   cacheHits: Slot_cacheHits,
   staleServed: Slot_staleServed,
   upstreamAnswers: Slot_upstreamAnswers,
+  fetchJoined: Slot_fetchJoined,
+  fetchJoinedServed: Slot_fetchJoinedServed,
   relayed: Slot_relayed,
   servfail: Slot_servfail,
 } = Slot;
@@ -93,6 +104,7 @@ export class DnsEngine {
   private readonly view = new MessageView();
   private readonly key = new Uint8Array(MAX_KEY_LEN);
   private resolver: Resolver;
+  private readonly fetches: FetchTable | undefined;
   private readonly clock: Clock;
   private readonly udpSize: number;
   /** Reply options of the synchronous path: written and used within one call. */
@@ -122,6 +134,7 @@ export class DnsEngine {
       this.policy = undefined;
     }
     this.resolver = opts.resolver;
+    this.fetches = opts.fetches;
     this.stats = opts.stats ?? new StatsBlock();
     this.c = this.stats.v;
     this.udpSize = opts.udpSize ?? EDNS_UDP_SIZE;
@@ -177,7 +190,7 @@ export class DnsEngine {
       c[Slot_cacheHits]! += 1;
       return this.counted(n, out, outOff);
     }
-    return this.miss(buf, off, len, out, outOff, tcp, maxLen, klen, asks, client);
+    return this.miss(buf, off, len, out, outOff, tcp, maxLen, klen, hash, asks, client);
   }
 
   /**
@@ -212,11 +225,55 @@ export class DnsEngine {
    * this query needs is in the arguments and locals; after the await the shared view is
    * pointed at this query's bytes again before anything is written.
    */
-  private async miss(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen: number | undefined, klen: number, asks: number, client: Addr | undefined): Promise<number> {
+  private async miss(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen: number | undefined, klen: number, hash: number, asks: number, client: Addr | undefined): Promise<number> {
     const v = this.view;
     const q = { name: this.key.slice(0, klen - 5), qtype: v.qtype, qclass: v.qclass, dnssecOk: v.dnssecOk, checkingDisabled: v.cd };
     const key = this.key.slice(0, klen);
     const opts: ReplyOptions = { udpSize: this.udpSize, tcp, maxLen };
+    const c = this.c;
+    // One fetch per name across threads: join a fetch in flight, or own this one.
+    let ticket = SOLO;
+    const fetches = this.fetches;
+    if (fetches !== undefined) {
+      const r = fetches.claim(key, klen, hash, this.clock() / 1e6);
+      if (typeof r === 'number') {
+        ticket = r;
+        if (ticket >= 0) {
+          // A fetch may have ended between the lookup and the claim: look again (the view
+          // still holds this query: nothing was awaited yet).
+          const n = this.cache.reply(v, key, klen, hash, this.clock(), out, outOff, opts, false, asks);
+          if (n > 0) {
+            fetches.release(ticket, 'cached');
+            c[Slot_cacheHits]! += 1;
+            return this.counted(n, out, outOff);
+          }
+        }
+      } else {
+        c[Slot_fetchJoined]! += 1;
+        const outcome = await r;
+        this.reparse(buf, off, len);
+        if (outcome === 'cached') {
+          const n = this.cache.reply(v, key, klen, hash, this.clock(), out, outOff, opts, false, asks);
+          if (n > 0) {
+            c[Slot_fetchJoinedServed]! += 1;
+            return this.counted(n, out, outOff);
+          }
+        }
+        // Not cached (uncacheable, failed, owner gone, or already evicted): ask on our own,
+        // so a waiter never gets nothing.
+      }
+    }
+    let outcome: ReleaseOutcome = 'failed';
+    try {
+      return await this.fetch(buf, off, len, out, outOff, tcp, q, key, opts, asks, client, (o) => (outcome = o));
+    } finally {
+      if (ticket >= 0) fetches!.release(ticket, outcome);
+    }
+  }
+
+  /** Asks the upstream, caches what may be cached, and writes the reply; `settled` learns whether the answer is now in the cache. */
+  private async fetch(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, q: ResolverQuestion, key: Uint8Array, opts: ReplyOptions, asks: number, client: Addr | undefined, settled: (o: ReleaseOutcome) => void): Promise<number> {
+    const v = this.view;
     const c = this.c;
     let msg: Uint8Array;
     try {
@@ -238,6 +295,7 @@ export class DnsEngine {
     try {
       const now = this.clock();
       answer = this.cache.insertResponse(msg, now, q.dnssecOk, asks);
+      settled(this.cache.has(answer.key, answer.key.length, now) ? 'cached' : 'uncached');
       if (this.policy !== undefined) {
         // A refresh of a hot key: its own policy rewrites the hot map at once.
         const s = this.cache.find(answer.key, answer.key.length);
@@ -254,6 +312,7 @@ export class DnsEngine {
       c[Slot_upstreamAnswers]! += 1;
       return this.counted(writeReply(v, answer, this.clock(), out, outOff, opts), out, outOff);
     }
+    settled('uncached');
     // Not cacheable (REFUSED, a transfer, TTL 0, ...): relayed as the upstream sent it.
     // Still truncated after the forwarder's TCP retry failed: a TCP client must not get
     // TC=1 back, so it gets SERVFAIL.

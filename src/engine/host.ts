@@ -12,6 +12,7 @@ import { engineShare, type SharedInflight } from '../upstream/budget.js';
 import { Forwarder } from '../upstream/forwarder.js';
 import type { UpstreamAddr } from '../upstream/upstream.js';
 import { DnsEngine } from './engine.js';
+import type { FetchTable } from '../upstream/fetch-table.js';
 import type { SharedCache } from './shared-cache.js';
 import { StatsBlock, type CounterName } from './stats.js';
 import { UpstreamPublisher } from './upstream-stats.js';
@@ -26,6 +27,8 @@ export interface EngineHostOptions {
   stats?: StatsBlock;
   /** The process's one cache, this thread's view (default: a cache of the engine's own). */
   cache?: SharedCache;
+  /** The process's table of fetches in flight (one fetch per name across threads). */
+  fetches?: FetchTable;
   /** Slots reaching the promotion threshold (to the main thread's policy); default: a policy of the engine's own. */
   onCandidate?: (slot: number, seq: number) => void;
   /** This host sweeps the cache and publishes its gauges (the main thread's; default true). */
@@ -86,6 +89,7 @@ export class EngineHost {
       asks: o.asks,
       stats: this.stats,
       cache: o.cache,
+      fetches: o.fetches,
       onCandidate: o.onCandidate,
       sweep: o.ownsCache ?? true,
       onPromotion: o.onPromotion,
@@ -190,6 +194,15 @@ export class EngineHost {
     this.advance('upstreamErrors', f.errors);
     this.advance('upstreamTcpRetries', f.tcpRetries);
     this.advance('upstreamCoalesced', f.coalesced);
+    if (this.o.fetches !== undefined) {
+      // The table counts per thread (plain fields); this thread's share is published here.
+      const t = this.o.fetches.stats();
+      this.advance('fetchOwned', t.owned);
+      this.advance('fetchSolo', t.full + t.contended);
+      this.advance('fetchExpired', t.deadlineExpired);
+      this.advance('fetchOwnerDied', t.ownerDied);
+      this.advance('fetchLost', t.lost);
+    }
     this.advance('mismatchSource', f.mismatchedBy.source);
     this.advance('mismatchId', f.mismatchedBy.id);
     this.advance('mismatchQuestion', f.mismatchedBy.question);

@@ -80,6 +80,14 @@ const edgeDropsHelp = 'Queries userspace dropped by the edge policy (the XDP pro
 const edgeReplies = 'heimdall_edge_replies_total';
 const edgeRepliesHelp = 'Replies userspace wrote by the edge policy instead of an answer, by kind';
 const udpHelp = 'Datagrams of the kernel UDP listener, by direction';
+const prefetch = 'heimdall_prefetch_total';
+const prefetchHelp =
+  'Hot names refreshed before expiry: issued (asked upstream), refreshed (new answer stored and written to the hot map), failed, ' +
+  'cold (not asked by clients in the second half of its life: left to expire), missed (in-flight bound reached until it expired)';
+const fetches = 'heimdall_fetches_total';
+const fetchesHelp =
+  'Misses and the shared table of fetches in flight: owned (this miss asked upstream), joined (waited for another thread\'s fetch of the name), ' +
+  'joined_served (answered from the cache after that wait), solo (table bucket full or contended: asked on its own), deadline_expired, owner_died, lost (waits that ended without an answer, then asked on their own)';
 
 /**
  * The counters. Order is the slot order; scalars take one slot, a vector one per value,
@@ -123,6 +131,20 @@ export const COUNTERS = {
   upstreamErrors: { kind: 'counter', metric: 'heimdall_upstream_errors_total', help: 'Send, bind and connect errors toward upstreams' },
   upstreamTcpRetries: { kind: 'counter', metric: 'heimdall_upstream_tcp_retries_total', help: 'Truncated upstream answers retried over TCP' },
   upstreamCoalesced: { kind: 'counter', metric: 'heimdall_upstream_coalesced_total', help: 'Questions served by a query already in flight' },
+  // Hot names refreshed before they expire (src/hot/prefetch.ts; the main thread's block).
+  prefetchIssued: { kind: 'counter', metric: prefetch, help: prefetchHelp, label: ['event', 'issued'] },
+  prefetchRefreshed: { kind: 'counter', metric: prefetch, help: prefetchHelp, label: ['event', 'refreshed'] },
+  prefetchFailed: { kind: 'counter', metric: prefetch, help: prefetchHelp, label: ['event', 'failed'] },
+  prefetchCold: { kind: 'counter', metric: prefetch, help: prefetchHelp, label: ['event', 'cold'] },
+  prefetchMissed: { kind: 'counter', metric: prefetch, help: prefetchHelp, label: ['event', 'missed'] },
+  // One fetch per name across threads (src/upstream/fetch-table.ts).
+  fetchOwned: { kind: 'counter', metric: fetches, help: fetchesHelp, label: ['event', 'owned'] },
+  fetchJoined: { kind: 'counter', metric: fetches, help: fetchesHelp, label: ['event', 'joined'] },
+  fetchJoinedServed: { kind: 'counter', metric: fetches, help: fetchesHelp, label: ['event', 'joined_served'] },
+  fetchSolo: { kind: 'counter', metric: fetches, help: fetchesHelp, label: ['event', 'solo'] },
+  fetchExpired: { kind: 'counter', metric: fetches, help: fetchesHelp, label: ['event', 'deadline_expired'] },
+  fetchOwnerDied: { kind: 'counter', metric: fetches, help: fetchesHelp, label: ['event', 'owner_died'] },
+  fetchLost: { kind: 'counter', metric: fetches, help: fetchesHelp, label: ['event', 'lost'] },
   mismatchSource: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'source'] },
   mismatchId: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'id'] },
   mismatchQuestion: { kind: 'counter', metric: mismatched, help: mismatchedHelp, label: ['reason', 'question'] },

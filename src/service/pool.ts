@@ -28,6 +28,8 @@ export interface WorkerPoolOptions {
   inflight: SharedArrayBuffer;
   /** The one cache (SharedCache.layout). */
   cache: SharedCacheLayout;
+  /** FetchTable.buffer. */
+  fetches: SharedArrayBuffer;
   /** A worker's cache slot reached the promotion threshold. */
   onCandidate: (slot: number, seq: number) => void;
   /** Engine ids of workers are 1..queues (0 is the main thread's engine); threadId: the dead thread's. */
@@ -89,6 +91,7 @@ export class WorkerPool {
       stats: slot.stats.buffer as SharedArrayBuffer,
       inflight: this.o.inflight,
       cache: this.o.cache,
+      fetches: this.o.fetches,
     };
     const w = new Worker(WORKER_FILE, { workerData: init });
     const tid = w.threadId; // read now: a worker that exited reports -1

@@ -29,6 +29,8 @@ export interface WorkerInit {
   inflight: SharedArrayBuffer;
   /** SharedCache.layout: the one cache of the process. */
   cache: SharedCacheLayout;
+  /** FetchTable.buffer: the fetches in flight of every engine. */
+  fetches: SharedArrayBuffer;
 }
 
 export type ToWorker =

@@ -43,6 +43,7 @@ export const RELOAD_KEYS: Readonly<Record<string, { live: boolean; get: Get }>> 
   'upstream-tcp-pipeline': { live: false, get: (c) => c.workerEngine.upstreamTcpPipeline },
   'upstream-port-reuse': { live: false, get: (c) => c.workerEngine.upstreamPortReuse },
   'xdp-answers': { live: true, get: (c) => c.xdpAnswers },
+  prefetch: { live: true, get: (c) => c.prefetch },
   'af-xdp': { live: false, get: (c) => c.afXdp },
   'caps-for-id': { live: false, get: (c) => c.workerEngine.capsForId },
   'upstream-cookies': { live: false, get: (c) => c.workerEngine.upstreamCookies },

@@ -33,6 +33,9 @@ import { checkFdLimit } from './fd-limit.js';
 import { HotSync } from '../hot/hot-sync.js';
 import { SharedPromotion } from '../hot/shared-promotion.js';
 import { SharedCache } from '../engine/shared-cache.js';
+import { Prefetcher } from '../hot/prefetch.js';
+import { questionOfKey } from '../dns/key.js';
+import { FetchTable, fetchTableCapacity } from '../upstream/fetch-table.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
 import { UdpListener } from '../io/udp.js';
 import type { FrameHandler } from '../io/xsk-server.js';
@@ -49,6 +52,9 @@ const ASK_DECAY_MS = 60_000;
  * feed heat (60-second half-life) and SLRU recency, which 5 s of merging does not change.
  */
 const KERNEL_HITS_MS = 5000;
+
+/** How often the prefetcher looks for due entries: well inside the last 10% of the shortest lifetime it refreshes (4 s). */
+const PREFETCH_POLL_MS = 100;
 /** The main thread's engine id for the hot map sync (workers are 1..queues). */
 const MAIN_ENGINE = 0;
 
@@ -161,13 +167,32 @@ export function createService(initial: HeimdallConfig): Service {
     // The one cache of the process: the main thread's engine and every worker's are views
     // of it. The one promotion policy runs here, over its slots, and drives the hot map.
     const cache = SharedCache.create({ maxEntries: cfg.cacheSize, maxBytes: cfg.cacheBytes, ttl: { ...cfg.cacheTtl }, serveStale: cfg.serveStale, threshold: cfg.promoteAfter });
-    const promo = new SharedPromotion(cache, { capacity: cfg.hotSize, onEvent: (e) => sync?.apply(e), clock: fastMonotonicNs });
+    // Fetches in flight, shared by every engine: one upstream query per name however many
+    // queues ask for it at once (src/upstream/fetch-table.ts).
+    const fetches = new FetchTable({ capacity: fetchTableCapacity(cfg.upstreamInflightTotal) });
+    // Hot names still asked are refreshed before they expire (src/hot/prefetch.ts); it
+    // follows what is in the hot map through the policy's events.
+    let prefetcher: Prefetcher | undefined;
+    let prefetchOn = cfg.prefetch;
+    const promo = new SharedPromotion(cache, {
+      capacity: cfg.hotSize,
+      onEvent: (e) => {
+        sync?.apply(e);
+        if (e.kind === 'promote') {
+          if (prefetchOn && sync?.isHot(e.answer.key)) prefetcher?.track(e.answer.key, e.answer.originNs, e.answer.expiresNs);
+        } else {
+          prefetcher?.untrack(e.key);
+        }
+      },
+      clock: fastMonotonicNs,
+    });
     const main = new EngineHost({
       engine: cfg.mainEngine,
       onUpstreamHealth: (down) => upstreamLog.update(MAIN_ENGINE, down),
       upstreams: cfg.upstreams,
       asks,
       cache,
+      fetches,
       onCandidate: (slot, seq) => promo.candidate(slot, seq),
       inflight: { shared: inflight, engineId: MAIN_ENGINE },
       onUpkeep: () => {
@@ -178,6 +203,14 @@ export function createService(initial: HeimdallConfig): Service {
         }
         if (udp && tcp) publishListeners(main, udp, tcp);
         promo.tick(); // refreshes and evictions of hot entries by any thread, expired hot entries
+        if (prefetcher) {
+          const p = prefetcher.counters;
+          main.advance('prefetchIssued', p.issued);
+          main.advance('prefetchRefreshed', p.refreshed);
+          main.advance('prefetchFailed', p.failed);
+          main.advance('prefetchCold', p.cold);
+          main.advance('prefetchMissed', p.missed);
+        }
         if (!sync || now - lastKernelHits < KERNEL_HITS_MS) return;
         lastKernelHits = now;
         for (const k of sync.collectKernelHits()) promo.noteKernelHits(k.key, k.hits);
@@ -196,6 +229,29 @@ export function createService(initial: HeimdallConfig): Service {
     undo.push(() => program.close());
     sync = new HotSync(fp);
     const hot = sync;
+    prefetcher = new Prefetcher({
+      clock: fastMonotonicNs,
+      hits: (key) => {
+        const slot = program.slotOf(key);
+        return slot === undefined ? undefined : Number(program.hits(slot));
+      },
+      // Through the main engine's forwarder (its upstreams, budget, 0x20, cookies and
+      // scrubbing), into the one cache; the policy then rewrites the hot map at once.
+      refresh: async (key) => {
+        const q = questionOfKey(key);
+        const msg = await main.forwarder.resolve(q);
+        const now = fastMonotonicNs();
+        const a = cache.insertResponse(msg, now, q.dnssecOk);
+        const slot = cache.find(a.key, a.key.length);
+        if (slot < 0) return false;
+        promo.noteWrite(slot, now);
+        return true;
+      },
+    });
+    const prefetch = prefetcher;
+    const prefetchTimer = setInterval(() => prefetch.poll(), PREFETCH_POLL_MS);
+    prefetchTimer.unref();
+    undo.push(() => clearInterval(prefetchTimer));
     const d = fp.describe();
     const setup = edgeSetup(cfg.edge, cfg.udpSize, { fd: d.rrlMapFd, buckets: d.rrlBuckets, seed: d.rrlSeed });
     fp.setAccessList(accessListOf(setup));
@@ -282,6 +338,7 @@ export function createService(initial: HeimdallConfig): Service {
         asks: asks.buffer,
         inflight: inflight.buffer,
         cache: cache.layout,
+        fetches: fetches.buffer,
         engine: cfg.workerEngine,
         onCandidate: (slot, seq) => promo.candidate(slot, seq),
         onUpstreamHealth: (id, down) => upstreamLog.update(id, down),
@@ -290,6 +347,8 @@ export function createService(initial: HeimdallConfig): Service {
           // Shards the dead worker held locked are emptied and unlocked (it may have died
           // halfway through a write); the rest of the cache is untouched.
           const reset = cache.recover(threadId);
+          // Fetches it owned end as 'ownerDied': their waiters ask on their own.
+          fetches.reclaim(threadId);
           if (reset > 0) log('warn', 'worker', `emptied ${reset} cache shard(s) the worker for engine ${id} held when it died`);
           const block = pool?.stats()[id - 1];
           if (block) releaseUpstreams(block.upstreams); // its replacement binds them again
@@ -401,6 +460,8 @@ export function createService(initial: HeimdallConfig): Service {
       program.setAccessList(accessListOf(nextSetup));
       program.setRateLimit(next.edge.rrl);
       program.setAnswers(next.xdpAnswers);
+      prefetchOn = next.prefetch;
+      if (!prefetchOn) prefetch.clear();
       mainPolicy = updatePolicy(mainPolicy, nextSetup);
       mainHandler.setPolicy(mainPolicy);
       main.setPromoteAfter(next.promoteAfter);

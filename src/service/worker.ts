@@ -7,6 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { EngineHost } from '../engine/host.js';
 import { StatsBlock } from '../engine/stats.js';
+import { FetchTable } from '../upstream/fetch-table.js';
 import { SharedCache } from '../engine/shared-cache.js';
 import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
@@ -43,6 +44,7 @@ const host = new EngineHost({
   asks: new AskCounter(init.asks),
   stats: new StatsBlock(init.stats),
   cache: SharedCache.attach(init.cache),
+  fetches: new FetchTable({ buffer: init.fetches }),
   ownsCache: false, // the main thread sweeps it and publishes its gauges
   onCandidate: (slot, seq) => post({ type: 'candidate', slot, seq }),
   inflight: { shared: new SharedInflight({ buffer: init.inflight }), engineId: init.id },

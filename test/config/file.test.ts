@@ -69,6 +69,7 @@ upstream-tcp-conns: 3
 upstream-tcp-pipeline: 8
 upstream-port-reuse: 1
 xdp-answers: false
+prefetch: false
 af-xdp: false
 serve-stale: true
 caps-for-id: false
@@ -104,7 +105,7 @@ rrl-exempt: [198.18.0.2/32]
     expect(c.workerEngine.upstreamPerClient).toBe(50);
     expect([c.workerEngine.upstreamTcpConns, c.workerEngine.upstreamTcpPipeline]).toEqual([3, 8]);
     expect(c.workerEngine.upstreamPortReuse).toBe(1);
-    expect([c.xdpAnswers, c.afXdp, c.serveStale]).toEqual([false, false, true]);
+    expect([c.xdpAnswers, c.afXdp, c.serveStale, c.prefetch]).toEqual([false, false, true, false]);
     expect([c.workerEngine.capsForId, c.workerEngine.upstreamCookies, c.workerEngine.minimalResponses]).toEqual([false, false, false]);
     expect(c.metricsListen).toEqual({ host: '127.0.0.1', port: 9999 });
     expect(c.logFormat).toBe('json');
