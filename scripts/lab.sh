@@ -12,7 +12,8 @@
 #
 # HX_LAB (default hx, at most 6 characters) prefixes every name, so a test can build its
 # own lab beside an operator's: namespaces $HX_LAB-client ..., interfaces ${HX_LAB}c0,
-# ${HX_LAB}a0, ${HX_LAB}a1, ${HX_LAB}u0.
+# ${HX_LAB}a0, ${HX_LAB}a1, ${HX_LAB}u0. HX_LAB_QUEUES (default 2, at most 16) sets the
+# rx/tx queues of the client-facing veth pair (one worker per queue).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,8 @@ die() { printf 'lab: %s\n' "$*" >&2; exit 1; }
 
 P=${HX_LAB:-hx}
 [[ $P =~ ^[a-z][a-z0-9]{0,5}$ ]] || die "HX_LAB must be 1-6 lowercase letters or digits, starting with a letter"
+QUEUES=${HX_LAB_QUEUES:-2}
+[[ $QUEUES =~ ^([1-9]|1[0-6])$ ]] || die "HX_LAB_QUEUES must be 1..16"
 NS_CLIENT=$P-client
 NS_APPLIANCE=$P-appliance
 NS_UPSTREAM=$P-upstream
@@ -72,8 +75,8 @@ up() {
     ip netns add "$ns"
     ip -n "$ns" link set lo up
   done
-  ip -n $NS_CLIENT link add $IF_C numrxqueues 2 numtxqueues 2 type veth \
-    peer name $IF_A netns $NS_APPLIANCE numrxqueues 2 numtxqueues 2
+  ip -n $NS_CLIENT link add $IF_C numrxqueues "$QUEUES" numtxqueues "$QUEUES" type veth \
+    peer name $IF_A netns $NS_APPLIANCE numrxqueues "$QUEUES" numtxqueues "$QUEUES"
   ip -n $NS_APPLIANCE link add $IF_AU type veth peer name $IF_U netns $NS_UPSTREAM
   addr $NS_CLIENT $IF_C $CLIENT4 $CLIENT6
   addr $NS_APPLIANCE $IF_A $APPLIANCE4 $APPLIANCE6

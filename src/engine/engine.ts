@@ -17,13 +17,13 @@ import { MessageView } from '../dns/view.js';
 import { writeReply, writeRcodeReply, writeFormErr, writeRelayed, type ReplyOptions } from '../dns/reply.js';
 import { DnsErrorCode, errorDisposition, isDnsError } from '../dns/errors.js';
 import { EDNS_UDP_SIZE, FLAG_TC, MAX_KEY_LEN, OPCODE_QUERY, RCODE_NOTIMP, RCODE_SERVFAIL, RCODE_BADVERS } from '../dns/constants.js';
-import { SOLO, type FetchTable, type ReleaseOutcome } from '../upstream/fetch-table.js';
+import { CONTENDED, SOLO, type FetchTable, type ReleaseOutcome } from '../upstream/fetch-table.js';
 import { SharedCache } from './shared-cache.js';
 import type { PromotionEvent } from '../hot/promotion.js';
 import { SharedPromotion } from '../hot/shared-promotion.js';
 import { AskCounter } from '../hot/asks.js';
 import { keyHash } from '../dns/key.js';
-import type { CachedAnswer, TtlPolicy } from '../dns/answer.js';
+import { answerFromResponse, type CachedAnswer, type TtlPolicy } from '../dns/answer.js';
 import { fastMonotonicNs, type Clock } from './clock.js';
 import { RCODE_BADVERS_SLOT, Slot, StatsBlock } from './stats.js';
 import { hotSizeFor } from '../config.js';
@@ -88,6 +88,14 @@ const {
 
 /** Reply length, or 0 to send nothing. */
 export type Handled = number | Promise<number>;
+
+/**
+ * A claim that meets its fetch-table bucket locked, or an insert its cache shard locked,
+ * tries again this often, this many times (100 ms), then goes on without (asks on its own;
+ * leaves the answer uncached, counted busy).
+ */
+const CLAIM_RETRY_MS = 2;
+const CLAIM_TRIES = 50;
 
 /** TTL put on records served after their expiry (RFC 8767 recommends 30 s). */
 const STALE_TTL = 30;
@@ -235,12 +243,25 @@ export class DnsEngine {
     let ticket = SOLO;
     const fetches = this.fetches;
     if (fetches !== undefined) {
-      const r = fetches.claim(key, klen, hash, this.clock() / 1e6);
+      // The bucket's lock is held for a microsecond; held longer, its holder is off the CPU
+      // (more threads than cores): wait for it with the event loop free, not in Atomics.wait.
+      let r = fetches.claim(key, klen, hash, this.clock() / 1e6, false);
+      let awaited = false;
+      for (let tries = 0; r === CONTENDED && tries < CLAIM_TRIES; tries++) {
+        await new Promise((res) => setTimeout(res, CLAIM_RETRY_MS));
+        awaited = true;
+        r = fetches.claim(key, klen, hash, this.clock() / 1e6, false);
+      }
+      if (r === CONTENDED) {
+        fetches.giveUp();
+        r = SOLO;
+      }
+      if (awaited) this.reparse(buf, off, len);
       if (typeof r === 'number') {
         ticket = r;
         if (ticket >= 0) {
           // A fetch may have ended between the lookup and the claim: look again (the view
-          // still holds this query: nothing was awaited yet).
+          // holds this query: parsed again after any wait).
           const n = this.cache.reply(v, key, klen, hash, this.clock(), out, outOff, opts, false, asks);
           if (n > 0) {
             fetches.release(ticket, 'cached');
@@ -293,9 +314,17 @@ export class DnsEngine {
     }
     let answer: CachedAnswer | undefined;
     try {
-      const now = this.clock();
-      answer = this.cache.insertResponse(msg, now, q.dnssecOk, asks);
-      settled(this.cache.has(answer.key, answer.key.length, now) ? 'cached' : 'uncached');
+      let now = this.clock();
+      answer = answerFromResponse(msg, now, this.cache.ttlPolicy, q.dnssecOk);
+      // A shard lock held past the cache's spin means its holder is off the CPU: try again
+      // with the event loop free, so the answer is cached for the queries waiting on it.
+      let slot = this.cache.insert(answer, now, asks, false);
+      for (let tries = 0; slot === -2 && tries < CLAIM_TRIES; tries++) {
+        await new Promise((res) => setTimeout(res, CLAIM_RETRY_MS));
+        now = this.clock();
+        slot = this.cache.insert(answer, now, asks, tries + 1 === CLAIM_TRIES);
+      }
+      settled(slot >= 0 && this.cache.has(answer.key, answer.key.length, now) ? 'cached' : 'uncached');
       if (this.policy !== undefined) {
         // A refresh of a hot key: its own policy rewrites the hot map at once.
         const s = this.cache.find(answer.key, answer.key.length);

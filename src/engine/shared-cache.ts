@@ -763,10 +763,11 @@ export class SharedCache {
    * Stores an answer, replacing the key's entry if there is one (its hit count is kept:
    * a refresh). Evicts from the shard's SLRU until its bounds hold. Returns the slot, -1
    * if the answer is larger than a shard can hold, -2 if the shard's lock stayed taken
-   * (the write is skipped, counted as busy). `asks`: how often the name was asked on
-   * every engine, counting the ask that fetched this answer (src/hot/asks.ts).
+   * (the write is skipped, counted as busy unless `countBusy` is false: a caller that will
+   * try again). `asks`: how often the name was asked on every engine, counting the ask
+   * that fetched this answer (src/hot/asks.ts).
    */
-  insert(a: CachedAnswer, _nowNs = 0, asks = 0): number {
+  insert(a: CachedAnswer, _nowNs = 0, asks = 0, countBusy = true): number {
     const key = a.key;
     const klen = key.length;
     const n = a.ttls.length;
@@ -780,7 +781,7 @@ export class SharedCache {
       return -1;
     }
     if (!this.lock(sh, false)) {
-      Atomics.add(this.h, o + S_BUSY, 1);
+      if (countBusy) Atomics.add(this.h, o + S_BUSY, 1);
       return -2;
     }
     let s = -1;

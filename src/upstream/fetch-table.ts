@@ -78,6 +78,12 @@ import { fastMonotonicNs } from '../engine/clock.js';
 export const WAYS = 8;
 /** claim(): fetch on your own, there is nothing to release (the table is full there). */
 export const SOLO = -1;
+/**
+ * claim(..., wait = false) found the bucket's lock held past a short spin: try again later
+ * (an await, so the thread's event loop is not blocked while a descheduled holder waits
+ * for the CPU). A caller that gives up calls giveUp() and fetches on its own.
+ */
+export const CONTENDED = -2;
 /** Most entries: the ticket keeps an entry's index in 16 bits. */
 export const MAX_CAPACITY = 1 << 16;
 
@@ -272,12 +278,13 @@ export class FetchTable {
    * - SOLO: fetch on your own, nothing to release (bucket full or its lock not had).
    * - a Promise: another fetch of this key is in flight; it resolves with its outcome.
    */
-  claim(key: Uint8Array, len: number, hash: number, nowMs: number): number | Promise<FetchOutcome> {
+  claim(key: Uint8Array, len: number, hash: number, nowMs: number, wait = true): number | Promise<FetchOutcome> {
     if (len < 1 || len > KEY_STRIDE) throw new RangeError(`key length must be 1..${KEY_STRIDE}, got ${len}`);
     hash |= 0; // as the Int32Array holds it
     const w = this.w;
     const b = hash & this.bucketMask;
-    if (!this.lock(b)) {
+    if (!this.lock(b, wait)) {
+      if (!wait) return CONTENDED;
       this.s.contended++;
       return SOLO;
     }
@@ -418,8 +425,16 @@ export class FetchTable {
 
   // ---- inside ------------------------------------------------------------------
 
-  /** Takes bucket b's lock, or false after lockWaitMs (its holder descheduled or dead). */
-  private lock(b: number): boolean {
+  /** A caller that got CONTENDED and will not try again: counted as contended (it fetches on its own). */
+  giveUp(): void {
+    this.s.contended++;
+  }
+
+  /**
+   * Takes bucket b's lock, or false after lockWaitMs (its holder descheduled or dead);
+   * without `wait`, false after the spin (the caller tries again later, asynchronously).
+   */
+  private lock(b: number, wait = true): boolean {
     const w = this.w;
     const at = this.LOCKS + b;
     const me = this.tag + 1;
@@ -432,6 +447,7 @@ export class FetchTable {
         continue;
       }
       if (spin < SPINS) continue;
+      if (!wait) return false;
       const now = performance.now();
       if (since < 0) {
         since = now;

@@ -24,14 +24,15 @@ export class Lab {
   readonly applianceIf: string;
   readonly ns: { client: string; appliance: string; upstream: string };
 
-  constructor(tag: string) {
+  /** `queues`: rx/tx queues of the client-facing veth pair (lab.sh HX_LAB_QUEUES; default 2). */
+  constructor(tag: string, readonly queues = 2) {
     this.prefix = `${tag}${process.pid % 10000}`.slice(0, 6);
     this.applianceIf = `${this.prefix}a0`;
     this.ns = { client: `${this.prefix}-client`, appliance: `${this.prefix}-appliance`, upstream: `${this.prefix}-upstream` };
   }
 
   script(...args: string[]): string {
-    return sh('env', [`HX_LAB=${this.prefix}`, 'bash', `${ROOT}/scripts/lab.sh`, ...args], { timeout: 60_000 });
+    return sh('env', [`HX_LAB=${this.prefix}`, `HX_LAB_QUEUES=${this.queues}`, 'bash', `${ROOT}/scripts/lab.sh`, ...args], { timeout: 60_000 });
   }
 
   up(zoneSize = 1000): void {

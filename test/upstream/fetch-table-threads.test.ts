@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { keyHash, makeKey } from '../../src/dns/index.js';
 import { fastMonotonicNs } from '../../src/engine/clock.js';
-import { FetchTable, SOLO, type FetchOutcome, type FetchTableStats } from '../../src/upstream/fetch-table.js';
+import { FetchTable, CONTENDED, SOLO, type FetchOutcome, type FetchTableStats } from '../../src/upstream/fetch-table.js';
 import { mulberry32 } from '../../scripts/bench/rng.js';
 import { Ctl, CTL_WORDS, UPSTREAM, randomKey, type AgentData } from './fetch-table-shared.js';
 
@@ -151,6 +151,14 @@ describe('FetchTable across threads', () => {
     expect(performance.now() - t0).toBeGreaterThanOrEqual(29);
     expect(table.stats()).toMatchObject({ contended: 1, lockSleeps: 1, owned: 0 });
     expect(table.inspect().lockedBy).toEqual(new Map([[holder.tag, 1]]));
+    // Without wait (the engine's miss path), the claim returns at once and blocks nothing;
+    // giving up is counted as contended.
+    const t1 = performance.now();
+    expect(table.claim(key, key.length, hash, nowMs(), false)).toBe(CONTENDED);
+    expect(performance.now() - t1).toBeLessThan(10);
+    expect(table.stats()).toMatchObject({ contended: 1, lockSleeps: 1 });
+    table.giveUp();
+    expect(table.stats()).toMatchObject({ contended: 2, lockSleeps: 1 });
     holder.w.on('exit', () => table.reclaim(holder.tag));
     await holder.w.terminate();
     await holder.exited;
