@@ -72,8 +72,14 @@ interface Parked {
 }
 
 /** dst[dOff..] = src[sOff, sOff+n): one memcpy (Buffer.copy), no view allocated. */
-function copy(dst: Buffer, dOff: number, src: Buffer, sOff: number, n: number): void {
-  src.copy(dst, dOff, sOff, sOff + n);
+/**
+ * Copies n bytes between the UMEM and the scratch buffer. A loop, not Buffer.copy: on this
+ * Node, Buffer.copy makes a Uint8Array view of the source per call, which was a quarter of
+ * everything a worker allocated on the hit path (a sampled heap profile under load; see
+ * docs/BENCHMARKS.md), and a DNS message is a few hundred bytes at most.
+ */
+function copy(dst: Uint8Array, dOff: number, src: Uint8Array, sOff: number, n: number): void {
+  for (let i = 0; i < n; i++) dst[dOff + i] = src[sOff + i]!;
 }
 
 /** A Buffer over the same memory as u (no copy). */
