@@ -105,10 +105,7 @@ function sumLE(buf: Uint8Array, from: number, to: number, acc: number): number {
   }
   for (; i + 1 < to; i += 2) acc += buf[i]! | (buf[i + 1]! << 8);
   if (i < to) acc += buf[i]!; // an odd last byte is the high byte of its big-endian word
-  // Folded before it is returned: a sum of 32-bit words is past the small-integer range, and
-  // a double returned from here was boxed, one heap number per call (the end-around carry
-  // may be taken at any point of a ones' complement sum).
-  return fold(acc);
+  return acc;
 }
 
 /**
