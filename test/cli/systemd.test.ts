@@ -28,7 +28,8 @@ describe('systemd unit heimdall-xdp@.service', () => {
     for (const key of ['AmbientCapabilities', 'CapabilityBoundingSet']) expect(values(key)[0]!.split(' ').sort()).toEqual([...ATTACH_CAPS].sort());
   });
 
-  it.runIf(HAVE_ANALYZE || process.env.CI === 'true')('passes systemd-analyze verify without a remark', () => {
+  // Outside CI a machine without systemd-analyze skips this one, and its name says so; under CI=true it runs (and fails without the tool).
+  it.runIf(HAVE_ANALYZE || process.env.CI === 'true')(`passes systemd-analyze verify without a remark${HAVE_ANALYZE ? '' : ' [skipped: systemd-analyze not installed]'}`, () => {
     const dir = mkdtempSync(join(tmpdir(), 'hx-unit-'));
     copyFileSync(UNIT, join(dir, 'heimdall-xdp@.service'));
     symlinkSync('heimdall-xdp@.service', join(dir, 'heimdall-xdp@eth0.service'));
