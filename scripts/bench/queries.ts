@@ -21,7 +21,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { mulberry32 } from './rng.js';
+import { mulberry32, zipfSampler } from './rng.js';
 
 const NAMES = 10_000;
 const HOT = 100;
@@ -35,24 +35,6 @@ function arg(name: string, dflt: number): number {
   return v;
 }
 
-
-/** Cumulative Zipf weights over ranks 1..n; a draw is a binary search. */
-function zipfSampler(n: number, s: number, rnd: () => number): () => number {
-  const cdf = new Float64Array(n);
-  let acc = 0;
-  for (let k = 1; k <= n; k++) cdf[k - 1] = acc += 1 / k ** s;
-  return () => {
-    const u = rnd() * acc;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (cdf[mid]! < u) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
-}
 
 /** Every period-th query is a miss (an exact share); the others are Zipf draws. */
 function zipfFile(lines: number, s: number, period: number, seed: number, firstMiss: number): { text: string; misses: number; distinct: number } {

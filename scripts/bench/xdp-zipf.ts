@@ -23,7 +23,7 @@ import { query, response, cached } from '../../test/helpers/dns.js';
 import { operatorMessage } from '../../src/errors.js';
 import { AccessList, parseAclList } from '../../src/edge/acl.js';
 import { parseAddr } from '../../src/net/addr.js';
-import { mulberry32 } from './rng.js';
+import { mulberry32, zipfSampler } from './rng.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const RUNS = Number(process.env.RUNS ?? 100_000);
@@ -45,23 +45,8 @@ function median(xs: number[]): number {
 }
 
 function zipfDraws(n: number, count: number, seed: number): number[] {
-  const rnd = mulberry32(seed);
-  const cdf = new Float64Array(n);
-  let acc = 0;
-  for (let k = 1; k <= n; k++) cdf[k - 1] = acc += 1 / k;
-  const out: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const u = rnd() * acc;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (cdf[mid]! < u) lo = mid + 1;
-      else hi = mid;
-    }
-    out.push(lo);
-  }
-  return out;
+  const draw = zipfSampler(n, 1, mulberry32(seed));
+  return Array.from({ length: count }, draw);
 }
 
 const name = (i: number): string => `h${i}.lab.example`;

@@ -8,6 +8,7 @@
 import type { CachedAnswer } from '../../src/dns/answer.js';
 import { makeKey } from '../../src/dns/key.js';
 import { MessageView } from '../../src/dns/view.js';
+import { mulberry32 } from '../../scripts/bench/rng.js';
 
 export const REC_LEN = 16; // pointer to the question (2) + type, class, TTL, rdlength (10) + RDATA (4)
 
@@ -85,14 +86,5 @@ export function versionOf(i: number, a: CachedAnswer): number {
   return v;
 }
 
-/** A small seeded PRNG (mulberry32) for worker threads, where fast-check is not at hand. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small seeded PRNG for worker threads, where fast-check is not at hand (the benchmarks' mulberry32). */
+export const prng = mulberry32;
