@@ -18,11 +18,11 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config.js';
 import { memoryBound } from '../../src/service/memory-bound.js';
 import { describePrivileged } from '../helpers/privilege.js';
-import { ADDR, Lab, type Service } from '../helpers/lab.js';
+import { ADDR, Lab, suiteService, type Service } from '../helpers/lab.js';
 
 /** The second client network: an address on the client's veth, routed back by the appliance. */
 const OTHER4 = '198.18.4.2';
@@ -82,27 +82,26 @@ describePrivileged('floods in the lab: upstream work bounded and fair', { netns:
     return join(dir, file);
   };
 
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'hx-flood-'));
-    lab.up(20_000);
-    // The second network: an address on the client's veth and a route back from the appliance.
-    lab.exec('client', 'ip', ['addr', 'add', `${OTHER4}/24`, 'dev', `${lab.prefix}c0`]);
-    lab.exec('appliance', 'ip', ['route', 'add', '198.18.4.0/24', 'dev', lab.applianceIf]);
-    // --rrl 0: the edge's response rate limiting would drop most answers to the flooding
-    // network (dnsperf then slows down for want of answers); it has its own tests. What
-    // is measured here is the work behind it, which it does not reduce.
-    svc = lab.startService(['--upstream', ADDR.upstream4, '--cache-size', '20000', '--rrl', '0', '--metrics-listen', '127.0.0.1:9153']);
-    await svc.ready();
-  }, 90_000);
-
-  afterAll(async () => {
-    try {
-      if (svc) expect(await svc.stop()).toBe(0);
-    } finally {
-      lab.down();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, 60_000);
+  suiteService(
+    lab,
+    {
+      zone: 20_000,
+      // --rrl 0: the edge's response rate limiting would drop most answers to the flooding
+      // network (dnsperf then slows down for want of answers); it has its own tests. What
+      // is measured here is the work behind it, which it does not reduce.
+      args: ['--upstream', ADDR.upstream4, '--cache-size', '20000', '--rrl', '0', '--metrics-listen', '127.0.0.1:9153'],
+      setup: () => {
+        dir = mkdtempSync(join(tmpdir(), 'hx-flood-'));
+        // The second network: an address on the client's veth and a route back from the appliance.
+        lab.exec('client', 'ip', ['addr', 'add', `${OTHER4}/24`, 'dev', `${lab.prefix}c0`]);
+        lab.exec('appliance', 'ip', ['route', 'add', '198.18.4.0/24', 'dev', lab.applianceIf]);
+      },
+      cleanup: () => {
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      },
+    },
+    (s) => (svc = s),
+  );
 
   it('under a 10k q/s unique-name flood from one network, another network gets >= 95% of its new names and every hot name', async () => {
     // Hot names, asked from the second network until XDP answers them.

@@ -5,13 +5,13 @@
  * mistake is refused and the running config kept; a setting that cannot change live
  * is reported as needing a restart.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describePrivileged } from '../helpers/privilege.js';
-import { ADDR, Lab, type Service } from '../helpers/lab.js';
+import { ADDR, Lab, suiteService, type Service } from '../helpers/lab.js';
 
 describePrivileged('config file and live reload in the lab', { netns: true, tools: ['dig', 'dnsperf', 'nsd', 'curl'] }, () => {
   const lab = new Lab('r');
@@ -44,21 +44,7 @@ describePrivileged('config file and live reload in the lab', { netns: true, tool
     });
   }
 
-  beforeAll(async () => {
-    lab.up(1000);
-    write();
-    svc = lab.startService(['--config', file]);
-    await svc.ready();
-  }, 90_000);
-
-  afterAll(async () => {
-    try {
-      if (svc) expect(await svc.stop()).toBe(0);
-    } finally {
-      lab.down();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, 60_000);
+  suiteService(lab, { zone: 1000, args: ['--config', file], setup: write, cleanup: () => rmSync(dir, { recursive: true, force: true }) }, (s) => (svc = s));
 
   it('serves what the file says', () => {
     expect(svc.stdout).toMatch(new RegExp(`on ${lab.applianceIf} port 53 \\(.*2 AF_XDP worker.*via ${ADDR.upstream4}.*SIGHUP reloads`));
