@@ -47,6 +47,8 @@ export interface EngineOptions {
    * again. Default: none (each miss asks; the forwarder still coalesces within this engine).
    */
   fetches?: FetchTable;
+  /** Most queries waiting in the fetch table at once (default 4096, the forwarder's default bound on waiters). */
+  maxTableWaiting?: number;
   /** Where slots reaching the promotion threshold go (the main thread's policy); default: a policy of its own. */
   onCandidate?: (slot: number, seq: number) => void;
   /** Whether this engine's tick() sweeps expired entries (one thread sweeps the shared cache; default true). */
@@ -113,6 +115,9 @@ export class DnsEngine {
   private readonly key = new Uint8Array(MAX_KEY_LEN);
   private resolver: Resolver;
   private readonly fetches: FetchTable | undefined;
+  /** Queries of this engine waiting in the fetch table (a locked bucket, another thread's fetch), and their bound. */
+  private tableWaiting = 0;
+  private readonly maxTableWaiting: number;
   private readonly clock: Clock;
   private readonly udpSize: number;
   /** Reply options of the synchronous path: written and used within one call. */
@@ -143,6 +148,7 @@ export class DnsEngine {
     }
     this.resolver = opts.resolver;
     this.fetches = opts.fetches;
+    this.maxTableWaiting = opts.maxTableWaiting ?? 4096;
     this.stats = opts.stats ?? new StatsBlock();
     this.c = this.stats.v;
     this.udpSize = opts.udpSize ?? EDNS_UDP_SIZE;
@@ -242,13 +248,18 @@ export class DnsEngine {
     // One fetch per name across threads: join a fetch in flight, or own this one.
     let ticket = SOLO;
     const fetches = this.fetches;
-    if (fetches !== undefined) {
+    // Queries waiting here (for a locked bucket, or on another thread's fetch) bypass the
+    // forwarder's own bound on waiters, so they have one of their own: past it, a miss goes
+    // straight to the forwarder, which coalesces it or refuses it as busy (counted there).
+    if (fetches !== undefined && this.tableWaiting < this.maxTableWaiting) {
       // The bucket's lock is held for a microsecond; held longer, its holder is off the CPU
       // (more threads than cores): wait for it with the event loop free, not in Atomics.wait.
       let r = fetches.claim(key, klen, hash, this.clock() / 1e6, false);
       let awaited = false;
       for (let tries = 0; r === CONTENDED && tries < CLAIM_TRIES; tries++) {
+        this.tableWaiting++;
         await new Promise((res) => setTimeout(res, CLAIM_RETRY_MS));
+        this.tableWaiting--;
         awaited = true;
         r = fetches.claim(key, klen, hash, this.clock() / 1e6, false);
       }
@@ -271,7 +282,9 @@ export class DnsEngine {
         }
       } else {
         c[Slot_fetchJoined]! += 1;
-        const outcome = await r;
+        this.tableWaiting++;
+        const outcome = await r; // never rejects: every end of a wait is an outcome
+        this.tableWaiting--;
         this.reparse(buf, off, len);
         if (outcome === 'cached') {
           const n = this.cache.reply(v, key, klen, hash, this.clock(), out, outOff, opts, false, asks);

@@ -90,6 +90,8 @@ export class EngineHost {
       stats: this.stats,
       cache: o.cache,
       fetches: o.fetches,
+      // As many as the forwarder lets wait (its maxWaiting default: 4 × its in-flight bound).
+      maxTableWaiting: 4 * o.engine.upstreamInflight,
       onCandidate: o.onCandidate,
       sweep: o.ownsCache ?? true,
       onPromotion: o.onPromotion,

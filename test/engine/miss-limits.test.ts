@@ -12,6 +12,9 @@ import { AskCounter } from '../../src/hot/asks.js';
 import { SharedInflight } from '../../src/upstream/budget.js';
 import { parseAddr, prefixKey } from '../../src/net/addr.js';
 import { Forwarder } from '../../src/upstream/forwarder.js';
+import { FetchTable } from '../../src/upstream/fetch-table.js';
+import { keyHash, makeKey } from '../../src/dns/key.js';
+import { fastMonotonicNs } from '../../src/engine/clock.js';
 import { decode, query, response } from '../helpers/dns.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -101,4 +104,34 @@ describe('DnsEngine miss path and the upstream limits', () => {
     expect(host.stats.get('busyProcess')).toBe(1);
     expect(host.stats.get('cacheBytes')).toBe(0);
   });
+
+  it('joins another thread\'s fetch of the name up to its bound on waiters, then asks the resolver itself', async () => {
+    const fetches = new FetchTable({ capacity: 64 });
+    let calls = 0;
+    const r: Resolver = {
+      async resolve() {
+        calls++;
+        return answerA('join.test');
+      },
+    };
+    const e = new DnsEngine({ resolver: r, cacheSize: 64, fetches, maxTableWaiting: 2 });
+    // "Another thread" owns the fetch of join.test/A.
+    const k = makeKey('join.test', 1, 1, false);
+    const ticket = fetches.claim(k, k.length, keyHash(k, 0, k.length), fastMonotonicNs() / 1e6) as number;
+    expect(ticket).toBeGreaterThanOrEqual(0);
+    const q = query('join.test', 'A');
+    const pending = Array.from({ length: 5 }, () => {
+      const buf = Buffer.from(q);
+      return e.handle(buf, 0, buf.length, Buffer.alloc(512), 0, false);
+    });
+    await new Promise((res) => setTimeout(res, 20));
+    // Two wait on the owner; the other three went to the resolver (bounded, not queued).
+    expect(e.stats.get('fetchJoined')).toBe(2);
+    expect(calls).toBe(3);
+    fetches.release(ticket, 'uncached'); // the owner could not cache it: the waiters ask themselves
+    const n = await Promise.all(pending);
+    expect(n.every((x) => typeof x === 'number' && x > 12)).toBe(true);
+    expect(calls).toBe(5);
+  });
 });
+
