@@ -118,16 +118,20 @@ export class EdgeGuard implements FrameHandler {
       return 0;
     }
     const exempt = tcp || p.rrl === null || (v & ACL_RRL_EXEMPT) !== 0;
-    if (action === ACL_REFUSE) return this.refuse(buf, off, len, out, outOff, tcp, maxLen, exempt ? undefined : client);
+    if (action === ACL_REFUSE) return this.refuse(buf, off, len, out, outOff, tcp, maxLen, exempt ? undefined : client, nowNs);
     const r = this.inner.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs, client);
     if (exempt) return r;
-    if (typeof r === 'number') return this.limit(out, outOff, r, client);
+    // A reply made now is charged at the caller's batch clock when it passed one: reading
+    // the clock here, per reply, boxed two doubles a query, a third of what a worker's
+    // hit path allocated (docs/BENCHMARKS.md, "Tails"). An answer that waited on the
+    // upstream reads the clock when it comes.
+    if (typeof r === 'number') return this.limit(out, outOff, r, client, undefined, nowNs);
     // The client is the caller's scratch object: keep a copy for the answer's turn.
     const c: Addr = { family: client.family, bytes: client.bytes.slice(), port: client.port };
     return r.then((n) => this.limit(out, outOff, n, c));
   }
 
-  private refuse(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen: number | undefined, limited: Addr | undefined): number {
+  private refuse(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen: number | undefined, limited: Addr | undefined, nowNs: number | undefined): number {
     const v = this.view;
     if (v.parse(buf, off, len) !== 0 || v.qr) {
       this.stats.add('edgeNotQuery');
@@ -141,14 +145,14 @@ export class EdgeGuard implements FrameHandler {
       return 0;
     }
     this.stats.add('edgeRefused');
-    return limited ? this.limit(out, outOff, n, limited, RRL_TOKEN_ERROR) : n;
+    return limited ? this.limit(out, outOff, n, limited, RRL_TOKEN_ERROR, nowNs) : n;
   }
 
   /** Rate limiting of a reply about to be sent: its length, a truncated length, or 0. */
-  private limit(out: Uint8Array, off: number, n: number, client: Addr, token?: number): number {
+  private limit(out: Uint8Array, off: number, n: number, client: Addr, token?: number, nowNs?: number): number {
     const rrl = this.policy.rrl;
     if (n <= 0 || !rrl) return n;
-    const verdict = rrl.charge(client, token ?? responseToken(out, off, n), this.clock());
+    const verdict = rrl.charge(client, token ?? responseToken(out, off, n), nowNs ?? this.clock());
     if (verdict === SEND) return n;
     if (verdict === DROP) {
       this.stats.add('edgeRateLimited');

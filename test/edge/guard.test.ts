@@ -107,6 +107,31 @@ describe('EdgeGuard', () => {
     }
   });
 
+  it('charges a reply made now at the batch clock the caller passed, and a late answer at its own clock', async () => {
+    for (const async of [false, true]) {
+      const policy: EdgePolicy = {
+        acl: AccessList.build(parseAclList('198.18.0.0/15'), [], []),
+        rrl: new RateLimiter(new ArrayBuffer(1024 * RRL_BUCKET_BYTES), 1024, 1, { ...RRL_DEFAULTS, rate: 1, slip: 0 }),
+        guardedPorts: new Set([0]),
+        udpSize: 1232,
+      };
+      // The guard's own clock stands still; the batch clock moves two seconds per query.
+      const guard = new EdgeGuard(engine(async), policy, new StatsBlock(), () => 1e12);
+      const out = new Uint8Array(4096);
+      const c: Addr = { ...parseAddr('198.18.0.2')!, port: 40000 };
+      const sent: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const q = query('www.example.com', 'A', { id: i });
+        sent.push(await guard.handle(q, 0, q.length, out, 0, false, undefined, 1e12 + i * 2e9, c));
+      }
+      // One reply a second is allowed: by the batch clock every reply is in a new second;
+      // an answer that came later is charged when it came, by the guard's clock, which
+      // has not moved, so only the first of them goes out.
+      if (async) expect(sent.filter((n) => n > 0)).toHaveLength(1);
+      else expect(sent).toEqual([ANSWER.length, ANSWER.length, ANSWER.length, ANSWER.length]);
+    }
+  });
+
   it('does not limit an exempt client', () => {
     const { ask } = setup({ rate: 1, exempt: '198.18.9.0/24' });
     for (let i = 0; i < 5; i++) expect(ask(query('www.example.com', 'A'), '198.18.9.1')).toBe(ANSWER.length);
