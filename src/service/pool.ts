@@ -105,8 +105,8 @@ export class WorkerPool {
             slot.ready = true;
             if (!settled) (settled = true), resolve();
             break;
-          case 'candidate':
-            this.o.onCandidate(m.slot, m.seq);
+          case 'candidates':
+            for (let i = 0; i + 1 < m.pairs.length; i += 2) this.o.onCandidate(m.pairs[i]!, m.pairs[i + 1]!);
             break;
           case 'fatal':
             if (!settled) (settled = true), reject(new HeimdallError('E_WORKER', m.message));

@@ -49,8 +49,11 @@ export interface LiveChange {
 
 export type FromWorker =
   | { type: 'ready'; mode: 'copy' | 'zerocopy' }
-  /** A cache slot whose uses reached the promotion threshold, as of its write `seq` (src/hot/shared-promotion.ts). */
-  | { type: 'candidate'; slot: number; seq: number }
+  /**
+   * Cache slots whose uses reached the promotion threshold, as (slot, write seq) pairs
+   * (src/hot/shared-promotion.ts): those of one batch of queries in one message.
+   */
+  | { type: 'candidates'; pairs: number[] }
   | { type: 'reloaded'; seq: number }
   | { type: 'controlReply'; seq: number; value: unknown }
   /** The upstreams this worker's forwarder now holds down (sent when that changes). */

@@ -25,6 +25,25 @@ const port = parentPort!;
 const post = (m: FromWorker): void => port.postMessage(m);
 
 /**
+ * Promotion candidates go to the main thread once per batch of queries, not one message
+ * each: a message costs a structured copy here and a wake-up of the main thread, and a
+ * burst of names reaching the threshold together (a Zipf mix's second and third pass)
+ * made postMessage ~4% of a worker's time and woke the main thread for every name
+ * (docs/BENCHMARKS.md, "Tails"). The flush is a microtask, so it runs when the batch's
+ * synchronous work (or the answer's promise callbacks) is done.
+ */
+let candidates: number[] = [];
+function flushCandidates(): void {
+  const pairs = candidates;
+  candidates = [];
+  post({ type: 'candidates', pairs });
+}
+function candidate(slot: number, seq: number): void {
+  if (candidates.length === 0) queueMicrotask(flushCandidates);
+  candidates.push(slot, seq);
+}
+
+/**
  * Frames: a full fill ring and a full TX ring (2048 + 2048). A miss gives its frame back
  * while the upstream answers (src/io/xsk-server.ts), so the frames needed do not grow
  * with the queries in flight. Batches of 256 descriptors per native call and per
@@ -46,7 +65,7 @@ const host = new EngineHost({
   cache: SharedCache.attach(init.cache),
   fetches: new FetchTable({ buffer: init.fetches }),
   ownsCache: false, // the main thread sweeps it and publishes its gauges
-  onCandidate: (slot, seq) => post({ type: 'candidate', slot, seq }),
+  onCandidate: candidate,
   inflight: { shared: new SharedInflight({ buffer: init.inflight }), engineId: init.id },
   onUpkeep: () => server?.upkeep(),
   busy: () => (server?.pending ?? 0) > 0,
