@@ -127,7 +127,8 @@ start_contender() { # name rundir
       # The edge policy on, as it ships: the lab's prefixes allowed (the default list
       # refuses them), and rate limiting at its highest rate, so that every answer pays
       # for its bucket while none of the generator's (one /24, a flood by design) is cut.
-      start_bg "$CUR_LOG" node bin/heimdall-xdp.js attach "$IF_A" --upstream "$UPSTREAM" --metrics-listen "$METRICS" \
+      # HEIMDALL_NODE_FLAGS: node's own options (scripts/bench/tails.sh profiles with them).
+      start_bg "$CUR_LOG" node ${HEIMDALL_NODE_FLAGS:-} bin/heimdall-xdp.js attach "$IF_A" --upstream "$UPSTREAM" --metrics-listen "$METRICS" \
         --hot-size "$HEIMDALL_HOT_SIZE" --allow 198.18.0.0/15,fd00::/8 --rrl "${HEIMDALL_RRL:-1000000}" "${extra[@]}" ${HEIMDALL_EXTRA:-}
       deadline=$((SECONDS + 30))
       until grep -q serving "$CUR_LOG"; do

@@ -1,0 +1,238 @@
+/**
+ * The analysis half of `npm run bench:tails` (scripts/bench/tails.sh): one run's
+ * latencies, CPU profiles and scheduling delays on one clock, in windows.
+ *
+ *   tsx scripts/bench/tails.ts OUTDIR     (reads OUTDIR/tails.json; markdown on stdout)
+ *
+ * Clocks: dnsperf sends at a fixed rate, so the i-th latency it prints (in completion
+ * order) is placed at start + i / rate (off by its own latency, well inside a window);
+ * a V8 CPU profile's timestamps are CLOCK_MONOTONIC microseconds; perf sched records
+ * with -k CLOCK_MONOTONIC. tails.sh reads CLOCK_MONOTONIC just before dnsperf starts.
+ *
+ * Per window and thread the profile gives milliseconds of: garbage collection, the
+ * upkeep timer (engine/upkeep.ts and what it runs), promotion and the hot map's writes
+ * (src/hot), the prefetch poll, other work (queries), and idle. perf sched gives the
+ * longest time a heimdall thread was runnable without a CPU. Then the slowest windows
+ * (by p99) are set against the rest: what they have more of is what lines up.
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+interface Run {
+  mix: string;
+  dnsperf: string;
+  startNs: number;
+  sched: string | null;
+}
+interface Manifest {
+  contender: string;
+  git: string;
+  qps: number;
+  seconds: number;
+  windowMs: number;
+  pid: number;
+  runs: Run[];
+}
+
+const KINDS = ['gc', 'upkeep', 'hot', 'prefetch', 'work', 'idle'] as const;
+type Kind = (typeof KINDS)[number];
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string };
+  children?: number[];
+}
+interface Profile {
+  nodes: ProfileNode[];
+  startTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** What a sample's stack was doing, from the innermost frame outwards. */
+function classifier(p: Profile): (id: number) => Kind {
+  const parent = new Map<number, number>();
+  const byId = new Map<number, ProfileNode>();
+  for (const n of p.nodes) {
+    byId.set(n.id, n);
+    for (const c of n.children ?? []) parent.set(c, n.id);
+  }
+  const memo = new Map<number, Kind>();
+  return (id) => {
+    const hit = memo.get(id);
+    if (hit) return hit;
+    const leaf = byId.get(id)!.callFrame.functionName;
+    let k: Kind = 'work';
+    if (leaf === '(garbage collector)') k = 'gc';
+    else if (leaf === '(idle)') k = 'idle';
+    else {
+      for (let n: number | undefined = id; n !== undefined; n = parent.get(n)) {
+        const f = byId.get(n)!.callFrame;
+        if (f.url.endsWith('/engine/upkeep.js') || f.functionName === 'runUpkeep') {
+          k = 'upkeep';
+          break;
+        }
+        if (f.url.endsWith('/hot/prefetch.js')) {
+          k = 'prefetch';
+          break;
+        }
+        if (f.url.includes('/hot/') || f.url.endsWith('/xdp/fastpath.js')) k = 'hot'; // unless upkeep runs it
+      }
+    }
+    memo.set(id, k);
+    return k;
+  };
+}
+
+interface Thread {
+  name: string;
+  /** ms of each kind per window, for the windows of one run. */
+  ms: Map<Kind, Float64Array>;
+}
+
+/** Each thread's milliseconds of each kind per window over [t0, t0 + n windows). */
+function threadsOf(dir: string, t0Us: number, windowUs: number, n: number): Thread[] {
+  const profDir = join(dir, 'prof');
+  let files: string[] = [];
+  try {
+    files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
+  } catch {
+    return [];
+  }
+  const out: Thread[] = [];
+  for (const f of files.sort()) {
+    const tid = Number(f.split('.')[4]); // CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile
+    const p = JSON.parse(readFileSync(join(profDir, f), 'utf8')) as Profile;
+    const kindOf = classifier(p);
+    const ms = new Map<Kind, Float64Array>(KINDS.map((k) => [k, new Float64Array(n)]));
+    let t = p.startTime;
+    for (let i = 0; i < p.samples.length; i++) {
+      const dt = p.timeDeltas[i + 1] ?? 0; // a sample stands for the time until the next one
+      t += p.timeDeltas[i]!;
+      const w = Math.floor((t - t0Us) / windowUs);
+      if (w < 0 || w >= n) continue;
+      ms.get(kindOf(p.samples[i]!))![w]! += dt / 1000;
+    }
+    out.push({ name: tid === 0 ? 'main' : `worker ${tid}`, ms });
+  }
+  return out;
+}
+
+/** Latencies (µs) per window, from dnsperf -v: "> NOERROR name A 0.000123", lost ones "> T ...". */
+function latenciesOf(file: string, qps: number, windowMs: number, n: number): { lat: number[][]; lost: number[] } {
+  const lat: number[][] = Array.from({ length: n }, () => []);
+  const lost = new Array<number>(n).fill(0);
+  let i = 0;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.startsWith('> ')) continue;
+    const w = Math.floor((i++ / qps) * 1000 / windowMs);
+    if (w >= n) break;
+    const f = line.split(/\s+/);
+    if (f[1] === 'T') lost[w]!++;
+    else {
+      const s = Number(f[f.length - 1]);
+      if (Number.isFinite(s)) lat[w]!.push(s * 1e6);
+    }
+  }
+  return { lat, lost };
+}
+
+/** Longest runnable-but-waiting time (ms) of the server's threads per window, from perf sched timehist. */
+function schedOf(file: string, pid: number, t0Us: number, windowUs: number, n: number): { max: Float64Array; sum: Float64Array } {
+  const max = new Float64Array(n);
+  const sum = new Float64Array(n);
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    // time cpu task[tid/pid] wait sch_delay run
+    const m = /^\s*([\d.]+)\s+\[\d+\]\s+\S*\[(\d+)\/(\d+)\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)/.exec(line);
+    if (!m || Number(m[3]) !== pid) continue;
+    const delayMs = Number(m[5]);
+    // The line is written when the thread stops running; it waited before it ran.
+    const waitedAtUs = Number(m[1]) * 1e6 - Number(m[6]) * 1000;
+    const w = Math.floor((waitedAtUs - t0Us) / windowUs);
+    if (w < 0 || w >= n) continue;
+    if (delayMs > max[w]!) max[w] = delayMs;
+    sum[w]! += delayMs;
+  }
+  return { max, sum };
+}
+
+function pct(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
+}
+const f0 = (v: number): string => (Number.isFinite(v) ? v.toFixed(0) : '-');
+const f2 = (v: number): string => (Number.isFinite(v) ? v.toFixed(2) : '-');
+const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+
+const dir = process.argv[2];
+if (!dir) {
+  console.error('usage: tails.ts OUTDIR');
+  process.exit(2);
+}
+const m = JSON.parse(readFileSync(join(dir, 'tails.json'), 'utf8')) as Manifest;
+const windowUs = m.windowMs * 1000;
+const n = Math.floor((m.seconds * 1000) / m.windowMs);
+console.log(`# Latency tails: ${m.contender}, ${m.qps} q/s, ${m.seconds} s a mix, windows of ${m.windowMs} ms (commit ${m.git})\n`);
+
+for (const run of m.runs) {
+  const t0Us = run.startNs / 1000;
+  const { lat, lost } = latenciesOf(join(dir, run.dnsperf), m.qps, m.windowMs, n);
+  const threads = threadsOf(dir, t0Us, windowUs, n);
+  const workers = threads.filter((t) => t.name !== 'main');
+  const main = threads.find((t) => t.name === 'main');
+  const sched = run.sched ? schedOf(join(dir, run.sched), m.pid, t0Us, windowUs, n) : null;
+  const rows = lat.map((l, w) => {
+    const s = l.sort((a, b) => a - b);
+    const sumOf = (ts: Thread[], k: Kind) => ts.reduce((a, t) => a + t.ms.get(k)![w]!, 0);
+    const maxOf = (ts: Thread[], k: Kind) => ts.reduce((a, t) => Math.max(a, t.ms.get(k)![w]!), 0);
+    return {
+      w,
+      n: s.length,
+      lost: lost[w]!,
+      p50: pct(s, 0.5),
+      p99: pct(s, 0.99),
+      max: s.length ? s[s.length - 1]! : NaN,
+      over1ms: s.filter((v) => v > 1000).length + lost[w]!,
+      gcWorker: maxOf(workers, 'gc'),
+      upkeep: sumOf(threads, 'upkeep'),
+      hot: sumOf(threads, 'hot') + sumOf(threads, 'prefetch'),
+      mainBusy: main ? KINDS.filter((k) => k !== 'idle').reduce((a, k) => a + main.ms.get(k)![w]!, 0) : NaN,
+      workerIdle: workers.length ? Math.min(...workers.map((t) => t.ms.get('idle')![w]!)) : NaN,
+      schedMax: sched ? sched.max[w]! : NaN,
+    };
+  });
+  const all = lat.flat().sort((a, b) => a - b);
+  const lostAll = lost.reduce((a, b) => a + b, 0);
+  console.log(`## ${run.mix}\n`);
+  console.log(`${all.length} answers, ${lostAll} lost; p50 ${f0(pct(all, 0.5))} µs, p99 ${f0(pct(all, 0.99))} µs, p99.9 ${f0(pct(all, 0.999))} µs, max ${f0(all[all.length - 1]!)} µs. ` +
+    `Threads profiled: ${threads.map((t) => t.name).join(', ') || 'none'}; scheduling delays: ${sched ? 'yes' : 'no'}.\n`);
+
+  // The slowest tenth of the windows by p99 against the rest.
+  const byP99 = [...rows].sort((a, b) => b.p99 - a.p99);
+  const slow = byP99.slice(0, Math.max(1, Math.round(rows.length / 10)));
+  const rest = byP99.slice(slow.length);
+  const share = (rs: typeof rows, f: (r: (typeof rows)[number]) => boolean) => (rs.length ? (100 * rs.filter(f).length) / rs.length : NaN);
+  const col = (label: string, f: (r: (typeof rows)[number]) => number, test: (r: (typeof rows)[number]) => boolean, testLabel: string) =>
+    `| ${label} | ${f2(mean(slow.map(f)))} | ${f2(mean(rest.map(f)))} | ${testLabel} | ${f0(share(slow, test))} % | ${f0(share(rest, test))} % |`;
+  console.log(`Slowest ${slow.length} windows by p99 (p99 ≥ ${f0(slow[slow.length - 1]!.p99)} µs) against the other ${rest.length}:\n`);
+  console.log('| per window | slow: mean | rest: mean | windows with | slow | rest |');
+  console.log('|---|---:|---:|---|---:|---:|');
+  console.log(col('answers over 1 ms (or lost)', (r) => r.over1ms, (r) => r.over1ms > 0, 'any'));
+  if (threads.length) {
+    console.log(col('GC in the busiest worker, ms', (r) => r.gcWorker, (r) => r.gcWorker >= 1, 'GC ≥ 1 ms'));
+    console.log(col('upkeep, all threads, ms', (r) => r.upkeep, (r) => r.upkeep >= 0.5, 'upkeep ≥ 0.5 ms'));
+    console.log(col('promotion, hot map, prefetch, ms', (r) => r.hot, (r) => r.hot >= 0.5, '≥ 0.5 ms'));
+    console.log(col('main thread busy, ms', (r) => r.mainBusy, (r) => r.mainBusy >= 5, '≥ 5 ms'));
+    console.log(col('least idle worker: idle, ms', (r) => r.workerIdle, (r) => r.workerIdle < m.windowMs / 10, `< ${m.windowMs / 10} ms idle`));
+  }
+  if (sched) console.log(col('longest wait for a CPU, ms', (r) => r.schedMax, (r) => r.schedMax >= 1, 'a wait ≥ 1 ms'));
+  console.log('');
+
+  console.log('<details><summary>every window</summary>\n');
+  console.log('| t (s) | answers | p50 µs | p99 µs | max µs | > 1 ms | GC worker ms | upkeep ms | hot ms | main busy ms | min worker idle ms | CPU wait ms |');
+  console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    console.log(`| ${((r.w * m.windowMs) / 1000).toFixed(1)} | ${r.n} | ${f0(r.p50)} | ${f0(r.p99)} | ${f0(r.max)} | ${r.over1ms} | ${f2(r.gcWorker)} | ${f2(r.upkeep)} | ${f2(r.hot)} | ${f2(r.mainBusy)} | ${f2(r.workerIdle)} | ${f2(r.schedMax)} |`);
+  }
+  console.log('\n</details>\n');
+}
