@@ -30,7 +30,8 @@ node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || di
 PKGS=(clang llvm make g++ pkg-config libbpf-dev libxdp-dev xdp-tools bpftool iproute2 iputils-ping
       ethtool tcpdump curl nftables bind9-dnsutils bind9-utils knot-dnsutils dnsperf nsd vagrant)
 if ((BENCH)); then
-  PKGS+=(unbound dnsdist knot-resolver)
+  # linux-perf: the scheduling delays of npm run bench:tails (perf sched).
+  PKGS+=(unbound dnsdist knot-resolver linux-perf)
 fi
 
 missing=()

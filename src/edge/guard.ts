@@ -122,9 +122,10 @@ export class EdgeGuard implements FrameHandler {
     const r = this.inner.handle(buf, off, len, out, outOff, tcp, maxLen, nowNs, client);
     if (exempt) return r;
     // A reply made now is charged at the caller's batch clock when it passed one: reading
-    // the clock here, per reply, boxed two doubles a query, a third of what a worker's
-    // hit path allocated (docs/BENCHMARKS.md, "Tails"). An answer that waited on the
-    // upstream reads the clock when it comes.
+    // the clock here, per reply, boxed two doubles a query (16.6 B a call in process; see
+    // docs/BENCHMARKS.md, "Tails: what lines up"). An answer that waited on the upstream
+    // reads the clock when it comes; callers without a batch clock (the kernel listeners)
+    // pass none, and the guard's own clock is read.
     if (typeof r === 'number') return this.limit(out, outOff, r, client, undefined, nowNs);
     // The client is the caller's scratch object: keep a copy for the answer's turn.
     const c: Addr = { family: client.family, bytes: client.bytes.slice(), port: client.port };

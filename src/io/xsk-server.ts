@@ -44,6 +44,10 @@ export interface FrameHandler {
 export interface XskServerOptions {
   /** Told of each batch before it is handled (an idle upkeep wakes up). */
   onActivity?: () => void;
+  /**
+   * Read once per batch (CLOCK_MONOTONIC ns, default fastMonotonicNs) and passed to the
+   * handler: the engine's TTLs and the edge guard's rate limiting both run on it.
+   */
   clock?: Clock;
 }
 

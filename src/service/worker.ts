@@ -29,7 +29,7 @@ const post = (m: FromWorker): void => port.postMessage(m);
  * each: a message costs a structured copy here and a wake-up of the main thread, and a
  * burst of names reaching the threshold together (a Zipf mix's second and third pass)
  * made postMessage ~4% of a worker's time and woke the main thread for every name
- * (docs/BENCHMARKS.md, "Tails"). The flush is a microtask, so it runs when the batch's
+ * (docs/BENCHMARKS.md, "Tails: what lines up"). The flush is a microtask, so it runs when the batch's
  * synchronous work (or the answer's promise callbacks) is done.
  */
 let candidates: number[] = [];
