@@ -38,7 +38,7 @@ for t in kxdpgun dnsperf dig nsd curl node python3; do
 done
 case $NAME in userspace | xdp | unbound) ;; *) die "TAILS_CONTENDER must be userspace, xdp or unbound" ;; esac
 if [[ $SCHED != 0 ]] && ! command -v perf >/dev/null; then
-  say "perf not installed: no scheduling delays (apt-get install linux-perf)"
+  say "perf not installed: no scheduling delays (bash scripts/setup.sh --bench installs it)"
   SCHED=0
 fi
 require_built
@@ -77,26 +77,36 @@ SERVER_PID=${CUR_PIDS[0]}
 warm "$QDIR"
 
 MANIFEST=$OUT/tails.json
-printf '{"contender":"%s","git":"%s","qps":%d,"seconds":%s,"windowMs":%d,"pid":%d,"runs":[' \
-  "$NAME" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$QPS" "$SECS" "$WINDOW_MS" "$SERVER_PID" >"$MANIFEST"
+# dnsperf runs LAT_WARMUP_S (lib.sh) longer than asked, and tails.ts leaves that start out:
+# every dnsperf run here starts with a transient whatever answers it (lib.sh, dp()).
+RUN_S=$(awk -v s="$SECS" -v w="$LAT_WARMUP_S" 'BEGIN { print s + w }')
+printf '{"contender":"%s","git":"%s","qps":%d,"seconds":%s,"windowMs":%d,"warmupS":%s,"timeoutS":1,"pid":%d,"runs":[' \
+  "$NAME" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$QPS" "$SECS" "$WINDOW_MS" "$LAT_WARMUP_S" "$SERVER_PID" >"$MANIFEST"
 sep=
 for mix in "${MIXES[@]}"; do
   [[ -n ${FILE[$mix]:-} ]] || die "unknown mix '$mix' (hot, zipf)"
   say "$mix: dnsperf ${QPS} q/s for ${SECS} s"
   sched_pid=
   if [[ $SCHED != 0 ]]; then
-    perf sched record -k CLOCK_MONOTONIC -o "$OUT/sched-$mix.data" -- sleep "$(awk -v s="$SECS" 'BEGIN { print s + 2 }')" >/dev/null 2>&1 &
+    # System-wide from a second before dnsperf to a second after it (perf is slow to start
+    # on a loaded machine); its own messages kept beside the data.
+    perf sched record -k CLOCK_MONOTONIC -o "$OUT/sched-$mix.data" -- sleep "$(awk -v s="$RUN_S" 'BEGIN { print s + 2 }')" >"$OUT/perf-$mix.log" 2>&1 &
     sched_pid=$!
-    sleep 0.5
+    sleep 1
   fi
   start=$(monotonic_ns)
-  in_client dnsperf -s "$SERVER" -d "${FILE[$mix]}" -l "$SECS" -Q "$QPS" -c 8 -T 1 -q 2000 -t 1 -v >"$OUT/dnsperf-$mix.txt" 2>&1 || true
+  in_client dnsperf -s "$SERVER" -d "${FILE[$mix]}" -l "$RUN_S" -Q "$QPS" -c 8 -T 1 -q 2000 -t 1 -v >"$OUT/dnsperf-$mix.txt" 2>&1 || true
+  grep -q 'Run time (s):' "$OUT/dnsperf-$mix.txt" || die "dnsperf gave no result: $(tail -3 "$OUT/dnsperf-$mix.txt")"
   sched=null
   if [[ -n $sched_pid ]]; then
     wait "$sched_pid" || true
-    perf sched timehist -i "$OUT/sched-$mix.data" >"$OUT/sched-$mix.txt" 2>/dev/null || true
+    perf sched timehist -i "$OUT/sched-$mix.data" >"$OUT/sched-$mix.txt" 2>>"$OUT/perf-$mix.log" || true
     rm -f "$OUT/sched-$mix.data"
-    sched="\"sched-$mix.txt\""
+    if [[ -s $OUT/sched-$mix.txt ]]; then
+      sched="\"sched-$mix.txt\""
+    else
+      say "$mix: perf sched recorded nothing (see $OUT/perf-$mix.log): no scheduling delays"
+    fi
   fi
   printf '%s{"mix":"%s","dnsperf":"dnsperf-%s.txt","startNs":%s,"sched":%s}' "$sep" "$mix" "$mix" "$start" "$sched" >>"$MANIFEST"
   sep=,

@@ -4,8 +4,9 @@
  *
  *   tsx scripts/bench/tails.ts OUTDIR     (reads OUTDIR/tails.json; markdown on stdout)
  *
- * Clocks: dnsperf sends at a fixed rate, so the i-th latency it prints (in completion
- * order) is placed at start + i / rate (off by its own latency, well inside a window);
+ * Clocks: dnsperf prints latencies in completion order, so the i-th line is placed at
+ * start + i × (run time ÷ lines), with dnsperf's own run time (off by the query's
+ * latency, well inside a window; a lost query by its timeout, which is taken off);
  * a V8 CPU profile's timestamps are CLOCK_MONOTONIC microseconds; perf sched records
  * with -k CLOCK_MONOTONIC. tails.sh reads CLOCK_MONOTONIC just before dnsperf starts.
  *
@@ -30,6 +31,10 @@ interface Manifest {
   qps: number;
   seconds: number;
   windowMs: number;
+  /** Seconds at the start of each dnsperf run left out (its start-up transient). */
+  warmupS: number;
+  /** dnsperf's timeout (-t), seconds. */
+  timeoutS: number;
   pid: number;
   runs: Run[];
 }
@@ -90,8 +95,8 @@ interface Thread {
   ms: Map<Kind, Float64Array>;
 }
 
-/** Each thread's milliseconds of each kind per window over [t0, t0 + n windows). */
-function threadsOf(dir: string, t0Us: number, windowUs: number, n: number): Thread[] {
+/** The server's threads' profiles, by name (read once for every mix). */
+function loadProfiles(dir: string): { name: string; p: Profile }[] {
   const profDir = join(dir, 'prof');
   let files: string[] = [];
   try {
@@ -99,10 +104,20 @@ function threadsOf(dir: string, t0Us: number, windowUs: number, n: number): Thre
   } catch {
     return [];
   }
-  const out: Thread[] = [];
-  for (const f of files.sort()) {
+  return files.sort().map((f) => {
     const tid = Number(f.split('.')[4]); // CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile
-    const p = JSON.parse(readFileSync(join(profDir, f), 'utf8')) as Profile;
+    return { name: tid === 0 ? 'main' : `worker ${tid}`, p: JSON.parse(readFileSync(join(profDir, f), 'utf8')) as Profile };
+  });
+}
+
+/**
+ * Each thread's milliseconds of each kind per window over [t0, t0 + n windows). A sample
+ * stands for the time until the next one; a profiler thread kept from its CPU makes that
+ * gap long, and the whole of it lands in the sample's window.
+ */
+function threadsOf(profiles: { name: string; p: Profile }[], t0Us: number, windowUs: number, n: number): Thread[] {
+  const out: Thread[] = [];
+  for (const { name, p } of profiles) {
     const kindOf = classifier(p);
     const ms = new Map<Kind, Float64Array>(KINDS.map((k) => [k, new Float64Array(n)]));
     let t = p.startTime;
@@ -113,47 +128,56 @@ function threadsOf(dir: string, t0Us: number, windowUs: number, n: number): Thre
       if (w < 0 || w >= n) continue;
       ms.get(kindOf(p.samples[i]!))![w]! += dt / 1000;
     }
-    out.push({ name: tid === 0 ? 'main' : `worker ${tid}`, ms });
+    out.push({ name, ms });
   }
   return out;
 }
 
-/** Latencies (µs) per window, from dnsperf -v: "> NOERROR name A 0.000123", lost ones "> T ...". */
-function latenciesOf(file: string, qps: number, windowMs: number, n: number): { lat: number[][]; lost: number[] } {
+/**
+ * Latencies (µs) per window, from dnsperf -v: "> NOERROR name A 0.000123", lost ones
+ * "> T ...". Lines come in completion order, spread over the run time dnsperf reports
+ * (which says what rate it really kept); the first `skipS` seconds (dnsperf's own
+ * start-up transient, as `npm run bench` skips it) are left out, and a lost query is
+ * placed when it was sent, `timeoutS` before its line.
+ */
+function latenciesOf(file: string, skipS: number, timeoutS: number, windowMs: number, n: number): { lat: number[][]; lost: number[]; achieved: number } {
   const lat: number[][] = Array.from({ length: n }, () => []);
   const lost = new Array<number>(n).fill(0);
-  let i = 0;
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    if (!line.startsWith('> ')) continue;
-    const w = Math.floor((i++ / qps) * 1000 / windowMs);
-    if (w >= n) break;
+  const text = readFileSync(file, 'utf8');
+  const lines = text.split('\n').filter((l) => l.startsWith('> '));
+  const runS = Number(/Run time \(s\):\s+([\d.]+)/.exec(text)?.[1] ?? NaN);
+  if (!(runS > 0) || lines.length === 0) return { lat, lost, achieved: NaN };
+  const perLine = runS / lines.length;
+  lines.forEach((line, i) => {
     const f = line.split(/\s+/);
-    if (f[1] === 'T') lost[w]!++;
+    const isLost = f[1] === 'T';
+    const t = i * perLine - (isLost ? timeoutS : 0) - skipS;
+    const w = Math.floor((t * 1000) / windowMs);
+    if (w < 0 || w >= n) return;
+    if (isLost) lost[w]!++;
     else {
       const s = Number(f[f.length - 1]);
       if (Number.isFinite(s)) lat[w]!.push(s * 1e6);
     }
-  }
-  return { lat, lost };
+  });
+  return { lat, lost, achieved: lines.length / runS };
 }
 
 /** Longest runnable-but-waiting time (ms) of the server's threads per window, from perf sched timehist. */
-function schedOf(file: string, pid: number, t0Us: number, windowUs: number, n: number): { max: Float64Array; sum: Float64Array } {
+function schedOf(file: string, pid: number, t0Us: number, windowUs: number, n: number): Float64Array {
   const max = new Float64Array(n);
-  const sum = new Float64Array(n);
   for (const line of readFileSync(file, 'utf8').split('\n')) {
-    // time cpu task[tid/pid] wait sch_delay run
-    const m = /^\s*([\d.]+)\s+\[\d+\]\s+\S*\[(\d+)\/(\d+)\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)/.exec(line);
-    if (!m || Number(m[3]) !== pid) continue;
+    // time cpu task[tid/pid] wait sch_delay run; a process's main thread is task[tid] alone
+    const m = /^\s*([\d.]+)\s+\[\d+\]\s+.*?\[(\d+)(?:\/(\d+))?\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$/.exec(line);
+    if (!m || Number(m[3] ?? m[2]) !== pid) continue;
     const delayMs = Number(m[5]);
     // The line is written when the thread stops running; it waited before it ran.
     const waitedAtUs = Number(m[1]) * 1e6 - Number(m[6]) * 1000;
     const w = Math.floor((waitedAtUs - t0Us) / windowUs);
     if (w < 0 || w >= n) continue;
     if (delayMs > max[w]!) max[w] = delayMs;
-    sum[w]! += delayMs;
   }
-  return { max, sum };
+  return max;
 }
 
 function pct(sorted: number[], p: number): number {
@@ -171,18 +195,21 @@ if (!dir) {
 }
 const m = JSON.parse(readFileSync(join(dir, 'tails.json'), 'utf8')) as Manifest;
 const windowUs = m.windowMs * 1000;
+const profiles = loadProfiles(dir);
 const n = Math.floor((m.seconds * 1000) / m.windowMs);
 console.log(`# Latency tails: ${m.contender}, ${m.qps} q/s, ${m.seconds} s a mix, windows of ${m.windowMs} ms (commit ${m.git})\n`);
 
 for (const run of m.runs) {
-  const t0Us = run.startNs / 1000;
-  const { lat, lost } = latenciesOf(join(dir, run.dnsperf), m.qps, m.windowMs, n);
-  const threads = threadsOf(dir, t0Us, windowUs, n);
+  const t0Us = run.startNs / 1000 + m.warmupS * 1e6; // window 0 starts after dnsperf's transient
+  const { lat, lost, achieved } = latenciesOf(join(dir, run.dnsperf), m.warmupS, m.timeoutS, m.windowMs, n);
+  const threads = threadsOf(profiles, t0Us, windowUs, n);
   const workers = threads.filter((t) => t.name !== 'main');
   const main = threads.find((t) => t.name === 'main');
   const sched = run.sched ? schedOf(join(dir, run.sched), m.pid, t0Us, windowUs, n) : null;
   const rows = lat.map((l, w) => {
     const s = l.sort((a, b) => a - b);
+    // A window whose queries were all lost is the slowest there is, not a missing value.
+    const p99 = s.length ? pct(s, 0.99) : lost[w]! > 0 ? Infinity : NaN;
     const sumOf = (ts: Thread[], k: Kind) => ts.reduce((a, t) => a + t.ms.get(k)![w]!, 0);
     const maxOf = (ts: Thread[], k: Kind) => ts.reduce((a, t) => Math.max(a, t.ms.get(k)![w]!), 0);
     return {
@@ -190,7 +217,7 @@ for (const run of m.runs) {
       n: s.length,
       lost: lost[w]!,
       p50: pct(s, 0.5),
-      p99: pct(s, 0.99),
+      p99,
       max: s.length ? s[s.length - 1]! : NaN,
       over1ms: s.filter((v) => v > 1000).length + lost[w]!,
       gcWorker: maxOf(workers, 'gc'),
@@ -198,18 +225,19 @@ for (const run of m.runs) {
       hot: sumOf(threads, 'hot') + sumOf(threads, 'prefetch'),
       mainBusy: main ? KINDS.filter((k) => k !== 'idle').reduce((a, k) => a + main.ms.get(k)![w]!, 0) : NaN,
       workerIdle: workers.length ? Math.min(...workers.map((t) => t.ms.get('idle')![w]!)) : NaN,
-      schedMax: sched ? sched.max[w]! : NaN,
+      schedMax: sched ? sched[w]! : NaN,
     };
   });
+  const traffic = rows.filter((r) => !Number.isNaN(r.p99)); // windows without any query left out below
   const all = lat.flat().sort((a, b) => a - b);
   const lostAll = lost.reduce((a, b) => a + b, 0);
   console.log(`## ${run.mix}\n`);
-  console.log(`${all.length} answers, ${lostAll} lost; p50 ${f0(pct(all, 0.5))} µs, p99 ${f0(pct(all, 0.99))} µs, p99.9 ${f0(pct(all, 0.999))} µs, max ${f0(all[all.length - 1]!)} µs. ` +
+  console.log(`dnsperf kept ${f0(achieved)} q/s of the ${m.qps} asked. ${all.length} answers, ${lostAll} lost; p50 ${f0(pct(all, 0.5))} µs, p99 ${f0(pct(all, 0.99))} µs, p99.9 ${f0(pct(all, 0.999))} µs, max ${f0(all[all.length - 1]!)} µs. ` +
     `Threads profiled: ${threads.map((t) => t.name).join(', ') || 'none'}; scheduling delays: ${sched ? 'yes' : 'no'}.\n`);
 
   // The slowest tenth of the windows by p99 against the rest.
-  const byP99 = [...rows].sort((a, b) => b.p99 - a.p99);
-  const slow = byP99.slice(0, Math.max(1, Math.round(rows.length / 10)));
+  const byP99 = [...traffic].sort((a, b) => b.p99 - a.p99);
+  const slow = byP99.slice(0, Math.max(1, Math.round(traffic.length / 10)));
   const rest = byP99.slice(slow.length);
   const share = (rs: typeof rows, f: (r: (typeof rows)[number]) => boolean) => (rs.length ? (100 * rs.filter(f).length) / rs.length : NaN);
   const col = (label: string, f: (r: (typeof rows)[number]) => number, test: (r: (typeof rows)[number]) => boolean, testLabel: string) =>
@@ -222,14 +250,14 @@ for (const run of m.runs) {
     console.log(col('GC in the busiest worker, ms', (r) => r.gcWorker, (r) => r.gcWorker >= 1, 'GC ≥ 1 ms'));
     console.log(col('upkeep, all threads, ms', (r) => r.upkeep, (r) => r.upkeep >= 0.5, 'upkeep ≥ 0.5 ms'));
     console.log(col('promotion, hot map, prefetch, ms', (r) => r.hot, (r) => r.hot >= 0.5, '≥ 0.5 ms'));
-    console.log(col('main thread busy, ms', (r) => r.mainBusy, (r) => r.mainBusy >= 5, '≥ 5 ms'));
+    console.log(col('main thread not idle, ms', (r) => r.mainBusy, (r) => r.mainBusy >= 5, '≥ 5 ms'));
     console.log(col('least idle worker: idle, ms', (r) => r.workerIdle, (r) => r.workerIdle < m.windowMs / 10, `< ${m.windowMs / 10} ms idle`));
   }
-  if (sched) console.log(col('longest wait for a CPU, ms', (r) => r.schedMax, (r) => r.schedMax >= 1, 'a wait ≥ 1 ms'));
+  if (sched) console.log(col('longest wait for a CPU (any server thread), ms', (r) => r.schedMax, (r) => r.schedMax >= 1, 'a wait ≥ 1 ms'));
   console.log('');
 
   console.log('<details><summary>every window</summary>\n');
-  console.log('| t (s) | answers | p50 µs | p99 µs | max µs | > 1 ms | GC worker ms | upkeep ms | hot ms | main busy ms | min worker idle ms | CPU wait ms |');
+  console.log('| t (s) | answers | p50 µs | p99 µs | max µs | > 1 ms | GC worker ms | upkeep ms | hot ms | main not idle ms | min worker idle ms | CPU wait ms |');
   console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     console.log(`| ${((r.w * m.windowMs) / 1000).toFixed(1)} | ${r.n} | ${f0(r.p50)} | ${f0(r.p99)} | ${f0(r.max)} | ${r.over1ms} | ${f2(r.gcWorker)} | ${f2(r.upkeep)} | ${f2(r.hot)} | ${f2(r.mainBusy)} | ${f2(r.workerIdle)} | ${f2(r.schedMax)} |`);
