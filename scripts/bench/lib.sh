@@ -195,9 +195,13 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
 # kxdpgun sends from one source on one queue: a server that keeps a cache per thread
 # or per queue (heimdall-xdp's workers; Unbound's message cache is shared, its
 # per-thread parts are not) would otherwise measure its warm-up in the first
-# throughput run instead of its throughput. Every contender gets the same.
+# throughput run instead of its throughput. Every contender gets the same. The first
+# pass is 10,000 misses from one client: at most 200 of them in flight, below
+# heimdall-xdp's default share of the upstream for one client network (256 per engine,
+# --upstream-client-share), which at 500 refused 1,000-3,000 of them with SERVFAIL, so
+# that it started the rounds with less of the mix cached than the peers.
 warm() { # qdir
-  in_client dnsperf -s "$SERVER" -d "$1/warm.txt" -n 3 -c 4 -q 500 -t 2 >/dev/null 2>&1 || true
+  in_client dnsperf -s "$SERVER" -d "$1/warm.txt" -n 3 -c 4 -q 200 -t 2 >/dev/null 2>&1 || true
   in_client dnsperf -s "$SERVER" -d "$1/hot.txt" -n 5 -c 4 -q 100 -t 2 >/dev/null 2>&1 || true
   in_client timeout 30 kxdpgun -t 2 -Q 100000 -i "$1/zipf-kx.txt" "$SERVER" >/dev/null 2>&1 || true
   client_xdp_restore
