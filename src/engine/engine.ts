@@ -204,6 +204,9 @@ export class DnsEngine {
       c[Slot_cacheHits]! += 1;
       return this.counted(n, out, outOff);
     }
+    // The entry changed under a reply half written into out, which may be the query's own
+    // buffer: the query is no longer there to forward (SharedCache.reply).
+    if (n < 0) return this.servfail(out, outOff, opts);
     return this.miss(buf, off, len, out, outOff, tcp, maxLen, klen, hash, asks, client);
   }
 
@@ -279,6 +282,10 @@ export class DnsEngine {
             c[Slot_cacheHits]! += 1;
             return this.counted(n, out, outOff);
           }
+          if (n < 0) {
+            fetches.release(ticket, 'failed'); // waiters ask on their own
+            return this.servfail(out, outOff, opts);
+          }
         }
       } else {
         c[Slot_fetchJoined]! += 1;
@@ -292,6 +299,7 @@ export class DnsEngine {
             c[Slot_fetchJoinedServed]! += 1;
             return this.counted(n, out, outOff);
           }
+          if (n < 0) return this.servfail(out, outOff, opts);
         }
         // Not cached (uncacheable, failed, owner gone, or already evicted): ask on our own,
         // so a waiter never gets nothing.

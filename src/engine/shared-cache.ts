@@ -550,12 +550,16 @@ export class SharedCache {
   /**
    * The hit path: writes the reply to `q` (whose key is key[0, len), hash `hash`) from
    * the cached entry into out at outOff and returns its length, or 0 on a miss (absent,
-   * expired, or changed under every try). Counts the hit on the slot. Allocates nothing
+   * expired, or changed under every try before anything was written). -1: the entry
+   * changed while its reply was being written and no later try found it: out holds a
+   * partial reply, so a caller whose out is its query buffer has lost the query (it
+   * answers SERVFAIL, which needs only the parsed view). Counts the hit on the slot. Allocates nothing
    * unless the reply must be truncated (then the entry is copied out first).
    * `stale`: also serve an expired entry within the stale window (RFC 8767), with TTLs
    * of at most opts.staleTtl (30 s). `asks`: as for insert().
    */
   reply(q: MessageView, key: Uint8Array, len: number, hash: number, nowNs: number, out: Uint8Array, outOff: number, opts: ReplyOptions, stale = false, asks = 0): number {
+    let wrote = false;
     for (let t = 0; t < READ_TRIES; t++) {
       const s = this.find(key, len, hash, false);
       if (s < 0) break;
@@ -576,13 +580,17 @@ export class SharedCache {
         if ((uses >= th || asks >= th) && !stale && this.onThreshold !== undefined && this.claimReport(s)) this.onThreshold(s, sq);
         return n;
       }
+      if (n < 0) wrote = true;
       this.reads.retries++;
     }
     if (!stale) this.reads.misses++;
-    return 0;
+    return wrote ? -1 : 0;
   }
 
-  /** Writes the reply from slot s as of sequence sq; 0 when the slot changed (read again). */
+  /**
+   * Writes the reply from slot s as of sequence sq; 0 when the slot changed before
+   * anything was written, -1 when it changed after (out holds a partial reply).
+   */
   private writeFrom(s: number, sq: number, q: MessageView, nowNs: number, out: Uint8Array, outOff: number, opts: ReplyOptions): number {
     // Doubles are read here, not passed in: a double argument of a call that is not
     // inlined is boxed (a 16-byte allocation per hit, measured).
@@ -614,7 +622,7 @@ export class SharedCache {
     const odv = this.outDv;
     const adv = this.arenaDv;
     const rec = this.block[s]! * UNIT + klen;
-    if (rec + rl + 6 * n > this.arena.length) return 0; // torn: lengths of another entry (DataView reads would throw)
+    if (rec + rl + 6 * n > this.arena.length) return -1; // torn: lengths of another entry (DataView reads would throw)
     const base = out.byteOffset + p;
     let i = 0;
     for (; i + 4 <= rl; i += 4) odv.setUint32(base + i, adv.getUint32(rec + i));
@@ -626,7 +634,7 @@ export class SharedCache {
     const elapsed = nowNs > origin ? Math.floor((nowNs - origin) / NS_PER_SEC) : 0;
     for (let k = 0; k < n; k++) {
       const o = adv.getUint16(offs + 2 * k);
-      if (o + 4 > rl) return 0; // torn: the slot changed under us
+      if (o + 4 > rl) return -1; // torn: the slot changed under us
       const ttl = adv.getUint32(ttls + 4 * k);
       let v: number;
       if (expired) v = ttl < staleTtl ? ttl : staleTtl;
@@ -638,7 +646,7 @@ export class SharedCache {
     }
     p += rl;
     if (hasOpt) p += writeOpt(out, p, opts.udpSize, 0, q.dnssecOk);
-    if (Atomics.load(this.seq, s) !== sq) return 0;
+    if (Atomics.load(this.seq, s) !== sq) return -1;
     return p - outOff;
   }
 

@@ -4,6 +4,7 @@ import dnsPacket from 'dns-packet';
 import { DnsEngine, type Resolver } from '../../src/engine/engine.js';
 import type { PromotionEvent } from '../../src/hot/promotion.js';
 import { AskCounter } from '../../src/hot/asks.js';
+import { MessageView } from '../../src/dns/view.js';
 import { query, response, SOA, decode, type Decoded } from '../helpers/dns.js';
 
 type Q = Parameters<Resolver['resolve']>[0];
@@ -43,6 +44,36 @@ async function ask(engine: DnsEngine, q: Buffer, tcp = false): Promise<Decoded> 
 const wwwA = response('www.example.com', 'A', { answers: [{ type: 'A', name: 'www.example.com', ttl: 60, data: '198.18.1.1' }] });
 
 describe('DnsEngine', () => {
+  it('answers SERVFAIL, and does not forward, when a cached entry changed under a reply written over the query itself', async () => {
+    const r = scripted({ 'www.example.com/1': wwwA });
+    const e = new DnsEngine({ resolver: r, cacheSize: 64, clock });
+    await ask(e, query('www.example.com', 'A', { id: 1 }));
+    expect(r.asked.length).toBe(1);
+    // Stand in for a writer changing the slot mid-read: the record offsets after the
+    // entry's records point past them, which the reader takes for a torn entry only once
+    // the header and records are already in `out` (SharedCache.writeFrom).
+    const c = e.cache as unknown as { find(k: Uint8Array, n: number): number; block: Int32Array; keyLen: Uint16Array; recLen: Uint16Array; arena: Uint8Array };
+    const v = new MessageView();
+    const k = new Uint8Array(260);
+    const first = query('www.example.com', 'A', { id: 1 });
+    expect(v.parse(first, 0, first.length, k)).toBe(0);
+    const key = k.slice(0, v.keyLen);
+    const s = c.find(key, key.length);
+    expect(s).toBeGreaterThanOrEqual(0);
+    const offs = c.block[s]! * 16 + c.keyLen[s]! + c.recLen[s]!; // 16: the arena's unit (buddy.ts UNIT)
+    c.arena[offs] = 0xff;
+    // The query is both input and output, as on the AF_XDP path.
+    const q = query('www.example.com', 'A', { id: 2, edns: {} });
+    const buf = Buffer.alloc(4096);
+    q.copy(buf);
+    const n = await e.handle(buf, 0, q.length, buf, 0, false);
+    const d = decode(buf.subarray(0, n));
+    expect(d.id).toBe(2);
+    expect(d.rcode).toBe('SERVFAIL');
+    expect(d.questions![0]!.name).toBe('www.example.com');
+    expect(r.asked.length).toBe(1); // not forwarded with a half-overwritten query
+  });
+
   it('forwards a miss, caches it, then answers hits without the upstream', async () => {
     const r = scripted({ 'www.example.com/1': wwwA });
     const e = new DnsEngine({ resolver: r, cacheSize: 64, clock });
