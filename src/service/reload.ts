@@ -99,6 +99,7 @@ export function applyLive(running: HeimdallConfig, next: HeimdallConfig, diff?: 
     upstreamList: next.upstreamList,
     promoteAfter,
     xdpAnswers: next.xdpAnswers,
+    prefetch: next.prefetch,
     logFormat: next.logFormat,
     edge: Object.freeze({ ...running.edge, allow: next.edge.allow, deny: next.edge.deny, rrlExempt: next.edge.rrlExempt, rrl: next.edge.rrl }),
     mainEngine: Object.freeze({ ...running.mainEngine, promoteAfter, cacheSize, cacheBytes, serveStale: next.serveStale }),

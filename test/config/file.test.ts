@@ -183,6 +183,18 @@ describe('reload', () => {
     for (const [k, spec] of Object.entries(FILE_KEYS)) expect(RELOAD_KEYS[k]!.live, k).toBe(spec.live);
   });
 
+  it('takes every live key from the new config: a reload that changed one leaves nothing to change', () => {
+    const running = cfg('');
+    // Every live key set away from its default (prefetch once stayed at the running value,
+    // so turning it back on by reload did nothing).
+    const next = cfg('promote-after: 5\ncache-size: 5000\ncache-bytes: 3000000\ncache-min-ttl: 10\ncache-max-ttl: 600\ncache-max-negative-ttl: 60\nxdp-answers: false\nprefetch: false\nserve-stale: true\nlog-format: json\ndeny: [198.18.0.9/32]\nrrl: 50\nrrl-slip: 3\nrrl-window: 5\nrrl-all: 500\n');
+    const after = applyLive(running, next);
+    for (const [k, spec] of Object.entries(RELOAD_KEYS)) {
+      if (spec.live) expect(spec.get(after), k).toEqual(spec.get(next));
+    }
+    expect(diffConfig(after, next).live).toEqual([]); // (hot-size follows cache-size: a restart key)
+  });
+
   it('changes the live settings and keeps the running value of the others', () => {
     const running = cfg('port: 53\nrrl: 100\n');
     const next = cfg('port: 5353\nrrl: 200\ndeny: [198.18.0.9/32]\npromote-after: 7\nlog-format: json\n');
