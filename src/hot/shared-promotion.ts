@@ -17,7 +17,8 @@
  * - Kernel hits (the XDP map's counters) heat hot entries and are credited to the
  *   cache slot's hit counter, so the lazy SLRU keeps what the kernel serves.
  */
-import type { CachedAnswer } from '../dns/answer.js';
+import { answerFromResponse, type CachedAnswer } from '../dns/answer.js';
+import { RCODE_SERVFAIL } from '../dns/constants.js';
 import { keyEquals } from '../dns/key.js';
 import type { SharedCache } from '../engine/shared-cache.js';
 import { type Clock, monotonicNs } from '../engine/clock.js';
@@ -108,6 +109,21 @@ export class SharedPromotion {
   /** Hits the XDP program served for a hot key since the last call. */
   noteKernelHits(key: Uint8Array, hits: number, nowNs: number = this.clock()): boolean {
     return this.policy.noteKernelHits(key, hits, nowNs);
+  }
+
+  /**
+   * A prefetched answer for a hot name (src/hot/prefetch.ts): written to the cache, and the
+   * hot map rewritten at once. A SERVFAIL is not written: it would replace an answer that
+   * is still valid (a refresh comes in the last tenth of its life) and demote the name. True
+   * when the cache took the answer (not when its shard stayed busy: the old entry stays).
+   */
+  acceptRefresh(msg: Uint8Array, nowNs: number, dnssecOk: boolean): boolean {
+    const a = answerFromResponse(msg, nowNs, this.cache.ttlPolicy, dnssecOk);
+    if (a.rcode === RCODE_SERVFAIL) return false;
+    const slot = this.cache.insert(a, nowNs);
+    if (slot < 0) return false;
+    this.noteWrite(slot, nowNs);
+    return true;
   }
 
   /**

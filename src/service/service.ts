@@ -240,12 +240,7 @@ export function createService(initial: HeimdallConfig): Service {
       refresh: async (key) => {
         const q = questionOfKey(key);
         const msg = await main.forwarder.resolve(q);
-        const now = fastMonotonicNs();
-        const a = cache.insertResponse(msg, now, q.dnssecOk);
-        const slot = cache.find(a.key, a.key.length);
-        if (slot < 0) return false;
-        promo.noteWrite(slot, now);
-        return true;
+        return promo.acceptRefresh(msg, fastMonotonicNs(), q.dnssecOk);
       },
     });
     const prefetch = prefetcher;

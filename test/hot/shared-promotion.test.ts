@@ -10,6 +10,7 @@ import { SharedPromotion } from '../../src/hot/shared-promotion.js';
 import type { PromotionEvent } from '../../src/hot/promotion.js';
 import { keyString } from '../../src/dns/key.js';
 import { keyOf, synth, versionOf } from '../helpers/shared-cache-ops.js';
+import { response } from '../helpers/dns.js';
 
 const NOW = 1e12;
 
@@ -36,6 +37,19 @@ function setup(capacity = 4) {
 }
 
 describe('SharedPromotion', () => {
+  it('takes a prefetched answer into the cache, but never a SERVFAIL over an answer still valid', () => {
+    const { cache, promo } = setup();
+    const answer = (ip: string) => response('www.example.com', 'A', { answers: [{ type: 'A', name: 'www.example.com', ttl: 60, data: ip }] });
+    expect(promo.acceptRefresh(answer('198.18.1.1'), NOW, false)).toBe(true);
+    const key = cache.insertResponse(answer('198.18.1.1'), NOW, false).key;
+    const before = cache.times(key)!;
+    expect(promo.acceptRefresh(response('www.example.com', 'A', {}, { rcode: 'SERVFAIL' }), NOW + 54e9, false)).toBe(false);
+    expect(cache.times(key)).toEqual(before); // the good answer stays, with its TTL
+    expect(cache.has(key, key.length, NOW + 54e9)).toBe(true);
+    expect(promo.acceptRefresh(answer('198.18.1.2'), NOW + 54e9, false)).toBe(true);
+    expect(cache.times(key)!.originNs).toBe(NOW + 54e9); // a real refresh is written
+  });
+
   it('promotes on the third use across views, and once', () => {
     const { cache, other, promo, deliver, apply, map } = setup();
     other.insert(synth(1, 1, 1, 300, NOW), NOW);
