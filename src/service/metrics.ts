@@ -210,7 +210,8 @@ export function buildRegistry(src: MetricsSources): client.Registry {
       this.reset();
       this.inc({ path: 'xdp' }, xdpTx());
       this.inc({ path: 'cache' }, t.get('cacheHits') + t.get('staleServed'));
-      this.inc({ path: 'upstream' }, t.get('upstreamAnswers') + t.get('relayed'));
+      // A query that waited on another's fetch was answered from it: an upstream answer too (docs/FORWARDER.md).
+      this.inc({ path: 'upstream' }, t.get('upstreamAnswers') + t.get('relayed') + t.get('fetchJoinedServed'));
       this.inc({ path: 'error' }, t.get('servfail') + t.get('formerr') + t.get('notimp') + t.get('badvers'));
     },
   }));

@@ -85,12 +85,13 @@ describe('counter list and metrics', () => {
     s.set('staleServed', 1);
     s.set('upstreamAnswers', 2);
     s.set('relayed', 1);
+    s.set('fetchJoinedServed', 2); // queries that waited on another's fetch, answered from it
     s.set('servfail', 1);
     s.set('formerr', 1);
     const m = await scrape([s]);
     expect(m['heimdall_responses_total{path="xdp"}']).toBe(5);
     expect(m['heimdall_responses_total{path="cache"}']).toBe(5);
-    expect(m['heimdall_responses_total{path="upstream"}']).toBe(3);
+    expect(m['heimdall_responses_total{path="upstream"}']).toBe(5);
     expect(m['heimdall_responses_total{path="error"}']).toBe(2);
     expect(m['heimdall_queries_total']).toBe(15);
     expect(m['heimdall_xdp_packets_total{outcome="PASS_NOT_DNS"}']).toBe(2);
