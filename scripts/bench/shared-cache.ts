@@ -4,7 +4,7 @@
  *   1. the userspace hit path: parse + key + lookup + reply written in place, both
  *      caches over the same 4,096 queries and the same harness;
  *   2. memory per cached entry beyond its DNS data: metadata arrays, allocator rounding,
- *      JS heap, RSS, for 200,000 answers of 1-3 A/AAAA records.
+ *      JS heap, for 200,000 answers of 1-3 A/AAAA records (not RSS: see below).
  * `npx tsx scripts/bench/shared-cache.ts [--quick]`. Compare ratios, not absolute times.
  */
 import v8 from 'node:v8';
