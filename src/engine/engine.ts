@@ -340,8 +340,16 @@ export class DnsEngine {
       // A shard lock held past the cache's spin means its holder is off the CPU: try again
       // with the event loop free, so the answer is cached for the queries waiting on it.
       let slot = this.cache.insert(answer, now, asks, false);
+      // These waits count with the fetch table's: past that bound the answer goes out
+      // uncached at once (counted busy) rather than held, with its reply, for up to 100 ms.
       for (let tries = 0; slot === -2 && tries < CLAIM_TRIES; tries++) {
+        if (this.tableWaiting >= this.maxTableWaiting) {
+          slot = this.cache.insert(answer, this.clock(), asks, true);
+          break;
+        }
+        this.tableWaiting++;
         await new Promise((res) => setTimeout(res, CLAIM_RETRY_MS));
+        this.tableWaiting--;
         now = this.clock();
         slot = this.cache.insert(answer, now, asks, tries + 1 === CLAIM_TRIES);
       }

@@ -91,7 +91,7 @@ export class EngineHost {
       cache: o.cache,
       fetches: o.fetches,
       // As many as the forwarder lets wait (its maxWaiting default: 4 × its in-flight bound).
-      maxTableWaiting: 4 * o.engine.upstreamInflight,
+      maxTableWaiting: this.fwd.maxWaiting,
       onCandidate: o.onCandidate,
       sweep: o.ownsCache ?? true,
       onPromotion: o.onPromotion,
