@@ -256,12 +256,12 @@ export function buildProgram(): Command {
 
   program
     .command('cache')
-    .description('look a name up in the caches and the XDP hot map, or flush it (or everything) from all of them')
+    .description('look a name up in the cache and the XDP hot map, or flush it (or everything) from both')
     .argument('<iface>')
     .argument('<action>', 'lookup or flush')
     .argument('[name]')
     .argument('[type]', 'A, AAAA, MX, ... (default: every type)')
-    .option('--all', 'flush: every entry of every cache and the hot map')
+    .option('--all', 'flush: every entry of the cache and the hot map')
     .option('--json', 'the reply as JSON')
     .action(cacheCommand);
 

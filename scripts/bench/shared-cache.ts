@@ -15,6 +15,7 @@ import { SharedCache } from '../../src/engine/shared-cache.js';
 import { MessageView, answerFromResponse, answerPayloadBytes, writeReply } from '../../src/dns/index.js';
 import { keyHash } from '../../src/dns/key.js';
 import { buildSamples } from './samples.js';
+import { median } from './stats.js';
 
 const QUICK = process.argv.includes('--quick');
 v8.setFlagsFromString('--expose-gc');
@@ -82,9 +83,8 @@ async function hitPath(): Promise<void> {
   console.log('### Hit path (single thread, batches of 256, 4,096 distinct queries)\n');
   console.log('| path | ops/s (median of runs) | ns/op |');
   console.log('|---|---:|---:|');
-  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  for (const [name, xs] of rates) console.log(`| ${name} | ${fmt(med(xs))} | ${fmt(1e9 / med(xs), 1)} |`);
-  const [a, b] = [...rates.values()].map(med);
+  for (const [name, xs] of rates) console.log(`| ${name} | ${fmt(median(xs))} | ${fmt(1e9 / median(xs), 1)} |`);
+  const [a, b] = [...rates.values()].map(median);
   console.log(`\nSharedCache / DnsCache hit path: ${fmt(b! / a!, 2)}x (runs: ${[...rates.values()].map((xs) => xs.map((x) => fmt(x / 1e6, 2)).join(', ')).join(' | ')} M/s)\n`);
   if (sink === 0.5) console.log(sink);
 }

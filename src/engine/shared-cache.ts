@@ -130,9 +130,6 @@ const READ_TRIES = 3;
 /** Compare-and-swap attempts for a shard lock before a write is skipped. */
 const LOCK_SPINS = 2048;
 
-/** Per-slot bytes of metadata: 8 Int32, 2 Float64, 6 Uint16, 3 Uint8 (docs/CORE.md). */
-export const SLOT_BYTES = 8 * 4 + 2 * 8 + 6 * 2 + 3;
-
 function pow2AtLeast(n: number): number {
   let p = 1;
   while (p < n) p *= 2;

@@ -85,6 +85,7 @@ const prefetchHelp =
   'Hot names refreshed before expiry: issued (asked upstream), refreshed (new answer stored and written to the hot map), failed, ' +
   'cold (not asked by clients in the second half of its life: left to expire), missed (in-flight bound reached until it expired)';
 const fetches = 'heimdall_fetches_total';
+const skippedHelp = 'Answers not cached, by reason: busy (the shard lock stayed taken), too_large (over what a shard can hold)';
 const fetchesHelp =
   'Misses and the shared table of fetches in flight: owned (this miss asked upstream), joined (waited for another thread\'s fetch of the name), ' +
   'joined_served (answered from the cache after that wait), solo (table bucket full or contended: asked on its own), deadline_expired, owner_died, lost (waits that ended without an answer, then asked on their own)';
@@ -108,8 +109,8 @@ export const COUNTERS = {
   rcodes: { kind: 'counter', metric: 'heimdall_userspace_rcode_total', help: 'Responses written in userspace, by RCODE', label: 'rcode', values: RCODE_NAMES },
   cacheEntries: { kind: 'gauge', metric: 'heimdall_cache_entries', help: 'Entries in the userspace cache (one, shared by every engine)' },
   cacheBytes: { kind: 'gauge', metric: 'heimdall_cache_bytes', help: 'Arena bytes the userspace cache holds in whole allocator blocks (the --cache-bytes bound counts these)' },
-  cacheSkippedBusy: { kind: 'counter', metric: 'heimdall_cache_writes_skipped_total', help: 'Answers not cached, by reason: busy (the shard lock stayed taken), too_large (over what a shard can hold)', label: ['reason', 'busy'] },
-  cacheSkippedLarge: { kind: 'counter', metric: 'heimdall_cache_writes_skipped_total', help: 'Answers not cached, by reason: busy (the shard lock stayed taken), too_large (over what a shard can hold)', label: ['reason', 'too_large'] },
+  cacheSkippedBusy: { kind: 'counter', metric: 'heimdall_cache_writes_skipped_total', help: skippedHelp, label: ['reason', 'busy'] },
+  cacheSkippedLarge: { kind: 'counter', metric: 'heimdall_cache_writes_skipped_total', help: skippedHelp, label: ['reason', 'too_large'] },
   cacheResets: { kind: 'counter', metric: 'heimdall_cache_shard_resets_total', help: 'Cache shards emptied because the worker holding their lock died' },
 
   // The forwarder (copied from its own counters at each upkeep).
