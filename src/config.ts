@@ -139,7 +139,7 @@ export interface EngineConfig {
   readonly capsForId: boolean;
   readonly upstreamCookies: boolean;
   readonly minimalResponses: boolean;
-  /** Cache bytes (DnsCache maxBytes). */
+  /** Cache bytes (SharedCache maxBytes: the arena every engine shares). */
   readonly cacheBytes: number;
   /** Questions in flight upstream, this engine. */
   readonly upstreamInflight: number;
