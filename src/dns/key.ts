@@ -3,37 +3,100 @@
  * Built by MessageView.writeKey into a reusable buffer; hashed here without
  * allocating. Text forms are for logs and tools only.
  */
+import { randomFillSync } from 'node:crypto';
 import { MAX_KEY_LEN } from './constants.js';
 import { DnsError, DnsErrorCode } from './errors.js';
 import { nameToText, textToWire } from './name.js';
 
 /**
- * Hash of key bytes, four bytes per round with Murmur3-style mixing and
- * finalisation. The result has 30 bits so that it is always a small integer
+ * The key of keyHash: 64 random bits per process. Every structure indexed by keyHash
+ * (the shared cache's buckets, the fetch table's, the ask table's) is reachable by
+ * anyone who can get a name asked, and a chained table indexed by an unkeyed hash can be
+ * filled with names an attacker chose offline to share one bucket: every lookup there
+ * then walks the whole chain. With the key unknown outside the process, where a name
+ * lands cannot be worked out from outside. Threads that share a table share its key:
+ * the creator records it in the table's header and every view adopts it
+ * (useHashKey), before anything on that thread is hashed.
+ */
+const hashKey = new Int32Array(2);
+randomFillSync(hashKey);
+/** Whether this thread's key came from a table's header (then no other key may follow). */
+let adopted = false;
+
+/** This thread's hash key (two 32-bit words), for a table's header. */
+export function hashKeyWords(): readonly [number, number] {
+  return [hashKey[0]!, hashKey[1]!];
+}
+
+/**
+ * Makes k0, k1 this thread's hash key: a view of a table another thread created calls
+ * it with the key in that table's header. A thread's tables must share one key (their
+ * hashes travel between them), so a second, different key is an error.
+ */
+export function useHashKey(k0: number, k1: number): void {
+  if (hashKey[0] === (k0 | 0) && hashKey[1] === (k1 | 0)) {
+    adopted = true;
+    return;
+  }
+  if (adopted) throw new Error('this thread already hashes with another table\'s key');
+  hashKey[0] = k0;
+  hashKey[1] = k1;
+  adopted = true;
+}
+
+/** Tests only: a chosen key, replacing whatever this thread had. */
+export function setHashKeyForTest(k0: number, k1: number): void {
+  hashKey[0] = k0;
+  hashKey[1] = k1;
+  adopted = false;
+}
+
+/**
+ * Keyed hash of key bytes: HalfSipHash's round function (32-bit words, as the Linux
+ * kernel's hsiphash uses for its hash tables), one round per four bytes and three to
+ * finish, keyed with hashKey. The result has 30 bits so that it is always a small integer
  * to V8 (a wider one would be boxed when returned: an allocation per lookup).
  */
 export function keyHash(key: Uint8Array, pos: number, len: number): number {
-  let h = 0x811c9dc5 ^ len;
+  const k0 = hashKey[0]!;
+  const k1 = hashKey[1]!;
+  let v0 = k0;
+  let v1 = k1;
+  let v2 = k0 ^ 0x6c796765;
+  let v3 = k1 ^ 0x74656462;
+  const words = len >>> 2;
   let i = pos;
-  const end = pos + len;
-  for (; i + 4 <= end; i += 4) {
-    let w = key[i]! | (key[i + 1]! << 8) | (key[i + 2]! << 16) | (key[i + 3]! << 24);
-    w = Math.imul(w, 0xcc9e2d51);
-    w = (w << 15) | (w >>> 17);
-    h ^= Math.imul(w, 0x1b873593);
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  // Rounds 0..words-1 take the key's words, round `words` its last bytes with the length
+  // in the top byte, the three after it finish (with v2 flipped first, as SipHash does).
+  for (let r = 0; r < words + 4; r++) {
+    let m = 0;
+    if (r < words) {
+      m = key[i]! | (key[i + 1]! << 8) | (key[i + 2]! << 16) | (key[i + 3]! << 24);
+      i += 4;
+    } else if (r === words) {
+      m = len << 24;
+      for (let sh = 0; sh < 24 && i < pos + len; i++, sh += 8) m |= key[i]! << sh;
+    } else if (r === words + 1) {
+      v2 ^= 0xff;
+    }
+    v3 ^= m;
+    v0 = (v0 + v1) | 0;
+    v1 = (v1 << 5) | (v1 >>> 27);
+    v1 ^= v0;
+    v0 = (v0 << 16) | (v0 >>> 16);
+    v2 = (v2 + v3) | 0;
+    v3 = (v3 << 8) | (v3 >>> 24);
+    v3 ^= v2;
+    v0 = (v0 + v3) | 0;
+    v3 = (v3 << 7) | (v3 >>> 25);
+    v3 ^= v0;
+    v2 = (v2 + v1) | 0;
+    v1 = (v1 << 13) | (v1 >>> 19);
+    v1 ^= v2;
+    v2 = (v2 << 16) | (v2 >>> 16);
+    v0 ^= m;
   }
-  let w = 0;
-  for (let sh = 0; i < end; i++, sh += 8) w |= key[i]! << sh;
-  w = Math.imul(w, 0xcc9e2d51);
-  w = (w << 15) | (w >>> 17);
-  h ^= Math.imul(w, 0x1b873593);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
+  const h = v1 ^ v3;
   return (h ^ (h >>> 30)) & 0x3fffffff;
 }
 

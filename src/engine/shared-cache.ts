@@ -30,7 +30,7 @@ import { threadId } from 'node:worker_threads';
 import { type CachedAnswer, type TtlPolicy, NS_PER_SEC, answerFromResponse, resolveTtlPolicy } from '../dns/answer.js';
 import { HEADER_LEN, OPT_RR_LEN } from '../dns/constants.js';
 import { DnsError, DnsErrorCode } from '../dns/errors.js';
-import { keyHash } from '../dns/key.js';
+import { hashKeyWords, keyHash, useHashKey } from '../dns/key.js';
 import { writeOpt } from '../dns/opt.js';
 import { type ReplyOptions, replyLimit, writeAnswerHead, writeReply } from '../dns/reply.js';
 import type { MessageView } from '../dns/view.js';
@@ -82,6 +82,8 @@ const G_THRESHOLD = 13;
 const G_PROT_PERMILLE = 14;
 const G_BYTES_LO = 15; // maxBytes as configured (the arena is that, rounded down per shard)
 const G_BYTES_HI = 16;
+const G_HASH_K0 = 17; // the creator's keyHash key, adopted by every view (src/dns/key.ts)
+const G_HASH_K1 = 18;
 const G_WORDS = 20;
 
 // Shard header words (48 words = 3 cache lines, so shards do not share a line).
@@ -251,6 +253,7 @@ export class SharedCache {
     g[G_PROT_PERMILLE] = Math.round(ratio * 1000);
     g[G_BYTES_LO] = maxBytes % 2 ** 31;
     g[G_BYTES_HI] = Math.floor(maxBytes / 2 ** 31);
+    [g[G_HASH_K0], g[G_HASH_K1]] = hashKeyWords();
     const c = new SharedCache(layout, g);
     c.setTtlPolicy(o.ttl);
     c.setServeStale(o.serveStale ?? false);
@@ -268,6 +271,7 @@ export class SharedCache {
   static attach(layout: SharedCacheLayout): SharedCache {
     const g = new Int32Array(layout.meta, 0, G_WORDS);
     if (Atomics.load(g, G_MAGIC) !== MAGIC) throw new Error('shared cache memory is not initialised');
+    useHashKey(g[G_HASH_K0]!, g[G_HASH_K1]!); // its buckets are where the creator's hashes put them
     return new SharedCache(layout, g);
   }
 

@@ -72,6 +72,7 @@
  */
 import { threadId } from 'node:worker_threads';
 import { MAX_KEY_LEN } from '../dns/constants.js';
+import { hashKeyWords, useHashKey } from '../dns/key.js';
 import { fastMonotonicNs } from '../engine/clock.js';
 
 /** Entries per bucket: a key may be in any of its bucket's ways. */
@@ -124,7 +125,9 @@ const KEY_STRIDE = (MAX_KEY_LEN + 7) & ~7;
 const H_MAGIC = 0;
 const H_CAPACITY = 1;
 const H_DEADLINE = 2;
-const HEADER_WORDS = 4;
+const H_HASH_K0 = 3; // the creator's keyHash key (src/dns/key.ts), adopted by every view
+const H_HASH_K1 = 4;
+const HEADER_WORDS = 6;
 const MAGIC = 0x46455443; // 'FETC'
 
 /** Busy-wait rounds on a held bucket lock before sleeping. */
@@ -234,6 +237,7 @@ export class FetchTable {
       deadlineMs = h[H_DEADLINE]!;
       if (init.buffer.byteLength < layout(capacity).bytes) throw new RangeError('fetch table buffer too small for its capacity');
       this.buffer = init.buffer;
+      useHashKey(h[H_HASH_K0]!, h[H_HASH_K1]!); // its callers' hashes must match the creator's
     } else {
       capacity = init.capacity;
       deadlineMs = init.deadlineMs ?? 4500;
@@ -245,6 +249,7 @@ export class FetchTable {
       const h = new Int32Array(this.buffer, 0, HEADER_WORDS);
       h[H_CAPACITY] = capacity;
       h[H_DEADLINE] = deadlineMs;
+      [h[H_HASH_K0], h[H_HASH_K1]] = hashKeyWords();
       Atomics.store(h, H_MAGIC, MAGIC);
     }
     const tag = thread.tag ?? threadId;
