@@ -79,7 +79,7 @@ export class Prefetcher {
   /** Min-heap on atNs. An item whose entry is no longer the one tracked for its key is stale. */
   private heap: Tracked[] = [];
   /** Due entries waiting for an in-flight slot. */
-  private readonly waiting: Tracked[] = [];
+  private waiting: Tracked[] = [];
   private inflightCount = 0;
 
   constructor(private readonly o: PrefetchOptions) {
@@ -97,6 +97,11 @@ export class Prefetcher {
 
   get inflight(): number {
     return this.inflightCount;
+  }
+
+  /** Items in the schedule (heap and waiting), stale ones included: at most about twice `size`. */
+  get queued(): number {
+    return this.heap.length + this.waiting.length;
   }
 
   /** An answer was written to the hot map (a promotion or a replacement): schedule its refresh. */
@@ -121,7 +126,7 @@ export class Prefetcher {
   clear(): void {
     this.entries.clear();
     this.heap = [];
-    this.waiting.length = 0;
+    this.waiting = [];
   }
 
   /** Runs what is due; call it often (every 100 ms) so a 10% window of a short TTL is not missed. */
@@ -186,7 +191,24 @@ export class Prefetcher {
     this.entries.delete(id);
   }
 
+  /**
+   * A key untracked or re-tracked leaves its old item in the heap until that item's time
+   * comes, which for a day-long TTL is half a day away: names promoted and demoted
+   * without end (a churning hot set, or names asked three times each on purpose) would
+   * pile up items faster than they fall due. So when the schedule holds more than twice
+   * the live entries, it is rebuilt from the live ones: a linear pass, paid for by the
+   * pushes that made it twice as large.
+   */
+  private compact(): void {
+    const live = (e: Tracked): boolean => this.entries.get(e.id) === e;
+    const keep = this.heap.filter(live);
+    keep.sort((a, b) => a.atNs - b.atNs); // a sorted array is a valid min-heap
+    this.heap = keep;
+    this.waiting = this.waiting.filter(live);
+  }
+
   private push(e: Tracked): void {
+    if (this.heap.length + this.waiting.length >= 2 * this.entries.size + 1024) this.compact();
     const h = this.heap;
     h.push(e);
     let i = h.length - 1;

@@ -115,4 +115,27 @@ describe('Prefetcher', () => {
     expect(r.pf.counters).toMatchObject({ issued: 1, failed: 1, refreshed: 0 });
     expect(r.pf.size).toBe(0);
   });
+
+  it('keeps its schedule bounded under a churning hot set of day-long TTLs, and still refreshes the live names', async () => {
+    const r = rig({ ttlSec: 86_400 });
+    // 200,000 promotions and demotions of names whose mid-life sample is half a day away
+    // (a churning hot set, or names asked three times each on purpose); 50 stay hot.
+    const kept = Array.from({ length: 50 }, (_, i) => `kept${i}.test`);
+    for (const n of kept) {
+      r.hot(n);
+      r.pf.track(r.key(n), r.now, r.now + 3600 * S);
+    }
+    let most = 0;
+    for (let i = 0; i < 200_000; i++) {
+      const k = r.key(`churn${i % 5000}.test`);
+      r.pf.track(k, r.now, r.now + r.ttl);
+      if (i % 3 !== 0) r.pf.untrack(k);
+      most = Math.max(most, r.pf.queued);
+    }
+    expect(r.pf.size).toBe(50 + Math.ceil(5000 / 3)); // every third churn name was left tracked
+    expect(most).toBeLessThanOrEqual(2 * (50 + 5000) + 1024);
+    // The kept names are still on the schedule: asked through their life, refreshed before expiry.
+    await r.run(3600, () => kept.forEach((n) => r.ask(n)));
+    expect(r.refreshed.length).toBeGreaterThanOrEqual(50);
+  });
 });
