@@ -101,6 +101,8 @@ export class XskServer {
   private readonly spares: Buffer[] = [];
   /** The UMEM as a Buffer, for Buffer.copy. */
   private readonly umemBuf: Buffer;
+  /** A flush of parked replies is queued for the end of this event-loop turn (flushSoon). */
+  private flushQueued = false;
   /** The socket's XDP_STATISTICS totals already added to the counters. */
   private readonly seen = new Map<keyof NativeXskStats, number>();
 
@@ -250,8 +252,26 @@ export class XskServer {
     copy(this.umemBuf, addr, p.head, 0, p.head.length);
     copy(this.umemBuf, addr + p.info.dns, p.msg, 0, dnsLen);
     this.complete(addr, p.info, dnsLen);
-    sock.flush();
+    this.flushSoon();
   }
+
+  /**
+   * Submits parked replies once per turn of the event loop, not once each: every upstream
+   * answer read in one poll phase settles its miss in its own callback, and a flush is a
+   * native call and, on most drivers, a sendto that runs the transmit path. setImmediate
+   * runs after the poll phase, so the replies of that phase go in one kick; the next
+   * drain() flushes too, whichever comes first.
+   */
+  private flushSoon(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    setImmediate(this.flushQueuedReplies);
+  }
+
+  private readonly flushQueuedReplies = (): void => {
+    this.flushQueued = false;
+    if (!this.sock.closed) this.sock.flush();
+  };
 
   private unpark(p: Parked): void {
     if (this.spares.length < SPARE_BUFFERS) this.spares.push(p.msg);

@@ -49,7 +49,8 @@ function replies(k: FakeKernel): ReturnType<typeof parseFrame>[] {
   return k.txQ.map(([a, len]) => parseFrame(Buffer.from(u.subarray(a, a + len))));
 }
 
-const flush = () => new Promise((r) => setImmediate(r));
+/** Past the end of this event-loop turn, where the server submits the replies its misses wrote. */
+const flush = () => new Promise((r) => setImmediate(() => setImmediate(r)));
 
 describe('XskServer (fake kernel)', () => {
   it('answers a cache hit in the same frame, addresses swapped, ID kept', () => {
@@ -120,6 +121,23 @@ describe('XskServer (fake kernel)', () => {
     expect(r!.ipLengthOk).toBe(true);
     expect(r!.dstMac.equals(q.subarray(6, 12))).toBe(true);
     expect(decode(r!.dns).id).toBe(77);
+    checkInvariant(sock, k);
+  });
+
+  it('submits the replies of misses answered in one turn with one TX call, at the end of the turn', async () => {
+    const { resolver, sock, k, server, stats } = setup();
+    for (let i = 0; i < 12; i++) { // under the batch of 16, which send() submits by itself
+      k.deliverBytes(buildFrame(query(`t${i}.example.com`, 'A', { id: 100 + i })));
+      server.drain();
+    }
+    const before = k.calls.tx;
+    resolver.release((name) => response(name, 'A', { answers: [{ type: 'A', name, ttl: 60, data: '198.18.1.3' }] }));
+    for (let i = 0; i < 20; i++) await Promise.resolve(); // the misses settle in microtasks: written, not submitted
+    expect(stats.get('upstreamAnswers')).toBe(12);
+    expect(k.txQ.length).toBe(0);
+    await flush();
+    expect(k.calls.tx - before).toBe(1);
+    expect(replies(k).map((r) => decode(r.dns).id).sort((a, b) => a - b)).toEqual(Array.from({ length: 12 }, (_, i) => 100 + i));
     checkInvariant(sock, k);
   });
 
