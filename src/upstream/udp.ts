@@ -81,6 +81,8 @@ export class UdpPool {
   /** Every socket not yet closed (current and retired ones with queries pending). */
   private readonly open = new Set<PooledSocket>();
   private closedPool = false;
+  /** Exchanges to send at the end of this callback (post). */
+  private readonly outbox: UdpExchange[] = [];
   /** Sockets opened (bound or not) since the start. */
   opened = 0;
 
@@ -105,10 +107,29 @@ export class UdpPool {
     ps.pending.set(id, ex);
     if (++ps.uses >= this.o.reuse) this.retire(ps);
     if (this.closedPool) ex.fail(new Error('upstream sockets closed'));
-    else if (ps.ready) ex.send();
+    else if (ps.ready) this.post(ex);
     else ps.queue.push(ex);
     return ex;
   }
+
+  /**
+   * Sends go out together at the end of the current callback (a microtask), not one
+   * by one between the queries of a batch: an AF_XDP worker handles up to 256 queries
+   * per wake-up, and its misses, sent back to back, reach the upstream while it is
+   * still awake for the first, instead of waking it once each (on this VM a wake-up was
+   * the largest single cost of a miss's send: docs/BENCHMARKS.md, "The miss path under
+   * load"). The queries of the batch that are hits were written before any of this.
+   */
+  private post(ex: UdpExchange): void {
+    if (this.outbox.length === 0) queueMicrotask(this.sendOutbox);
+    this.outbox.push(ex);
+  }
+
+  private readonly sendOutbox = (): void => {
+    const out = this.outbox;
+    for (let i = 0; i < out.length; i++) out[i]!.send();
+    out.length = 0;
+  };
 
   private newSocket(family: 4 | 6): PooledSocket {
     const ps = new PooledSocket(family);

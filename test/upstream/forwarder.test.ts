@@ -15,6 +15,7 @@ import { MessageView } from '../../src/dns/view.js';
 import { Forwarder, type ForwarderOptions } from '../../src/upstream/forwarder.js';
 import { UpstreamError } from '../../src/upstream/errors.js';
 import { kernelPortRange } from '../../src/upstream/random.js';
+import { UdpPool, type UdpExchange } from '../../src/upstream/udp.js';
 import type { UpstreamAddr } from '../../src/upstream/upstream.js';
 import { buildQuery, matchResponse, Mismatch, type Question } from '../../src/upstream/wire.js';
 
@@ -604,6 +605,33 @@ describe('Forwarder: the pool of upstream sockets (portReuse > 1)', () => {
     expect(new Set(up!.seen.map((s) => s.port)).size).toBe(1);
     expect(new Set(up!.seen.map((s) => s.msg.readUInt16BE(0))).size).toBe(40);
     expect(fwd.stats().mismatched).toBe(0);
+  });
+
+  it('sends the queries started in one callback together when it ends, in order, and answers each', async () => {
+    const [up] = await fakes(1);
+    const pool = new UdpPool({ reuse: 64, reuseMs: 60_000, ports: kernelPortRange(), view: new MessageView(), stray: () => {} });
+    cleanups.push(() => pool.close());
+    const answers: string[] = [];
+    const start = (name: string): UdpExchange => {
+      const question = q(name);
+      return pool.exchange(up!.addr, question, (id) => buildQuery(question, id, 1232), {
+        answer: (msg) => answers.push(decode(msg).questions![0]!.name),
+        ignored: () => {},
+        error: (e) => answers.push(`error ${e.message}`),
+      });
+    };
+    start('first.test'); // binds the socket
+    for (let i = 0; i < 100 && answers.length === 0; i++) await sleep(10);
+    expect(answers).toEqual(['first.test']);
+    const batch = Array.from({ length: 10 }, (_, i) => start(`b${i}.test`));
+    expect(batch.every((x) => x.sentAt === 0)).toBe(true); // queued while this callback runs
+    expect(up!.seen).toHaveLength(1);
+    await Promise.resolve();
+    expect(batch.every((x) => x.sentAt > 0)).toBe(true);
+    for (let i = 1; i < batch.length; i++) expect(batch[i]!.sentAt).toBeGreaterThanOrEqual(batch[i - 1]!.sentAt);
+    for (let i = 0; i < 100 && answers.length < 11; i++) await sleep(10);
+    expect(up!.seen.slice(1).map((x) => decode(x.msg).questions![0]!.name)).toEqual(batch.map((_, i) => `b${i}.test`));
+    expect(answers.slice(1).sort()).toEqual(batch.map((_, i) => `b${i}.test`).sort());
   });
 
   it('retires a socket after portReuseMs, and closes it when idle', async () => {
