@@ -380,7 +380,9 @@ export class SharedCache {
   /**
    * New entry and byte bounds within what was allocated at creation (a reload): lower
    * ones evict down to them now. Throws RangeError beyond the allocation (that needs a
-   * restart). Returns false if some shard stayed busy (its excess goes at its next write).
+   * restart). Returns false if some shard stayed busy (locked past the
+   * patient wait): that shard keeps its old bounds until a later call (the service tries
+   * again at each upkeep until one returns true).
    */
   setLimits(maxEntries: number, maxBytes: number): boolean {
     if (!(Number.isInteger(maxEntries) && maxEntries >= this.shards && maxEntries <= this.maxEntries)) {

@@ -162,6 +162,12 @@ export function createService(initial: HeimdallConfig): Service {
     let tcp: TcpListener | undefined;
     let lastDecay = performance.now();
     let lastKernelHits = lastDecay;
+    /**
+     * Cache bounds a reload lowered or raised whose every shard could not be locked at
+     * once (a worker writing there, or a dead worker's lock not yet recovered): tried
+     * again each upkeep until every shard has them, so no shard keeps the old bound.
+     */
+    let pendingLimits: { entries: number; bytes: number } | undefined;
 
     const upstreamLog = new UpstreamLog(() => 1 + (cfg.afXdp ? cfg.queues : 0));
     // The one cache of the process: the main thread's engine and every worker's are views
@@ -203,6 +209,7 @@ export function createService(initial: HeimdallConfig): Service {
         }
         if (udp && tcp) publishListeners(main, udp, tcp);
         promo.tick(); // refreshes and evictions of hot entries by any thread, expired hot entries
+        if (pendingLimits !== undefined && cache.setLimits(pendingLimits.entries, pendingLimits.bytes)) pendingLimits = undefined;
         if (prefetcher) {
           const p = prefetcher.counters;
           main.advance('prefetchIssued', p.issued);
@@ -439,7 +446,8 @@ export function createService(initial: HeimdallConfig): Service {
         // Within the memory allocated at start: lower bounds evict down to them now, and
         // may be raised again up to the start's; beyond that needs a restart.
         try {
-          cache.setLimits(next.cacheSize, next.cacheBytes);
+          const all = cache.setLimits(next.cacheSize, next.cacheBytes);
+          pendingLimits = all ? undefined : { entries: next.cacheSize, bytes: next.cacheBytes };
         } catch {
           for (const k of ['cache-size', 'cache-bytes']) {
             const i = diff.live.indexOf(k);

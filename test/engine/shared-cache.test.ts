@@ -188,6 +188,20 @@ describe('SharedCache', () => {
     expect(odd.limits.maxBytes).toBe(odd.arenaBytes);
   });
 
+  it('reports new bounds it could not give a busy shard, which keeps its old ones until asked again', () => {
+    const c = SharedCache.create({ maxEntries: 256, shards: 4 });
+    for (let i = 0; i < 200; i++) c.insert(synth(i, 1, 2, 300, NOW), NOW);
+    const h = new Int32Array(c.layout.meta, HEADER_WORDS.global * 4, 4 * HEADER_WORDS.shard);
+    expect(Atomics.compareExchange(h, 1 * HEADER_WORDS.shard, 0, 42)).toBe(0); // another thread writes in shard 1
+    expect(c.setLimits(40, c.arenaBytes)).toBe(false);
+    expect(c.limits.maxEntries).toBe(3 * 10 + 64); // shards 0, 2, 3 at 10 each, shard 1 still at 64
+    Atomics.store(h, 1 * HEADER_WORDS.shard, 0);
+    expect(c.setLimits(40, c.arenaBytes)).toBe(true);
+    expect(c.limits.maxEntries).toBe(40);
+    expect(c.size).toBeLessThanOrEqual(40);
+    c.check();
+  });
+
   it('finds every entry of a name by its key bytes, of any type or of one', () => {
     const c = SharedCache.create({ maxEntries: 64 });
     const msg = (t: 'A' | 'AAAA', d: boolean) => response('n.example.com', t, [t === 'A' ? a('n.example.com', '192.0.2.1', 60) : { type: 'AAAA', name: 'n.example.com', ttl: 60, data: '2001:db8::1' }], { do: d });
