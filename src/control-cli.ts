@@ -76,7 +76,7 @@ export async function cacheCommand(iface: string, action: string, name: string |
   if (action === 'flush' && o.all) {
     if (name !== undefined) throw new Error('cache flush --all takes no name');
     const r = await controlRequest(iface, { cmd: 'cache', op: 'flushAll' });
-    out(r, `flushed ${String(r.removed)} cache entries in ${engines(r)} and ${String(r.hotRemoved)} from the XDP hot map`);
+    out(r, `flushed ${entriesText(r.removed)} and ${String(r.hotRemoved)} from the XDP hot map`);
     return;
   }
   if ((action !== 'lookup' && action !== 'flush') || name === undefined) {
@@ -84,19 +84,15 @@ export async function cacheCommand(iface: string, action: string, name: string |
   }
   const r = await controlRequest(iface, { cmd: 'cache', op: action, name, type });
   if (action === 'flush') {
-    out(r, `flushed ${String(r.removed)} cache entries of ${name}${type ? ` ${type}` : ''} in ${engines(r)} and ${String(r.hotRemoved)} from the XDP hot map`);
+    out(r, `flushed ${entriesText(r.removed)} of ${name}${type ? ` ${type}` : ''} and ${String(r.hotRemoved)} from the XDP hot map`);
     return;
   }
   const entries = r.entries as CachedEntryInfo[];
   const hot = r.hot as { type: string; dnssecOk: boolean }[];
-  const lines = entries.map((e) => `  ${e.engine === 0 ? 'main' : `worker ${e.engine}`}: ${e.type}${e.dnssecOk ? ' (DO)' : ''} rcode ${e.rcode}, TTL left ${e.ttlLeft} s`);
+  // One cache serves every engine (src/engine/shared-cache.ts): an entry is the process's, not a thread's.
+  const lines = entries.map((e) => `  ${e.type}${e.dnssecOk ? ' (DO)' : ''} rcode ${e.rcode}, TTL left ${e.ttlLeft} s`);
   const hotText = hot.length > 0 ? `hot in XDP: ${hot.map((h) => `${h.type}${h.dnssecOk ? ' (DO)' : ''}`).join(', ')}` : type ? 'not in the XDP hot map' : 'XDP hot map: give a type to look it up';
-  out(r, `${name}${type ? ` ${type}` : ''}: ${entries.length > 0 ? `cached in ${entries.length} place(s) of ${engines(r)}` : `not cached in ${engines(r)}`}; ${hotText}${lines.length ? `\n${lines.join('\n')}` : ''}`);
-}
-
-function engines(r: Record<string, unknown>): string {
-  const e = r.engines as { asked: number; answered: number };
-  return e.asked === e.answered ? `${e.answered} engines` : `${e.answered} of ${e.asked} engines (the others did not answer)`;
+  out(r, `${name}${type ? ` ${type}` : ''}: ${entries.length > 0 ? `cached (${entries.length} ${entries.length === 1 ? 'entry' : 'entries'})` : 'not cached'}; ${hotText}${lines.length ? `\n${lines.join('\n')}` : ''}`);
 }
 
 export async function upstreamsCommand(iface: string, o: { json?: boolean }): Promise<void> {
@@ -123,4 +119,8 @@ const millis = (x: number | null): string => (x === null ? '-' : `${x} ms`);
 
 function health(u: UpstreamLine): string {
   return u.state === 'up' ? 'up' : u.state === 'down' ? 'DOWN' : `up in ${u.healthyIn} of ${u.engines} engines`;
+}
+
+function entriesText(n: unknown): string {
+  return `${String(n)} cache ${n === 1 ? 'entry' : 'entries'}`;
 }

@@ -51,6 +51,12 @@ export function entriesOf(host: EngineHost, name: string, qtype?: number): Cache
   return host.engine.cache.entriesWithName(lower, qtype);
 }
 
+/** A flush's keys (hex): removed from the cache, and found but not removed. */
+export interface FlushResult {
+  removed: string[];
+  kept: string[];
+}
+
 export function engineControl(host: EngineHost, engineId: number, req: EngineRequest, nowNs: number): unknown {
   switch (req.op) {
     case 'lookup':
@@ -58,9 +64,11 @@ export function engineControl(host: EngineHost, engineId: number, req: EngineReq
         (a): CachedEntryInfo => ({ engine: engineId, type: qtypeText(a.qtype), dnssecOk: a.dnssecOk, rcode: a.rcode, ttlLeft: remainingSeconds(a, nowNs), key: Buffer.from(a.key).toString('hex') }),
       );
     case 'flush': {
-      const found = entriesOf(host, req.name, req.qtype);
-      for (const a of found) host.engine.cache.delete(a.key);
-      return found.map((a) => Buffer.from(a.key).toString('hex'));
+      // What was really removed is counted apart from what was found but not removed (gone
+      // meanwhile, or in a shard that stayed busy past the patient wait).
+      const out: FlushResult = { removed: [], kept: [] };
+      for (const a of entriesOf(host, req.name, req.qtype)) (host.engine.cache.delete(a.key) ? out.removed : out.kept).push(Buffer.from(a.key).toString('hex'));
+      return out;
     }
     case 'flushAll': {
       return host.engine.cache.clear();

@@ -23,7 +23,7 @@ import { accessListOf, buildPolicy, edgeSetup, updatePolicy, type EdgeSetup } fr
 import { RELOAD_KEYS, applyLive, diffConfig, type ConfigDiff } from './reload.js';
 import { announce, log } from '../log.js';
 import { UpstreamLog } from './upstream-log.js';
-import { engineControl, qtypeText, type CachedEntryInfo, type EngineRequest } from './cache-control.js';
+import { engineControl, qtypeText, type CachedEntryInfo, type EngineRequest, type FlushResult } from './cache-control.js';
 import { fastMonotonicNs } from '../engine/clock.js';
 import { makeKey } from '../dns/key.js';
 import { readUpstreams, releaseUpstreams, upstreamLines } from '../engine/upstream-stats.js';
@@ -406,11 +406,12 @@ export function createService(initial: HeimdallConfig): Service {
         case 'flush': {
           // Out of the cache and out of the XDP map at once; the policy sees the removal
           // at its next look at the slot.
-          const found = engineControl(main, MAIN_ENGINE, { op: 'lookup', name: req.name, qtype: req.qtype }, fastMonotonicNs()) as CachedEntryInfo[];
-          const keys = new Set([...found.map((e) => e.key), ...keysOf(req.name, req.qtype)]);
+          // One scan of the cache: the keys it removed, with the name's usual keys (a hot
+          // entry whose cache entry is already gone is still dropped from the XDP map).
+          const { removed, kept } = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as FlushResult;
+          const keys = new Set([...removed, ...kept, ...keysOf(req.name, req.qtype)]);
           const wasHot = [...keys].filter((k) => hot.isHot(Buffer.from(k, 'hex')));
-          const removed = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as string[];
-          for (const k of new Set([...keys, ...removed])) hot.drop(Buffer.from(k, 'hex'));
+          for (const k of keys) hot.drop(Buffer.from(k, 'hex'));
           promo.tick();
           return { removed: removed.length, hotRemoved: wasHot.length, engines: oneCache };
         }
