@@ -108,6 +108,8 @@ export class PromotionPolicy implements CacheObserver {
 
   promotions = 0;
   demotions = 0;
+  /** Names that reached the threshold with an answer the hot map cannot take (`eligible`): not promoted. */
+  declined = 0;
 
   /** A new promotion threshold (a reload); counts already gathered keep counting. */
   setThreshold(n: number): void {
@@ -214,8 +216,9 @@ export class PromotionPolicy implements CacheObserver {
     this.pending[slot]! += 1;
     this.pendingAt[slot] = nowNs;
     if (this.heapPos[slot]! >= 0) return; // hot: its heat is folded at the next tick
-    if (hits >= this.threshold && nowNs < answer.expiresNs && this.eligible(answer)) {
-      this.tryPromote(slot, answer);
+    if (hits >= this.threshold && nowNs < answer.expiresNs) {
+      if (this.eligible(answer)) this.tryPromote(slot, answer);
+      else this.declined++;
     }
   }
 

@@ -30,6 +30,13 @@ export interface SharedPromotionOptions {
   onEvent?: (e: PromotionEvent) => void;
   halfLifeNs?: number;
   displaceFactor?: number;
+  /**
+   * Which answers the hot map can take (default: anything but SERVFAIL). The service
+   * passes the XDP map's own limits: an answer it cannot hold must not take a hot place,
+   * where it would displace one the kernel could serve (and anyone can get large answers
+   * asked three times).
+   */
+  eligible?: (a: CachedAnswer) => boolean;
   clock?: Clock;
 }
 
@@ -52,6 +59,7 @@ export class SharedPromotion {
       threshold: cache.threshold,
       halfLifeNs: o.halfLifeNs,
       displaceFactor: o.displaceFactor,
+      eligible: o.eligible,
       onEvent: (e) => {
         // The hot mark in the cache stops every thread from reporting a hot slot.
         const slot = cache.find(e.kind === 'promote' ? e.answer.key : e.key, (e.kind === 'promote' ? e.answer.key : e.key).length);

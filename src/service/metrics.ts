@@ -20,7 +20,8 @@ export interface MetricsSources {
   /** Every engine host's counters (main thread and workers). */
   stats(): readonly StatsBlock[];
   hotEntries(): number;
-  hot(): HotSyncCounters;
+  /** The hot map's writes, and the names the policy declined (an answer the map cannot hold). */
+  hot(): HotSyncCounters & { declined: number };
   workerRestarts(): number;
 }
 
@@ -245,7 +246,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
   reg.registerMetric(new client.Counter({
     registers: [],
     name: 'heimdall_hot_changes_total',
-    help: 'Hot map promotions, demotions and refused promotions',
+    help: 'Hot map promotions, demotions, refused promotions (map full) and declined ones (an answer the map cannot hold, or SERVFAIL)',
     labelNames: ['change'],
     collect() {
       const h = src.hot();
@@ -253,6 +254,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
       this.inc({ change: 'promote' }, h.promotions);
       this.inc({ change: 'demote' }, h.demotions);
       this.inc({ change: 'refused' }, h.refused);
+      this.inc({ change: 'declined' }, h.declined);
     },
   }));
   reg.registerMetric(new client.Counter({

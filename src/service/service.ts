@@ -42,6 +42,8 @@ import type { FrameHandler } from '../io/xsk-server.js';
 import { loadAddon } from '../native/addon.js';
 import type { Forwarder } from '../upstream/forwarder.js';
 import { FastPath } from '../xdp/fastpath.js';
+import { hotUnfitReason } from '../xdp/hot-entry.js';
+import { RCODE_SERVFAIL } from '../dns/constants.js';
 import { buildRegistry, serveMetrics } from './metrics.js';
 import { WorkerPool } from './pool.js';
 
@@ -182,6 +184,8 @@ export function createService(initial: HeimdallConfig): Service {
     let prefetchOn = cfg.prefetch;
     const promo = new SharedPromotion(cache, {
       capacity: cfg.hotSize,
+      // What the XDP map can hold (its layout is the addon's, known once the program is open).
+      eligible: (a) => a.rcode !== RCODE_SERVFAIL && (fp === undefined || hotUnfitReason(a, fp.layout) === null),
       onEvent: (e) => {
         sync?.apply(e);
         if (e.kind === 'promote') {
@@ -370,7 +374,7 @@ export function createService(initial: HeimdallConfig): Service {
       xdp: () => program.stats(),
       stats: () => [main.stats, ...(workers?.stats() ?? [])],
       hotEntries: () => hot.size,
-      hot: () => hot.counters,
+      hot: () => ({ ...hot.counters, declined: promo.policy.declined }),
       workerRestarts: () => workers?.restarts ?? 0,
     });
     if (cfg.metricsListen) {

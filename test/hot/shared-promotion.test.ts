@@ -11,15 +11,16 @@ import type { PromotionEvent } from '../../src/hot/promotion.js';
 import { keyString } from '../../src/dns/key.js';
 import { keyOf, synth, versionOf } from '../helpers/shared-cache-ops.js';
 import { response } from '../helpers/dns.js';
+import type { CachedAnswer } from '../../src/dns/answer.js';
 
 const NOW = 1e12;
 
-function setup(capacity = 4) {
+function setup(capacity = 4, eligible?: (a: CachedAnswer) => boolean) {
   const cache = SharedCache.create({ maxEntries: 64, threshold: 3 });
   const other = SharedCache.attach(cache.layout); // "a worker's" view
   const events: PromotionEvent[] = [];
   let now = NOW;
-  const promo = new SharedPromotion(cache, { capacity, onEvent: (e) => events.push(e), clock: () => now });
+  const promo = new SharedPromotion(cache, { capacity, onEvent: (e) => events.push(e), clock: () => now, eligible });
   const candidates: [number, number][] = [];
   other.onThreshold = (slot, seq) => candidates.push([slot, seq]); // posted to the main thread
   cache.onThreshold = (slot, seq) => promo.candidate(slot, seq, now);
@@ -48,6 +49,25 @@ describe('SharedPromotion', () => {
     expect(cache.has(key, key.length, NOW + 54e9)).toBe(true);
     expect(promo.acceptRefresh(answer('198.18.1.2'), NOW + 54e9, false)).toBe(true);
     expect(cache.times(key)!.originNs).toBe(NOW + 54e9); // a real refresh is written
+  });
+
+  it('declines, and counts, names whose answer the hot map cannot hold: they never take a hot place', () => {
+    // The map holds at most 4 records here; names 10.. have 8 (think answers too large for XDP).
+    const { cache, other, promo, deliver, apply, map } = setup(3, (a) => a.ttls.length <= 4);
+    const heat = (i: number, records: number, uses: number) => {
+      other.insert(synth(i, 1, records, 300, NOW), NOW);
+      for (let k = 1; k < uses; k++) other.get(keyOf(i), keyOf(i).length, NOW);
+      deliver();
+      promo.tick(NOW);
+    };
+    heat(1, 1, 3);
+    heat(2, 1, 3);
+    for (let i = 10; i < 30; i++) heat(i, 8, 20); // far hotter than any other name
+    heat(3, 1, 3); // the third place is still free for a name the map can serve
+    apply();
+    expect([...map.keys()].sort()).toEqual([1, 2, 3].map((i) => keyString(keyOf(i))).sort());
+    expect(promo.policy.declined).toBe(20);
+    expect(cache.size).toBe(23); // the declined names are still cached, answered from the cache
   });
 
   it('promotes on the third use across views, and once', () => {
