@@ -64,18 +64,33 @@ const KERNEL_STATS: readonly (readonly [keyof NativeXskStats, CounterName])[] = 
 /** Query/reply buffers kept for reuse once their miss is answered. */
 const SPARE_BUFFERS = 64;
 
-/** A miss waiting on the upstream: what its reply needs, none of it in the UMEM. */
-interface Parked {
+/** Bytes of headers (L2-L4) a parked miss keeps in place: Ethernet, two VLAN tags, IPv4 with options or IPv6, UDP. */
+const HEAD_ROOM = 128;
+
+/**
+ * A miss waiting on the upstream: what its reply needs, none of it in the UMEM. Records
+ * are reused (with their buffers and their two settle callbacks), so parking a miss
+ * allocates nothing but its promise's reaction: under a burst of misses, what stays
+ * alive across scavenges is what they cost.
+ */
+class Parked {
   /** The query (handler input), then the reply (handler output), from offset 0. */
   msg: Buffer;
-  /** The frame's bytes before the DNS message (L2-L4 headers), as received. */
-  head: Buffer;
-  info: FrameInfo;
+  /** The frame's bytes before the DNS message (L2-L4 headers), as received: head[0, info.dns). */
+  head = Buffer.allocUnsafeSlow(HEAD_ROOM);
+  readonly info = new FrameInfo();
   /** Where in its frame the packet started (the kernel's headroom): kept for the reply. */
-  offset: number;
+  offset = 0;
+  readonly answered: (dnsLen: number) => void;
+  readonly failed: () => void;
+
+  constructor(server: XskServer, msg: Buffer) {
+    this.msg = msg;
+    this.answered = (dnsLen) => server.settleParked(this, dnsLen);
+    this.failed = () => server.settleParked(this, -1);
+  }
 }
 
-/** dst[dOff..] = src[sOff, sOff+n): one memcpy (Buffer.copy), no view allocated. */
 /**
  * Copies n bytes between the UMEM and the scratch buffer. A loop, not Buffer.copy: on this
  * Node, Buffer.copy makes a Uint8Array view of the source per call, which was a quarter of
@@ -99,6 +114,8 @@ export class XskServer {
   /** The buffer the next query is copied into; handed to a miss that parks. */
   private scratch: Buffer;
   private readonly spares: Buffer[] = [];
+  /** Records of answered misses, kept for the next (with spares, at most SPARE_BUFFERS each). */
+  private readonly spareParked: Parked[] = [];
   /** The UMEM as a Buffer, for Buffer.copy. */
   private readonly umemBuf: Buffer;
   /** A flush of parked replies is queued for the end of this event-loop turn (flushSoon). */
@@ -217,27 +234,30 @@ export class XskServer {
     const sock = this.sock;
     const info = this.info;
     const base = sock.frameOf(addr);
-    const p: Parked = {
-      msg: this.scratch,
-      head: Buffer.from(sock.umem.subarray(addr, addr + info.dns)),
-      info: Object.assign(new FrameInfo(), info),
-      offset: addr - base,
-    };
+    const p = this.spareParked.pop() ?? new Parked(this, this.scratch);
+    p.msg = this.scratch;
+    if (info.dns > p.head.length) p.head = Buffer.allocUnsafeSlow(info.dns);
+    copy(p.head, 0, sock.umem, addr, info.dns);
+    const pi = p.info;
+    pi.l3 = info.l3;
+    pi.l4 = info.l4;
+    pi.dns = info.dns;
+    pi.dnsLen = info.dnsLen;
+    pi.ipv6 = info.ipv6;
+    p.offset = addr - base;
     this.scratch = this.spares.pop() ?? Buffer.allocUnsafeSlow(sock.frameSize);
     sock.release(addr);
     this.pending++;
-    r.then(
-      (m) => {
-        this.pending--;
-        this.answerParked(p, m);
-        this.unpark(p);
-      },
-      () => {
-        this.pending--;
-        this.stats.add('xskHandlerErrors');
-        this.unpark(p);
-      },
-    );
+    r.then(p.answered, p.failed);
+  }
+
+  /** The end of a parked miss: its reply (dnsLen > 0), nothing to send (0), or a handler failure (-1). */
+  settleParked(p: Parked, dnsLen: number): void {
+    this.pending--;
+    if (dnsLen < 0) this.stats.add('xskHandlerErrors');
+    else this.answerParked(p, dnsLen);
+    if (this.spares.length < SPARE_BUFFERS) this.spares.push(p.msg);
+    if (this.spareParked.length < SPARE_BUFFERS) this.spareParked.push(p);
   }
 
   private answerParked(p: Parked, dnsLen: number): void {
@@ -249,7 +269,7 @@ export class XskServer {
       return;
     }
     const addr = base + p.offset;
-    copy(this.umemBuf, addr, p.head, 0, p.head.length);
+    copy(this.umemBuf, addr, p.head, 0, p.info.dns);
     copy(this.umemBuf, addr + p.info.dns, p.msg, 0, dnsLen);
     this.complete(addr, p.info, dnsLen);
     this.flushSoon();
@@ -272,10 +292,6 @@ export class XskServer {
     this.flushQueued = false;
     if (!this.sock.closed) this.sock.flush();
   };
-
-  private unpark(p: Parked): void {
-    if (this.spares.length < SPARE_BUFFERS) this.spares.push(p.msg);
-  }
 
   /** Puts a finished reply on the TX ring, or frees the frame when there is nothing to send. */
   private complete(addr: number, fi: FrameInfo, dnsLen: number): void {
