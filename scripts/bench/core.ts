@@ -389,8 +389,8 @@ function simulateHot(trace: Int32Array, size: number, template: CachedAnswer, wa
   const policy = new PromotionPolicy({
     cacheCapacity: size,
     onEvent: (e) => {
-      if (e.kind === 'promote') hot.add(keyString(e.answer.key));
-      else hot.delete(keyString(e.key));
+      if (e.kind === 'demote') hot.delete(keyString(e.key));
+      else hot.add(keyString(e.answer.key));
     },
   });
   const cache = new DnsCache({ maxEntries: size, observer: policy, maxBytes: 2 ** 40 });

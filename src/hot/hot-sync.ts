@@ -13,6 +13,8 @@ import { keyString } from '../dns/key.js';
 export interface HotSyncCounters {
   promotions: number;
   demotions: number;
+  /** Entries rewritten in place with a new answer of their key. */
+  replacements: number;
   /** Promotions refused: map full, or an answer the map cannot hold. */
   refused: number;
 }
@@ -23,7 +25,7 @@ export class HotSync {
   /** hit slot -> key written there; hit slot -> counter value last read. */
   private readonly bySlot: (string | undefined)[] = [];
   private readonly lastHits: Float64Array;
-  readonly counters: HotSyncCounters = { promotions: 0, demotions: 0, refused: 0 };
+  readonly counters: HotSyncCounters = { promotions: 0, demotions: 0, replacements: 0, refused: 0 };
 
   constructor(private readonly fp: FastPath) {
     this.lastHits = new Float64Array(fp.capacity);
@@ -35,8 +37,8 @@ export class HotSync {
 
   /** Applies one promotion event. */
   apply(e: PromotionEvent): void {
-    if (e.kind === 'promote') this.write(keyString(e.answer.key), e.answer);
-    else this.remove(keyString(e.key), e.key);
+    if (e.kind === 'demote') this.remove(keyString(e.key), e.key);
+    else this.write(keyString(e.answer.key), e.answer);
   }
 
   /** Whether the key is in the XDP map now. */
@@ -88,7 +90,8 @@ export class HotSync {
       const fresh = !this.written.has(id);
       const slot = this.fp.put(answer);
       this.written.set(id, answer);
-      if (fresh) {
+      if (!fresh) this.counters.replacements++;
+      else {
         this.counters.promotions++;
         this.bySlot[slot] = id;
         this.lastHits[slot] = 0; // put() zeroed the counter of a fresh slot

@@ -6,9 +6,12 @@
  * no kernel dependency. It emits events so that a mirror of the BPF map
  * (and the map itself) can follow exactly:
  *   promote(answer)        put answer.key -> answer into the map
+ *   replace(answer)        put answer.key -> answer over the entry the key has
  *   demote(key, reason)    delete key from the map
- * A key is hot between its promote and its demote; a replaced answer of a
- * hot key is sent as demote('replaced') then promote(new answer).
+ * A key is hot between its promote and its demote. A new answer of a hot key (a
+ * refresh, a prefetch) is a replace, so the map rewrites the entry in place: the
+ * name is never out of it, and its kernel hit counter carries on. A new answer
+ * the map cannot take demotes the key ('replaced').
  *
  * Heat: each slot carries an exponentially decaying hit score (half-life
  * `halfLifeNs`). It is kept as k = log2(score) + t / halfLife, which does not
@@ -34,6 +37,7 @@ export type DemoteReason = 'evicted' | 'expired' | 'displaced' | 'replaced';
 
 export type PromotionEvent =
   | { kind: 'promote'; answer: CachedAnswer }
+  | { kind: 'replace'; answer: CachedAnswer }
   | { kind: 'demote'; key: Uint8Array; reason: DemoteReason };
 
 export interface PromotionOptions {
@@ -108,6 +112,8 @@ export class PromotionPolicy implements CacheObserver {
 
   promotions = 0;
   demotions = 0;
+  /** New answers of hot keys written over their entries. */
+  replacements = 0;
   /** Names that reached the threshold with an answer the hot map cannot take (`eligible`): not promoted. */
   declined = 0;
 
@@ -224,14 +230,14 @@ export class PromotionPolicy implements CacheObserver {
 
   onReplace(slot: number, old: CachedAnswer, answer: CachedAnswer, nowNs: number): void {
     if (this.heapPos[slot]! < 0) return;
-    this.emit({ kind: 'demote', key: old.key, reason: 'replaced' });
-    this.demotions++;
     if (nowNs < answer.expiresNs && this.eligible(answer)) {
       this.hotAnswer[slot] = answer;
       this.setHotExpiry(slot, answer.expiresNs);
-      this.emit({ kind: 'promote', answer });
-      this.promotions++;
+      this.emit({ kind: 'replace', answer });
+      this.replacements++;
     } else {
+      this.emit({ kind: 'demote', key: old.key, reason: 'replaced' });
+      this.demotions++;
       this.heapRemove(slot);
       this.hotAnswer[slot] = undefined;
     }

@@ -12,7 +12,7 @@
  * - Writes to hot slots: any thread may refresh or evict a hot entry. tick() (and
  *   noteWrite() for a write this thread just made) compares each hot slot's sequence
  *   number with the one promoted: a new answer for the same key is rewritten in the hot
- *   map (demote 'replaced', promote), a slot that now holds nothing or another key is
+ *   map in place (replace), a slot that now holds nothing or another key is
  *   demoted 'evicted'. Expired hot entries are demoted by the policy's own tick.
  * - Kernel hits (the XDP map's counters) heat hot entries and are credited to the
  *   cache slot's hit counter, so the lazy SLRU keeps what the kernel serves.
@@ -62,8 +62,9 @@ export class SharedPromotion {
       eligible: o.eligible,
       onEvent: (e) => {
         // The hot mark in the cache stops every thread from reporting a hot slot.
-        const slot = cache.find(e.kind === 'promote' ? e.answer.key : e.key, (e.kind === 'promote' ? e.answer.key : e.key).length);
-        if (slot >= 0) cache.setHot(slot, e.kind === 'promote');
+        const key = e.kind === 'demote' ? e.key : e.answer.key;
+        const slot = cache.find(key, key.length);
+        if (slot >= 0) cache.setHot(slot, e.kind !== 'demote');
         o.onEvent?.(e);
       },
       clock: this.clock,

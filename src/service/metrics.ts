@@ -246,13 +246,14 @@ export function buildRegistry(src: MetricsSources): client.Registry {
   reg.registerMetric(new client.Counter({
     registers: [],
     name: 'heimdall_hot_changes_total',
-    help: 'Hot map promotions, demotions, refused promotions (map full) and declined ones (an answer the map cannot hold, or SERVFAIL)',
+    help: 'Hot map promotions, demotions, in-place replacements (a new answer of a hot name), refused promotions (map full) and declined ones (an answer the map cannot hold, or SERVFAIL)',
     labelNames: ['change'],
     collect() {
       const h = src.hot();
       this.reset();
       this.inc({ change: 'promote' }, h.promotions);
       this.inc({ change: 'demote' }, h.demotions);
+      this.inc({ change: 'replace' }, h.replacements);
       this.inc({ change: 'refused' }, h.refused);
       this.inc({ change: 'declined' }, h.declined);
     },

@@ -188,7 +188,8 @@ export function createService(initial: HeimdallConfig): Service {
       eligible: (a) => a.rcode !== RCODE_SERVFAIL && (fp === undefined || hotUnfitReason(a, fp.layout) === null),
       onEvent: (e) => {
         sync?.apply(e);
-        if (e.kind === 'promote') {
+        if (e.kind !== 'demote') {
+          // A promotion, or a new answer of a hot key (the refresh starts a new life).
           if (prefetchOn && sync?.isHot(e.answer.key)) prefetcher?.track(e.answer.key, e.answer.originNs, e.answer.expiresNs);
         } else {
           prefetcher?.untrack(e.key);

@@ -33,16 +33,25 @@ describePrivileged('HotSync over the hot map', {}, () => {
     return String(d.answers[0]!.data);
   }
 
-  it('writes promotions, rewrites a replaced answer, and removes demotions', () => {
+  it('writes promotions, rewrites a replaced answer in place (its hit counter carries on), and removes demotions', () => {
     const older = answer('u.example', '198.18.2.1', 30);
     const newer = answer('u.example', '198.18.2.2', 0);
     sync.apply({ kind: 'promote', answer: older });
     expect(ask('u.example')).toBe('198.18.2.1');
-    sync.apply({ kind: 'demote', key: older.key, reason: 'replaced' });
-    sync.apply({ kind: 'promote', answer: newer });
+    expect(ask('u.example')).toBe('198.18.2.1');
+    const hitsBefore = sync.collectKernelHits(); // the two asks so far
+    expect(ask('u.example')).toBe('198.18.2.1');
+    sync.apply({ kind: 'replace', answer: newer }); // written over the entry: never absent
     expect(ask('u.example')).toBe('198.18.2.2');
     expect(sync.size).toBe(1);
-    expect(sync.counters).toEqual({ promotions: 2, demotions: 1, refused: 0 });
+    expect(sync.counters).toEqual({ promotions: 1, demotions: 0, replacements: 1, refused: 0 });
+    // The entry kept its hit slot and counter: the ask before the replace and the one after count.
+    expect(hitsBefore.reduce((n, h) => n + h.hits, 0)).toBe(2);
+    expect(sync.collectKernelHits()).toEqual([{ key: newer.key, hits: 2 }]);
+    sync.apply({ kind: 'demote', key: newer.key, reason: 'replaced' }); // a new answer the map cannot hold
+    expect(ask('u.example')).toBeNull();
+    sync.apply({ kind: 'promote', answer: newer });
+    expect(ask('u.example')).toBe('198.18.2.2');
     sync.apply({ kind: 'demote', key: newer.key, reason: 'expired' });
     expect(ask('u.example')).toBeNull();
     expect(sync.size).toBe(0);

@@ -1,7 +1,7 @@
 /**
  * The one promotion policy over the shared cache: candidates reported from any view
  * promote at the threshold, a refresh of a hot key by another thread's view is
- * rewritten (demote 'replaced' + promote), an eviction or delete demotes, kernel hits
+ * rewritten in place (replace), an eviction or delete demotes, kernel hits
  * reach the cache slot's hit count, and the hot set always equals the events applied.
  */
 import { describe, expect, it } from 'vitest';
@@ -30,7 +30,7 @@ function setup(capacity = 4, eligible?: (a: CachedAnswer) => boolean) {
   const map = new Map<string, number>(); // what HotSync would hold: key -> version
   const apply = () => {
     for (const e of events.splice(0)) {
-      if (e.kind === 'promote') map.set(keyString(e.answer.key), versionOf(Number(/k(\d+)/.exec(String.fromCharCode(...e.answer.key))![1]), e.answer));
+      if (e.kind !== 'demote') map.set(keyString(e.answer.key), versionOf(Number(/k(\d+)/.exec(String.fromCharCode(...e.answer.key))![1]), e.answer));
       else map.delete(keyString(e.key));
     }
   };
