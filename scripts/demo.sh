@@ -60,8 +60,8 @@ for i in 1 2 3 4 5; do
   done
   printf '  ask %d: %s <- %s\n' "$i" "$ans" "$path"
 done
-echo "  (each AF_XDP worker has its own cache: an early ask that lands on the other rx queue"
-echo "   goes upstream once more; asks are counted across workers, so the third promotes)"
+echo "  (every AF_XDP worker answers from one shared cache, whichever rx queue an ask lands on;"
+echo "   asks are counted across workers, so the third promotes the name into XDP)"
 
 step "IPv6 with DNSSEC OK (kdig @fd00:0:0:1::1 +dnssec WwW.lab.example AAAA), asked four times: DO is part of the key"
 for i in 1 2 3 4; do ip netns exec "$NS_C" kdig @fd00:0:0:1::1 +dnssec +timeout=2 +retry=0 +short WwW.lab.example AAAA; done | tail -1
