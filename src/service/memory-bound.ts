@@ -6,12 +6,16 @@
  *
  *   RSS <= PROCESS_BASE + isolates × ISOLATE_SLACK + workers × UMEM
  *          + the shared cache (metadata + arena: SharedArrayBuffers, no GC factor)
+ *          + the promotion policy's per-slot arrays + the ask and fetch tables
+ *          + GC_FACTOR × HOT_ENTRY × hot-size (the main thread's copy of each hot answer)
  *          + GC_FACTOR × Σ_engines (TCP pool)
  *          + GC_FACTOR × (FLIGHT × questions in flight + WAITER × queries waiting)
  *          + kernel TCP clients × TCP_CLIENT
  */
 import type { HeimdallConfig } from '../config.js';
 import { sharedCacheBytes } from '../engine/shared-cache.js';
+import { ASK_TABLE_BITS } from '../hot/asks.js';
+import { fetchTableBytes, fetchTableCapacity } from '../upstream/fetch-table.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -33,12 +37,24 @@ export const UPSTREAM_TCP_CONN_BYTES = 64 * KiB;
 export const UPSTREAM_TCP_QUERY_BYTES = 1 * KiB;
 /** A kernel TCP client connection: socket objects and buffers (the listener's own bounds). */
 export const TCP_CLIENT_BYTES = 64 * KiB;
+/**
+ * The promotion policy's arrays, per cache slot (src/hot/promotion.ts, shared-promotion.ts):
+ * heat, pending, pendingAt and hot expiry (Float64), heap position and last seen write
+ * (Int32), the hot answer's reference (8) and a known flag (1).
+ */
+export const POLICY_SLOT_BYTES = 49;
+/**
+ * A hot entry on the main thread: the policy's copy of its answer, HotSync's and FastPath's
+ * map entries, the prefetcher's schedule item. Measured 1,547-1,577 B of heap per entry
+ * (20,000 and 80,000 hot two-record answers, after a full GC); taken as 2 KiB.
+ */
+export const HOT_ENTRY_BYTES = 2 * KiB;
 /** AF_XDP UMEM per worker: frameCount × frameSize of src/service/worker.ts. */
-export const UMEM_BYTES = 8192 * 2048;
+export const UMEM_BYTES = 4096 * 2048;
 
 export interface MemoryBound {
   total: number;
-  parts: Record<'base' | 'isolates' | 'umem' | 'caches' | 'upstreamTcp' | 'inflight' | 'waiting' | 'tcpClients', number>;
+  parts: Record<'base' | 'isolates' | 'umem' | 'caches' | 'policy' | 'hot' | 'upstreamTcp' | 'inflight' | 'waiting' | 'tcpClients', number>;
 }
 
 /** The bound, in bytes, for `cfg` with `tcpClients` kernel TCP connections at most. */
@@ -54,6 +70,9 @@ export function memoryBound(cfg: HeimdallConfig, tcpClients = 1000): MemoryBound
     isolates: engines * ISOLATE_SLACK,
     umem: workers * UMEM_BYTES,
     caches: sharedCacheBytes(cfg.cacheSize, cfg.cacheBytes),
+    // Slots are the cache's entries rounded up to whole shards: cacheSize is close enough.
+    policy: cfg.cacheSize * POLICY_SLOT_BYTES + (4 << ASK_TABLE_BITS) + fetchTableBytes(fetchTableCapacity(cfg.upstreamInflightTotal)),
+    hot: GC_FACTOR * cfg.hotSize * HOT_ENTRY_BYTES,
     upstreamTcp: GC_FACTOR * engines * tcpPool,
     inflight: GC_FACTOR * inflight * FLIGHT_BYTES,
     waiting: GC_FACTOR * waiting * WAITER_BYTES,

@@ -188,6 +188,11 @@ export function fetchTableCapacity(inflight: number): number {
   return c;
 }
 
+/** Bytes of a table of `capacity` entries (its one SharedArrayBuffer). */
+export function fetchTableBytes(capacity: number): number {
+  return layout(capacity).bytes;
+}
+
 function layout(capacity: number): { locks: number; state: number; hash: number; len: number; owner: number; waiters: number; hist: number; words: number; timeByte: number; keyByte: number; bytes: number } {
   const buckets = capacity / WAYS;
   const locks = HEADER_WORDS;
