@@ -201,6 +201,8 @@ export class XskServer {
     const sock = this.sock;
     if (sock.closed) return;
     sock.stopReadable();
+    // Replies written this turn wait for flushSoon's turn-end flush: send them now.
+    sock.flush();
     sock.reclaim();
     this.publish();
     sock.close();

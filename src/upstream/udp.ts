@@ -82,7 +82,7 @@ export class UdpPool {
   private readonly open = new Set<PooledSocket>();
   private closedPool = false;
   /** Exchanges to send at the end of this callback (post). */
-  private readonly outbox: UdpExchange[] = [];
+  private outbox: UdpExchange[] = [];
   /** Sockets opened (bound or not) since the start. */
   opened = 0;
 
@@ -126,9 +126,17 @@ export class UdpPool {
   }
 
   private readonly sendOutbox = (): void => {
+    // Taken first: a send that throws must not leave the outbox full, which would keep
+    // post() from ever scheduling another flush. A send that throws fails its exchange.
     const out = this.outbox;
-    for (let i = 0; i < out.length; i++) out[i]!.send();
-    out.length = 0;
+    this.outbox = [];
+    for (let i = 0; i < out.length; i++) {
+      try {
+        out[i]!.send();
+      } catch (e) {
+        out[i]!.fail(e instanceof Error ? e : new Error(String(e)));
+      }
+    }
   };
 
   private newSocket(family: 4 | 6): PooledSocket {

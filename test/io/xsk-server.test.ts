@@ -248,4 +248,19 @@ describe('XskServer (fake kernel)', () => {
     expect(k.txQ.length).toBe(1);
     expect(stats.get('framesInUse')).toBe(1); // the reply still on the TX ring at close
   });
+
+  it('stop() sends the replies of misses answered in its own turn, before the turn-end flush', async () => {
+    const { resolver, k, server, stats } = setup();
+    for (let i = 0; i < 3; i++) {
+      k.deliverBytes(buildFrame(query(`s${i}.example.com`, 'A', { id: 20 + i })));
+      server.drain();
+    }
+    resolver.release((name) => response(name, 'A', { answers: [{ type: 'A', name, ttl: 60, data: '198.18.1.4' }] }));
+    for (let i = 0; i < 20; i++) await Promise.resolve(); // settled and written, flush not yet run
+    expect(server.pending).toBe(0);
+    expect(stats.get('upstreamAnswers')).toBe(3);
+    await server.stop(2000); // nothing pending: closes at once
+    expect(k.closed).toBe(true);
+    expect(k.txQ.length).toBe(3);
+  });
 });

@@ -634,6 +634,30 @@ describe('Forwarder: the pool of upstream sockets (portReuse > 1)', () => {
     expect(answers.slice(1).sort()).toEqual(batch.map((_, i) => `b${i}.test`).sort());
   });
 
+  it('a send that throws fails its own exchange only; the others of its callback and later ones go out', async () => {
+    const [up] = await fakes(1);
+    const pool = new UdpPool({ reuse: 64, reuseMs: 60_000, ports: kernelPortRange(), view: new MessageView(), stray: () => {} });
+    cleanups.push(() => pool.close());
+    const got: string[] = [];
+    const start = (name: string, addr: UpstreamAddr): void => {
+      const question = q(name);
+      pool.exchange(addr, question, (id) => buildQuery(question, id, 1232), {
+        answer: (msg) => got.push(decode(msg).questions![0]!.name),
+        ignored: () => {},
+        error: () => got.push(`error ${name}`),
+      });
+    };
+    start('first.test', up!.addr); // binds the socket
+    for (let i = 0; i < 100 && got.length === 0; i++) await sleep(10);
+    start('before.test', up!.addr);
+    start('bad.test', { ...up!.addr, port: 0 }); // dgram refuses port 0 at once
+    start('after.test', up!.addr);
+    for (let i = 0; i < 100 && got.length < 4; i++) await sleep(10);
+    start('later.test', up!.addr); // the pool still sends
+    for (let i = 0; i < 100 && got.length < 5; i++) await sleep(10);
+    expect(got.slice(1).sort()).toEqual(['after.test', 'before.test', 'error bad.test', 'later.test']);
+  });
+
   it('retires a socket after portReuseMs, and closes it when idle', async () => {
     const [up] = await fakes(1);
     const fwd = forwarder({ upstreams: [up!.addr], portReuse: 64, portReuseMs: 100 });
