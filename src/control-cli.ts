@@ -85,6 +85,8 @@ export async function cacheCommand(iface: string, action: string, name: string |
   const r = await controlRequest(iface, { cmd: 'cache', op: action, name, type });
   if (action === 'flush') {
     out(r, `flushed ${entriesText(r.removed)} of ${name}${type ? ` ${type}` : ''} and ${String(r.hotRemoved)} from the XDP hot map`);
+    const kept = Number(r.kept ?? 0);
+    if (kept > 0) throw new Error(`${entriesText(kept)} of ${name} stayed: a worker held their cache shard past the wait; run the flush again`);
     return;
   }
   const entries = r.entries as CachedEntryInfo[];

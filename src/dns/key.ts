@@ -20,12 +20,23 @@ import { nameToText, textToWire } from './name.js';
  */
 const hashKey = new Int32Array(2);
 randomFillSync(hashKey);
-/** Whether this thread's key came from a table's header (then no other key may follow). */
+/** Whether this thread's key is in a table's header (adopted or recorded): no other key may follow. */
 let adopted = false;
 
-/** This thread's hash key (two 32-bit words), for a table's header. */
+/** This thread's hash key (two 32-bit words). */
 export function hashKeyWords(): readonly [number, number] {
   return [hashKey[0]!, hashKey[1]!];
+}
+
+/**
+ * This thread's hash key, for the header of a table it creates. The key is then fixed
+ * for this thread, as adopting one fixes it: its table's buckets are where this key put
+ * them, so a later view of a table made under another key must throw, not switch keys
+ * under it.
+ */
+export function recordHashKey(): readonly [number, number] {
+  adopted = true;
+  return hashKeyWords();
 }
 
 /**

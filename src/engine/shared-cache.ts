@@ -30,7 +30,7 @@ import { threadId } from 'node:worker_threads';
 import { type CachedAnswer, type TtlPolicy, NS_PER_SEC, answerFromResponse, resolveTtlPolicy } from '../dns/answer.js';
 import { HEADER_LEN, OPT_RR_LEN } from '../dns/constants.js';
 import { DnsError, DnsErrorCode } from '../dns/errors.js';
-import { hashKeyWords, keyHash, useHashKey } from '../dns/key.js';
+import { keyHash, recordHashKey, useHashKey } from '../dns/key.js';
 import { writeOpt } from '../dns/opt.js';
 import { type ReplyOptions, replyLimit, writeAnswerHead, writeReply } from '../dns/reply.js';
 import type { MessageView } from '../dns/view.js';
@@ -253,7 +253,7 @@ export class SharedCache {
     g[G_PROT_PERMILLE] = Math.round(ratio * 1000);
     g[G_BYTES_LO] = maxBytes % 2 ** 31;
     g[G_BYTES_HI] = Math.floor(maxBytes / 2 ** 31);
-    [g[G_HASH_K0], g[G_HASH_K1]] = hashKeyWords();
+    [g[G_HASH_K0], g[G_HASH_K1]] = recordHashKey();
     const c = new SharedCache(layout, g);
     c.setTtlPolicy(o.ttl);
     c.setServeStale(o.serveStale ?? false);

@@ -114,7 +114,11 @@ export class PromotionPolicy implements CacheObserver {
   demotions = 0;
   /** New answers of hot keys written over their entries. */
   replacements = 0;
-  /** Names that reached the threshold with an answer the hot map cannot take (`eligible`): not promoted. */
+  /**
+   * Promotions declined: a name at the threshold judged with an answer the hot map cannot
+   * take (`eligible`). A name is judged at most once a tick while it stays popular, so
+   * this counts decisions, about one a second per such name, not distinct names.
+   */
   declined = 0;
 
   /** A new promotion threshold (a reload); counts already gathered keep counting. */

@@ -246,7 +246,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
   reg.registerMetric(new client.Counter({
     registers: [],
     name: 'heimdall_hot_changes_total',
-    help: 'Hot map promotions, demotions, in-place replacements (a new answer of a hot name), refused promotions (map full) and declined ones (an answer the map cannot hold, or SERVFAIL)',
+    help: 'Hot map promotions, demotions, in-place replacements (a new answer of a hot name), refused promotions (map full) and declined ones (a name at the threshold whose answer the map cannot hold, or SERVFAIL; judged at most once a second per name)',
     labelNames: ['change'],
     collect() {
       const h = src.hot();

@@ -410,15 +410,17 @@ export function createService(initial: HeimdallConfig): Service {
         }
         case 'flush': {
           // Out of the cache and out of the XDP map at once; the policy sees the removal
-          // at its next look at the slot.
-          // One scan of the cache: the keys it removed, with the name's usual keys (a hot
-          // entry whose cache entry is already gone is still dropped from the XDP map).
+          // at its next look at the slot. One scan of the cache: the keys it removed, with
+          // the name's usual keys (a hot entry whose cache entry is already gone is still
+          // dropped from the XDP map). An entry found in a shard that stayed busy is left
+          // everywhere, cache and map alike, and reported: the operator runs it again.
           const { removed, kept } = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as FlushResult;
-          const keys = new Set([...removed, ...kept, ...keysOf(req.name, req.qtype)]);
-          const wasHot = [...keys].filter((k) => hot.isHot(Buffer.from(k, 'hex')));
+          const stay = new Set(kept);
+          const keys = [...new Set([...removed, ...keysOf(req.name, req.qtype)])].filter((k) => !stay.has(k));
+          const wasHot = keys.filter((k) => hot.isHot(Buffer.from(k, 'hex')));
           for (const k of keys) hot.drop(Buffer.from(k, 'hex'));
           promo.tick();
-          return { removed: removed.length, hotRemoved: wasHot.length, engines: oneCache };
+          return { removed: removed.length, kept: kept.length, hotRemoved: wasHot.length, engines: oneCache };
         }
         case 'flushAll': {
           const hotBefore = hot.size;

@@ -72,7 +72,7 @@
  */
 import { threadId } from 'node:worker_threads';
 import { MAX_KEY_LEN } from '../dns/constants.js';
-import { hashKeyWords, useHashKey } from '../dns/key.js';
+import { recordHashKey, useHashKey } from '../dns/key.js';
 import { fastMonotonicNs } from '../engine/clock.js';
 
 /** Entries per bucket: a key may be in any of its bucket's ways. */
@@ -254,7 +254,7 @@ export class FetchTable {
       const h = new Int32Array(this.buffer, 0, HEADER_WORDS);
       h[H_CAPACITY] = capacity;
       h[H_DEADLINE] = deadlineMs;
-      [h[H_HASH_K0], h[H_HASH_K1]] = hashKeyWords();
+      [h[H_HASH_K0], h[H_HASH_K1]] = recordHashKey();
       Atomics.store(h, H_MAGIC, MAGIC);
     }
     const tag = thread.tag ?? threadId;
