@@ -161,19 +161,12 @@ export interface KeyParts {
 /** Splits key bytes back into parts (logs and tools). Throws DnsError on malformed keys. */
 export function parseKey(key: Uint8Array): KeyParts {
   if (key.length < 6) throw new DnsError(DnsErrorCode.BAD_ARGUMENT, -1, 'key too short');
-  const n = key.length - 5;
+  const q = questionOfKey(key);
   // The name inside a key is uncompressed; nameToText needs a message
   // frame, and a base of -12 makes any pointer land before the header bound.
-  const name = nameToText(key, -12, n, 0);
-  return {
-    name,
-    qtype: (key[n]! << 8) | key[n + 1]!,
-    qclass: (key[n + 2]! << 8) | key[n + 3]!,
-    dnssecOk: key[n + 4] === 1,
-  };
+  return { name: nameToText(key, -12, q.name.length, 0), qtype: q.qtype, qclass: q.qclass, dnssecOk: q.dnssecOk };
 }
 
-/** 'example.com/1/1/do' style text for logs. */
 /**
  * The question a key stands for, as the forwarder takes it: the lowercased wire name
  * (a view into the key), qtype, qclass and DO.
@@ -184,6 +177,7 @@ export function questionOfKey(key: Uint8Array): { name: Uint8Array; qtype: numbe
   return { name: key.subarray(0, n), qtype: (key[n]! << 8) | key[n + 1]!, qclass: (key[n + 2]! << 8) | key[n + 3]!, dnssecOk: (key[n + 4]! & 1) !== 0 };
 }
 
+/** 'example.com/1/1/do' style text for logs. */
 export function keyToText(key: Uint8Array): string {
   try {
     const k = parseKey(key);
