@@ -77,6 +77,8 @@ export async function cacheCommand(iface: string, action: string, name: string |
     if (name !== undefined) throw new Error('cache flush --all takes no name');
     const r = await controlRequest(iface, { cmd: 'cache', op: 'flushAll' });
     out(r, `flushed ${entriesText(r.removed)} and ${String(r.hotRemoved)} from the XDP hot map`);
+    const busy = Number(r.busyShards ?? 0);
+    if (busy > 0) throw new Error(`${busy} cache shard(s) kept their entries: a worker held them past the wait; run the flush again`);
     return;
   }
   if ((action !== 'lookup' && action !== 'flush') || name === undefined) {

@@ -891,17 +891,26 @@ export class SharedCache {
 
   /** Empties every shard; returns how many entries there were (a shard left busy keeps its). */
   clear(): number {
-    let n = 0;
+    return this.clearShards().removed;
+  }
+
+  /** clear(), also saying how many shards stayed busy past the patient wait (and kept their entries). */
+  clearShards(): { removed: number; busy: number } {
+    let removed = 0;
+    let busy = 0;
     for (let sh = 0; sh < this.shards; sh++) {
-      if (!this.lock(sh, true)) continue;
+      if (!this.lock(sh, true)) {
+        busy++;
+        continue;
+      }
       const o = sh * S_WORDS;
       const c = this.h[o + S_COUNT]!;
-      n += c;
+      removed += c;
       this.resetShard(sh);
       this.h[o + S_EVICTIONS] = this.h[o + S_EVICTIONS]! + c;
       this.unlock(sh);
     }
-    return n;
+    return { removed, busy };
   }
 
   /**

@@ -71,7 +71,7 @@ export function engineControl(host: EngineHost, engineId: number, req: EngineReq
       return out;
     }
     case 'flushAll': {
-      return host.engine.cache.clear();
+      return host.engine.cache.clearShards();
     }
     case 'upstreams':
       // Brought into the stats block now: the main thread then reads every engine's there.

@@ -423,11 +423,13 @@ export function createService(initial: HeimdallConfig): Service {
           return { removed: removed.length, kept: kept.length, hotRemoved: wasHot.length, engines: oneCache };
         }
         case 'flushAll': {
+          // The XDP map is emptied whatever happens; a shard a worker held past the wait
+          // keeps its entries, and the answer says how many shards: the operator runs it again.
           const hotBefore = hot.size;
-          const removed = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as number;
+          const { removed, busy } = engineControl(main, MAIN_ENGINE, req, fastMonotonicNs()) as { removed: number; busy: number };
           hot.dropAll();
           promo.tick();
-          return { removed, hotRemoved: hotBefore, engines: oneCache };
+          return { removed, busyShards: busy, hotRemoved: hotBefore, engines: oneCache };
         }
         case 'upstreams': {
           // Each engine publishes its figures first; they are then read as /metrics reads them.

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { engineControl, type FlushResult } from '../../src/service/cache-control.js';
 import { HEADER_WORDS, SharedCache } from '../../src/engine/shared-cache.js';
 import { answerFromResponse } from '../../src/dns/answer.js';
-import { keyHash } from '../../src/dns/key.js';
+import { keyHash, makeKey, setHashKeyForTest } from '../../src/dns/key.js';
 import type { EngineHost } from '../../src/engine/host.js';
 import { response } from '../helpers/dns.js';
 
@@ -38,5 +38,22 @@ describe('cache control', () => {
     expect(again.kept).toEqual([]);
     expect(r.removed.length + again.removed.length).toBe(2);
     expect(cache.size).toBe(1); // good.example stays
+  });
+
+  it('flush --all empties every shard it can lock and says how many stayed busy', () => {
+    setHashKeyForTest(0x600dcafe, 0x0badf00d); // a fixed key: which shard each name lands in is then fixed
+    const cache = SharedCache.create({ maxEntries: 256, shards: 4 });
+    const host = { engine: { cache } } as unknown as EngineHost;
+    for (let i = 0; i < 40; i++) cache.insert(answerFromResponse(response(`n${i}.example`, 'A', { answers: [{ type: 'A', name: `n${i}.example`, ttl: 300, data: '198.18.9.1' }] }), NOW), NOW);
+    const h = new Int32Array(cache.layout.meta, HEADER_WORDS.global * 4, 4 * HEADER_WORDS.shard);
+    Atomics.store(h, 2 * HEADER_WORDS.shard, 77); // another thread holds shard 2
+    const inShard2 = Array.from({ length: 40 }, (_, i) => makeKey(`n${i}.example`, 1, 1, false)).filter((k) => (keyHash(k, 0, k.length) & 3) === 2).length;
+    expect(inShard2).toBeGreaterThan(0); // 40 keys over 4 shards
+    const r = engineControl(host, 0, { op: 'flushAll' }, NOW) as { removed: number; busy: number };
+    expect(r).toEqual({ removed: 40 - inShard2, busy: 1 });
+    expect(cache.size).toBe(inShard2);
+    Atomics.store(h, 2 * HEADER_WORDS.shard, 0);
+    expect(engineControl(host, 0, { op: 'flushAll' }, NOW)).toEqual({ removed: inShard2, busy: 0 });
+    expect(cache.size).toBe(0);
   });
 });
