@@ -96,7 +96,7 @@ export async function cacheCommand(iface: string, action: string, name: string |
   // One cache serves every engine (src/engine/shared-cache.ts): an entry is the process's, not a thread's.
   const lines = entries.map((e) => `  ${e.type}${e.dnssecOk ? ' (DO)' : ''} rcode ${e.rcode}, TTL left ${e.ttlLeft} s`);
   const hotText = hot.length > 0 ? `hot in XDP: ${hot.map((h) => `${h.type}${h.dnssecOk ? ' (DO)' : ''}`).join(', ')}` : type ? 'not in the XDP hot map' : 'XDP hot map: give a type to look it up';
-  out(r, `${name}${type ? ` ${type}` : ''}: ${entries.length > 0 ? `cached (${entries.length} ${entries.length === 1 ? 'entry' : 'entries'})` : 'not cached'}; ${hotText}${lines.length ? `\n${lines.join('\n')}` : ''}`);
+  out(r, `${name}${type ? ` ${type}` : ''}: ${entries.length > 0 ? `cached (${countOf(entries.length, 'entry', 'entries')})` : 'not cached'}; ${hotText}${lines.length ? `\n${lines.join('\n')}` : ''}`);
 }
 
 export async function upstreamsCommand(iface: string, o: { json?: boolean }): Promise<void> {
@@ -125,6 +125,10 @@ function health(u: UpstreamLine): string {
   return u.state === 'up' ? 'up' : u.state === 'down' ? 'DOWN' : `up in ${u.healthyIn} of ${u.engines} engines`;
 }
 
+function countOf(n: unknown, one: string, many: string): string {
+  return `${String(n)} ${n === 1 ? one : many}`;
+}
+
 function entriesText(n: unknown): string {
-  return `${String(n)} cache ${n === 1 ? 'entry' : 'entries'}`;
+  return countOf(n, 'cache entry', 'cache entries');
 }

@@ -64,6 +64,8 @@ const KERNEL_STATS: readonly (readonly [keyof NativeXskStats, CounterName])[] = 
 /** Query/reply buffers kept for reuse once their miss is answered. */
 const SPARE_BUFFERS = 64;
 
+const EMPTY = Buffer.alloc(0);
+
 /** Bytes of headers (L2-L4) a parked miss keeps in place: Ethernet, two VLAN tags, IPv4 with options or IPv6, UDP. */
 const HEAD_ROOM = 128;
 
@@ -74,8 +76,8 @@ const HEAD_ROOM = 128;
  * alive across scavenges is what they cost.
  */
 class Parked {
-  /** The query (handler input), then the reply (handler output), from offset 0. */
-  msg: Buffer;
+  /** The query (handler input), then the reply (handler output), from offset 0: set by park(). */
+  msg = EMPTY;
   /** The frame's bytes before the DNS message (L2-L4 headers), as received: head[0, info.dns). */
   head = Buffer.allocUnsafeSlow(HEAD_ROOM);
   readonly info = new FrameInfo();
@@ -84,8 +86,7 @@ class Parked {
   readonly answered: (dnsLen: number) => void;
   readonly failed: () => void;
 
-  constructor(server: XskServer, msg: Buffer) {
-    this.msg = msg;
+  constructor(server: XskServer) {
     this.answered = (dnsLen) => server.settleParked(this, dnsLen);
     this.failed = () => server.settleParked(this, -1);
   }
@@ -236,7 +237,7 @@ export class XskServer {
     const sock = this.sock;
     const info = this.info;
     const base = sock.frameOf(addr);
-    const p = this.spareParked.pop() ?? new Parked(this, this.scratch);
+    const p = this.spareParked.pop() ?? new Parked(this);
     p.msg = this.scratch;
     if (info.dns > p.head.length) p.head = Buffer.allocUnsafeSlow(info.dns);
     copy(p.head, 0, sock.umem, addr, info.dns);
