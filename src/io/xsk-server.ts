@@ -77,7 +77,7 @@ const HEAD_ROOM = 128;
  */
 class Parked {
   /** The query (handler input), then the reply (handler output), from offset 0: set by park(). */
-  msg = EMPTY;
+  msg: Buffer = EMPTY;
   /** The frame's bytes before the DNS message (L2-L4 headers), as received: head[0, info.dns). */
   head = Buffer.allocUnsafeSlow(HEAD_ROOM);
   readonly info = new FrameInfo();
