@@ -7,7 +7,7 @@ import { BPF_OBJECT_PATH, loadAddon, type Layout, type NativeAddon, type NativeA
 import type { CachedAnswer } from '../dns/answer.js';
 import { HeimdallError } from '../errors.js';
 import { ATTACH_MODES, XDP_ATTACH, type AttachMode, type XdpAttach } from '../config.js';
-import { encodeHotEntry, hotKeyFromCacheKey } from './hot-entry.js';
+import { encodeHotEntry, hotKeyFromCacheKey, hotScratch, type HotEntry, type HotScratch } from './hot-entry.js';
 import type { AccessList } from '../edge/acl.js';
 import { RRL_BUCKET_BYTES, RRL_DEFAULTS, rrlRuntime, type RrlSettings } from '../edge/rrl.js';
 import type { Addr } from '../net/addr.js';
@@ -39,12 +39,16 @@ function checkPort(p: number): void {
 export class FastPath {
   readonly layout: Layout;
   private readonly native: NativeXdpProgram;
-  /** key (latin1) -> hit slot, exactly what is in the kernel's hot map. */
-  private readonly slots = new Map<string, number>();
+  /**
+   * key (latin1) -> hit slot × 2, plus 1 when the entry is in the small class (hot_small)
+   * rather than the large (hot_map): exactly what is in the kernel's hot maps. One map,
+   * not two: a promotion burst grows and probes each of them once per name.
+   */
+  private readonly placed = new Map<string, number>();
   /** hot-map key (latin1) -> the cache key (latin1) whose entry sits under it. */
   private readonly owners = new Map<string, string>();
-  /** key (latin1) -> whether its entry is in the small class (hot_small) or the large (hot_map). */
-  private readonly small = new Map<string, boolean>();
+  /** Where put() encodes (the addon copies what it writes into the kernel). */
+  private readonly scratch: HotScratch;
   /** Seed of the hot key's name hash, chosen by the addon at load. */
   readonly hashSeed: bigint;
   private readonly freeSlots: number[] = [];
@@ -64,6 +68,7 @@ export class FastPath {
     for (let s = capacity - 1; s >= 0; s--) this.freeSlots.push(s);
     this.hitsBuf = new Float64Array(capacity);
     this.hashSeed = native.describe().hashSeed;
+    this.scratch = hotScratch(this.layout);
   }
 
   static open(opts: FastPathOptions = {}, addon: NativeAddon = loadAddon()): FastPath {
@@ -198,9 +203,8 @@ export class FastPath {
   /** Writes (or rewrites) an answer into the hot map. Returns its hit slot. */
   put(answer: CachedAnswer): number {
     const keyId = this.keyId(answer);
-    let slot = this.slots.get(keyId);
-    const fresh = slot === undefined;
-    const hotKey = hotKeyFromCacheKey(answer.key, this.layout, this.hashSeed);
+    const was = this.placed.get(keyId);
+    const hotKey = hotKeyFromCacheKey(answer.key, this.layout, this.hashSeed, this.scratch.key);
     const hk = hotKey.toString('latin1');
     const owner = this.owners.get(hk);
     if (owner !== undefined && owner !== keyId) {
@@ -208,43 +212,39 @@ export class FastPath {
       // and the program would send the second to userspace anyway (name mismatch).
       throw new HeimdallError('E_HOT_COLLISION', 'hot map key already holds another name');
     }
-    if (slot === undefined) {
-      slot = this.freeSlots.pop();
-      if (slot === undefined) throw new HeimdallError('E_HOT_FULL', `hot map is full (${this.capacity} entries)`);
-    }
-    const entry = encodeHotEntry(answer, slot, this.layout, this.hashSeed);
-    const wasSmall = this.small.get(keyId);
+    let slot = was === undefined ? this.freeSlots.pop() : was >>> 1;
+    if (slot === undefined) throw new HeimdallError('E_HOT_FULL', `hot map is full (${this.capacity} entries)`);
+    let entry: HotEntry;
     try {
-      if (fresh) this.native.hitsReset(slot);
+      entry = encodeHotEntry(answer, slot, this.layout, this.hashSeed, hotKey, this.scratch);
+      if (was === undefined) this.native.hitsReset(slot);
       this.native.hotPut(entry.key, entry.value);
     } catch (e) {
-      if (fresh) this.freeSlots.push(slot);
+      if (was === undefined) this.freeSlots.push(slot);
       throw e;
     }
-    this.slots.set(keyId, slot);
-    this.owners.set(hk, keyId);
-    this.small.set(keyId, entry.small);
+    this.placed.set(keyId, slot * 2 + (entry.small ? 1 : 0));
+    if (owner === undefined) this.owners.set(hk, keyId);
     // An answer that changed class on replace: the new entry is written first, so the
     // name is never without one; then the old class's copy goes (the program looks in
     // hot_small first, so until then a small copy, old or new, is what it serves).
-    if (wasSmall !== undefined && wasSmall !== entry.small) this.native.hotDelete(hotKey, wasSmall ? 'small' : 'large');
+    if (was !== undefined && (was & 1) !== (entry.small ? 1 : 0)) this.native.hotDelete(hotKey, was & 1 ? 'small' : 'large');
     return slot;
   }
 
   /** Removes the entry of a cache key (see src/dns/key.ts). Returns whether the kernel had it. */
   delete(cacheKey: Uint8Array): boolean {
     const keyId = Buffer.from(cacheKey.buffer, cacheKey.byteOffset, cacheKey.byteLength).toString('latin1');
-    const hotKey = hotKeyFromCacheKey(cacheKey, this.layout, this.hashSeed);
+    const hotKey = hotKeyFromCacheKey(cacheKey, this.layout, this.hashSeed, this.scratch.key);
     const hk = hotKey.toString('latin1');
     const owner = this.owners.get(hk);
     if (owner !== undefined && owner !== keyId) return false; // the entry there is another name's
-    const slot = this.slots.get(keyId);
+    const was = this.placed.get(keyId);
     const removed = this.native.hotDelete(hotKey); // from both classes
     this.owners.delete(hk);
-    this.small.delete(keyId);
-    if (slot !== undefined) {
-      this.slots.delete(keyId);
-      this.freeSlots.push(slot);
+    if (was !== undefined) {
+      this.placed.delete(keyId);
+      this.freeSlots.push(was >>> 1);
     }
     return removed;
   }
@@ -256,7 +256,8 @@ export class FastPath {
 
   /** The hit slot of a cache key in the hot map, if it is there. */
   slotOf(cacheKey: Uint8Array): number | undefined {
-    return this.slots.get(Buffer.from(cacheKey.buffer, cacheKey.byteOffset, cacheKey.byteLength).toString('latin1'));
+    const was = this.placed.get(Buffer.from(cacheKey.buffer, cacheKey.byteOffset, cacheKey.byteLength).toString('latin1'));
+    return was === undefined ? undefined : was >>> 1;
   }
 
   /** Hits the kernel has served for the entry in a slot. */
@@ -278,7 +279,7 @@ export class FastPath {
   }
 
   get size(): number {
-    return this.slots.size;
+    return this.placed.size;
   }
 
   /** The kernel's outcome counters by name, summed over CPUs. */

@@ -37,27 +37,75 @@ export function hotUnfitReason(a: CachedAnswer, layout: Layout): string | null {
   return null;
 }
 
-const MASK64 = (1n << 64n) - 1n;
+/** A 64-bit constant as two unsigned 32-bit halves. */
+interface Halves {
+  hi: number;
+  lo: number;
+}
+
+const halvesOf = new WeakMap<Layout, { mul1: Halves; mul2: Halves }>();
+
+function halves(x: bigint): Halves {
+  return { hi: Number((x >> 32n) & 0xffffffffn), lo: Number(x & 0xffffffffn) };
+}
+
+/** The high 32 bits of the 64-bit product of two unsigned 32-bit numbers. */
+function mulHi32(a: number, b: number): number {
+  const a0 = a & 0xffff;
+  const a1 = a >>> 16;
+  const b0 = b & 0xffff;
+  const b1 = b >>> 16;
+  const lh = a0 * b1;
+  const hl = a1 * b0;
+  const mid = ((a0 * b0) >>> 16) + (lh & 0xffff) + (hl & 0xffff);
+  return (a1 * b1 + (lh >>> 16) + (hl >>> 16) + Math.floor(mid / 0x10000)) >>> 0;
+}
 
 /**
  * hot_key.name_hash of a lowercased wire name, as bpf/heimdall.h defines it and the XDP
  * program computes it: little-endian 64-bit words, the last zero padded, mixed into a
- * seeded multiply-xorshift. BigInt is slow, but this runs once per promotion, never
- * per query.
+ * seeded multiply-xorshift, all modulo 2^64. Computed on 32-bit halves: with BigInt
+ * every byte cost an allocation, and the main thread hashes each name it promotes (a
+ * Zipf round promotes thousands a second). Written into `out` at `at`, little-endian.
  */
-export function hotNameHash(name: Uint8Array, seed: bigint, layout: Layout): bigint {
-  const n = name.length;
-  let h = seed & MASK64;
-  for (let o = 0; o < n; o += 8) {
-    let w = 0n;
-    for (let i = Math.min(7, n - o - 1); i >= 0; i--) w = (w << 8n) | BigInt(name[o + i]!);
-    h = ((h ^ w) * layout.HOT_HASH_MUL1) & MASK64;
-    h ^= h >> 29n;
+function writeHotNameHash(name: Uint8Array, n: number, seed: bigint, layout: Layout, out: Buffer, at: number): void {
+  let m = halvesOf.get(layout);
+  if (m === undefined) {
+    m = { mul1: halves(layout.HOT_HASH_MUL1), mul2: halves(layout.HOT_HASH_MUL2) };
+    halvesOf.set(layout, m);
   }
-  h ^= BigInt(n);
-  h = (h * layout.HOT_HASH_MUL2) & MASK64;
-  h ^= h >> 32n;
-  return h;
+  const { mul1, mul2 } = m;
+  let hi = Number((seed >> 32n) & 0xffffffffn);
+  let lo = Number(seed & 0xffffffffn);
+  for (let o = 0; o < n; o += 8) {
+    // The word: bytes o..o+7, little-endian, zero past the name's end.
+    let wlo = 0;
+    let whi = 0;
+    for (let i = Math.min(7, n - o - 1); i >= 0; i--) {
+      if (i >= 4) whi = (whi << 8) | name[o + i]!;
+      else wlo = (wlo << 8) | name[o + i]!;
+    }
+    const xlo = (lo ^ wlo) >>> 0;
+    const xhi = (hi ^ whi) >>> 0;
+    // (x * mul1) mod 2^64, then h ^= h >> 29.
+    lo = Math.imul(xlo, mul1.lo) >>> 0;
+    hi = (mulHi32(xlo, mul1.lo) + Math.imul(xlo, mul1.hi) + Math.imul(xhi, mul1.lo)) >>> 0;
+    lo = (lo ^ ((lo >>> 29) | (hi << 3))) >>> 0;
+    hi = (hi ^ (hi >>> 29)) >>> 0;
+  }
+  lo = (lo ^ n) >>> 0; // n < 256: the low word only
+  const plo = Math.imul(lo, mul2.lo) >>> 0;
+  hi = (mulHi32(lo, mul2.lo) + Math.imul(lo, mul2.hi) + Math.imul(hi, mul2.lo)) >>> 0;
+  lo = (plo ^ hi) >>> 0; // h ^= h >> 32
+  out.writeUInt32LE(lo, at);
+  out.writeUInt32LE(hi, at + 4);
+}
+
+/** hot_key.name_hash of a lowercased wire name (see writeHotNameHash), as a BigInt. */
+export function hotNameHash(name: Uint8Array, seed: bigint, layout: Layout): bigint {
+  const b = Buffer.alloc(8);
+  writeHotNameHash(name, name.length, seed, layout, b, 0);
+  return b.readBigUInt64LE(0);
 }
 
 /**
@@ -69,7 +117,7 @@ export function hotKeyFromCacheKey(cacheKey: Uint8Array, layout: Layout, seed: b
   const n = cacheKey.length - 5;
   if (n < 1 || n > layout.HOT_NAME_MAX) throw new HeimdallError('E_NOT_HOT_CACHEABLE', `name length ${n} does not fit the hot key`);
   out.fill(0);
-  out.writeBigUInt64LE(hotNameHash(cacheKey.subarray(0, n), seed, layout), k.name_hash!);
+  writeHotNameHash(cacheKey, n, seed, layout, out, k.name_hash!);
   out[k.qtype!] = cacheKey[n]!;
   out[k.qtype! + 1] = cacheKey[n + 1]!;
   out[k.qclass!] = cacheKey[n + 2]!;
@@ -108,7 +156,10 @@ export function recordsChecksum(records: Uint8Array, qnameLen: number): number {
  * from the message it stands for: header, question and records.
  */
 export function answerToken(a: CachedAnswer): number {
-  const msg = new Uint8Array(12 + a.qnameLen + 4 + a.records.length);
+  const len = 12 + a.qnameLen + 4 + a.records.length;
+  if (tokenScratch.length < len) tokenScratch = new Uint8Array(Math.max(len, 2 * tokenScratch.length));
+  const msg = tokenScratch;
+  msg.fill(0, 0, 12);
   msg[3] = a.rcode & 0x0f;
   msg[5] = 1;
   msg[6] = a.ancount >> 8;
@@ -119,20 +170,47 @@ export function answerToken(a: CachedAnswer): number {
   msg[11] = a.arcount & 0xff;
   msg.set(a.key.subarray(0, a.qnameLen + 4), 12);
   msg.set(a.records, 12 + a.qnameLen + 4);
-  return responseToken(msg, 0, msg.length);
+  return responseToken(msg, 0, len);
+}
+/** answerToken's message, reused (this thread's; responseToken keeps nothing of it). */
+let tokenScratch = new Uint8Array(2048);
+
+/** Buffers encodeHotEntry may write into instead of allocating: one per class, and the key. */
+export interface HotScratch {
+  key: Buffer;
+  small: Buffer;
+  large: Buffer;
 }
 
-export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout, seed: bigint): HotEntry {
+/** Scratch buffers of the layout's sizes (FastPath keeps one set for all its writes). */
+export function hotScratch(layout: Layout): HotScratch {
+  return { key: Buffer.alloc(layout.key.size), small: Buffer.alloc(layout.small.size), large: Buffer.alloc(layout.value.size) };
+}
+
+/**
+ * The hot map's key and value for an answer. With `scratch`, both are written into its
+ * buffers (valid until its next use) instead of fresh ones: a promotion burst on the main
+ * thread allocated three buffers per name, and on this VM the fresh pages behind them
+ * cost more than the encoding (docs/BENCHMARKS.md, "The XDP path's learning burst").
+ * `key`: the answer's hot key when the caller has it already (hotKeyFromCacheKey).
+ */
+export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout, seed: bigint, key?: Buffer, scratch?: HotScratch): HotEntry {
   const why = hotUnfitReason(a, layout);
   if (why) throw new HeimdallError('E_NOT_HOT_CACHEABLE', `answer not fit for the hot map: ${why}`);
   const v = layout.value; // the head's offsets, the same in both classes
   const small = hotSmallFits(a, layout);
   const room = small ? layout.small : layout.value;
-  const value = Buffer.alloc(room.size);
+  let value: Buffer;
+  if (scratch === undefined) value = Buffer.alloc(room.size);
+  else {
+    value = small ? scratch.small : scratch.large;
+    value.fill(0);
+  }
   // The records carry each TTL at origin_ns in its own field (the program reads it back
   // from the reply); their checksum is taken with those fields zero, as the program adds
-  // the TTLs it writes.
-  const records = Buffer.from(a.records);
+  // the TTLs it writes. They are written in place, in the value.
+  const records = value.subarray(room.records!, room.records! + a.records.length);
+  records.set(a.records);
   for (const off of a.ttlOffsets) records.writeUInt32BE(0, off);
   const csum = recordsChecksum(records, a.qnameLen);
   for (let i = 0; i < a.ttls.length; i++) records.writeUInt32BE(a.ttls[i]!, a.ttlOffsets[i]!);
@@ -149,7 +227,6 @@ export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout,
   value.writeUInt16LE(csum, v.records_csum!);
   value.writeUInt32LE(answerToken(a), v.rrl_token!);
   for (let i = 0; i < a.ttls.length; i++) value.writeUInt16LE(a.ttlOffsets[i]!, room.ttl_off! + 2 * i);
-  records.copy(value, room.records!);
   value.set(a.key.subarray(0, a.qnameLen), room.name!); // the program checks the query's name against it
-  return { key: hotKeyFromCacheKey(a.key, layout, seed), value, small };
+  return { key: key ?? hotKeyFromCacheKey(a.key, layout, seed, scratch?.key), value, small };
 }
