@@ -27,6 +27,23 @@ export class UpstreamError extends HeimdallError {
     super(code, message, options);
     this.name = 'UpstreamError';
   }
+
+  /**
+   * An outcome of a query rather than a fault of the program (BUSY, TIMEOUT, FAILED):
+   * made without a stack trace. Anyone can cause these at a rate (one source's queries
+   * past its upstream share, names whose servers never answer), and capturing a stack
+   * walks the async frames of every reject; nothing reads it, the code and message say
+   * it all.
+   */
+  static outcome(code: UpstreamErrorCode, message: string, options?: { cause?: unknown }): UpstreamError {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      return new UpstreamError(code, message, options);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+  }
 }
 
 export function isUpstreamError(e: unknown): e is UpstreamError {

@@ -359,7 +359,7 @@ export class Forwarder {
   private busy(why: string): Promise<never> {
     this.s.busy++;
     this.s.servfail++;
-    return Promise.reject(new UpstreamError('UPSTREAM_BUSY', why));
+    return Promise.reject(UpstreamError.outcome('UPSTREAM_BUSY', why));
   }
 
   // ---- attempts ------------------------------------------------------------
@@ -591,7 +591,7 @@ export class Forwarder {
         : `upstreams failed after ${ms} ms (${tried}): ${f.lastError?.message ?? 'error'}`;
     const ws = this.settle(f);
     this.s.servfail += ws.length;
-    const err = new UpstreamError(code, why, f.lastError ? { cause: f.lastError } : undefined);
+    const err = UpstreamError.outcome(code, why, f.lastError ? { cause: f.lastError } : undefined);
     for (const w of ws) w.reject(err);
   }
 

@@ -378,7 +378,10 @@ describe('Forwarder: timeouts, failover, health', () => {
       const err = (e as PromiseRejectedResult).reason as UpstreamError;
       expect(err).toBeInstanceOf(UpstreamError);
       expect(err.code).toBe('UPSTREAM_TIMEOUT');
+      // A query's outcome, not a fault: made without walking the stack (anyone can cause it).
+      expect(err.stack).not.toMatch(/\n\s+at /);
     }
+    expect(Error.stackTraceLimit).toBeGreaterThan(0);
     const s = fwd.stats();
     expect(s.servfail).toBe(2);
     expect(s.timeouts).toBe(4);
@@ -453,7 +456,10 @@ describe('Forwarder: timeouts, failover, health', () => {
     const dead = await blackhole();
     const fwd = new Forwarder({ upstreams: [dead.addr], maxInflight: 1 });
     const p = fwd.resolve(q('one.test'));
-    await expect(fwd.resolve(q('two.test'))).rejects.toMatchObject({ code: 'UPSTREAM_BUSY' });
+    const busy = await fwd.resolve(q('two.test')).catch((e: unknown) => e as UpstreamError);
+    expect(busy).toMatchObject({ code: 'UPSTREAM_BUSY' });
+    expect(busy.stack, 'a refusal carries no stack trace').not.toMatch(/\n\s+at /);
+    expect(new UpstreamError('UPSTREAM_BUSY', 'x').stack, 'other errors still do').toMatch(/\n\s+at /);
     const coalesced = fwd.resolve(q('ONE.test')); // same question: joins, not busy
     const closed = Promise.all([
       expect(p).rejects.toMatchObject({ code: 'UPSTREAM_CLOSED' }),
