@@ -456,7 +456,10 @@ describe('Forwarder: timeouts, failover, health', () => {
     const dead = await blackhole();
     const fwd = new Forwarder({ upstreams: [dead.addr], maxInflight: 1 });
     const p = fwd.resolve(q('one.test'));
-    const busy = await fwd.resolve(q('two.test')).catch((e: unknown) => e as UpstreamError);
+    const busy = (await fwd.resolve(q('two.test')).then(
+      () => undefined,
+      (e: unknown) => e as UpstreamError,
+    ))!;
     expect(busy).toMatchObject({ code: 'UPSTREAM_BUSY' });
     expect(busy.stack, 'a refusal carries no stack trace').not.toMatch(/\n\s+at /);
     expect(new UpstreamError('UPSTREAM_BUSY', 'x').stack, 'other errors still do').toMatch(/\n\s+at /);
