@@ -49,6 +49,10 @@ function halves(x: bigint): Halves {
   return { hi: Number((x >> 32n) & 0xffffffffn), lo: Number(x & 0xffffffffn) };
 }
 
+/** The seed of the last hash, split (a process has one: the program's). */
+let lastSeed: bigint | undefined;
+let lastSeedHalves: Halves = { hi: 0, lo: 0 };
+
 /** The high 32 bits of the 64-bit product of two unsigned 32-bit numbers. */
 function mulHi32(a: number, b: number): number {
   const a0 = a & 0xffff;
@@ -75,8 +79,12 @@ function writeHotNameHash(name: Uint8Array, n: number, seed: bigint, layout: Lay
     halvesOf.set(layout, m);
   }
   const { mul1, mul2 } = m;
-  let hi = Number((seed >> 32n) & 0xffffffffn);
-  let lo = Number(seed & 0xffffffffn);
+  if (seed !== lastSeed) {
+    lastSeed = seed;
+    lastSeedHalves = halves(seed);
+  }
+  let hi = lastSeedHalves.hi;
+  let lo = lastSeedHalves.lo;
   for (let o = 0; o < n; o += 8) {
     // The word: bytes o..o+7, little-endian, zero past the name's end.
     let wlo = 0;
@@ -187,6 +195,14 @@ export function hotScratch(layout: Layout): HotScratch {
   return { key: Buffer.alloc(layout.key.size), small: Buffer.alloc(layout.small.size), large: Buffer.alloc(layout.value.size) };
 }
 
+/** A non-negative integer below 2^64 (as exact as a double holds it), little-endian. */
+function writeU64(b: Buffer, x: number, at: number): void {
+  if (!(x >= 0 && x < 2 ** 64)) throw new RangeError(`${x} is not a 64-bit unsigned integer`);
+  const hi = Math.floor(x / 0x100000000);
+  b.writeUInt32LE(x - hi * 0x100000000, at);
+  b.writeUInt32LE(hi >>> 0, at + 4);
+}
+
 /**
  * The hot map's key and value for an answer. With `scratch`, both are written into its
  * buffers (valid until its next use) instead of fresh ones: a promotion burst on the main
@@ -215,8 +231,8 @@ export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout,
   const csum = recordsChecksum(records, a.qnameLen);
   for (let i = 0; i < a.ttls.length; i++) records.writeUInt32BE(a.ttls[i]!, a.ttlOffsets[i]!);
 
-  value.writeBigUInt64LE(BigInt(Math.round(a.originNs)), v.origin_ns!);
-  value.writeBigUInt64LE(BigInt(Math.round(a.expiresNs)), v.expires_ns!);
+  writeU64(value, Math.round(a.originNs), v.origin_ns!);
+  writeU64(value, Math.round(a.expiresNs), v.expires_ns!);
   value.writeUInt32LE(hitSlot, v.hit_slot!);
   value.writeUInt16LE((a.rcode & layout.HOT_VAL_RCODE_MASK) | (a.authenticData ? layout.HOT_VAL_AD : 0), v.flags!);
   value.writeUInt16LE(a.ancount, v.ancount!);
