@@ -57,13 +57,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-QDIR=$OUT/queries
-node --import tsx scripts/bench/queries.ts "$QDIR" >"$OUT/queries.json"
-ZONE_SIZE=$(sed -n 's/.*"zoneSize":\([0-9]*\).*/\1/p' "$OUT/queries.json")
-say "lab $P up (zone of $ZONE_SIZE names)"
-HX_LAB=$P bash scripts/lab.sh up "$ZONE_SIZE" >/dev/null
-client_xdp_restore
-lab_tune
+lab_up_for_queries "$OUT"
 # The second network: its address on the client's veth, and the appliance's route back.
 ip -n "$NS_C" addr add "$LEGIT_SRC/24" dev "$IF_C"
 ip -n "$NS_A" route add 198.18.4.0/24 dev "$IF_A"

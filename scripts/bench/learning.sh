@@ -47,13 +47,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-QDIR=$OUT/queries
-node --import tsx scripts/bench/queries.ts "$QDIR" >"$OUT/queries.json"
-ZONE_SIZE=$(sed -n 's/.*"zoneSize":\([0-9]*\).*/\1/p' "$OUT/queries.json")
-say "lab $P up (zone of $ZONE_SIZE names)"
-HX_LAB=$P bash scripts/lab.sh up "$ZONE_SIZE" >/dev/null
-client_xdp_restore
-lab_tune
+lab_up_for_queries "$OUT"
 
 # CPU ticks (user + system) of every thread of a process: "tid ticks" lines. The fields
 # are counted after the thread's name, which may hold spaces.

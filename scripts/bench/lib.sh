@@ -76,6 +76,21 @@ lab_tune() {
   in_appliance sh -c "echo $all > /sys/class/net/$IF_A/queues/tx-0/xps_cpus && echo 0 > /sys/class/net/$IF_A/queues/tx-1/xps_cpus"
 }
 
+# The query files in OUT/queries (more arguments: queries.ts options), then the lab up
+# with a zone that holds every name they ask, the client's pass program and the lab's
+# tuning. Sets QDIR and ZONE_SIZE.
+lab_up_for_queries() { # out [queries.ts options...]
+  local out=$1
+  shift
+  QDIR=$out/queries
+  node --import tsx scripts/bench/queries.ts "$QDIR" "$@" >"$out/queries.json"
+  ZONE_SIZE=$(sed -n 's/.*"zoneSize":\([0-9]*\).*/\1/p' "$out/queries.json")
+  say "lab $P up (zone of $ZONE_SIZE names)"
+  HX_LAB=$P bash scripts/lab.sh up "$ZONE_SIZE" >/dev/null
+  client_xdp_restore
+  lab_tune
+}
+
 # Answers a query for a name in the zone within the timeout (seconds), or fails.
 wait_answer() {
   local deadline=$((SECONDS + ${1:-20})) pid

@@ -40,11 +40,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-node --import tsx scripts/bench/queries.ts "$OUT/queries" >"$OUT/queries.json"
-ZONE_SIZE=$(sed -n 's/.*"zoneSize":\([0-9]*\).*/\1/p' "$OUT/queries.json")
-bash scripts/lab.sh up "$ZONE_SIZE" >/dev/null
-client_xdp_restore
-lab_tune
+lab_up_for_queries "$OUT"
 
 start_contender "$MODE" "$OUT"
 PID=${CUR_PIDS[0]}

@@ -54,14 +54,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-QDIR=$OUT/queries
 # shellcheck disable=SC2086 # BENCH_QUERY_ARGS is a list of queries.ts options
-node --import tsx scripts/bench/queries.ts "$QDIR" ${BENCH_QUERY_ARGS:-} >"$OUT/queries.json"
-ZONE_SIZE=$(sed -n 's/.*"zoneSize":\([0-9]*\).*/\1/p' "$OUT/queries.json")
-say "lab $P up (zone of $ZONE_SIZE names)"
-bash scripts/lab.sh up "$ZONE_SIZE" >/dev/null
-client_xdp_restore
-lab_tune
+lab_up_for_queries "$OUT" ${BENCH_QUERY_ARGS:-}
 declare -A FILE=([hot]=$QDIR/hot.txt [zipf]=$QDIR/zipf-dp.txt)
 
 monotonic_ns() { python3 -c 'import time; print(time.clock_gettime_ns(time.CLOCK_MONOTONIC))'; }
