@@ -25,10 +25,7 @@ B=${BENCH_B:-dispatcher}
 [[ $B == dispatcher || $B == direct ]] || die "BENCH_B must be dispatcher or direct"
 OUT=${BENCH_OUT:-/var/tmp/heimdall-bench/dispatcher-$(date +%Y%m%d-%H%M%S)}
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, XDP)"
-for t in kxdpgun dnsperf dig nsd curl node; do
-  command -v "$t" >/dev/null || die "$t missing: run 'bash scripts/setup.sh --bench'"
-done
+require_tools kxdpgun dnsperf dig nsd curl node
 require_built
 mkdir -p "$OUT"
 BPFFS=/run/heimdall-bench-bpffs-$$

@@ -32,10 +32,7 @@ OUT=${BENCH_OUT:-/var/tmp/heimdall-bench/flood-$(date +%Y%m%d-%H%M%S)}
 LEGIT_SRC=198.18.4.2
 IF_U=${P}u0 NS_U=$P-upstream
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, XDP, AF_XDP)"
-for t in dnsperf dig nsd curl node; do
-  command -v "$t" >/dev/null || die "$t missing: run 'bash scripts/setup.sh --bench'"
-done
+require_tools dnsperf dig nsd curl node
 for c in "${CONTENDERS[@]}"; do
   case $c in
     unbound | dnsdist | kresd) command -v "$c" >/dev/null || die "$c missing: run 'bash scripts/setup.sh --bench' or leave it out of BENCH_FLOOD_CONTENDERS" ;;

@@ -26,10 +26,7 @@ OUT=${LEARN_OUT:-/var/tmp/heimdall-learning/$(date +%Y%m%d-%H%M%S)}
 [[ $MODE == xdp || $MODE == userspace ]] || die "LEARN_MODE must be xdp or userspace"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "LEARN_RUNS must be a positive integer"
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, XDP, AF_XDP)"
-for t in kxdpgun dnsperf dig nsd curl node; do
-  command -v "$t" >/dev/null || die "$t missing: run 'bash scripts/setup.sh --bench'"
-done
+require_tools kxdpgun dnsperf dig nsd curl node
 require_built
 mkdir -p "$OUT"
 

@@ -10,6 +10,13 @@
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 say() { printf 'bench: %s\n' "$*" >&2; }
 
+# Root (namespaces, XDP, AF_XDP) and the tools named, or a line saying what to do.
+require_tools() { # tool...
+  [[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, XDP, AF_XDP)"
+  local t
+  for t in "$@"; do command -v "$t" >/dev/null || die "$t missing: run 'bash scripts/setup.sh --bench'"; done
+}
+
 # The BPF objects rebuilt if stale, and dist/ as new as src/: a benchmark of old code
 # would be a wrong answer, not a slow one.
 require_built() {

@@ -38,10 +38,7 @@ CONTENDERS=(${BENCH_CONTENDERS:-reflector xdp userspace unbound dnsdist kresd})
 OUT=${BENCH_OUT:-/var/tmp/heimdall-bench/$(date +%Y%m%d-%H%M%S)}
 MIXES=(hot zipf)
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, XDP, AF_XDP)"
-for t in kxdpgun dnsperf dig nsd unbound dnsdist kresd curl node; do
-  command -v "$t" >/dev/null || die "$t missing: run 'bash scripts/setup.sh --bench'"
-done
+require_tools kxdpgun dnsperf dig nsd unbound dnsdist kresd curl node
 require_built
 
 mkdir -p "$OUT"

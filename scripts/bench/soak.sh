@@ -24,8 +24,7 @@ EVERY=${SOAK_EVERY:-10}
 MODE=${SOAK_MODE:-userspace}
 OUT=${SOAK_OUT:-/var/tmp/heimdall-bench/soak-$(date +%Y%m%d-%H%M%S)}
 [[ $MODE == userspace || $MODE == xdp ]] || die "SOAK_MODE must be userspace or xdp"
-[[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, XDP, AF_XDP)"
-for t in dnsperf nsd curl node; do command -v "$t" >/dev/null || die "$t missing: run 'bash scripts/setup.sh --bench'"; done
+require_tools dnsperf nsd curl node
 [[ -f dist/cli.js ]] || die "dist/ missing: run 'npm run build'"
 
 mkdir -p "$OUT"

@@ -32,10 +32,7 @@ PROFILE_US=${TAILS_PROFILE_US:-250}
 SCHED=${TAILS_SCHED:-1}
 OUT=${TAILS_OUT:-/var/tmp/heimdall-tails/$(date +%Y%m%d-%H%M%S)}
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, XDP, AF_XDP)"
-for t in kxdpgun dnsperf dig nsd curl node python3; do
-  command -v "$t" >/dev/null || die "$t missing: run 'bash scripts/setup.sh --bench'"
-done
+require_tools kxdpgun dnsperf dig nsd curl node python3
 case $NAME in userspace | xdp | unbound) ;; *) die "TAILS_CONTENDER must be userspace, xdp or unbound" ;; esac
 if [[ $SCHED != 0 ]] && ! command -v perf >/dev/null; then
   say "perf not installed: no scheduling delays (bash scripts/setup.sh --bench installs it)"
