@@ -202,7 +202,7 @@ export function buildProgram(): Command {
     .option(...flag('upstreamTcpPipeline'), SETTINGS.upstreamTcpPipeline.default)
     .option(...flag('upstreamPortReuse'), SETTINGS.upstreamPortReuse.default)
     .option('--no-prefetch', 'let hot names expire instead of refreshing them from upstream in the last 10% of their TTL while XDP serves them')
-    .option('--no-xdp-answers', 'XDP answers nothing and redirects every query to the workers (measures the userspace path)')
+    .option('--no-xdp-answers', 'XDP answers nothing and redirects every query to the workers, and no name is promoted (measures the userspace path)')
     .option('--no-af-xdp', 'no AF_XDP workers: queries reach userspace through the kernel stack')
     .option('--no-caps-for-id', 'ask the upstreams in the name\'s own case (default: random case, 0x20, answers must echo it)')
     .option('--no-upstream-cookies', 'send no DNS cookies to the upstreams (default: send them and check the server cookie)')

@@ -80,7 +80,7 @@ export const FILE_KEYS: Readonly<Record<string, KeySpec>> = Object.freeze({
     intKey('upstreamTcpPipeline', false),
     intKey('upstreamPortReuse', false),
   ]),
-  'xdp-answers': { field: 'xdpAnswers', kind: 'bool', help: 'XDP answers hot names itself (false: every query goes to the workers)', live: true },
+  'xdp-answers': { field: 'xdpAnswers', kind: 'bool', help: 'XDP answers hot names itself (false: every query goes to the workers, and no name is promoted meanwhile)', live: true },
   prefetch: { field: 'prefetch', kind: 'bool', help: 'refresh a hot name from upstream in the last 10% of its TTL while XDP still serves it (false: it expires and is fetched again on the next miss)', live: true },
   'af-xdp': { field: 'afXdp', kind: 'bool', help: 'AF_XDP workers (false: queries reach userspace through the kernel stack)', live: false },
   'caps-for-id': { field: 'capsForId', kind: 'bool', help: "ask the upstreams in random case (0x20) and require answers to echo it (false: the name's own case)", live: false },

@@ -40,6 +40,12 @@ export interface SharedPromotionOptions {
   clock?: Clock;
 }
 
+/**
+ * A threshold no entry's uses reach (the cache counts them in 32 bits): promotion off. The
+ * service sets it while XDP answers nothing (src/service/service.ts promotionThreshold).
+ */
+export const PROMOTE_NEVER = 0x7fffffff;
+
 export class SharedPromotion {
   readonly policy: PromotionPolicy;
   private readonly clock: Clock;
@@ -95,6 +101,8 @@ export class SharedPromotion {
   /** A slot's uses reached the threshold as of write `seq` (reported by any thread). */
   candidate(slot: number, seq: number, nowNs: number = this.clock()): void {
     this.reported.push(slot);
+    // Reported before promotion was switched off, and delivered after: dropped.
+    if (this.cache.threshold >= PROMOTE_NEVER) return;
     let a = this.cache.answerAt(slot, seq);
     if (a === undefined) {
       // Rewritten since (a refresh keeps its uses): judge what the slot holds now.

@@ -31,7 +31,7 @@ import { AskCounter } from '../hot/asks.js';
 import { SharedInflight } from '../upstream/budget.js';
 import { checkFdLimit } from './fd-limit.js';
 import { HotSync } from '../hot/hot-sync.js';
-import { SharedPromotion } from '../hot/shared-promotion.js';
+import { PROMOTE_NEVER, SharedPromotion } from '../hot/shared-promotion.js';
 import { SharedCache } from '../engine/shared-cache.js';
 import { Prefetcher } from '../hot/prefetch.js';
 import { questionOfKey } from '../dns/key.js';
@@ -57,6 +57,20 @@ const KERNEL_HITS_MS = 5000;
 
 /** How often the prefetcher looks for due entries: well inside the last 10% of the shortest lifetime it refreshes (4 s). */
 const PREFETCH_POLL_MS = 100;
+/**
+ * The promotion threshold the shared cache holds: the configured one, or never while XDP
+ * answers nothing (`xdp-answers: false`). Then a promotion would fill a map no query is
+ * served from (and prefetch, which follows the kernel's hits on it, refreshes nothing),
+ * at the cost of the main thread's work for every name asked three times: in a Zipf
+ * round half a core of the two the workers and the generator share (docs/BENCHMARKS.md,
+ * "The XDP path's learning burst"). Entries already hot stay in the map, followed as
+ * before (refreshed, evicted, expired), and serve again if answers are switched back on;
+ * then the names asked since reach the threshold at their next hit.
+ */
+function promotionThreshold(c: { xdpAnswers: boolean; promoteAfter: number }): number {
+  return c.xdpAnswers ? c.promoteAfter : PROMOTE_NEVER;
+}
+
 /** The main thread's engine id for the hot map sync (workers are 1..queues). */
 const MAIN_ENGINE = 0;
 
@@ -174,7 +188,7 @@ export function createService(initial: HeimdallConfig): Service {
     const upstreamLog = new UpstreamLog(() => 1 + (cfg.afXdp ? cfg.queues : 0));
     // The one cache of the process: the main thread's engine and every worker's are views
     // of it. The one promotion policy runs here, over its slots, and drives the hot map.
-    const cache = SharedCache.create({ maxEntries: cfg.cacheSize, maxBytes: cfg.cacheBytes, ttl: { ...cfg.cacheTtl }, serveStale: cfg.serveStale, threshold: cfg.promoteAfter });
+    const cache = SharedCache.create({ maxEntries: cfg.cacheSize, maxBytes: cfg.cacheBytes, ttl: { ...cfg.cacheTtl }, serveStale: cfg.serveStale, threshold: promotionThreshold(cfg) });
     // Fetches in flight, shared by every engine: one upstream query per name however many
     // queues ask for it at once (src/upstream/fetch-table.ts).
     const fetches = new FetchTable({ capacity: fetchTableCapacity(cfg.upstreamInflightTotal) });
@@ -477,10 +491,11 @@ export function createService(initial: HeimdallConfig): Service {
       if (!prefetchOn) prefetch.clear();
       mainPolicy = updatePolicy(mainPolicy, nextSetup);
       mainHandler.setPolicy(mainPolicy);
-      main.setPromoteAfter(next.promoteAfter);
-      promo.setThreshold(next.promoteAfter);
+      const threshold = promotionThreshold(next);
+      main.setPromoteAfter(threshold);
+      promo.setThreshold(threshold);
       main.setUpstreams(next.upstreams);
-      return pool ? pool.reload({ edge: nextSetup, upstreams: next.upstreams, promoteAfter: next.promoteAfter }) : { confirmed: 0, live: 0 };
+      return pool ? pool.reload({ edge: nextSetup, upstreams: next.upstreams, promoteAfter: threshold }) : { confirmed: 0, live: 0 };
     };
     undo.push(() => {
       applyChange = undefined;

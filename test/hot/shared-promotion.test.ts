@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { SharedCache } from '../../src/engine/shared-cache.js';
-import { SharedPromotion } from '../../src/hot/shared-promotion.js';
+import { PROMOTE_NEVER, SharedPromotion } from '../../src/hot/shared-promotion.js';
 import type { PromotionEvent } from '../../src/hot/promotion.js';
 import { keyString } from '../../src/dns/key.js';
 import { keyOf, synth, versionOf } from '../helpers/shared-cache-ops.js';
@@ -49,6 +49,27 @@ describe('SharedPromotion', () => {
     expect(cache.has(key, key.length, NOW + 54e9)).toBe(true);
     expect(promo.acceptRefresh(answer('198.18.1.2'), NOW + 54e9, false)).toBe(true);
     expect(cache.times(key)!.originNs).toBe(NOW + 54e9); // a real refresh is written
+  });
+
+  it('promotes nothing at PROMOTE_NEVER: no view reports, and a report from before the switch is dropped', () => {
+    const { cache, other, promo, deliver, apply, map } = setup();
+    other.insert(synth(1, 1, 1, 300, NOW), NOW);
+    for (let k = 1; k < 3; k++) other.get(keyOf(1), keyOf(1).length, NOW); // reported at its third use
+    promo.setThreshold(PROMOTE_NEVER); // switched off before the report is delivered
+    deliver();
+    other.insert(synth(2, 1, 1, 300, NOW), NOW);
+    for (let k = 1; k < 20; k++) other.get(keyOf(2), keyOf(2).length, NOW);
+    deliver();
+    promo.tick(NOW);
+    apply();
+    expect(map.size).toBe(0);
+    expect(promo.size).toBe(0);
+    promo.setThreshold(3); // back on: the next use of a name past the threshold reports it
+    other.get(keyOf(2), keyOf(2).length, NOW);
+    deliver();
+    apply();
+    expect([...map.keys()]).toEqual([keyString(keyOf(2))]);
+    expect(cache.threshold).toBe(3);
   });
 
   it('declines, and counts, names whose answer the hot map cannot hold: they never take a hot place', () => {

@@ -146,6 +146,34 @@ describePrivileged('config file and live reload in the lab', { netns: true, tool
     }
   });
 
+  it('promotes nothing while XDP answers are off, and promotes again once they are back on', async () => {
+    const PROMOTE = 'heimdall_hot_changes_total{change="promote"}';
+    const XDP = 'heimdall_responses_total{path="xdp"}';
+    write({ 'xdp-answers': 'false' });
+    try {
+      expect((await reload()).stdout).toMatch(/changed xdp-answers/);
+      const before = svc.metrics();
+      // Asked six times (the threshold is 3): cached, answered by a worker, never promoted.
+      for (let i = 0; i < 6; i++) expect(lab.dig(['h950.lab.example', 'A'])).toMatch(/status: NOERROR/);
+      const off = svc.metricsWhen((m) => (m['heimdall_responses_total{path="cache"}'] ?? 0) >= (before['heimdall_responses_total{path="cache"}'] ?? 0) + 5);
+      expect(off[PROMOTE]).toBe(before[PROMOTE]);
+      expect(off[XDP]).toBe(before[XDP]);
+      expect((await lab.cli(['cache', lab.applianceIf, 'lookup', 'h950.lab.example', 'A'])).stdout).toMatch(/: cached \(1 entry\); not in the XDP hot map\n/);
+    } finally {
+      write();
+      expect((await reload()).stdout).toMatch(/changed xdp-answers/);
+    }
+    // Back on: the name, past the threshold already, is promoted at its next ask and XDP answers it.
+    let served = false;
+    for (let i = 0; i < 10 && !served; i++) {
+      const was = svc.metrics()[XDP] ?? 0;
+      expect(lab.dig(['h950.lab.example', 'A'])).toMatch(/status: NOERROR/);
+      served = (svc.metrics()[XDP] ?? 0) > was;
+      if (!served) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(served, 'XDP answers the name once answers are back on').toBe(true);
+  }, 60_000);
+
   it('switches its log to JSON lines on reload', async () => {
     write({ 'log-format': 'json' });
     expect((await reload()).stdout).toMatch(/changed log-format/);
