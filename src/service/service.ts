@@ -61,9 +61,9 @@ const PREFETCH_POLL_MS = 100;
  * The promotion threshold the shared cache holds: the configured one, or never while XDP
  * answers nothing (`xdp-answers: false`). Then a promotion would fill a map no query is
  * served from (and prefetch, which follows the kernel's hits on it, refreshes nothing),
- * at the cost of the main thread's work for every name asked three times: in a Zipf
- * round half a core of the two the workers and the generator share (docs/BENCHMARKS.md,
- * "The XDP path's learning burst"). Entries already hot stay in the map, followed as
+ * at the cost of the main thread's work for every name asked three times: ~0.5 s of CPU
+ * in a 4-s Zipf round of the userspace path, on the two cores the workers and the
+ * generator share (docs/BENCHMARKS.md, "The XDP path's learning burst"). Entries already hot stay in the map, followed as
  * before (refreshed, evicted, expired), and serve again if answers are switched back on;
  * then the names asked since reach the threshold at their next hit.
  */

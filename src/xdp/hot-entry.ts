@@ -206,8 +206,8 @@ function writeU64(b: Buffer, x: number, at: number): void {
 /**
  * The hot map's key and value for an answer. With `scratch`, both are written into its
  * buffers (valid until its next use) instead of fresh ones: a promotion burst on the main
- * thread allocated three buffers per name, and on this VM the fresh pages behind them
- * cost more than the encoding (docs/BENCHMARKS.md, "The XDP path's learning burst").
+ * thread allocated five buffers per name, and on this VM the fresh pages behind them cost
+ * more than the encoding (docs/BENCHMARKS.md, "The XDP path's learning burst").
  * `key`: the answer's hot key when the caller has it already (hotKeyFromCacheKey).
  */
 export function encodeHotEntry(a: CachedAnswer, hitSlot: number, layout: Layout, seed: bigint, key?: Buffer, scratch?: HotScratch): HotEntry {
