@@ -223,12 +223,15 @@ export class FastPath {
       if (was === undefined) this.freeSlots.push(slot);
       throw e;
     }
-    this.placed.set(keyId, slot * 2 + (entry.small ? 1 : 0));
     if (owner === undefined) this.owners.set(hk, keyId);
     // An answer that changed class on replace: the new entry is written first, so the
     // name is never without one; then the old class's copy goes (the program looks in
-    // hot_small first, so until then a small copy, old or new, is what it serves).
+    // hot_small first, so until then a small copy, old or new, is what it serves). If
+    // that delete fails, the name stays recorded in its old class: the next put of it
+    // tries the delete again and delete() clears both classes, so an old small copy
+    // cannot go on shadowing the new answer unnoticed (the caller counts the error).
     if (was !== undefined && (was & 1) !== (entry.small ? 1 : 0)) this.native.hotDelete(hotKey, was & 1 ? 'small' : 'large');
+    this.placed.set(keyId, slot * 2 + (entry.small ? 1 : 0));
     return slot;
   }
 
