@@ -209,19 +209,25 @@ section(
 
 const pv = (v: number | undefined) => (v === undefined ? 'n/a' : `**${us(v)}**`);
 const pl = (p: Pooled | undefined) => (p ? `${((p.lost / p.sent) * 100).toFixed(2)}%` : 'n/a');
+/** Replies the client's own sockets dropped over every round of one contender and mix (part of its lost queries). */
+const clientDropped = (c: Contender, mix: Mix): string => {
+  const counted = rowsOf(c, 'dp', mix).map((r) => (r.r as DpResult).client_dropped).filter((v) => v !== undefined);
+  return counted.length === 0 ? 'n/a' : `${counted.reduce((a, b) => a + b, 0)}`;
+};
 section(
   `Latency at ${k(settings.lat_qps)} q/s offered (dnsperf), µs`,
-  `Pooled over every query of every round, after the first ${settings.lat_warmup ?? 0} s of each dnsperf run (its start-up transient); below each, the median (min-max) of the per-run figures.`,
-  ['contender', 'hot p50', 'hot p99', 'hot p99.9', 'zipf p50', 'zipf p99', 'zipf p99.9', 'lost (hot / zipf)'],
-  ['---', R, R, R, R, R, R, R],
+  `Pooled over every query of every round, after the first ${settings.lat_warmup ?? 0} s of each dnsperf run (its start-up transient); below each, the median (min-max) of the per-run figures. ` +
+    `"Client drops": replies that reached the client and were dropped by its own sockets' receive buffers (${settings.lat_client_buf_kb === undefined ? "the kernel's default size; not counted then" : `${settings.lat_client_buf_kb} KiB asked`}), counted in "lost" too.`,
+  ['contender', 'hot p50', 'hot p99', 'hot p99.9', 'zipf p50', 'zipf p99', 'zipf p99.9', 'lost (hot / zipf)', 'client drops (hot / zipf)'],
+  ['---', R, R, R, R, R, R, R, R],
   present.flatMap((c) => {
     const h = summary.latency[c]!.hot!;
     const z = summary.latency[c]!.zipf!;
     const ph = POOLED[c]!.hot;
     const pz = POOLED[c]!.zipf;
     return [
-      [CONTENDER_LABEL[c], pv(ph?.p50), pv(ph?.p99), pv(ph?.p999), pv(pz?.p50), pv(pz?.p99), pv(pz?.p999), `${pl(ph)} / ${pl(pz)}`],
-      ['↳ per run', fmt(h.p50, us), fmt(h.p99, us), fmt(h.p999, us), fmt(z.p50, us), fmt(z.p99, us), fmt(z.p999, us), ''],
+      [CONTENDER_LABEL[c], pv(ph?.p50), pv(ph?.p99), pv(ph?.p999), pv(pz?.p50), pv(pz?.p99), pv(pz?.p999), `${pl(ph)} / ${pl(pz)}`, `${clientDropped(c, 'hot')} / ${clientDropped(c, 'zipf')}`],
+      ['↳ per run', fmt(h.p50, us), fmt(h.p99, us), fmt(h.p999, us), fmt(z.p50, us), fmt(z.p99, us), fmt(z.p999, us), '', ''],
     ];
   }),
 );

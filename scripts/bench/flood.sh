@@ -72,7 +72,7 @@ run_one() { # round contender
   up0=$(ip netns exec "$NS_U" cat "/sys/class/net/$IF_U/statistics/rx_packets")
   in_client dnsperf -s "$SERVER" -d "$dir/flood.txt" -l "$SECS" -Q "$FLOOD_QPS" -q 25000 -c 4 -t 2 >"$dir/flood.out" 2>&1 &
   local fpid=$!
-  in_client dnsperf -a "$LEGIT_SRC" -s "$SERVER" -d "$QDIR/zipf-dp.txt" -l "$SECS" -Q "$LEGIT_QPS" -q 500 -c 2 -t 2 -v >"$dir/legit.out" 2>&1 || true
+  in_client dnsperf -a "$LEGIT_SRC" -s "$SERVER" -d "$QDIR/zipf-dp.txt" -l "$SECS" -Q "$LEGIT_QPS" -q 500 -c 2 -t 2 -b "$LAT_CLIENT_BUF_KB" -v >"$dir/legit.out" 2>&1 || true
   wait "$fpid" || true
   up1=$(ip netns exec "$NS_U" cat "/sys/class/net/$IF_U/statistics/rx_packets")
   local rss=0

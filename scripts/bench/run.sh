@@ -72,8 +72,8 @@ ver() { "$@" 2>&1 | head -1 | tr -d '"\\' || true; }
   printf '"versions":{"node":"%s","kxdpgun":"%s","dnsperf":"%s","unbound":"%s","dnsdist":"%s","kresd":"%s","nsd":"%s","iproute2":"%s"},' \
     "$(node --version)" "$(ver kxdpgun -V)" "$(dnsperf -h 2>&1 | awk '/^Version/ { print $2; exit }')" \
     "$(ver unbound -V)" "$(ver dnsdist --version)" "$(ver kresd --version)" "$(nsd -v 2>&1 | head -1)" "$(ver ip -V)"
-  printf '"settings":{"rounds":%d,"seconds":%s,"lat_seconds":%s,"lat_warmup":%s,"cal_seconds":%s,"lat_qps":%d,"ladder":[%s],"contenders":["%s"],' \
-    "$ROUNDS" "$SECS" "$LAT_SECS" "$LAT_WARMUP_S" "$CAL_SECS" "$LAT_QPS" "$(IFS=,; echo "${LADDER[*]}")" "$(IFS=,; echo "${CONTENDERS[*]}" | sed 's/,/","/g')"
+  printf '"settings":{"rounds":%d,"seconds":%s,"lat_seconds":%s,"lat_warmup":%s,"lat_client_buf_kb":%d,"cal_seconds":%s,"lat_qps":%d,"ladder":[%s],"contenders":["%s"],' \
+    "$ROUNDS" "$SECS" "$LAT_SECS" "$LAT_WARMUP_S" "$LAT_CLIENT_BUF_KB" "$CAL_SECS" "$LAT_QPS" "$(IFS=,; echo "${LADDER[*]}")" "$(IFS=,; echo "${CONTENDERS[*]}" | sed 's/,/","/g')"
   printf '"unbound_threads":%d,"dnsdist_listeners":%d,"kresd_procs":%d,"heimdall_hot_size":%d},' "$UNBOUND_THREADS" "$DNSDIST_LISTENERS" "$KRESD_PROCS" "$HEIMDALL_HOT_SIZE"
   printf '"queries":%s}\n' "$(cat "$OUT/queries.json")"
 } >"$OUT/meta.json"

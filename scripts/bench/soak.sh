@@ -46,7 +46,7 @@ PID=${CUR_PIDS[0]}
 warm "$OUT/queries"
 say "soak: $MODE path, $QPS q/s for $SECS s, RSS every $EVERY s (pid $PID)"
 
-ip netns exec "$NS_C" dnsperf -s "$SERVER" -d "$OUT/queries/zipf-dp.txt" -l "$SECS" -Q "$QPS" -c 8 -T 1 -q 2000 -t 1 >"$OUT/dnsperf.txt" 2>&1 &
+ip netns exec "$NS_C" dnsperf -s "$SERVER" -d "$OUT/queries/zipf-dp.txt" -l "$SECS" -Q "$QPS" -c 8 -T 1 -q 2000 -t 1 -b "$LAT_CLIENT_BUF_KB" >"$OUT/dnsperf.txt" 2>&1 &
 LOAD_PID=$!
 T0=$SECONDS
 : >"$OUT/rss.jsonl"

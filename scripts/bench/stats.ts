@@ -37,6 +37,8 @@ export interface DpResult {
   sent: number;
   answered: number;
   lost: number;
+  /** Replies the client's own sockets dropped (its namespace's UDP receive-buffer errors), among `lost`; absent in older results. */
+  client_dropped?: number;
   achieved_qps: number;
   /** Seconds; null when the percentile falls among the lost queries. */
   p50: number | null;
