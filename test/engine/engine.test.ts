@@ -4,6 +4,8 @@ import dnsPacket from 'dns-packet';
 import { DnsEngine, type Resolver } from '../../src/engine/engine.js';
 import type { PromotionEvent } from '../../src/hot/promotion.js';
 import { AskCounter } from '../../src/hot/asks.js';
+import { PROMOTE_NEVER } from '../../src/hot/shared-promotion.js';
+import { makeKey } from '../../src/dns/key.js';
 import { MessageView } from '../../src/dns/view.js';
 import { query, response, SOA, decode, type Decoded } from '../helpers/dns.js';
 
@@ -128,6 +130,22 @@ describe('DnsEngine', () => {
     const c = mk('c');
     await ask(c, query('www.example.com', 'A')); // ask 4 on a fresh engine: fetched, and promoted at once
     expect(events).toEqual(['a:promote', 'c:promote']);
+  });
+
+  it('counts no asks while promotion is off, and promotes at the next ask once it is back on', async () => {
+    const asks = new AskCounter();
+    const events: PromotionEvent[] = [];
+    const e = new DnsEngine({ resolver: scripted({ 'www.example.com/1': wwwA }), cacheSize: 100, hotCapacity: 10, asks, onPromotion: (x) => events.push(x), clock });
+    const key = makeKey('www.example.com', 1, 1, false);
+    e.cache.setThreshold(PROMOTE_NEVER);
+    for (let i = 0; i < 4; i++) expect((await ask(e, query('www.example.com', 'A'))).rcode).toBe('NOERROR');
+    expect(e.cache.size).toBe(1);
+    expect(asks.peek(key, key.length)).toBe(0);
+    expect(events).toEqual([]);
+    e.cache.setThreshold(3);
+    await ask(e, query('www.example.com', 'A')); // the entry's own uses (fetch + 4 hits) are past 3
+    expect(events.map((x) => x.kind)).toEqual(['promote']);
+    expect(asks.peek(key, key.length)).toBe(1);
   });
 
   it('answers SERVFAIL when the upstream fails, or a stale answer with serve-stale', async () => {
