@@ -17,6 +17,12 @@ export interface HotSyncCounters {
   replacements: number;
   /** Promotions refused: map full, or an answer the map cannot hold. */
   refused: number;
+  /**
+   * Map writes and deletes the kernel failed (a bpf() error). A failed removal is tried
+   * again at every collectKernelHits() until it takes; a failed write is tried again at
+   * the key's next promotion or replace.
+   */
+  failed: number;
 }
 
 export class HotSync {
@@ -25,7 +31,14 @@ export class HotSync {
   /** hit slot -> key written there; hit slot -> counter value last read. */
   private readonly bySlot: (string | undefined)[] = [];
   private readonly lastHits: Float64Array;
-  readonly counters: HotSyncCounters = { promotions: 0, demotions: 0, replacements: 0, refused: 0 };
+  readonly counters: HotSyncCounters = { promotions: 0, demotions: 0, replacements: 0, refused: 0, failed: 0 };
+  /**
+   * Keys whose removal the kernel failed: still in the map, so still in `written` (and
+   * served by XDP), and removed again at the next collectKernelHits(). A demoted or flushed
+   * answer must not stay in the map because one delete failed: the policy has let it go
+   * and would never ask again.
+   */
+  private readonly stuck = new Map<string, Uint8Array>();
 
   constructor(private readonly fp: FastPath) {
     this.lastHits = new Float64Array(fp.capacity);
@@ -67,6 +80,7 @@ export class HotSync {
    * more than that.
    */
   collectKernelHits(): { key: Uint8Array; hits: number }[] {
+    if (this.stuck.size > 0) this.retryRemovals();
     const out: { key: Uint8Array; hits: number }[] = [];
     if (this.written.size === 0) return out;
     const all = this.fp.allHits();
@@ -90,6 +104,7 @@ export class HotSync {
       const fresh = !this.written.has(id);
       const slot = this.fp.put(answer);
       this.written.set(id, answer);
+      this.stuck.delete(id); // promoted again: the entry is wanted after all
       if (!fresh) this.counters.replacements++;
       else {
         this.counters.promotions++;
@@ -97,19 +112,31 @@ export class HotSync {
         this.lastHits[slot] = 0; // put() zeroed the counter of a fresh slot
       }
     } catch (e) {
-      if (e instanceof HeimdallError || isNativeError(e)) {
-        this.counters.refused++;
-        return;
-      }
-      throw e;
+      if (e instanceof HeimdallError) this.counters.refused++;
+      else if (isNativeError(e)) this.counters.failed++;
+      else throw e;
     }
   }
 
   private remove(id: string, key: Uint8Array): void {
-    if (!this.written.delete(id)) return;
+    if (!this.written.has(id)) return;
     const slot = this.fp.slotOf(key);
+    try {
+      this.fp.delete(key);
+    } catch (e) {
+      if (!isNativeError(e)) throw e;
+      this.counters.failed++;
+      this.stuck.set(id, key);
+      return;
+    }
+    this.written.delete(id);
+    this.stuck.delete(id);
     if (slot !== undefined) this.bySlot[slot] = undefined;
-    this.fp.delete(key);
     this.counters.demotions++;
+  }
+
+  /** Removals the kernel failed, tried again (see `stuck`). */
+  private retryRemovals(): void {
+    for (const [id, key] of [...this.stuck]) this.remove(id, key);
   }
 }

@@ -246,7 +246,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
   reg.registerMetric(new client.Counter({
     registers: [],
     name: 'heimdall_hot_changes_total',
-    help: 'Hot map promotions, demotions, in-place replacements (a new answer of a hot name), refused promotions (map full) and declined ones (a name at the threshold whose answer the map cannot hold, or SERVFAIL; judged at most once a second per name)',
+    help: 'Hot map promotions, demotions, in-place replacements (a new answer of a hot name), refused promotions (map full), declined ones (a name at the threshold whose answer the map cannot hold, or SERVFAIL; judged at most once a second per name) and map writes or deletes the kernel failed (a failed delete is retried every 5 s until it takes)',
     labelNames: ['change'],
     collect() {
       const h = src.hot();
@@ -256,6 +256,7 @@ export function buildRegistry(src: MetricsSources): client.Registry {
       this.inc({ change: 'replace' }, h.replacements);
       this.inc({ change: 'refused' }, h.refused);
       this.inc({ change: 'declined' }, h.declined);
+      this.inc({ change: 'failed' }, h.failed);
     },
   }));
   reg.registerMetric(new client.Counter({

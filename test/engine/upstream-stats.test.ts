@@ -172,7 +172,7 @@ describe('per-upstream figures over every engine', () => {
     timedOut(w[1]!, 4);
     new UpstreamPublisher(main.upstreams).publish(m);
     new UpstreamPublisher(worker.upstreams).publish(w);
-    const reg = buildRegistry({ xdp: () => ({}), stats: () => [main, worker], hotEntries: () => 0, hot: () => ({ promotions: 0, demotions: 0, replacements: 0, refused: 0, declined: 0 }), workerRestarts: () => 0 });
+    const reg = buildRegistry({ xdp: () => ({}), stats: () => [main, worker], hotEntries: () => 0, hot: () => ({ promotions: 0, demotions: 0, replacements: 0, refused: 0, failed: 0, declined: 0 }), workerRestarts: () => 0 });
     const x = parseExposition(await reg.metrics());
     const a = `upstream="${A}"`;
     const b = `upstream="${B}"`;
@@ -190,7 +190,7 @@ describe('per-upstream figures over every engine', () => {
     // Before any answer or failure there is no SRTT to export.
     const idle = new StatsBlock();
     new UpstreamPublisher(idle.upstreams).publish(ups(C));
-    const y = parseExposition(await buildRegistry({ xdp: () => ({}), stats: () => [idle], hotEntries: () => 0, hot: () => ({ promotions: 0, demotions: 0, replacements: 0, refused: 0, declined: 0 }), workerRestarts: () => 0 }).metrics());
+    const y = parseExposition(await buildRegistry({ xdp: () => ({}), stats: () => [idle], hotEntries: () => 0, hot: () => ({ promotions: 0, demotions: 0, replacements: 0, refused: 0, failed: 0, declined: 0 }), workerRestarts: () => 0 }).metrics());
     expect(y[`heimdall_upstream_server_up{upstream="${C}"}`]).toBe(1);
     expect(y[`heimdall_upstream_server_srtt_seconds{upstream="${C}"}`]).toBeUndefined();
     const h = 'heimdall_upstream_server_rtt_seconds';

@@ -44,7 +44,7 @@ describePrivileged('HotSync over the hot map', {}, () => {
     sync.apply({ kind: 'replace', answer: newer }); // written over the entry: never absent
     expect(ask('u.example')).toBe('198.18.2.2');
     expect(sync.size).toBe(1);
-    expect(sync.counters).toEqual({ promotions: 1, demotions: 0, replacements: 1, refused: 0 });
+    expect(sync.counters).toEqual({ promotions: 1, demotions: 0, replacements: 1, refused: 0, failed: 0 });
     // The entry kept its hit slot and counter: the ask before the replace and the one after count.
     expect(hitsBefore.reduce((n, h) => n + h.hits, 0)).toBe(2);
     expect(sync.collectKernelHits()).toEqual([{ key: newer.key, hits: 2 }]);
@@ -57,6 +57,38 @@ describePrivileged('HotSync over the hot map', {}, () => {
     expect(sync.size).toBe(0);
     sync.apply({ kind: 'demote', key: newer.key, reason: 'evicted' }); // already out (a flush): nothing
     expect(sync.counters.demotions).toBe(2);
+  });
+
+  it('keeps a demoted answer whose delete the kernel failed, and removes it at the next collection of kernel hits', () => {
+    const a = answer('stuck.example', '198.18.2.7');
+    sync.apply({ kind: 'promote', answer: a });
+    expect(ask('stuck.example')).toBe('198.18.2.7');
+    // The addon's methods are read-only on its prototype: a failing delete shadows it on the instance.
+    const native = (fp as unknown as { native: object }).native;
+    Object.defineProperty(native, 'hotDelete', {
+      configurable: true,
+      value: () => {
+        throw Object.assign(new Error('bpf_map_delete_elem: Cannot allocate memory'), { errno: 12, code: 'ENOMEM', syscall: 'bpf_map_delete_elem' });
+      },
+    });
+    try {
+      expect(sync.drop(a.key)).toBe(true); // a flush
+      expect(sync.counters).toMatchObject({ demotions: 0, failed: 1 });
+      expect(sync.isHot(a.key)).toBe(true); // still in the map, and said so
+      expect(ask('stuck.example')).toBe('198.18.2.7');
+      sync.collectKernelHits(); // the retry fails again: nothing lost
+      expect(sync.counters.failed).toBe(2);
+      expect(ask('stuck.example')).toBe('198.18.2.7');
+    } finally {
+      delete (native as { hotDelete?: unknown }).hotDelete;
+    }
+    sync.collectKernelHits();
+    expect(ask('stuck.example')).toBeNull();
+    expect(sync.isHot(a.key)).toBe(false);
+    expect(sync.size).toBe(0);
+    expect(sync.counters).toMatchObject({ demotions: 1, failed: 2 });
+    sync.collectKernelHits(); // nothing left to retry
+    expect(sync.counters).toMatchObject({ demotions: 1, failed: 2 });
   });
 
   it('hands back the hits the kernel served per key, once', () => {

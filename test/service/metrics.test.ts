@@ -22,7 +22,7 @@ async function scrape(blocks: StatsBlock[]): Promise<Record<string, number>> {
     xdp: () => ({ TX: 5n, PASS_NOT_DNS: 2n }),
     stats: () => blocks,
     hotEntries: () => 3,
-    hot: () => ({ promotions: 4, demotions: 1, replacements: 2, refused: 0, declined: 5 }),
+    hot: () => ({ promotions: 4, demotions: 1, replacements: 2, refused: 0, failed: 3, declined: 5 }),
     workerRestarts: () => 1,
   });
   return parse(await reg.metrics());
@@ -97,7 +97,7 @@ describe('counter list and metrics', () => {
     expect(m['heimdall_xdp_packets_total{outcome="PASS_NOT_DNS"}']).toBe(2);
     expect(m['heimdall_worker_restarts_total']).toBe(1);
     expect(m['heimdall_hot_entries']).toBe(3);
-    for (const [change, n] of [['promote', 4], ['demote', 1], ['replace', 2], ['refused', 0], ['declined', 5]] as const) {
+    for (const [change, n] of [['promote', 4], ['demote', 1], ['replace', 2], ['refused', 0], ['declined', 5], ['failed', 3]] as const) {
       expect(m[`heimdall_hot_changes_total{change="${change}"}`], change).toBe(n);
     }
   });
