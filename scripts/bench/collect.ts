@@ -211,13 +211,13 @@ const pv = (v: number | undefined) => (v === undefined ? 'n/a' : `**${us(v)}**`)
 const pl = (p: Pooled | undefined) => (p ? `${((p.lost / p.sent) * 100).toFixed(2)}%` : 'n/a');
 /** Replies the client's own sockets dropped over every round of one contender and mix (part of its lost queries). */
 const clientDropped = (c: Contender, mix: Mix): string => {
-  const counted = rowsOf(c, 'dp', mix).map((r) => (r.r as DpResult).client_dropped).filter((v) => v !== undefined);
+  const counted = rowsOf(c, 'dp', mix).map((r) => (r.r as DpResult).client_dropped).filter((v): v is number => typeof v === 'number');
   return counted.length === 0 ? 'n/a' : `${counted.reduce((a, b) => a + b, 0)}`;
 };
 section(
   `Latency at ${k(settings.lat_qps)} q/s offered (dnsperf), µs`,
   `Pooled over every query of every round, after the first ${settings.lat_warmup ?? 0} s of each dnsperf run (its start-up transient); below each, the median (min-max) of the per-run figures. ` +
-    `"Client drops": replies that reached the client and were dropped by its own sockets' receive buffers (${settings.lat_client_buf_kb === undefined ? "the kernel's default size; not counted then" : `${settings.lat_client_buf_kb} KiB asked`}), counted in "lost" too.`,
+    `"Client drops": replies that reached the client and were dropped by its own sockets' receive buffers, over the whole of each run (warm-up included; "lost" is counted after it) (${settings.lat_client_buf_kb === undefined ? "the kernel's default size; not counted then" : `${settings.lat_client_buf_kb} KiB asked`}).`,
   ['contender', 'hot p50', 'hot p99', 'hot p99.9', 'zipf p50', 'zipf p99', 'zipf p99.9', 'lost (hot / zipf)', 'client drops (hot / zipf)'],
   ['---', R, R, R, R, R, R, R, R],
   present.flatMap((c) => {

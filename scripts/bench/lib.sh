@@ -260,28 +260,30 @@ kx() { # file seconds qps rawlog
 # dropped the replies (UdpRcvbufErrors in the client namespace), and dnsperf counted them as
 # queries the server lost: 15-708 a run in 6 of 11 hand trials against the userspace path,
 # none in 6 with the larger buffer (docs/BENCHMARKS.md). What the client still drops is
-# counted (client_dropped: the growth of its namespace's UDP receive-buffer errors), so a
-# lost query is told apart from one the server did not answer.
+# counted (client_dropped: the growth of its namespace's UDP receive-buffer errors over the
+# whole run, warm-up included; null if they could not be read), so a lost query is told
+# apart from one the server did not answer.
 LAT_WARMUP_S=${LAT_WARMUP_S:-0.5}
 LAT_CLIENT_BUF_KB=${LAT_CLIENT_BUF_KB:-4096}
 client_rcvbuf_errors() { # the client namespace's UDP (v4 + v6) receive-buffer drops so far
   in_client cat /proc/net/snmp /proc/net/snmp6 2>/dev/null | awk '
     /^Udp: / { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") col = i; h = 1 } else n += $col }
     /^Udp6RcvbufErrors/ { n += $2 }
-    END { print n + 0 }'
+    END { if (col) print n + 0 }'
 }
 dp() { # file seconds qps rawlog
   local file=$1 secs=$2 qps=$3 raw=$4
-  local skip drops0 drops1
+  local skip drops0 drops1 cdrop=null
   skip=$(awk -v q="$qps" -v w="$LAT_WARMUP_S" 'BEGIN { printf "%d", q * w }')
   drops0=$(client_rcvbuf_errors)
   in_client dnsperf -s "$SERVER" -d "$file" -l "$(awk -v s="$secs" -v w="$LAT_WARMUP_S" 'BEGIN { print s + w }')" \
     -Q "$qps" -c 8 -T 1 -q 2000 -t 1 -b "$LAT_CLIENT_BUF_KB" -v >"$raw" 2>&1 || true
   drops1=$(client_rcvbuf_errors)
+  [[ $drops0 =~ ^[0-9]+$ && $drops1 =~ ^[0-9]+$ ]] && cdrop=$((drops1 - drops0))
   grep -q 'Queries sent:' "$raw" || { echo '{"error":"dnsperf gave no result"}'; return; }
   awk -v skip="$skip" '/^> / && ++n > skip { if ($2 == "T") lost++; else if ($NF ~ /^[0-9.]+$/) print $NF }
                        END { print "lost", lost + 0 > "/dev/stderr" }' "$raw" 2>"$raw.lost" | sort -g |
-    awk -v qps="$qps" -v raw="$raw" -v skip="$skip" -v lostfile="$raw.lost" -v cdrop="$((drops1 - drops0))" '
+    awk -v qps="$qps" -v raw="$raw" -v skip="$skip" -v lostfile="$raw.lost" -v cdrop="$cdrop" '
       { v[NR] = $1 }
       function pct(p,   i) { i = int(p * total + 0.999999); if (i < 1) i = 1; return (i <= NR) ? sprintf("%.6f", v[i]) : "null" }
       END {
@@ -291,7 +293,7 @@ dp() { # file seconds qps rawlog
           if (line ~ /Queries per second:/) { split(line, a, ":"); achieved = a[2] + 0 }
           if (line ~ /Queries sent:/) { split(line, a, /[: ]+/); sent = a[4] + 0 }
         }
-        printf "{\"offered\":%d,\"sent\":%d,\"warmup_skipped\":%d,\"measured\":%d,\"answered\":%d,\"lost\":%d,\"client_dropped\":%d,\"achieved_qps\":%.0f,\"p50\":%s,\"p99\":%s,\"p999\":%s,\"max\":%s}\n",
+        printf "{\"offered\":%d,\"sent\":%d,\"warmup_skipped\":%d,\"measured\":%d,\"answered\":%d,\"lost\":%d,\"client_dropped\":%s,\"achieved_qps\":%.0f,\"p50\":%s,\"p99\":%s,\"p999\":%s,\"max\":%s}\n",
           qps, sent, skip, total, NR, lost, cdrop, achieved, pct(0.5), pct(0.99), pct(0.999), (NR ? sprintf("%.6f", v[NR]) : "null")
       }'
   rm -f "$raw.lost"

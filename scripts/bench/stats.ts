@@ -37,8 +37,8 @@ export interface DpResult {
   sent: number;
   answered: number;
   lost: number;
-  /** Replies the client's own sockets dropped (its namespace's UDP receive-buffer errors), among `lost`; absent in older results. */
-  client_dropped?: number;
+  /** Replies the client's own sockets dropped (its namespace's UDP receive-buffer errors) over the whole run, warm-up included; null if unread, absent in older results. */
+  client_dropped?: number | null;
   achieved_qps: number;
   /** Seconds; null when the percentile falls among the lost queries. */
   p50: number | null;
