@@ -200,8 +200,9 @@ export class DnsEngine {
     const hash = keyHash(this.key, 0, klen); // one hash for the ask count and the lookup
     // Asks count toward promotion only. With promotion off (XDP answers off: the threshold
     // is out of reach), counting one was a compare-and-swap at a random place in a 4 MiB
-    // shared table per query, 4-5 % of a saturated worker, for nothing; the cache's own
-    // use counts go on, so a name is promoted at its next ask once answers are back on.
+    // shared table per query, 4-5 % of a saturated worker, for nothing. The cache's own
+    // use counts go on, so a name still cached is promoted at its next ask once answers
+    // are back on; one fetched after that starts from its new asks.
     const asks = this.cache.threshold >= PROMOTE_NEVER ? 0 : this.asks.addHashed(hash, this.key, klen);
     const n = this.cache.reply(v, this.key, klen, hash, now, out, outOff, opts, false, asks);
     if (n > 0) {
