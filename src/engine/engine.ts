@@ -212,7 +212,10 @@ export class DnsEngine {
     // The entry changed under a reply half written into out, which may be the query's own
     // buffer: the query is no longer there to forward (SharedCache.reply).
     if (n < 0) return this.servfail(out, outOff, opts);
-    return this.miss(buf, off, len, out, outOff, tcp, maxLen, klen, hash, asks, client);
+    // The client's network, taken now: `client` is the caller's scratch object (an AF_XDP
+    // worker rewrites it for every frame), and a miss may reach the upstream only after an
+    // await (waiting on another thread's fetch), when it holds some later query's source.
+    return this.miss(buf, off, len, out, outOff, tcp, maxLen, klen, hash, asks, client === undefined ? undefined : prefixKey(client));
   }
 
   /**
@@ -247,7 +250,7 @@ export class DnsEngine {
    * this query needs is in the arguments and locals; after the await the shared view is
    * pointed at this query's bytes again before anything is written.
    */
-  private async miss(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen: number | undefined, klen: number, hash: number, asks: number, client: Addr | undefined): Promise<number> {
+  private async miss(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen: number | undefined, klen: number, hash: number, asks: number, network: string | undefined): Promise<number> {
     const v = this.view;
     const q = { name: this.key.slice(0, klen - 5), qtype: v.qtype, qclass: v.qclass, dnssecOk: v.dnssecOk, checkingDisabled: v.cd };
     const key = this.key.slice(0, klen);
@@ -312,21 +315,21 @@ export class DnsEngine {
     }
     let outcome: ReleaseOutcome = 'failed';
     try {
-      return await this.fetch(buf, off, len, out, outOff, tcp, q, key, opts, asks, client, (o) => (outcome = o));
+      return await this.fetch(buf, off, len, out, outOff, tcp, q, key, opts, asks, network, (o) => (outcome = o));
     } finally {
       if (ticket >= 0) fetches!.release(ticket, outcome);
     }
   }
 
   /** Asks the upstream, caches what may be cached, and writes the reply; `settled` learns whether the answer is now in the cache. */
-  private async fetch(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, q: ResolverQuestion, key: Uint8Array, opts: ReplyOptions, asks: number, client: Addr | undefined, settled: (o: ReleaseOutcome) => void): Promise<number> {
+  private async fetch(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, q: ResolverQuestion, key: Uint8Array, opts: ReplyOptions, asks: number, network: string | undefined, settled: (o: ReleaseOutcome) => void): Promise<number> {
     const v = this.view;
     const c = this.c;
     let msg: Uint8Array;
     try {
       const t0 = this.clock();
       // Lowercased name: one upstream question for every case.
-      msg = await this.resolver.resolve(q, client === undefined ? undefined : prefixKey(client));
+      msg = await this.resolver.resolve(q, network);
       this.stats.observeLatency((this.clock() - t0) / 1e9);
     } catch {
       const now = this.clock();

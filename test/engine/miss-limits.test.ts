@@ -105,6 +105,29 @@ describe('DnsEngine miss path and the upstream limits', () => {
     expect(host.stats.get('cacheBytes')).toBe(0);
   });
 
+  it('charges a waiter that asks on its own to its own network, though the caller reused its address object since', async () => {
+    const fetches = new FetchTable({ capacity: 64 });
+    const charged: (string | undefined)[] = [];
+    const r: Resolver = {
+      async resolve(_q, client) {
+        charged.push(client);
+        return answerA(charged.length === 1 ? 'other.test' : 'owned.test'); // in the order asserted below
+      },
+    };
+    const e = new DnsEngine({ resolver: r, cacheSize: 64, fetches });
+    const k = makeKey('owned.test', 1, 1, false);
+    const ticket = fetches.claim(k, k.length, keyHash(k, 0, k.length), fastMonotonicNs() / 1e6) as number;
+    // One scratch address, rewritten for each query, as an AF_XDP worker does.
+    const scratch = parseAddr('198.18.4.1')!;
+    const waiting = e.handle(Buffer.from(query('owned.test', 'A')), 0, query('owned.test', 'A').length, Buffer.alloc(512), 0, false, undefined, undefined, scratch);
+    expect(e.stats.get('fetchJoined')).toBe(1);
+    scratch.bytes.set(parseAddr('198.18.9.9')!.bytes);
+    await e.handle(Buffer.from(query('other.test', 'A')), 0, query('other.test', 'A').length, Buffer.alloc(512), 0, false, undefined, undefined, scratch);
+    fetches.release(ticket, 'uncached'); // the owner could not cache it: the waiter asks itself
+    expect(typeof (await waiting)).toBe('number');
+    expect(charged).toEqual([prefixKey(parseAddr('198.18.9.9')!), prefixKey(parseAddr('198.18.4.1')!)]);
+  });
+
   it('joins another thread\'s fetch of the name up to its bound on waiters, then asks the resolver itself', async () => {
     const fetches = new FetchTable({ capacity: 64 });
     let calls = 0;
