@@ -6,7 +6,7 @@
  * A config file (src/config-file.ts) produces the same ConfigInput.
  */
 import { DEFAULT_TTL_POLICY } from './dns/answer.js';
-import { EDNS_UDP_SIZE } from './dns/constants.js';
+import { EDNS_UDP_SIZE, MAX_EDNS_UDP_SIZE } from './dns/constants.js';
 import { DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
 import { RRL_DEFAULTS, type RrlSettings } from './edge/rrl.js';
 import { HeimdallError } from './errors.js';
@@ -35,7 +35,7 @@ export const SETTINGS = {
   cacheSize: { flag: '--cache-size', min: 16, max: 50_000_000, default: 100_000, help: 'userspace cache entries: one cache in shared memory for every worker and the main thread (lower on reload; higher needs a restart)' },
   hotSize: { flag: '--hot-size', min: 1, max: 10_000_000, default: undefined, help: `XDP hot map entries (default: ${HOT_SHARE * 100}% of the cache size)` },
   promoteAfter: { flag: '--promote-after', min: 1, max: 1000, default: 3, help: 'asks of a name (on any queue, within about a minute) before its answer is promoted into the XDP hot map' },
-  udpSize: { flag: '--udp-size', min: 512, max: 4096, default: EDNS_UDP_SIZE, help: 'EDNS UDP payload size advertised and served' },
+  udpSize: { flag: '--udp-size', min: 512, max: MAX_EDNS_UDP_SIZE, default: EDNS_UDP_SIZE, help: 'EDNS UDP payload size advertised and served' },
   tcpMaxConnections: { flag: '--tcp-max-connections', min: 1, max: 1_000_000, default: 1000, help: 'TCP connections open at most (at the limit the least recently active idle one is closed for a new one)' },
   tcpMaxPerClient: { flag: '--tcp-max-per-client', min: 1, max: 1_000_000, default: 64, help: 'TCP connections open at most from one client network (/24, /56)' },
   tcpIdleTimeout: { flag: '--tcp-idle-timeout', min: 1, max: 3_600_000, default: 10_000, help: 'ms before an idle TCP connection is closed (500 ms while over half the connection limit is in use)' },

@@ -27,6 +27,9 @@ export const OPT_RR_LEN = 11;
  */
 export const EDNS_UDP_SIZE = 1232;
 
+/** The largest EDNS UDP payload size the service can be set to serve (--udp-size): no UDP reply is longer. */
+export const MAX_EDNS_UDP_SIZE = 4096;
+
 /** Largest payload a client without EDNS may receive over UDP (RFC 1035 4.2.1). */
 export const CLASSIC_UDP_LIMIT = 512;
 /** Largest DNS message (TCP length prefix is 16 bits). */

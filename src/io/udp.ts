@@ -5,6 +5,7 @@
  * redirect falls back to the kernel). Same engine, same cache rules as every other path.
  */
 import dgram from 'node:dgram';
+import { MAX_EDNS_UDP_SIZE } from '../dns/constants.js';
 import { parseAddr } from '../net/addr.js';
 import type { FrameHandler } from './xsk-server.js';
 
@@ -54,7 +55,10 @@ export class UdpListener {
 
   private onMessage(s: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     this.received++;
-    const out = Buffer.allocUnsafe(65535);
+    // A miss keeps this buffer until its answer comes (up to the forwarder's deadline), so
+    // it is sized to the longest UDP reply the service can send, not to a DNS message: at
+    // 64 KiB, thousands of spoofed queries for one slow name held hundreds of MiB.
+    const out = Buffer.allocUnsafe(MAX_EDNS_UDP_SIZE);
     const send = (n: number): void => {
       if (n <= 0) return;
       this.sent++;
@@ -65,7 +69,7 @@ export class UdpListener {
     try {
       const client = parseAddr(rinfo.address) ?? undefined;
       if (client) client.port = rinfo.port;
-      const r = this.handler.handle(msg, 0, msg.length, out, 0, false, undefined, undefined, client);
+      const r = this.handler.handle(msg, 0, msg.length, out, 0, false, MAX_EDNS_UDP_SIZE, undefined, client);
       if (typeof r === 'number') send(r);
       else r.then(send, () => this.errors++);
     } catch {

@@ -1,0 +1,75 @@
+/**
+ * The kernel UDP listener on loopback: what a query waiting on the upstream holds, and
+ * that the largest UDP reply the service can be set to send still goes out whole.
+ */
+import dgram from 'node:dgram';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MAX_EDNS_UDP_SIZE } from '../../src/dns/constants.js';
+import { DnsEngine, type Resolver } from '../../src/engine/engine.js';
+import { UdpListener } from '../../src/io/udp.js';
+import type { FrameHandler } from '../../src/io/xsk-server.js';
+import { decode, query, response } from '../helpers/dns.js';
+
+const listeners: UdpListener[] = [];
+afterEach(async () => {
+  await Promise.all(listeners.splice(0).map((l) => l.close()));
+});
+
+async function listen(handler: FrameHandler): Promise<number> {
+  const l = new UdpListener(handler);
+  listeners.push(l);
+  // Port 0 on loopback: the kernel picks one; read it back from the socket.
+  await l.listen({ port: 0, hosts: ['127.0.0.1'] });
+  return (l as unknown as { sockets: Map<string, dgram.Socket> }).sockets.get('127.0.0.1')!.address().port;
+}
+
+async function ask(port: number, msg: Uint8Array): Promise<Buffer> {
+  const s = dgram.createSocket('udp4');
+  try {
+    return await new Promise<Buffer>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('no reply')), 2000);
+      s.once('message', (m) => {
+        clearTimeout(t);
+        resolve(m);
+      });
+      s.send(msg, port, '127.0.0.1');
+    });
+  } finally {
+    s.close();
+  }
+}
+
+describe('UdpListener', () => {
+  it('hands a query a reply buffer of the longest UDP reply, not of a 64 KiB message, and says so in maxLen', async () => {
+    const seen: { size: number; maxLen: number | undefined }[] = [];
+    let settle: (n: number) => void = () => {};
+    const port = await listen({
+      handle(buf, off, len, out, outOff, _tcp, maxLen) {
+        seen.push({ size: out.byteLength, maxLen });
+        out.set(buf.subarray(off, off + len), outOff); // echo, once "the upstream" answers
+        return new Promise<number>((r) => (settle = () => r(len)));
+      },
+    });
+    const q = query('held.example', 'A');
+    const reply = ask(port, q);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(seen).toEqual([{ size: MAX_EDNS_UDP_SIZE, maxLen: MAX_EDNS_UDP_SIZE }]);
+    settle(q.length);
+    expect((await reply).equals(q)).toBe(true);
+  });
+
+  it('sends a reply of close to 4096 bytes whole when the service and the client both allow it', async () => {
+    const name = 'big.example';
+    const answers = Array.from({ length: 15 }, (_, i) => ({ type: 'TXT' as const, name, ttl: 300, data: `${String(i).padStart(2, '0')}${'x'.repeat(240)}` }));
+    const big = response(name, 'TXT', { answers });
+    const resolver: Resolver = { resolve: async () => big };
+    const engine = new DnsEngine({ resolver, cacheSize: 16, udpSize: MAX_EDNS_UDP_SIZE });
+    const port = await listen(engine);
+    const m = await ask(port, query(name, 'TXT', { edns: { udpSize: MAX_EDNS_UDP_SIZE } }));
+    expect(m.length).toBeGreaterThan(3700);
+    expect(m.length).toBeLessThanOrEqual(MAX_EDNS_UDP_SIZE);
+    const d = decode(m);
+    expect(d.flags & 0x0200).toBe(0); // not truncated
+    expect(d.answers.length).toBe(15);
+  });
+});
