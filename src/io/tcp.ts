@@ -43,7 +43,7 @@ export type TcpHandler = (query: Uint8Array, client?: Addr) => Promise<Uint8Arra
 /** A TcpHandler over anything that answers in place (the engine): one buffer per query. */
 export function tcpHandlerOf(handler: FrameHandler): TcpHandler {
   return async (q, client) => {
-    const out = new Uint8Array(MAX_MESSAGE_LEN);
+    const out = Buffer.allocUnsafeSlow(MAX_MESSAGE_LEN); // written before it is read: no need to zero 64 KiB a query
     const n = await handler.handle(q, 0, q.length, out, 0, true, undefined, undefined, client);
     return n > 0 ? out.subarray(0, n) : null;
   };
@@ -74,7 +74,17 @@ export interface TcpListenerOptions {
   maxMessageSize?: number;
   /** Queries in flight per connection before reading from it pauses (default 32). */
   maxPipelined?: number;
+  /**
+   * Queries in flight on all connections together before reading from any pauses
+   * (default TCP_MAX_INFLIGHT). Each holds a 64 KiB reply buffer while it waits on the
+   * upstream, so this is what bounds the listener's memory (docs/LIMITS.md), whatever
+   * the number of connections times maxPipelined.
+   */
+  maxInflight?: number;
 }
+
+/** maxInflight's default: 256 queries, 16 MiB of reply buffers. */
+export const TCP_MAX_INFLIGHT = 256;
 
 export interface TcpListenOptions {
   port: number;
@@ -209,6 +219,9 @@ export class TcpListener {
   readonly maxPerClient: number;
   readonly maxMessageSize: number;
   readonly maxPipelined: number;
+  readonly maxInflight: number;
+  /** Some connection paused because the listener had maxInflight queries in flight. */
+  private capped = false;
   readonly messageTimeoutMs: number;
   readonly writeTimeoutMs: number;
   readonly closeGraceMs: number;
@@ -251,6 +264,7 @@ export class TcpListener {
     this.maxPerClient = intOption('maxPerClient', opts.maxPerClient, 64, 1, 1_000_000);
     this.maxMessageSize = intOption('maxMessageSize', opts.maxMessageSize, 4096, HEADER_LEN, MAX_MESSAGE_LEN);
     this.maxPipelined = intOption('maxPipelined', opts.maxPipelined, 32, 1, 65535);
+    this.maxInflight = intOption('maxInflight', opts.maxInflight, TCP_MAX_INFLIGHT, 1, 1_000_000);
     this.messageTimeoutMs = intOption('messageTimeoutMs', opts.messageTimeoutMs, 3000, 1, MAX_MS);
     this.writeTimeoutMs = intOption('writeTimeoutMs', opts.writeTimeoutMs, 5000, 1, MAX_MS);
     this.closeGraceMs = intOption('closeGraceMs', opts.closeGraceMs, 1000, 1, MAX_MS);
@@ -472,6 +486,10 @@ export class TcpListener {
 
   /** True while this connection may take another query. */
   private canTake(c: Conn): boolean {
+    if (this.inflight >= this.maxInflight) {
+      this.capped = true;
+      return false;
+    }
     return c.inflight < this.maxPipelined && !c.sock.writableNeedDrain;
   }
 
@@ -553,6 +571,20 @@ export class TcpListener {
     if (c.inflight === 0) c.lastActive = this.clock();
     this.maybeResume(c);
     this.maybeEnd(c);
+    if (this.capped && this.inflight < this.maxInflight) this.resumeCapped();
+  }
+
+  /** Room again under maxInflight: connections paused for it read again, oldest first, while it lasts. */
+  private resumeCapped(): void {
+    this.capped = false;
+    for (const other of this.conns) {
+      if (this.inflight >= this.maxInflight) {
+        this.capped = true;
+        return;
+      }
+      this.maybeResume(other);
+      this.maybeEnd(other);
+    }
   }
 
   private pause(c: Conn): void {

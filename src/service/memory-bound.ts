@@ -10,12 +10,13 @@
  *          + GC_FACTOR × HOT_ENTRY × hot-size (the main thread's copy of each hot answer)
  *          + GC_FACTOR × Σ_engines (TCP pool)
  *          + GC_FACTOR × (FLIGHT × questions in flight + WAITER × queries waiting)
- *          + kernel TCP clients × TCP_CLIENT
+ *          + kernel TCP clients × TCP_CLIENT + GC_FACTOR × TCP queries in flight × TCP_QUERY
  */
 import type { HeimdallConfig } from '../config.js';
 import { sharedCacheBytes } from '../engine/shared-cache.js';
 import { ASK_TABLE_BITS } from '../hot/asks.js';
 import { fetchTableBytes, fetchTableCapacity } from '../upstream/fetch-table.js';
+import { TCP_MAX_INFLIGHT } from '../io/tcp.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -30,8 +31,14 @@ export const GC_FACTOR = 2;
 /** A question in flight: the flight, two UDP sockets (JS objects and libuv handles),
  *  timers, the query copy (measured 24.3 KiB RSS, 10.6 KiB heap, with 4 waiters). */
 export const FLIGHT_BYTES = 24 * KiB;
-/** A query waiting on a question: its promise, closure and, on the kernel paths, its bytes. */
-export const WAITER_BYTES = 2 * KiB;
+/**
+ * A query waiting on a question (on the forwarder's, or on another thread's fetch): its
+ * promise and closure, and its reply buffer: a frame's 2 KiB on the AF_XDP path, the
+ * longest UDP reply (4 KiB, src/io/udp.ts) on the kernel's.
+ */
+export const WAITER_BYTES = 6 * KiB;
+/** Queries the kernel TCP listener lets wait at once (src/io/tcp.ts maxInflight), each with a 64 KiB reply buffer. */
+export const TCP_QUERY_BYTES = 64 * KiB;
 /** An upstream TCP connection: a read buffer of one message at most, and pipelined queries. */
 export const UPSTREAM_TCP_CONN_BYTES = 64 * KiB;
 export const UPSTREAM_TCP_QUERY_BYTES = 1 * KiB;
@@ -54,7 +61,7 @@ export const UMEM_BYTES = 4096 * 2048;
 
 export interface MemoryBound {
   total: number;
-  parts: Record<'base' | 'isolates' | 'umem' | 'caches' | 'policy' | 'hot' | 'upstreamTcp' | 'inflight' | 'waiting' | 'tcpClients', number>;
+  parts: Record<'base' | 'isolates' | 'umem' | 'caches' | 'policy' | 'hot' | 'upstreamTcp' | 'inflight' | 'waiting' | 'tcpClients' | 'tcpQueries', number>;
 }
 
 /** The bound, in bytes, for `cfg` with `tcpClients` kernel TCP connections at most. */
@@ -63,7 +70,9 @@ export function memoryBound(cfg: HeimdallConfig, tcpClients = 1000): MemoryBound
   const engines = 1 + workers;
   const e = cfg.workerEngine;
   const inflight = Math.min(cfg.upstreamInflightTotal, engines * e.upstreamInflight);
-  const waiting = engines * 4 * e.upstreamInflight; // the forwarder's maxWaiting default
+  // The forwarder's maxWaiting default (4 × in-flight), and as many again waiting on another
+  // thread's fetch of the name (src/engine/host.ts maxTableWaiting).
+  const waiting = engines * 2 * 4 * e.upstreamInflight;
   const tcpPool = cfg.upstreams.length * e.upstreamTcpConns * (UPSTREAM_TCP_CONN_BYTES + e.upstreamTcpPipeline * UPSTREAM_TCP_QUERY_BYTES);
   const parts = {
     base: PROCESS_BASE,
@@ -77,6 +86,7 @@ export function memoryBound(cfg: HeimdallConfig, tcpClients = 1000): MemoryBound
     inflight: GC_FACTOR * inflight * FLIGHT_BYTES,
     waiting: GC_FACTOR * waiting * WAITER_BYTES,
     tcpClients: tcpClients * TCP_CLIENT_BYTES,
+    tcpQueries: GC_FACTOR * TCP_MAX_INFLIGHT * TCP_QUERY_BYTES,
   };
   return { total: Object.values(parts).reduce((a, b) => a + b, 0), parts };
 }

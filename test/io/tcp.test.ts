@@ -193,6 +193,20 @@ describe('TcpListener: framing and pipelining', () => {
     expect(new Set(c.msgs.map((m) => m.id)).size).toBe(40);
   });
 
+  it('holds the whole listener to maxInflight queries in flight over many connections, and still answers everything', async () => {
+    const { l, port } = await listener(echo, { maxInflight: 5, maxPipelined: 32 });
+    const clients = await Promise.all(Array.from({ length: 4 }, () => Client.connect(port)));
+    let peak = 0;
+    const t = setInterval(() => (peak = Math.max(peak, l.stats().inflight)), 1);
+    await Promise.all(clients.map((c, k) => c.write(Buffer.concat(Array.from({ length: 10 }, (_, i) => frame(query(`10ms.c${k}q${i}.test`, 100 * k + i)))))));
+    await Promise.all(clients.map((c) => c.until(() => c.msgs.length === 10, 5000)));
+    clearInterval(t);
+    expect(peak).toBeLessThanOrEqual(5);
+    expect(peak).toBeGreaterThanOrEqual(2);
+    clients.forEach((c, k) => expect(new Set(c.msgs.map((m) => m.id))).toEqual(new Set(Array.from({ length: 10 }, (_, i) => 100 * k + i))));
+    expect(l.stats()).toMatchObject({ queries: 40, responses: 40, inflight: 0 });
+  });
+
   it('answers every buffered query after a half-close while paused by maxPipelined', async () => {
     const { port } = await listener(echo, { maxPipelined: 2 });
     const c = await Client.connect(port);
