@@ -528,6 +528,24 @@ describe('TcpListener: slots that cannot be held (fake clock)', () => {
     await busy.until(() => busy.msgs.length === 1, 3000);
   });
 
+  it('connections that wait at maxInflight hold nothing in flight: a new connection evicts one of them, not a busy one', async () => {
+    const { l, port } = await clocked({ maxConnections: 4, maxPerClient: 100, maxInflight: 2 });
+    const cs: Client[] = [];
+    for (let i = 0; i < 4; i++) {
+      const c = await Client.connect(port);
+      await c.write(frame(query(`700ms.held${i}.test`, 10 + i)));
+      cs.push(c);
+    }
+    await settle(() => l.stats().inflight === 2 && l.stats().connections === 4);
+    const fresh = await Client.connect(port);
+    await settle(() => l.stats().evicted === 1);
+    expect(l.stats()).toMatchObject({ rejected: 0, connections: 4, inflight: 2 });
+    // The two in flight are answered; the fresh connection is served once there is room.
+    await fresh.write(frame(query('fresh.test', 99)));
+    await fresh.until(() => fresh.msgs.length === 1, 3000);
+    await Promise.all(cs.slice(0, 2).map((c) => c.until(() => c.msgs.length === 1, 3000)));
+  });
+
   it('under pressure (over half of maxConnections open) idle connections get pressureTimeoutMs, not idleTimeoutMs', async () => {
     const { l, port, at } = await clocked({ maxConnections: 10, idleTimeoutMs: 10_000, pressureTimeoutMs: 500, messageTimeoutMs: 3000 });
     const cs: Client[] = [];
