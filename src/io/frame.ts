@@ -30,7 +30,11 @@ export class FrameInfo {
 /**
  * Parses buf[off, off+len) down to the DNS message of a UDP datagram. Returns false for
  * anything else (the XDP program only redirects UDP to served ports, so a false here
- * means a malformed frame, counted and dropped by the caller).
+ * means a malformed frame, counted and dropped by the caller). It refuses what the
+ * program's own parser (bpf/parsing.h) sends to the kernel instead, so the workers never
+ * depend on that gate alone: IPv4 with options (a reply would echo them, source routes
+ * included) or fragment bits, IP lengths beyond the frame, and a UDP length beyond the IP
+ * payload. The IPv4 header checksum is left to the program.
  */
 export function parseFrame(buf: Uint8Array, off: number, len: number, info: FrameInfo): boolean {
   const end = off + len;
@@ -45,22 +49,28 @@ export function parseFrame(buf: Uint8Array, off: number, len: number, info: Fram
   }
   info.l3 = p - off;
   let udp: number;
+  let ipPayload: number;
   if (type === ETH_P_IP) {
-    if (p + 20 > end || buf[p]! >> 4 !== 4) return false;
-    const ihl = (buf[p]! & 0x0f) * 4;
-    if (ihl < 20 || buf[p + 9] !== IPPROTO_UDP) return false;
-    udp = p + ihl;
+    // Version 4 and a 20-byte header (IHL 5), nothing else.
+    if (p + 20 > end || buf[p] !== 0x45 || buf[p + 9] !== IPPROTO_UDP) return false;
+    if (((buf[p + 6]! << 8) | buf[p + 7]!) & 0x3fff) return false; // MF, or a fragment offset
+    const total = (buf[p + 2]! << 8) | buf[p + 3]!;
+    if (total < 28 || p + total > end) return false;
+    udp = p + 20;
+    ipPayload = total - 20;
     info.ipv6 = false;
   } else if (type === ETH_P_IPV6) {
     if (p + 40 > end || buf[p]! >> 4 !== 6 || buf[p + 6] !== IPPROTO_UDP) return false;
+    ipPayload = (buf[p + 4]! << 8) | buf[p + 5]!;
     udp = p + 40;
+    if (udp + ipPayload > end) return false;
     info.ipv6 = true;
   } else {
     return false;
   }
   if (udp + 8 > end) return false;
   const ulen = (buf[udp + 4]! << 8) | buf[udp + 5]!;
-  if (ulen < 8 || udp + ulen > end) return false;
+  if (ulen < 8 || ulen > ipPayload) return false;
   info.l4 = udp - off;
   info.dns = udp + 8 - off;
   info.dnsLen = ulen - 8;

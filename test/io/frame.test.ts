@@ -49,4 +49,37 @@ describe('worker frame handling', () => {
     const arp = Buffer.concat([Buffer.alloc(12), Buffer.from([8, 6]), Buffer.alloc(28)]);
     expect(findDns(arp, 0, arp.length, info)).toBe(false);
   });
+
+  it("refuses what the XDP program's parser leaves to the kernel: IP options, fragments, lengths that do not add up", () => {
+    const info = new FrameInfo();
+    const v4 = () => buildFrame(query('a.example', 'A')); // IPv4 header at 14, UDP at 34
+    const v6 = () => buildFrame(query('a.example', 'A'), { ipv6: true }); // IPv6 header at 14, UDP at 54
+    const u16 = (f: Buffer, at: number, v: number) => f.writeUInt16BE(v, at);
+    const accepted = (f: Buffer) => findDns(f, 0, f.length, info);
+    expect(accepted(v4())).toBe(true);
+    expect(accepted(v6())).toBe(true);
+    const opts = v4();
+    opts[14] = 0x46; // IHL 6: options
+    expect(accepted(opts)).toBe(false);
+    for (const frag of [0x2000, 0x0001, 0x3fff]) {
+      const f = v4();
+      u16(f, 14 + 6, frag); // MF, or an offset
+      expect(accepted(f), `fragment bits ${frag.toString(16)}`).toBe(false);
+    }
+    const df = v4();
+    u16(df, 14 + 6, 0x4000); // DF alone is fine
+    expect(accepted(df)).toBe(true);
+    const long4 = v4();
+    u16(long4, 14 + 2, long4.length - 14 + 1); // IP total length past the frame
+    expect(accepted(long4)).toBe(false);
+    const short4 = v4();
+    u16(short4, 14 + 2, short4.length - 14 - 1); // UDP length past the IP payload
+    expect(accepted(short4)).toBe(false);
+    const long6 = v6();
+    u16(long6, 14 + 4, long6.length - 54 + 1); // payload length past the frame
+    expect(accepted(long6)).toBe(false);
+    const short6 = v6();
+    u16(short6, 14 + 4, short6.length - 54 - 1); // UDP length past the payload
+    expect(accepted(short6)).toBe(false);
+  });
 });
