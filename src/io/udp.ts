@@ -20,6 +20,8 @@ export class UdpListener {
   received = 0;
   sent = 0;
   errors = 0;
+  /** Datagrams longer than MAX_EDNS_UDP_SIZE, dropped unanswered. */
+  oversize = 0;
 
   constructor(private readonly handler: FrameHandler) {}
 
@@ -55,6 +57,13 @@ export class UdpListener {
 
   private onMessage(s: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     this.received++;
+    // No query needs more than the longest UDP reply (the TCP listener's bound on a query is
+    // the same 4096 bytes), and a miss keeps its query until the answer comes: a 64 KiB
+    // datagram (one large EDNS option, reassembled from fragments) would be held whole.
+    if (msg.length > MAX_EDNS_UDP_SIZE) {
+      this.oversize++;
+      return;
+    }
     // A miss keeps this buffer until its answer comes (up to the forwarder's deadline), so
     // it is sized to the longest UDP reply the service can send, not to a DNS message: at
     // 64 KiB, thousands of spoofed queries for one slow name held hundreds of MiB.

@@ -549,6 +549,7 @@ function publishListeners(main: EngineHost, udp: UdpListener, tcp: TcpListener):
   main.advance('udpReceived', udp.received);
   main.advance('udpSent', udp.sent);
   main.advance('udpErrors', udp.errors);
+  main.advance('udpOversize', udp.oversize);
   const t = tcp.stats();
   main.stats.set('tcpOpen', t.connections);
   main.advance('tcpAccepted', t.accepted);

@@ -23,11 +23,11 @@ async function listen(handler: FrameHandler): Promise<number> {
   return (l as unknown as { sockets: Map<string, dgram.Socket> }).sockets.get('127.0.0.1')!.address().port;
 }
 
-async function ask(port: number, msg: Uint8Array): Promise<Buffer> {
+async function ask(port: number, msg: Uint8Array, waitMs = 2000): Promise<Buffer> {
   const s = dgram.createSocket('udp4');
   try {
     return await new Promise<Buffer>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('no reply')), 2000);
+      const t = setTimeout(() => reject(new Error('no reply')), waitMs);
       s.once('message', (m) => {
         clearTimeout(t);
         resolve(m);
@@ -56,6 +56,28 @@ describe('UdpListener', () => {
     expect(seen).toEqual([{ size: MAX_EDNS_UDP_SIZE, maxLen: MAX_EDNS_UDP_SIZE }]);
     settle(q.length);
     expect((await reply).equals(q)).toBe(true);
+  });
+
+  it('drops a datagram longer than any query may be, and counts it, without calling the handler', async () => {
+    let calls = 0;
+    const l = new UdpListener({
+      handle(buf, off, len, out, outOff) {
+        calls++;
+        out.set(buf.subarray(off, off + 12), outOff);
+        return 12;
+      },
+    });
+    listeners.push(l);
+    await l.listen({ port: 0, hosts: ['127.0.0.1'] });
+    const port = (l as unknown as { sockets: Map<string, dgram.Socket> }).sockets.get('127.0.0.1')!.address().port;
+    const big = Buffer.alloc(MAX_EDNS_UDP_SIZE + 1);
+    query('a.example', 'A').copy(big);
+    await expect(ask(port, big, 300)).rejects.toThrow('no reply');
+    expect({ calls, oversize: l.oversize, received: l.received }).toEqual({ calls: 0, oversize: 1, received: 1 });
+    const edge = Buffer.alloc(MAX_EDNS_UDP_SIZE);
+    query('a.example', 'A').copy(edge);
+    expect((await ask(port, edge)).length).toBe(12);
+    expect(calls).toBe(1);
   });
 
   it('sends a reply of close to 4096 bytes whole when the service and the client both allow it', async () => {
