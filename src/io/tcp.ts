@@ -569,12 +569,15 @@ export class TcpListener {
     }
     // After a drop or an error, idleness counts from the answer's end, not from the query.
     if (c.inflight === 0) c.lastActive = this.clock();
+    // Room under maxInflight goes to the connections waiting for it first, least recently
+    // active first (this one was just touched, so it comes last): were it refilled first, one
+    // connection with thousands of queries buffered would keep every other one waiting.
+    if (this.capped && this.inflight < this.maxInflight) this.resumeCapped();
     this.maybeResume(c);
     this.maybeEnd(c);
-    if (this.capped && this.inflight < this.maxInflight) this.resumeCapped();
   }
 
-  /** Room again under maxInflight: connections paused for it read again, oldest first, while it lasts. */
+  /** Room again under maxInflight: connections paused for it read again, least recently active first, while it lasts. */
   private resumeCapped(): void {
     this.capped = false;
     for (const other of this.conns) {

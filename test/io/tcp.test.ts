@@ -207,6 +207,19 @@ describe('TcpListener: framing and pipelining', () => {
     expect(l.stats()).toMatchObject({ queries: 40, responses: 40, inflight: 0 });
   });
 
+  it('at maxInflight, a connection with a long queue does not keep one waiting with a single query', async () => {
+    const { port } = await listener(echo, { maxInflight: 2, maxPipelined: 32 });
+    const greedy = await Client.connect(port);
+    await greedy.write(Buffer.concat(Array.from({ length: 100 }, (_, i) => frame(query(`20ms.g${i}.test`, i)))));
+    await greedy.until(() => greedy.msgs.length >= 2, 2000); // the cap is reached and turning over
+    const polite = await Client.connect(port);
+    await polite.write(frame(query('p.test', 500)));
+    await polite.until(() => polite.msgs.length === 1, 3000);
+    // Served within a few turns of the cap, not after the whole queue (100 × 20 ms / 2 = 1 s).
+    expect(greedy.msgs.length).toBeLessThan(20);
+    await greedy.until(() => greedy.msgs.length === 100, 5000);
+  });
+
   it('answers every buffered query after a half-close while paused by maxPipelined', async () => {
     const { port } = await listener(echo, { maxPipelined: 2 });
     const c = await Client.connect(port);
