@@ -56,11 +56,17 @@ describePrivileged('TCP slots under idle and slowloris floods (lab)', { netns: t
       expect(probes.length).toBeGreaterThanOrEqual(10);
       expect(bad.map((p) => `${Math.round(p.ms)} ms: ${p.out.split('\n').slice(0, 3).join(' | ')}`)).toEqual([]);
       // The kernel listeners' figures reach /metrics at the main thread's next upkeep: wait for them.
-      const m = svc.metricsWhen((x) => (x[EV('evicted')] ?? 0) + (x[EV('idle_closed')] ?? 0) > 0 && (x[EV('message_timeout')] ?? 0) > 0, 6000);
+      // A slowloris connection's slot is freed by its message deadline (500 ms under pressure)
+      // or, when new connections come faster, by eviction as the least recently active: which
+      // comes first depends on the attacker's reconnect rate and on this machine's load (one
+      // full run saw no message timeout at all), so either counts here; test/io/tcp.test.ts
+      // checks each on a fake clock.
+      const freed = (x: Record<string, number>) => (x[EV('evicted')] ?? 0) + (x[EV('message_timeout')] ?? 0);
+      const m = svc.metricsWhen((x) => (x[EV('evicted')] ?? 0) + (x[EV('idle_closed')] ?? 0) > 0 && freed(x) > 0, 6000);
       // The flood was real, and the limits are what kept TCP open.
       expect(m.heimdall_tcp_connections_open).toBeLessThanOrEqual(1000);
       expect((m[EV('evicted')] ?? 0) + (m[EV('idle_closed')] ?? 0)).toBeGreaterThan(0);
-      expect(m[EV('message_timeout')] ?? 0).toBeGreaterThan(0);
+      expect(freed(m)).toBeGreaterThan(0);
     } finally {
       await done;
     }
