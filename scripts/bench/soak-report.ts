@@ -6,7 +6,7 @@
  *
  *   tsx scripts/bench/soak-report.ts OUT MODE QPS
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 interface Sample { t: number; rss_kib: number; hwm_kib: number; after?: boolean; xdp?: number; cache?: number; upstream?: number; hot_entries?: number }
 
@@ -36,7 +36,8 @@ const L: string[] = [];
 L.push(
   `Soak: ${mode} path, dnsperf at ${qps} q/s offered for ${last.t} s; sent ${grab(/Queries sent:\s+(\d+)/)}, ` +
     `completed ${grab(/Queries completed:\s+(\d+ \([^)]*\))/)}, lost ${grab(/Queries lost:\s+(\d+ \([^)]*\))/)}, ` +
-    `${Math.round(Number(grab(/Queries per second:\s+([\d.]+)/)))} q/s achieved.`,
+    `${Math.round(Number(grab(/Queries per second:\s+([\d.]+)/)))} q/s achieved; ` +
+    `the client's own sockets dropped ${existsSync(`${out}/client-dropped.txt`) ? readFileSync(`${out}/client-dropped.txt`, 'utf8').trim() : 'an uncounted number'} of the replies (counted in lost).`,
 );
 L.push('');
 L.push(

@@ -46,6 +46,7 @@ PID=${CUR_PIDS[0]}
 warm "$OUT/queries"
 say "soak: $MODE path, $QPS q/s for $SECS s, RSS every $EVERY s (pid $PID)"
 
+DROPS0=$(client_rcvbuf_errors)
 ip netns exec "$NS_C" dnsperf -s "$SERVER" -d "$OUT/queries/zipf-dp.txt" -l "$SECS" -Q "$QPS" -c 8 -T 1 -q 2000 -t 1 -b "$LAT_CLIENT_BUF_KB" >"$OUT/dnsperf.txt" 2>&1 &
 LOAD_PID=$!
 T0=$SECONDS
@@ -60,6 +61,9 @@ while kill -0 "$LOAD_PID" 2>/dev/null; do
 done
 wait "$LOAD_PID" || true
 LOAD_PID=
+# Replies the client's own sockets dropped (lib.sh dp()): counted apart from what the service lost.
+DROPS1=$(client_rcvbuf_errors)
+if [[ $DROPS0 =~ ^[0-9]+$ && $DROPS1 =~ ^[0-9]+$ ]]; then echo $((DROPS1 - DROPS0)) >"$OUT/client-dropped.txt"; fi
 # One last sample after the load, then the summary.
 printf '{"t":%d,"rss_kib":%d,"hwm_kib":%d,"after":true}\n' $((SECONDS - T0)) "$(rss_kib "$PID")" \
   "$(awk '/^VmHWM:/ { print $2 }' "/proc/$PID/status")" >>"$OUT/rss.jsonl"
