@@ -10,6 +10,7 @@ import { query, response, cached, decode } from '../helpers/dns.js';
 import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
 import { serveLab } from '../helpers/edge.js';
 import { HotSync } from '../../src/hot/hot-sync.js';
+import { failHotDelete } from '../helpers/native-fault.js';
 import type { CachedAnswer } from '../../src/dns/answer.js';
 
 describePrivileged('HotSync over the hot map', {}, () => {
@@ -63,14 +64,7 @@ describePrivileged('HotSync over the hot map', {}, () => {
     const a = answer('stuck.example', '198.18.2.7');
     sync.apply({ kind: 'promote', answer: a });
     expect(ask('stuck.example')).toBe('198.18.2.7');
-    // The addon's methods are read-only on its prototype: a failing delete shadows it on the instance.
-    const native = (fp as unknown as { native: object }).native;
-    Object.defineProperty(native, 'hotDelete', {
-      configurable: true,
-      value: () => {
-        throw Object.assign(new Error('bpf_map_delete_elem: Cannot allocate memory'), { errno: 12, code: 'ENOMEM', syscall: 'bpf_map_delete_elem' });
-      },
-    });
+    const restore = failHotDelete(fp);
     try {
       expect(sync.drop(a.key)).toBe(true); // a flush
       expect(sync.counters).toMatchObject({ demotions: 0, failed: 1 });
@@ -80,7 +74,7 @@ describePrivileged('HotSync over the hot map', {}, () => {
       expect(sync.counters.failed).toBe(2);
       expect(ask('stuck.example')).toBe('198.18.2.7');
     } finally {
-      delete (native as { hotDelete?: unknown }).hotDelete;
+      restore();
     }
     sync.collectKernelHits();
     expect(ask('stuck.example')).toBeNull();

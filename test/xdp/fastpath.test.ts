@@ -9,6 +9,7 @@ import { describePrivileged } from '../helpers/privilege.js';
 import { buildFrame, parseFrame, CLIENT_MAC, SERVER_MAC, ipBytes, CLIENT4, SERVER4, CLIENT6, SERVER6, type FrameOptions } from '../helpers/frames.js';
 import { query, response, cached, SOA, decode, ednsOption, type Decoded } from '../helpers/dns.js';
 import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
+import { failHotDelete } from '../helpers/native-fault.js';
 import { serveLab } from '../helpers/edge.js';
 import { encodeHotEntry } from '../../src/xdp/hot-entry.js';
 import { execFileSync } from 'node:child_process';
@@ -413,11 +414,15 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     });
   }
 
+  /** A query and two answers of one name, one for each hot class. */
+  const twoClasses = (name: string) => ({
+    q: buildFrame(query(name, 'TXT', { edns: { udpSize: 1232 } })),
+    small: txt(name, 1, 8, now - 5.5 * NS),
+    large: txt(name, 12, 64, now - 5.5 * NS),
+  });
+
   it('moves an answer between the classes on replace, leaving no entry in the other map', () => {
-    const name = 'mover.example';
-    const q = buildFrame(query(name, 'TXT', { edns: { udpSize: 1232 } }));
-    const small = txt(name, 1, 8, now - 5.5 * NS);
-    const large = txt(name, 12, 64, now - 5.5 * NS);
+    const { q, small, large } = twoClasses('mover.example');
     const slot = put(small);
     const size = fp.size;
     expect(classOf(small)).toBe('small');
@@ -436,23 +441,13 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
   });
 
   it('retries the old class delete after it failed on a class change, so a stale small copy does not stay in front of the new answer', () => {
-    const name = 'stuck.example';
-    const q = buildFrame(query(name, 'TXT', { edns: { udpSize: 1232 } }));
-    const small = txt(name, 1, 8, now - 5.5 * NS);
-    const large = txt(name, 12, 64, now - 5.5 * NS);
+    const { q, small, large } = twoClasses('stuck.example');
     const slot = put(small);
-    // The addon's methods are read-only on its prototype: a failing delete shadows it on the instance.
-    const native = (fp as unknown as { native: object }).native;
-    Object.defineProperty(native, 'hotDelete', {
-      configurable: true,
-      value: () => {
-        throw new Error('bpf map delete failed');
-      },
-    });
+    const restore = failHotDelete(fp);
     try {
-      expect(() => put(large)).toThrow('bpf map delete failed');
+      expect(() => put(large)).toThrow('bpf_map_delete_elem');
     } finally {
-      delete (native as { hotDelete?: unknown }).hotDelete;
+      restore();
     }
     // Both copies are in the kernel now, and the program serves the old small one.
     expect(classesOf(large)).toEqual(['large', 'small']);
