@@ -66,7 +66,9 @@ export class UdpListener {
     }
     // A miss keeps this buffer until its answer comes (up to the forwarder's deadline), so
     // it is sized to the longest UDP reply the service can send, not to a DNS message: at
-    // 64 KiB, thousands of spoofed queries for one slow name held hundreds of MiB.
+    // 64 KiB, thousands of spoofed queries for one slow name reserved hundreds of MiB (little
+    // of it resident, as a reply writes its first page only, but all of it counted by V8 as
+    // external memory; docs/LIMITS.md).
     const out = Buffer.allocUnsafe(MAX_EDNS_UDP_SIZE);
     const send = (n: number): void => {
       if (n <= 0) return;
