@@ -44,6 +44,7 @@ Napi::Object Layout(Napi::Env env) {
   l.Set("RRL_BURST", RRL_BURST);
   l.Set("RRL_UNIT_SHIFT", RRL_UNIT_SHIFT);
   l.Set("RRL_STAMP_SHIFT", RRL_STAMP_SHIFT);
+  l.Set("RRL_STAMP_AHEAD", RRL_STAMP_AHEAD);
   l.Set("RRL_WINDOW_MAX", RRL_WINDOW_MAX);
   l.Set("RRL_BUCKET_SIZE", sizeof(rrl_bucket));
   l.Set("RRL_MUL1", RRL_MUL1);

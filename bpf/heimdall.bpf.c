@@ -558,9 +558,11 @@ static __always_inline int rrl_charge(struct rrl_bucket *b, __u32 now, __s32 cos
 	__u32 last = b->stamp;
 	__u32 elapsed = now - last;
 
-	/* A stamp ahead of `now` (userspace's clock is read more precisely than the coarse
-	 * one here) gives no credit; a bucket never stamped gets a full burst. */
-	if (last == 0 || (elapsed != 0 && elapsed < 0x80000000u)) {
+	/* A stamp a little ahead of `now` (userspace's clock is read more precisely than the
+	 * coarse one here) gives no credit; any larger gap is time passed, however long (the
+	 * credit is capped below); a bucket never stamped gets a full burst. heimdall.h
+	 * (RRL_STAMP_AHEAD) says why the margin is what it is. */
+	if (last == 0 || (elapsed != 0 && last - now >= RRL_STAMP_AHEAD)) {
 		__u64 credit = last == 0 ? (__u64)RRL_BURST + debt : (__u64)elapsed << (RRL_STAMP_SHIFT - RRL_UNIT_SHIFT);
 		b->stamp = now;
 		if (credit > (__u64)RRL_BURST + debt)

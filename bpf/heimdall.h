@@ -241,10 +241,20 @@ struct heimdall_local {
  * Every field is 32 bits, so userspace updates them with plain 32-bit atomics (64-bit
  * ones cost JavaScript a BigInt per operation). Balances count 2^10 ns units (~1 µs; a
  * second is RRL_BURST of them, a 600 s window still fits); stamps count 2^20 ns units
- * (~1 ms) of CLOCK_MONOTONIC, wrapping after 52 days, compared by their signed difference.
+ * (~1 ms) of CLOCK_MONOTONIC, wrapping after 52 days.
+ *
+ * A stamp is "ahead" of now (no credit, stamp kept) only when it leads by fewer than
+ * RRL_STAMP_AHEAD units (~4.3 s): userspace stamps with the precise clock, the program
+ * reads the coarse one, which trails it by at most a tick (10 ms at HZ=100), and a CPU
+ * may read now just before another stamps. Any other gap is time that passed and earns
+ * full credit (capped at the burst), so a bucket idle for weeks is not read as "ahead"
+ * by a signed difference (which it was from 2^31 units, ~26 days, on) and held limited.
+ * The 32-bit stamp still aliases at multiples of 52 days: a bucket idle that long plus a
+ * little gets only the little as credit, so it is limited for at most the window.
  */
 #define RRL_UNIT_SHIFT 10
 #define RRL_STAMP_SHIFT 20
+#define RRL_STAMP_AHEAD 4096 /* 2^32 - RRL_STAMP_AHEAD < now - stamp: the stamp is ahead */
 #define RRL_BURST 976562 /* 1e9 ns >> RRL_UNIT_SHIFT */
 #define RRL_WINDOW_MAX 600
 struct rrl_bucket {

@@ -21,6 +21,12 @@ export const RRL_MUL2 = 0x85ebca6b;
 export const RRL_UNIT_SHIFT = 10;
 export const RRL_STAMP_SHIFT = 20;
 export const RRL_BURST = 976562;
+/**
+ * A stamp leading now by fewer than this many units (~4.3 s) is "ahead" (precise clock
+ * here, coarse one in the program): no credit. Any other gap earns credit up to the
+ * burst, however long it is (bpf/heimdall.h says why).
+ */
+export const RRL_STAMP_AHEAD = 4096;
 export const RRL_WINDOW_MAX = 600;
 const STAMP_UNIT_NS = 2 ** RRL_STAMP_SHIFT;
 const CREDIT_PER_STAMP = 2 ** (RRL_STAMP_SHIFT - RRL_UNIT_SHIFT);
@@ -166,7 +172,8 @@ export class RateLimiter {
     const i32 = this.i32;
     const last = Atomics.load(this.u32, base + 1);
     const elapsed = (now - last) >>> 0;
-    if ((last === 0 || (elapsed !== 0 && elapsed < 0x80000000)) && Atomics.compareExchange(this.u32, base + 1, last, now) === last) {
+    const ahead = (last - now) >>> 0;
+    if ((last === 0 || (elapsed !== 0 && ahead >= RRL_STAMP_AHEAD)) && Atomics.compareExchange(this.u32, base + 1, last, now) === last) {
       const max = RRL_BURST + this.debt;
       const credit = last === 0 ? max : Math.min(max, elapsed * CREDIT_PER_STAMP);
       const bal = Atomics.add(i32, base, credit) + credit;

@@ -45,6 +45,7 @@ export interface Layout {
   RRL_BURST: number;
   RRL_UNIT_SHIFT: number;
   RRL_STAMP_SHIFT: number;
+  RRL_STAMP_AHEAD: number;
   RRL_WINDOW_MAX: number;
   RRL_BUCKET_SIZE: number;
   RRL_MUL1: number;

@@ -49,6 +49,30 @@ describe('rate limiter (userspace half)', () => {
     expect(r.charge(client, 1, t + 6 * SEC + SEC / 2)).toBe(SEND);
   });
 
+  it('credits a bucket idle for weeks in full: a gap of 2^31 stamp units (~26 days) or more is time passed, not a stamp ahead', () => {
+    const DAY = 86_400 * SEC;
+    for (const idle of [27, 40, 51]) {
+      const r = limiter({ rate: 10, slip: 0, window: 5 });
+      const t = 100 * SEC;
+      for (let i = 0; i < 10_000; i++) r.charge(client, 1, t); // deep in debt
+      const later = t + idle * DAY;
+      const v = Array.from({ length: 10 }, () => r.charge(client, 1, later));
+      expect(v.every((x) => x === SEND), `${idle} days idle: a full burst`).toBe(true);
+      expect(r.charge(client, 1, later)).toBe(DROP);
+    }
+  });
+
+  it('gives no credit for a stamp a little ahead of now (the precise clock stamped it) and keeps that stamp', () => {
+    const r = limiter({ rate: 10, slip: 0, window: 1 });
+    const t = 100 * SEC;
+    for (let i = 0; i < 10; i++) expect(r.charge(client, 1, t)).toBe(SEND);
+    // Read 2 s behind the stamp (within the margin): no credit, as if no time had passed.
+    expect(r.charge(client, 1, t - 2 * SEC)).toBe(DROP);
+    // The stamp stayed at t: 500 ms later earns 500 ms (5 responses), not 2.5 s.
+    const v = Array.from({ length: 8 }, () => r.charge(client, 1, t + SEC / 2));
+    expect(v.filter((x) => x === SEND).length).toBeLessThanOrEqual(5);
+  });
+
   it('counts client networks and classes apart', () => {
     const r = limiter({ rate: 2, slip: 0 });
     const t = 100 * SEC;

@@ -11,7 +11,7 @@ import { buildFrame, parseFrame, CLIENT4, CLIENT6, SERVER4, SERVER6, type FrameO
 import { query, response, cached, SOA, decode } from '../helpers/dns.js';
 import { FastPath, XdpAction } from '../../src/xdp/fastpath.js';
 import { serveLab } from '../helpers/edge.js';
-import { RRL_BUCKET_BYTES, RRL_BURST, RRL_CLASS, RRL_STAMP_SHIFT, RRL_UNIT_SHIFT, RRL_WINDOW_MAX, RRL_DEFAULTS, RRL_MUL1, RRL_MUL2, RRL_TOKEN_ALL, RRL_TOKEN_ERROR, RateLimiter, SEND, type RrlSettings } from '../../src/edge/rrl.js';
+import { RRL_BUCKET_BYTES, RRL_BURST, RRL_CLASS, RRL_STAMP_SHIFT, RRL_STAMP_AHEAD, RRL_UNIT_SHIFT, RRL_WINDOW_MAX, RRL_DEFAULTS, RRL_MUL1, RRL_MUL2, RRL_TOKEN_ALL, RRL_TOKEN_ERROR, RateLimiter, SEND, type RrlSettings } from '../../src/edge/rrl.js';
 import { answerToken } from '../../src/xdp/hot-entry.js';
 import { parseAddr } from '../../src/net/addr.js';
 import { ACL_ALLOW, ACL_DENY, ACL_REFUSE, ACL_RRL_EXEMPT, AccessList, parseAclList } from '../../src/edge/acl.js';
@@ -244,10 +244,38 @@ describePrivileged('XDP edge verdicts under BPF_PROG_TEST_RUN', {}, () => {
       expect(slots.every((s) => s === 'TX')).toBe(true);
     });
 
+    it('credits a bucket idle for weeks in full (a stamp 27 or 40 days old is not read as ahead), and a stamp just ahead not at all', () => {
+      const settings = { ...RRL_DEFAULTS, rate: 10, slip: 0, window: 5 };
+      rrl(settings);
+      const { region, buckets, seed } = fp.rrlRegion();
+      const user = new RateLimiter(region, buckets, seed, settings);
+      const entry = cached(response(NAME, 'A', { answers: [{ type: 'A', name: NAME, ttl: 300, data: '198.18.10.1' }] }), fp.nowNs());
+      const b = user.bucketOf(parseAddr(CLIENT4)!, answerToken(entry)) * 4;
+      const i32 = new Int32Array(region);
+      const u32 = new Uint32Array(region);
+      const unitsPerDay = (86_400 * 1e9) / 2 ** RRL_STAMP_SHIFT;
+      // The program's clock cannot be moved, so the bucket is put where a flood 27 (40)
+      // days ago left it: the whole window in debt, stamped then.
+      for (const days of [27, 40]) {
+        const now = Math.floor(fp.nowNs() / 2 ** RRL_STAMP_SHIFT);
+        i32[b] = -5 * RRL_BURST;
+        u32[b + 1] = (now - Math.round(days * unitsPerDay)) >>> 0;
+        expect(run(hot({ src: CLIENT4 })).slot, `${days} days idle`).toBe('TX');
+        expect(Math.abs(((u32[b + 1]! - now) | 0)), 'stamped now').toBeLessThan(100);
+      }
+      // A stamp 1 s ahead (userspace's precise clock) earns nothing and stays.
+      const now = Math.floor(fp.nowNs() / 2 ** RRL_STAMP_SHIFT);
+      const ahead = (now + Math.round(1e9 / 2 ** RRL_STAMP_SHIFT)) >>> 0;
+      i32[b] = 0;
+      u32[b + 1] = ahead;
+      expect(run(hot({ src: CLIENT4 })).slot).toBe('DROP_RATE_LIMITED');
+      expect(u32[b + 1]).toBe(ahead);
+    });
+
     it('agrees with userspace on the shared numbers (bpf/heimdall.h against src/edge/rrl.ts)', () => {
       const l = fp.layout;
-      expect([l.RRL_MUL1, l.RRL_MUL2, l.RRL_BUCKET_SIZE, l.RRL_BURST, l.RRL_UNIT_SHIFT, l.RRL_STAMP_SHIFT, l.RRL_WINDOW_MAX, l.RRL_TOKEN_ERROR, l.RRL_TOKEN_ALL]).toEqual([
-        RRL_MUL1, RRL_MUL2, RRL_BUCKET_BYTES, RRL_BURST, RRL_UNIT_SHIFT, RRL_STAMP_SHIFT, RRL_WINDOW_MAX, RRL_TOKEN_ERROR, RRL_TOKEN_ALL,
+      expect([l.RRL_MUL1, l.RRL_MUL2, l.RRL_BUCKET_SIZE, l.RRL_BURST, l.RRL_UNIT_SHIFT, l.RRL_STAMP_SHIFT, l.RRL_STAMP_AHEAD, l.RRL_WINDOW_MAX, l.RRL_TOKEN_ERROR, l.RRL_TOKEN_ALL]).toEqual([
+        RRL_MUL1, RRL_MUL2, RRL_BUCKET_BYTES, RRL_BURST, RRL_UNIT_SHIFT, RRL_STAMP_SHIFT, RRL_STAMP_AHEAD, RRL_WINDOW_MAX, RRL_TOKEN_ERROR, RRL_TOKEN_ALL,
       ]);
       expect(l.RRL_CLASS).toMatchObject({ answer: RRL_CLASS.answer, nodata: RRL_CLASS.nodata, nxdomain: RRL_CLASS.nxdomain, error: RRL_CLASS.error });
       expect([l.ACL.refuse, l.ACL.allow, l.ACL.deny, l.ACL.rrlExempt]).toEqual([ACL_REFUSE, ACL_ALLOW, ACL_DENY, ACL_RRL_EXEMPT]);
