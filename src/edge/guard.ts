@@ -14,7 +14,10 @@
  *                               TCP cannot be spoofed, and a slip sends clients there)
  *
  * "Recognisably a query" is a full header with QR=0 and exactly one question: anything
- * else is not answered at all, not even with FORMERR.
+ * else is not answered at all, not even with FORMERR. A source that is to be refused
+ * gets REFUSED only for a plain query (plainQuery(), the XDP program's admission rules
+ * in parse_query); anything else it sends is dropped as not a query, as the program
+ * drops it (DROP_REFUSED_JUNK).
  */
 import type { Handled } from '../engine/engine.js';
 import type { StatsBlock } from '../engine/stats.js';
@@ -47,6 +50,17 @@ export function badSource(a: Addr): boolean {
   if (b[0] === 0xff) return true;
   for (let i = 0; i < 16; i++) if (b[i] !== 0) return false;
   return true;
+}
+
+/**
+ * A plain query, as the XDP program admits one (bpf/heimdall.bpf.c parse_query): QR=0,
+ * opcode QUERY, neither TC nor an RCODE (extended bits included), one question, no
+ * answers or authorities, and at most one additional, which is an OPT. For a parsed view.
+ */
+export function plainQuery(v: MessageView): boolean {
+  if (v.qr || v.opcode !== 0 || v.tc || v.rcode !== 0) return false;
+  if (v.qdcount !== 1 || v.ancount !== 0 || v.nscount !== 0) return false;
+  return v.arcount === 0 || (v.arcount === 1 && v.hasOpt);
 }
 
 /** Turns the reply at out[off, off+n) into a truncated one (TC=1, question only). Returns its length, or 0. */
@@ -134,7 +148,9 @@ export class EdgeGuard implements FrameHandler {
 
   private refuse(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen: number | undefined, limited: Addr | undefined, nowNs: number | undefined): number {
     const v = this.view;
-    if (v.parse(buf, off, len) !== 0 || v.qr) {
+    // Not an error reply to what is not plainly a query (an update, a notify, something
+    // with answers in it): that is how two services start a loop.
+    if (v.parse(buf, off, len) !== 0 || !plainQuery(v)) {
       this.stats.add('edgeNotQuery');
       return 0;
     }

@@ -5,7 +5,7 @@ import { RRL_BUCKET_BYTES, RRL_DEFAULTS, RateLimiter } from '../../src/edge/rrl.
 import { StatsBlock } from '../../src/engine/stats.js';
 import type { FrameHandler } from '../../src/io/xsk-server.js';
 import { parseAddr, type Addr } from '../../src/net/addr.js';
-import { decode, query, response } from '../helpers/dns.js';
+import { decode, ednsOption, query, response } from '../helpers/dns.js';
 
 const ANSWER = response('www.example.com', 'A', { answers: [{ type: 'A', name: 'www.example.com', ttl: 60, data: '198.18.10.1' }] });
 
@@ -77,6 +77,43 @@ describe('EdgeGuard', () => {
     expect(ask(query('x.example', 'A'), '8.8.8.8', 7)).toBe(0); // no REFUSED toward a reflection port either
     expect(inner.calls).toBe(0);
     expect([stats.get('edgeNotQuery'), stats.get('edgeResponse'), stats.get('edgeSourcePort'), stats.get('edgeBadSource')]).toEqual([2, 1, 2, 1]);
+  });
+
+  it('refuses only a plain query from a refused source, and drops the rest as the XDP program does (no error reply to junk)', () => {
+    const { ask, inner, stats, out } = setup();
+    const asQuery = (m: Buffer): Buffer => {
+      const b = Buffer.from(m);
+      b[2]! &= 0x7f; // QR=0
+      b[3]! &= 0xf0; // no RCODE
+      return b;
+    };
+    const A = { type: 'A', name: 'x.example', ttl: 5, data: '198.18.10.1' } as const;
+    const flagged = (hi: number, lo: number): Buffer => {
+      const b = query('x.example', 'A');
+      b[2]! |= hi;
+      b[3]! |= lo;
+      return b;
+    };
+    const junk: Array<[string, Buffer]> = [
+      ['opcode NOTIFY', flagged(4 << 3, 0)],
+      ['opcode UPDATE', flagged(5 << 3, 0)],
+      ['TC set', flagged(0x02, 0)],
+      ['an RCODE set', flagged(0, 0x03)],
+      ['an answer record', asQuery(response('x.example', 'A', { answers: [A] }))],
+      ['an authority record', asQuery(response('x.example', 'A', { authorities: [{ ...A }] }))],
+      ['an additional that is not an OPT', asQuery(response('x.example', 'A', { additionals: [A] }))],
+      ['two additionals', asQuery(response('x.example', 'A', { additionals: [A] }, { dnssecOk: false }))],
+    ];
+    for (const [what, m] of junk) expect(ask(m, '8.8.8.8'), what).toBe(0);
+    expect(stats.get('edgeNotQuery')).toBe(junk.length);
+    expect(stats.get('edgeRefused')).toBe(0);
+    // A plain query, with or without an OPT (a cookie in it), is refused.
+    for (const q of [query('x.example', 'A', { id: 3 }), query('x.example', 'A', { id: 3, edns: { options: [ednsOption(10, Buffer.alloc(8, 7))] } })]) {
+      const n = ask(q, '8.8.8.8') as number;
+      expect(decode(out.subarray(0, n)).rcode).toBe('REFUSED');
+    }
+    expect(stats.get('edgeRefused')).toBe(2);
+    expect(inner.calls).toBe(0);
   });
 
   it('fails closed: a query without a known source is not served', () => {
