@@ -151,6 +151,47 @@ __noinline int name_length(struct xdp_md *ctx, __u32 dns_off)
 	return -STAT_USER_NAME;
 }
 
+#ifndef OPT_OPTIONS_MAX
+#define OPT_OPTIONS_MAX 8 /* options walked in one OPT; more go to userspace */
+#endif
+#define OPT_RDATA_MAX 1024 /* a longer OPT RDATA goes to userspace */
+
+/*
+ * Whether the OPT RDATA at packet offset off, len bytes, is a well-formed list of
+ * options: each a 4-byte header (code, length) and its data, the last ending exactly at
+ * len. Userspace answers a malformed list FORMERR (src/dns/opt.ts validOptions), so such
+ * a query is never answered here; nor is one with more than OPT_OPTIONS_MAX options or
+ * an RDATA over OPT_RDATA_MAX bytes (no client sends that many, and the walk is bounded).
+ * Returns 0, or STAT_USER_EDNS. A global function, as name_length(), so the verifier
+ * checks the loop once, and only queries that carry options pay for the call.
+ */
+__noinline int opt_options(struct xdp_md *ctx, __u32 off, __u32 len)
+{
+	void *data, *data_end;
+	__u32 pos = 0;
+
+	if (!ctx || off > 512 || len > OPT_RDATA_MAX)
+		return STAT_USER_EDNS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	for (__u32 i = 0; i < OPT_OPTIONS_MAX; i++) {
+		if (pos == len)
+			return 0;
+		if (pos + 4 > len)
+			return STAT_USER_EDNS; /* an option header cut short */
+		/* A no-op mask the verifier sees as a bound (pos <= OPT_RDATA_MAX here). */
+		__u64 at = off + pos;
+		asm volatile("%[a] &= 2047" : [a] "+r"(at));
+		__u8 *h = data + at;
+		if ((void *)(h + 4) > data_end)
+			return STAT_USER_EDNS;
+		pos += 4 + (((__u32)h[2] << 8) | h[3]);
+		if (pos > len)
+			return STAT_USER_EDNS; /* option data running past the RDATA */
+	}
+	return pos == len ? 0 : STAT_USER_EDNS; /* more options than walked */
+}
+
 /*
  * Parse the DNS query at dns_off: fill the hot key, the lowercased name as words (for
  * the check against the entry) and what the reply needs. Returns 0 when the query is
@@ -248,7 +289,8 @@ static __always_inline int parse_query(struct xdp_md *ctx, __u32 dns_off, __u32 
 		return rest == 0 ? 0 : STAT_USER_EDNS; /* trailing bytes after the question */
 
 	/* The one additional record must be an EDNS0 OPT, version 0, owned by the root,
-	 * ending exactly at the end of the message. Options (cookies, padding) are ignored. */
+	 * ending exactly at the end of the message. Options (cookies, padding) are ignored
+	 * once opt_options() has found them well formed. */
 	__u8 *opt = tail + 4;
 	barrier_var(opt); /* keep clang from reading through an older, shorter-checked copy */
 	if ((void *)(opt + OPT_RR_LEN) > data_end || rest < OPT_RR_LEN)
@@ -259,6 +301,8 @@ static __always_inline int parse_query(struct xdp_md *ctx, __u32 dns_off, __u32 
 		return STAT_USER_EDNS; /* extended RCODE in a query, or EDNS version > 0 (BADVERS) */
 	if (OPT_RR_LEN + csum_be16(opt + 9) != rest)
 		return STAT_USER_EDNS;
+	if (rest != OPT_RR_LEN && opt_options(ctx, dns_off + DNS_HDR_LEN + qlen + 4 + OPT_RR_LEN, rest - OPT_RR_LEN))
+		return STAT_USER_EDNS; /* malformed options: userspace answers FORMERR */
 	__u32 udp_size = csum_be16(opt + 3);
 	q->has_opt = 1;
 	q->do_bit = (opt[7] & EDNS_DO_HI) ? 1 : 0;

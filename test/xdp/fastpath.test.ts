@@ -14,7 +14,7 @@ import { serveLab } from '../helpers/edge.js';
 import { encodeHotEntry } from '../../src/xdp/hot-entry.js';
 import { execFileSync } from 'node:child_process';
 import type { CachedAnswer } from '../../src/dns/answer.js';
-import { MessageView, writeReply } from '../../src/dns/index.js';
+import { DnsErrorCode, MessageView, writeReply } from '../../src/dns/index.js';
 
 const NS = 1e9;
 const UDP_SIZE = 1232;
@@ -505,6 +505,22 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     });
   }
 
+  /** A query for the hot name with n options: a cookie, then 4-byte padding options. */
+  const cookieQuery = (n: number): Buffer =>
+    query('www.example.com', 'A', { edns: { options: [ednsOption(10, Buffer.alloc(8, 7)), ...Array.from({ length: n - 1 }, () => ednsOption(12, Buffer.alloc(4)))] } });
+  /** The same query with its OPT RDATA replaced (RDLENGTH kept true to it). */
+  const withOptRdata = (rdata: Buffer): Buffer => {
+    const b = query('www.example.com', 'A', { edns: {} });
+    const m = Buffer.concat([b, rdata]);
+    m.writeUInt16BE(rdata.length, b.length - 2);
+    return m;
+  };
+  const badOptions = {
+    pastEnd: () => withOptRdata(Buffer.from([0, 10, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8])),
+    shortHeader: () => withOptRdata(Buffer.from([0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 12, 0])),
+    shortData: () => withOptRdata(Buffer.from([0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 0, 12, 0, 0])),
+  };
+
   // DNS to a served port that the fast path does not answer: to userspace, unchanged.
   const dnsMutate = (f: (b: Buffer) => Buffer, fo: FrameOptions = {}) => () => buildFrame(f(Buffer.from(q0())), fo);
   const setFlags = (v: number) => (b: Buffer) => (b.writeUInt16BE(v, 2), b);
@@ -561,11 +577,29 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
       },
       slot: 'USER_EDNS',
     },
+    // Options userspace answers FORMERR (src/dns/opt.ts validOptions) are never answered here.
+    { name: 'EDNS option running past the OPT RDATA', frame: () => buildFrame(badOptions.pastEnd()), slot: 'USER_EDNS' },
+    { name: 'EDNS option header cut short', frame: () => buildFrame(badOptions.shortHeader()), slot: 'USER_EDNS' },
+    { name: 'EDNS option shorter than its length, a second one after it', frame: () => buildFrame(badOptions.shortData()), slot: 'USER_EDNS' },
+    { name: 'more EDNS options than the program walks (9)', frame: () => buildFrame(cookieQuery(9)), slot: 'USER_EDNS' },
     { name: 'miss', frame: () => buildFrame(query('cold.example', 'A')), slot: 'USER_MISS' },
     { name: 'same name, other type', frame: () => buildFrame(query('www.example.com', 'AAAA')), slot: 'USER_MISS' },
     { name: 'same name, other class', frame: () => buildFrame(query('www.example.com', 'A', { qclass: 'CH' })), slot: 'USER_MISS' },
     { name: 'DO set, only the plain variant is hot', frame: () => buildFrame(query('www.example.com', 'A', { edns: { do: true } })), slot: 'USER_MISS' },
   ];
+  it('answers a query with eight well-formed options, and userspace would parse each malformed one as FORMERR', () => {
+    put(exampleA());
+    for (const fo of [{}, { ipv6: true }]) {
+      const q = buildFrame(cookieQuery(8), fo);
+      const r = run(q);
+      expect(r.slot).toBe('TX');
+      expectReply(q, r.out);
+    }
+    const v = new MessageView();
+    expect(v.parse(cookieQuery(9))).toBe(0);
+    for (const bad of Object.values(badOptions)) expect(v.parse(bad())).toBe(DnsErrorCode.BAD_OPT);
+  });
+
   for (const c of userCases) {
     it(`sends to userspace: ${c.name}`, () => {
       put(exampleA());
