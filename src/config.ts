@@ -11,7 +11,7 @@ import { DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
 import { RRL_DEFAULTS, type RrlSettings } from './edge/rrl.js';
 import { HeimdallError } from './errors.js';
 import { LOG_FORMATS, type LogFormat } from './log.js';
-import { formatAddr, parseAddr, type Cidr } from './net/addr.js';
+import { formatAddr, parseAddr, type Addr, type Cidr } from './net/addr.js';
 import { parseUpstreams, type UpstreamAddr } from './upstream/upstream.js';
 
 export type AttachMode = 'auto' | 'native' | 'generic';
@@ -229,6 +229,21 @@ function cidrs(flag: string, field: keyof ConfigInput, text: string | undefined,
   }
 }
 
+/**
+ * Why a --listen address cannot be one the service answers on, or null. The unspecified
+ * address would make the kernel listeners bind a wildcard (the upstream-facing side
+ * answered too) and put 0.0.0.0 in the XDP program's served list; a multicast or
+ * broadcast address is never a unicast query's destination.
+ */
+function unservable(a: Addr): string | null {
+  const b = a.family === 4 ? a.bytes.subarray(0, 4) : a.bytes;
+  if (b.every((x) => x === 0)) return 'the unspecified address (a wildcard)';
+  if (a.family === 4 && b[0]! >= 224 && b[0]! <= 239) return 'a multicast address';
+  if (a.family === 4 && b.every((x) => x === 255)) return 'the broadcast address';
+  if (a.family === 6 && b[0] === 0xff) return 'a multicast address';
+  return null;
+}
+
 /** --listen: addresses, each normalised; a link-local IPv6 one keeps its %zone. */
 function listenAddrs(text: string | undefined): string[] | null {
   if (text === undefined) return null;
@@ -236,6 +251,11 @@ function listenAddrs(text: string | undefined): string[] | null {
   for (const raw of text.split(',').map((t) => t.trim()).filter((t) => t.length > 0)) {
     const a = parseAddr(raw);
     if (!a || raw.includes('/')) throw badOption(`--listen: '${raw}' is not an IPv4 or IPv6 address`, 'listen', `'${raw}' is not an IPv4 or IPv6 address`);
+    const why = unservable(a);
+    if (why) {
+      const detail = `'${raw}' is ${why}: name this host's own unicast addresses (e.g. 192.0.2.53,2001:db8::53), or leave --listen out to answer on every address of the interface`;
+      throw badOption(`--listen: ${detail}`, 'listen', detail);
+    }
     const zone = raw.includes('%') ? raw.slice(raw.indexOf('%')) : '';
     out.push(formatAddr(a) + zone);
   }

@@ -33,6 +33,20 @@ describe('edge configuration', () => {
     expect(() => resolve({ deny: 'nope' })).toThrow(/^--deny: 'nope' is not an IPv4 or IPv6 address or prefix$/);
     expect(() => resolve({ listen: '198.18.0.0/24' })).toThrow(/^--listen: '198\.18\.0\.0\/24' is not an IPv4 or IPv6 address$/);
     expect(() => resolve({ listen: ' , ' })).toThrow(/--listen needs at least one address/);
+    // No wildcard, multicast or broadcast: each message says what to do instead.
+    for (const [addr, why] of [
+      ['0.0.0.0', 'the unspecified address \\(a wildcard\\)'],
+      ['::', 'the unspecified address \\(a wildcard\\)'],
+      ['0:0::0', 'the unspecified address \\(a wildcard\\)'],
+      ['224.0.0.251', 'a multicast address'],
+      ['239.255.255.250', 'a multicast address'],
+      ['ff02::fb', 'a multicast address'],
+      ['255.255.255.255', 'the broadcast address'],
+    ] as const) {
+      const re = new RegExp(`^--listen: '${addr.replace(/\./g, '\\.')}' is ${why}: name this host's own unicast addresses .*or leave --listen out to answer on every address of the interface$`);
+      expect(() => resolve({ listen: `198.18.0.1,${addr}` }), addr).toThrow(re);
+    }
+    expect(resolve({ listen: '198.18.0.1,0.0.0.1,223.255.255.254,fe80::1%eth9' }).edge.listen).toEqual(['198.18.0.1', '0.0.0.1', '223.255.255.254', 'fe80::1%eth9']);
     expect(() => resolve({ rrlBuckets: 3000 })).toThrow(/--rrl-buckets must be a power of two/);
     expect(() => resolve({ rrlSlip: 101 })).toThrow(/--rrl-slip must be an integer from 0 to 100/);
     expect(() => resolve({ rrlV6Prefix: 96 })).toThrow(/--rrl-v6-prefix must be an integer from 16 to 64/);

@@ -136,6 +136,7 @@ rrl-exempt: [198.18.0.2/32]
     ['upstreams: 198.18.1.2\nmode: turbo\n', /^test\.yaml:2: mode: must be one of auto, native, generic, got "turbo"$/],
     ['upstreams: 198.18.1.2\nallow:\n  - 198.18.0.0/15\n  - 10.0.0.0/33\n', /^test\.yaml:4: allow\[1\]: .*10\.0\.0\.0\/33.*prefix length/],
     ['upstreams: 198.18.1.2\nlisten: [198.18.0.1, 198.18.0.0/24]\n', /^test\.yaml:2: listen\[1\]: "198\.18\.0\.0\/24": is not an IPv4 or IPv6 address$/],
+    ['upstreams: 198.18.1.2\nlisten: [198.18.0.1, "::"]\n', /^test\.yaml:2: listen: '::' is the unspecified address \(a wildcard\): name this host's own unicast addresses/],
     ['upstreams: 198.18.1.2\nrrl-buckets: 3000\n', /^test\.yaml:2: rrl-buckets: must be a power of two, got 3000$/],
     ['upstreams: 198.18.1.2\nmetrics-listen: localhost\n', /^test\.yaml:2: metrics-listen: must be addr:port/],
     ['upstreams: [198.18.1.2, 198.18.1.2:53]\n', /^test\.yaml:1: upstreams: .*listed twice/],
