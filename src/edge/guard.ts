@@ -100,6 +100,15 @@ export class EdgeGuard implements FrameHandler {
     this.policy = p;
   }
 
+  /**
+   * Whether a connection from client is taken at all (the TCP listener asks at accept,
+   * and counts what it declines): not when the access list denies it, as its queries
+   * would be dropped. Reads the current policy, so a reload applies to the next connection.
+   */
+  admits(client: Addr): boolean {
+    return (this.policy.acl.decide(client) & ACL_ACTION_MASK) !== ACL_DENY;
+  }
+
   handle(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, tcp: boolean, maxLen?: number, nowNs?: number, client?: Addr): Handled {
     const st = this.stats;
     if (len < HEADER_LEN || buf[off + 4] !== 0 || buf[off + 5] !== 1) {

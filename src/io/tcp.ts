@@ -7,6 +7,9 @@
  * engine, cache and forwarder as UDP); this file only moves frames and keeps
  * a hostile peer from costing more than its share (RFC 7766 6.2.3 and 10):
  *
+ *   - a source the admit() option declines (the access list's deny) is reset at
+ *     accept, before it counts toward any limit: it holds no slot and is never
+ *     weighed against other connections for eviction.
  *   - at most maxConnections open, and at most maxPerClient from one client
  *     network (prefixKey: /24, /56). At the global limit a new connection
  *     takes the slot of the connection least recently active that has
@@ -81,6 +84,12 @@ export interface TcpListenerOptions {
    * the number of connections times maxPipelined.
    */
   maxInflight?: number;
+  /**
+   * Whether a connection from this source is taken at all, asked at accept (the service
+   * passes the edge policy's access list, read at each call so a reload applies). A
+   * declined one is reset at once and counted as `denied`. Default: every source.
+   */
+  admit?: (client: Addr) => boolean;
 }
 
 /** maxInflight's default: 256 queries, 16 MiB of reply buffers. */
@@ -98,6 +107,8 @@ export interface TcpListenerStats {
   /** Open now. */
   connections: number;
   accepted: number;
+  /** Reset at accept because admit() declined its source (a denied client). */
+  denied: number;
   /** Closed at accept because maxConnections were open, every one of them busy. */
   rejected: number;
   /** Closed at accept because its client network had maxPerClient open. */
@@ -236,6 +247,7 @@ export class TcpListener {
   private readonly sweeper: NodeJS.Timeout;
   private readonly s: Omit<TcpListenerStats, 'connections' | 'inflight' | 'pressure' | 'clients'> = {
     accepted: 0,
+    denied: 0,
     rejected: 0,
     rejectedClient: 0,
     evicted: 0,
@@ -253,6 +265,7 @@ export class TcpListener {
   };
   private inflight = 0;
   private closed = false;
+  private readonly admit: ((client: Addr) => boolean) | undefined;
 
   constructor(
     private readonly handle: TcpHandler,
@@ -274,6 +287,8 @@ export class TcpListener {
     this.pressureShare = share;
     const sweepMs = intOption('sweepIntervalMs', opts.sweepIntervalMs, 100, 1, MAX_MS);
     this.clock = opts.clock ?? (() => performance.now());
+    if (opts.admit !== undefined && typeof opts.admit !== 'function') throw new TypeError('admit must be a function');
+    this.admit = opts.admit;
     // Connection limits are ours (onConnection), never a server's maxConnections: that one would refuse where we evict.
     this.sweeper = setInterval(() => this.sweep(), sweepMs);
     this.sweeper.unref();
@@ -396,6 +411,17 @@ export class TcpListener {
       return;
     }
     const client = parseAddr(sock.remoteAddress ?? '') ?? undefined;
+    // A denied source never holds a slot; one whose address could not be read is already
+    // gone, and the handler refuses to serve it (the edge policy fails closed).
+    if (client && this.admit && !this.admit(client)) {
+      this.s.denied++;
+      try {
+        sock.resetAndDestroy();
+      } catch {
+        sock.destroy();
+      }
+      return;
+    }
     const prefix = client ? prefixKey(client) : '?';
     if ((this.perClient.get(prefix) ?? 0) >= this.maxPerClient) {
       this.s.rejectedClient++;

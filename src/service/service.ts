@@ -292,7 +292,8 @@ export function createService(initial: HeimdallConfig): Service {
     udp = new UdpListener(mainHandler);
     const u = udp;
     undo.push(() => u.close());
-    tcp = new TcpListener(tcpHandlerOf(mainHandler), cfg.tcp);
+    // The access list is asked at accept too: a denied source's connection holds no slot.
+    tcp = new TcpListener(tcpHandlerOf(mainHandler), { ...cfg.tcp, admit: (c) => mainHandler.admits(c) });
     const t = tcp;
     undo.push(() => t.close());
 
@@ -554,6 +555,7 @@ function publishListeners(main: EngineHost, udp: UdpListener, tcp: TcpListener):
   main.stats.set('tcpOpen', t.connections);
   main.advance('tcpAccepted', t.accepted);
   main.advance('tcpRejected', t.rejected);
+  main.advance('tcpDenied', t.denied);
   main.advance('tcpIdleClosed', t.idleClosed);
   main.advance('tcpRejectedClient', t.rejectedClient);
   main.advance('tcpEvicted', t.evicted);

@@ -15,6 +15,9 @@ import { MessageView } from '../../src/dns/view.js';
 import { writeReply, writeRcodeReply } from '../../src/dns/reply.js';
 import { MAX_KEY_LEN, RCODE_SERVFAIL } from '../../src/dns/constants.js';
 import { Forwarder } from '../../src/upstream/forwarder.js';
+import { AccessList, parseAclList } from '../../src/edge/acl.js';
+import { EdgeGuard, type EdgePolicy } from '../../src/edge/guard.js';
+import { StatsBlock } from '../../src/engine/stats.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -511,6 +514,44 @@ describe('TcpListener: slots that cannot be held (fake clock)', () => {
     const e = await Client.connect(port, '127.0.0.1', { localAddress: '127.0.0.5' }); // the slot came back
     await e.write(frame(query('again.test', 5)));
     await e.until(() => e.msgs.length === 1);
+  });
+
+  it('resets a denied source at accept (the edge access list): it holds no slot, evicts no one and is counted', async () => {
+    // The service's wiring: the main thread's EdgeGuard answers admit() from its access list.
+    const policy: EdgePolicy = {
+      acl: AccessList.build(parseAclList('default'), parseAclList('127.0.0.64/28')),
+      rrl: null,
+      guardedPorts: new Set(),
+      udpSize: 1232,
+    };
+    const guard = new EdgeGuard({ handle: () => 0 }, policy, new StatsBlock());
+    const { l, port } = await clocked({ maxConnections: 2, maxPerClient: 3, admit: (c) => guard.admits(c) });
+    const a = await Client.connect(port, '127.0.0.1', { localAddress: '127.0.0.2' });
+    const b = await Client.connect(port, '127.0.0.1', { localAddress: '127.0.0.3' });
+    await settle(() => l.stats().connections === 2);
+    // Two idle connections fill the listener; denied ones neither evict them nor count per client.
+    // The reset may beat the client's own 'connect': wait for the close, whatever came first.
+    for (let i = 0; i < 5; i++) {
+      const d = net.connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${65 + i}` });
+      d.on('error', () => {});
+      cleanups.push(() => {
+        d.destroy();
+      });
+      let closed = false;
+      await Promise.race([new Promise<void>((r) => d.on('close', () => r(void (closed = true)))), sleep(2000)]);
+      expect(closed, `denied connection ${i} reset`).toBe(true);
+    }
+    expect(l.stats()).toMatchObject({ denied: 5, accepted: 2, evicted: 0, rejected: 0, rejectedClient: 0, connections: 2 });
+    for (const x of [a, b]) {
+      await x.write(frame(query('still.test', 1)));
+      await x.until(() => x.msgs.length === 1);
+    }
+    // A reload that lifts the deny applies to the next connection.
+    guard.setPolicy({ ...policy, acl: AccessList.build(parseAclList('default'), []) });
+    const c = await Client.connect(port, '127.0.0.1', { localAddress: '127.0.0.66' });
+    await settle(() => l.stats().evicted === 1);
+    expect(c.closed).toBe(false);
+    expect(l.stats().denied).toBe(5);
   });
 
   it('at maxConnections a new connection takes the slot of the least recently active idle one; refused only when all are busy', async () => {
