@@ -929,6 +929,14 @@ int heimdall_xdp(struct xdp_md *ctx)
 		count(-r);
 		return -r == STAT_PASS_NOT_LOCAL ? XDP_PASS : XDP_DROP;
 	}
+	/* A query to one of our unicast addresses in a broadcast or multicast Ethernet frame
+	 * (destination group bit set) is not one a host takes (RFC 1122 3.3.6), and a reply
+	 * built by swapping the MACs would come from ff:ff:ff:ff:ff:ff. */
+	struct ethhdr *eth = (void *)(long)ctx->data;
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end || (eth->h_dest[0] & 1)) {
+		count(STAT_DROP_L2_GROUP);
+		return XDP_DROP;
+	}
 	if (r == ACL_REFUSE)
 		return refuse(ctx, &fp);
 

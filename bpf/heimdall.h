@@ -340,6 +340,7 @@ static inline __u32 rrl_index(__u32 seed, __u32 token, __u32 fam_len, __u32 w0, 
 	X(DROP_SOURCE_PORT, "from a source port used for reflection (0, 7, 19, ...): dropped") \
 	X(DROP_DENIED, "source in the deny list: dropped")                                 \
 	X(DROP_RESPONSE, "a DNS response (QR=1) sent to the server: dropped")              \
+	X(DROP_L2_GROUP, "query in a broadcast or multicast Ethernet frame: dropped")     \
 	X(TX_REFUSED, "source not in the allow list: REFUSED sent with XDP_TX")            \
 	X(DROP_REFUSED_JUNK, "source not in the allow list, and not a plain query: dropped") \
 	X(DROP_RATE_LIMITED, "response over the rate limit: dropped")                     \

@@ -34,11 +34,14 @@ export class FrameInfo {
  * program's own parser (bpf/parsing.h) sends to the kernel instead, so the workers never
  * depend on that gate alone: IPv4 with options (a reply would echo them, source routes
  * included) or fragment bits, IP lengths beyond the frame, and a UDP length beyond the IP
- * payload. The IPv4 header checksum is left to the program.
+ * payload. The IPv4 header checksum is left to the program. A frame sent to a broadcast
+ * or multicast Ethernet address (destination group bit) is refused too, as the program
+ * drops it (DROP_L2_GROUP): finishReply() swaps the MACs, and the reply would come from
+ * the group address.
  */
 export function parseFrame(buf: Uint8Array, off: number, len: number, info: FrameInfo): boolean {
   const end = off + len;
-  if (len < 14) return false;
+  if (len < 14 || (buf[off]! & 1) !== 0) return false;
   let p = off + 12;
   let type = (buf[p]! << 8) | buf[p + 1]!;
   p += 2;

@@ -50,6 +50,22 @@ describe('worker frame handling', () => {
     expect(findDns(arp, 0, arp.length, info)).toBe(false);
   });
 
+  it('refuses a query in a broadcast or multicast Ethernet frame (the reply would come from the group MAC)', () => {
+    const info = new FrameInfo();
+    for (const ipv6 of [false, true]) {
+      const unicast = buildFrame(query('a.example', 'A'), { ipv6 });
+      expect(findDns(unicast, 0, unicast.length, info)).toBe(true);
+      for (const mac of ['ffffffffffff', '01005e000001', '333300000001', '030000000000']) {
+        const f = Buffer.from(unicast);
+        Buffer.from(mac, 'hex').copy(f, 0);
+        expect(findDns(f, 0, f.length, info), mac).toBe(false);
+      }
+      const local = Buffer.from(unicast);
+      Buffer.from('020000000001', 'hex').copy(local, 0); // locally administered unicast: fine
+      expect(findDns(local, 0, local.length, info)).toBe(true);
+    }
+  });
+
   it("refuses what the XDP program's parser leaves to the kernel: IP options, fragments, lengths that do not add up", () => {
     const info = new FrameInfo();
     const v4 = () => buildFrame(query('a.example', 'A')); // IPv4 header at 14, UDP at 34

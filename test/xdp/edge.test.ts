@@ -160,6 +160,24 @@ describePrivileged('XDP edge verdicts under BPF_PROG_TEST_RUN', {}, () => {
         expect(r.action).toBe(XdpAction.DROP);
       });
     }
+    it('drops a query in a broadcast or multicast Ethernet frame (a reply would come from the group MAC); other traffic in one passes', () => {
+      const group = (f: Buffer, mac = 'ffffffffffff'): Buffer => (Buffer.from(mac, 'hex').copy(f, 0), f);
+      for (const mac of ['ffffffffffff', '01005e000001', '333300000001']) {
+        for (const fo of [{}, { ipv6: true }, { src: '198.20.1.1' }, { vlans: [7] }] as FrameOptions[]) {
+          const f = group(hot(fo), mac);
+          const r = run(f);
+          expect([r.slot, r.action], `${mac} ${JSON.stringify(fo)}`).toEqual(['DROP_L2_GROUP', XdpAction.DROP]);
+        }
+      }
+      // Not ours to judge: transit DNS and UDP to other ports pass to the kernel untouched.
+      const transit = group(hot({ dst: '198.18.77.1' }));
+      expect([run(transit).slot, fp.testRun(transit).frame.equals(transit)]).toEqual(['PASS_NOT_LOCAL', true]);
+      fp.resetStats();
+      expect(run(group(hot({ dport: 443 }))).slot).toBe('PASS_NOT_PORT');
+      // The same query in a unicast frame is answered.
+      expect(run(hot()).slot).toBe('TX');
+    });
+
     it('drops a response (QR=1), from an allowed client too', () => {
       const q = query(NAME, 'A');
       q[2]! |= 0x80;
