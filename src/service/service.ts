@@ -38,6 +38,7 @@ import { questionOfKey } from '../dns/key.js';
 import { FetchTable, fetchTableCapacity } from '../upstream/fetch-table.js';
 import { TcpListener, tcpHandlerOf } from '../io/tcp.js';
 import { UdpListener } from '../io/udp.js';
+import type { Addr } from '../net/addr.js';
 import type { FrameHandler } from '../io/xsk-server.js';
 import { loadAddon } from '../native/addon.js';
 import type { Forwarder } from '../upstream/forwarder.js';
@@ -293,7 +294,13 @@ export function createService(initial: HeimdallConfig): Service {
     const u = udp;
     undo.push(() => u.close());
     // The access list is asked at accept too: a denied source's connection holds no slot.
-    tcp = new TcpListener(tcpHandlerOf(mainHandler), { ...cfg.tcp, admit: (c) => mainHandler.admits(c) });
+    // A refusal wakes the upkeep as a query does, so its count is published as soon.
+    const admit = (c: Addr): boolean => {
+      if (mainHandler.admits(c)) return true;
+      main.wake();
+      return false;
+    };
+    tcp = new TcpListener(tcpHandlerOf(mainHandler), { ...cfg.tcp, admit });
     const t = tcp;
     undo.push(() => t.close());
 

@@ -69,11 +69,12 @@ describePrivileged('edge safety in the lab', { netns: true, tools: ['dig', 'dnsp
         const denied = dig(['www.lab.example', 'A', ...tcp], DENIED4);
         expect(denied).not.toMatch(/status:/);
       }
-      const after = svc.metricsWhen((m) => (m['heimdall_edge_drops_total{reason="denied"}'] ?? 0) > 0);
+      const after = svc.metricsWhen((m) => (m['heimdall_tcp_connections_total{event="denied"}'] ?? 0) > 0);
       expect(xdp(after, 'TX_REFUSED') - xdp(before, 'TX_REFUSED')).toBeGreaterThanOrEqual(1);
       expect(xdp(after, 'DROP_DENIED') - xdp(before, 'DROP_DENIED')).toBeGreaterThanOrEqual(1);
       expect(after['heimdall_edge_replies_total{kind="refused"}']).toBeGreaterThanOrEqual(1); // TCP
-      expect(after['heimdall_edge_drops_total{reason="denied"}']).toBeGreaterThanOrEqual(1); // TCP
+      // TCP: a denied source's connection is reset at accept, before any query is read.
+      expect(after['heimdall_tcp_connections_total{event="denied"}']).toBeGreaterThanOrEqual(1);
     }, 30_000);
   });
 
