@@ -43,7 +43,7 @@ import { loadAddon } from '../native/addon.js';
 import type { Forwarder } from '../upstream/forwarder.js';
 import { FastPath } from '../xdp/fastpath.js';
 import { hotUnfitReason } from '../xdp/hot-entry.js';
-import { RCODE_SERVFAIL } from '../dns/constants.js';
+import { KEY_CD, KEY_DO, RCODE_SERVFAIL } from '../dns/constants.js';
 import { buildRegistry, serveMetrics } from './metrics.js';
 import { WorkerPool } from './pool.js';
 
@@ -266,7 +266,7 @@ export function createService(initial: HeimdallConfig): Service {
       refresh: async (key) => {
         const q = questionOfKey(key);
         const msg = await main.forwarder.resolve(q);
-        return promo.acceptRefresh(msg, fastMonotonicNs(), q.dnssecOk);
+        return promo.acceptRefresh(msg, fastMonotonicNs(), q.dnssecOk, q.checkingDisabled);
       },
     });
     const prefetch = prefetcher;
@@ -570,16 +570,17 @@ function publishListeners(main: EngineHost, udp: UdpListener, tcp: TcpListener):
   main.advance('tcpHandlerErrors', t.handlerErrors);
 }
 
-/** The cache keys of a name and type, with and without DO (for the hot map). */
+/** The cache keys of a name and type, with and without DO and CD (for the hot map). */
 function keysOf(name: string, qtype: number | undefined): string[] {
   if (qtype === undefined) return [];
   const n = name.endsWith('.') ? name : `${name}.`;
-  return [false, true].map((d) => Buffer.from(makeKey(n, qtype, 1, d)).toString('hex'));
+  return [0, 1, 2, 3].map((f) => Buffer.from(makeKey(n, qtype, 1, (f & 1) !== 0, (f & 2) !== 0)).toString('hex'));
 }
 
-function describeKey(hex: string): { type: string; dnssecOk: boolean } {
+function describeKey(hex: string): { type: string; dnssecOk: boolean; checkingDisabled: boolean } {
   const k = Buffer.from(hex, 'hex');
-  return { type: qtypeText((k[k.length - 5]! << 8) | k[k.length - 4]!), dnssecOk: k[k.length - 1] === 1 };
+  const f = k[k.length - 1]!;
+  return { type: qtypeText((k[k.length - 5]! << 8) | k[k.length - 4]!), dnssecOk: (f & KEY_DO) !== 0, checkingDisabled: (f & KEY_CD) !== 0 };
 }
 
 /** The Prometheus text /metrics serves into metric{labels} -> value (the same figures, the same names). */
