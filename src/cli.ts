@@ -9,7 +9,6 @@
  * non-zero exit, never a stack trace.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { resolveConfig, SETTINGS, type ConfigInput, type HeimdallConfig, type IntSetting } from './config.js';
@@ -127,10 +126,24 @@ async function attach(iface: string | undefined, o: Record<string, unknown>, cmd
     }
   };
   const onHup = (): void => void reloadLogged().catch(() => undefined);
+  // SIGINT and SIGTERM are ours before start() touches anything: Node's default would end
+  // the process there and then, with the program left on the interface. A signal while
+  // starting lets start() finish (or undo itself), then everything is stopped again.
+  let stopBy: NodeJS.Signals | undefined;
+  let stopRequested!: () => void;
+  const stopping = new Promise<void>((res) => (stopRequested = res));
+  const onStop = (sig: NodeJS.Signals): void => {
+    stopBy ??= sig;
+    stopRequested();
+  };
   process.on('SIGHUP', onHup);
+  process.on('SIGINT', onStop);
+  process.on('SIGTERM', onStop);
+  let control: { close(): Promise<void> } | undefined;
+  let interrupted = false;
   try {
     await svc.start();
-    const control = await serveControl(cfg.iface, {
+    if (stopBy === undefined) control = await serveControl(cfg.iface, {
       reload: async () => ({ message: await reloadLogged() }),
       stats: async () => ({ ...(await svc.stats()), upstreams: (await svc.control({ op: 'upstreams' })).upstreams }),
       upstreams: () => svc.control({ op: 'upstreams' }),
@@ -153,13 +166,26 @@ async function attach(iface: string | undefined, o: Record<string, unknown>, cmd
       log('warn', 'control', `no control socket (${(e as Error).message}); reload with SIGHUP`);
       return undefined;
     });
-    started = true;
-    announce('start', `heimdall-xdp serving ${svc.summary}; SIGINT or SIGTERM detaches${path ? ', SIGHUP reloads ' + path : ''}`, { pid: process.pid });
-    await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+    if (stopBy === undefined) {
+      started = true;
+      announce('start', `heimdall-xdp serving ${svc.summary}; SIGINT or SIGTERM detaches${path ? ', SIGHUP reloads ' + path : ''}`, { pid: process.pid });
+      await stopping;
+    } else {
+      interrupted = true;
+    }
     await control?.close();
     await svc.stop();
   } finally {
     process.off('SIGHUP', onHup);
+    process.off('SIGINT', onStop);
+    process.off('SIGTERM', onStop);
+  }
+  if (interrupted) {
+    announce('detach', `${stopBy} while starting: stopped, nothing left on ${cfg.iface}`);
+    // Ends as the signal would have ended it (status 128 + the signal's number to a shell;
+    // a clean stop to systemd), now that nothing is left behind.
+    process.kill(process.pid, stopBy);
+    return;
   }
   announce('detach', `detached from ${cfg.iface}`);
 }
