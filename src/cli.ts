@@ -8,7 +8,7 @@
  * Every operator mistake ends in one line on stderr that says what to do and a
  * non-zero exit, never a stack trace.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { resolveConfig, SETTINGS, type ConfigInput, type HeimdallConfig, type IntSetting } from './config.js';
@@ -31,8 +31,9 @@ import { formatUpstream } from './upstream/upstream.js';
 function int(name: IntSetting) {
   const s = SETTINGS[name];
   return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < s.min || n > s.max) throw new InvalidArgumentError(`${s.flag} must be an integer from ${s.min} to ${s.max}`);
+    // Decimal digits only: Number() would also take 1e3, 0x35, ' 53' and ''.
+    const n = /^\d{1,16}$/.test(v) ? Number(v) : NaN;
+    if (!Number.isInteger(n) || n < s.min || n > s.max) throw new InvalidArgumentError(`${s.flag} must be a decimal integer from ${s.min} to ${s.max}`);
     return n;
   };
 }
@@ -194,7 +195,11 @@ export function buildProgram(): Command {
   const program = new Command('heimdall-xdp')
     .description('Caching DNS forwarder whose hottest answers are served by XDP from a BPF map')
     .version(packageVersion(), '-V, --version', 'print the version')
-    .showHelpAfterError('(run with --help for usage)');
+    // Commander's own errors (a bad flag value, an unknown option, a missing argument)
+    // are thrown, not printed: main() says them in the one line every other mistake gets.
+    // Set before the commands are added: they inherit it.
+    .exitOverride()
+    .configureOutput({ outputError: () => undefined });
 
   const flag = (name: IntSetting, short?: string): [string, string, (v: string) => number] => {
     const s = SETTINGS[name];
@@ -329,10 +334,24 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** One line for a commander error: its message without "error: ", and where usage is. */
+export function commanderLine(e: CommanderError): string {
+  const what = e.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim();
+  return `${what} (run with --help for usage)`;
+}
+
 export async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version end here too, having printed what was asked.
+      if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') process.exit(e.exitCode);
+      // Commander printed the help itself (no command given): nothing to add.
+      if (e.code === 'commander.help') process.exit(e.exitCode);
+      process.stderr.write(`heimdall-xdp: ${commanderLine(e)}\n`);
+      process.exit(e.exitCode || 1);
+    }
     process.stderr.write(`heimdall-xdp: ${operatorMessage(e)}\n`);
     process.exit(1);
   }
