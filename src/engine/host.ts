@@ -92,6 +92,7 @@ export class EngineHost {
       fetches: o.fetches,
       // As many as the forwarder lets wait (its maxWaiting default: 4 × its in-flight bound).
       maxTableWaiting: this.fwd.maxWaiting,
+      maxTableWaitingPerClient: this.fwd.maxWaitingPerClient,
       onCandidate: o.onCandidate,
       sweep: o.ownsCache ?? true,
       onPromotion: o.onPromotion,
