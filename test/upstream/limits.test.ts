@@ -214,6 +214,10 @@ describe('Forwarder: questions in flight', () => {
     // 256 counters (the least), 1,000 networks: every counter is shared, no network ever exceeds its share.
     const shared = new SharedInflight({ limit: 400, perNetwork: 5, engines: 1 });
     const e = engineShare(shared, 0);
+    // Alone, a network gets exactly its share.
+    const solo = e.networkOf('6:solo');
+    expect(Array.from({ length: 6 }, () => e.takeNetwork(solo))).toEqual([true, true, true, true, true, false]);
+    for (let j = 0; j < 5; j++) e.giveNetwork(solo);
     const held = new Map<string, number>();
     for (let round = 0; round < 10; round++) {
       for (let i = 0; i < 1000; i++) {
@@ -221,7 +225,9 @@ describe('Forwarder: questions in flight', () => {
         if (e.takeNetwork(e.networkOf(k))) held.set(k, (held.get(k) ?? 0) + 1);
       }
     }
-    expect(Math.max(...held.values())).toBe(5);
+    // Which networks get their 5 depends on the seed; none gets more.
+    expect(Math.max(...held.values())).toBeLessThanOrEqual(5);
+    expect(held.size).toBeGreaterThan(100);
     // The table reads at least what each network holds: a collision adds, never hides.
     for (const [k, n] of held) expect(shared.networkHeld(k)).toBeGreaterThanOrEqual(n);
     for (const [k, n] of held) for (let j = 0; j < n; j++) e.giveNetwork(e.networkOf(k));
