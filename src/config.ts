@@ -7,11 +7,11 @@
  */
 import { DEFAULT_TTL_POLICY } from './dns/answer.js';
 import { EDNS_UDP_SIZE, MAX_EDNS_UDP_SIZE } from './dns/constants.js';
-import { DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
+import { AccessList, DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
 import { RRL_DEFAULTS, type RrlSettings } from './edge/rrl.js';
 import { HeimdallError } from './errors.js';
 import { LOG_FORMATS, type LogFormat } from './log.js';
-import { formatAddr, parseAddr, type Cidr } from './net/addr.js';
+import { formatAddr, parseAddr, parseCidr, type Cidr } from './net/addr.js';
 import { parseUpstreams, type UpstreamAddr } from './upstream/upstream.js';
 
 export type AttachMode = 'auto' | 'native' | 'generic';
@@ -223,11 +223,55 @@ export function parseListen(text: string, flag = '--metrics-listen'): { host: st
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
+/**
+ * Prefixes each access-list trie of the XDP program holds (bpf/heimdall.h HEIMDALL_ACL_MAX,
+ * the addon's layout.ACL.max; test/config/edge-config.test.ts checks they agree): the
+ * folded set of --allow, --deny and --rrl-exempt, per family.
+ */
+export const ACL_MAX_PER_FAMILY = 4096;
+
+/**
+ * A prefix written with host bits (203.0.113.7/16) would be read as its network
+ * (203.0.0.0/16): a wider range than the operator may think. Named instead.
+ */
+function hostBits(item: string): string | undefined {
+  const t = item.trim();
+  const slash = t.indexOf('/');
+  if (slash < 0 || t === 'default' || t === 'any') return undefined;
+  const a = parseAddr(t.slice(0, slash));
+  const c = parseCidr(t);
+  if (a && a.bytes.some((b, i) => b !== c.bytes[i])) return `'${t}' has bits set past the prefix length: did you mean ${c.text}?`;
+  return undefined;
+}
+
 function cidrs(flag: string, field: keyof ConfigInput, text: string | undefined, fallback: readonly string[]): Cidr[] {
+  let out: Cidr[];
   try {
-    return parseAclList(text ?? fallback.join(','));
+    out = parseAclList(text ?? fallback.join(','));
+    for (const item of (text ?? '').split(',')) {
+      const why = hostBits(item);
+      if (why) throw new Error(why);
+    }
   } catch (e) {
     throw badOption(`${flag}: ${(e as Error).message}`, field, (e as Error).message);
+  }
+  if (field === 'allow' && out.length === 0) {
+    // As the config file says it: an empty list serves nobody, surely not what was meant.
+    const detail = "must not be empty (it would serve nobody; 'default' is the private ranges, 'any' everyone)";
+    throw badOption(`${flag} ${detail}`, field, detail);
+  }
+  return out;
+}
+
+/** The folded access list (allow, deny and exempt together) must fit the XDP program's tries. */
+function checkAclSize(allow: readonly Cidr[], deny: readonly Cidr[], exempt: readonly Cidr[]): void {
+  const folded = AccessList.build(allow, deny, exempt).list();
+  for (const family of [4, 6] as const) {
+    const n = folded.filter((e) => e.cidr.family === family).length;
+    if (n > ACL_MAX_PER_FAMILY) {
+      const detail = `with --deny and --rrl-exempt makes ${n} distinct IPv${family} prefixes; the XDP program holds at most ${ACL_MAX_PER_FAMILY} per family: merge prefixes into wider ones`;
+      throw badOption(`--allow ${detail}`, 'allow', detail);
+    }
   }
 }
 
@@ -256,11 +300,15 @@ function edgeConfig(input: ConfigInput): EdgeConfig {
     v4Prefix: int('rrlV4Prefix', input.rrlV4Prefix, SETTINGS.rrlV4Prefix.default),
     v6Prefix: int('rrlV6Prefix', input.rrlV6Prefix, SETTINGS.rrlV6Prefix.default),
   });
+  const allow = cidrs('--allow', 'allow', input.allow, DEFAULT_ALLOW);
+  const deny = cidrs('--deny', 'deny', input.deny, []);
+  const rrlExempt = cidrs('--rrl-exempt', 'rrlExempt', input.rrlExempt, []);
+  checkAclSize(allow, deny, rrlExempt);
   return Object.freeze({
     listen: listenAddrs(input.listen),
-    allow: Object.freeze(cidrs('--allow', 'allow', input.allow, DEFAULT_ALLOW)),
-    deny: Object.freeze(cidrs('--deny', 'deny', input.deny, [])),
-    rrlExempt: Object.freeze(cidrs('--rrl-exempt', 'rrlExempt', input.rrlExempt, [])),
+    allow: Object.freeze(allow),
+    deny: Object.freeze(deny),
+    rrlExempt: Object.freeze(rrlExempt),
     rrl,
     rrlBuckets,
   });

@@ -16,7 +16,7 @@
 import { MessageView } from '../dns/view.js';
 import { writeReply, writeRcodeReply, writeFormErr, writeRelayed, type ReplyOptions } from '../dns/reply.js';
 import { DnsErrorCode, errorDisposition, isDnsError } from '../dns/errors.js';
-import { EDNS_UDP_SIZE, FLAG_TC, MAX_KEY_LEN, OPCODE_QUERY, RCODE_NOTIMP, RCODE_SERVFAIL, RCODE_BADVERS } from '../dns/constants.js';
+import { EDNS_UDP_SIZE, FLAG_TC, MAX_KEY_LEN, OPCODE_QUERY, RCODE_NOTIMP, RCODE_REFUSED, RCODE_SERVFAIL, RCODE_BADVERS } from '../dns/constants.js';
 import { CONTENDED, SOLO, type FetchTable, type ReleaseOutcome } from '../upstream/fetch-table.js';
 import { SharedCache } from './shared-cache.js';
 import type { PromotionEvent } from '../hot/promotion.js';
@@ -80,6 +80,7 @@ const {
   dropped: Slot_dropped,
   notimp: Slot_notimp,
   badvers: Slot_badvers,
+  notRecursive: Slot_notRecursive,
   formerr: Slot_formerr,
   cacheHits: Slot_cacheHits,
   staleServed: Slot_staleServed,
@@ -200,6 +201,14 @@ export class DnsEngine {
       c[Slot_badvers]! += 1; // RFC 6891 6.1.3; its header RCODE reads 0, so it is counted by name
       this.stats.countRcode(RCODE_BADVERS_SLOT);
       return writeRcodeReply(v, RCODE_BADVERS, out, outOff, opts);
+    }
+    if (!v.rd) {
+      // RD=0 asks us not to recurse. A forwarder has nothing of its own to answer with, and
+      // answering from the cache would tell anyone what this service's clients asked (cache
+      // snooping): REFUSED, as Unbound's default access does, on every path (the XDP
+      // program sends these up: USER_NO_RD).
+      c[Slot_notRecursive]! += 1;
+      return this.counted(writeRcodeReply(v, RCODE_REFUSED, out, outOff, opts), out, outOff);
     }
     const now = nowNs ?? this.clock();
     const klen = v.keyLen;
@@ -350,7 +359,7 @@ export class DnsEngine {
     let answer: CachedAnswer | undefined;
     try {
       let now = this.clock();
-      answer = answerFromResponse(msg, now, this.cache.ttlPolicy, q.dnssecOk);
+      answer = answerFromResponse(msg, now, this.cache.ttlPolicy, q.dnssecOk, q.checkingDisabled);
       // A shard lock held past the cache's spin means its holder is off the CPU: try again
       // with the event loop free, so the answer is cached for the queries waiting on it.
       let slot = this.cache.insert(answer, now, asks, false);

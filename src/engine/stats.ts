@@ -104,6 +104,7 @@ export const COUNTERS = {
   servfail: { kind: 'counter', metric: errors, help: errorsHelp, label: ['rcode', 'SERVFAIL'] },
   notimp: { kind: 'counter', metric: errors, help: errorsHelp, label: ['rcode', 'NOTIMP'] },
   badvers: { kind: 'counter', metric: errors, help: errorsHelp, label: ['rcode', 'BADVERS'] },
+  notRecursive: { kind: 'counter', metric: 'heimdall_userspace_refused_total', help: "Queries refused in userspace for what they ask, by reason (the access lists' refusals are in heimdall_edge_replies_total)", label: ['reason', 'no_rd'] },
   formerr: { kind: 'counter', metric: malformed, help: malformedHelp, label: ['action', 'formerr'] },
   dropped: { kind: 'counter', metric: malformed, help: malformedHelp, label: ['action', 'dropped'] },
   rcodes: { kind: 'counter', metric: 'heimdall_userspace_rcode_total', help: 'Responses written in userspace, by RCODE', label: 'rcode', values: RCODE_NAMES },
