@@ -45,7 +45,7 @@ export const SETTINGS = {
   cacheMaxNegativeTtl: { flag: '--cache-max-negative-ttl', min: 1, max: 0x7fffffff, default: DEFAULT_TTL_POLICY.negativeMaxTtl, help: 'seconds: the most time a negative answer (NXDOMAIN, NODATA) is cached (Unbound cache-max-negative-ttl)' },
   upstreamInflight: { flag: '--upstream-inflight', min: 1, max: 65_536, default: 1024, help: 'distinct questions in flight upstream per engine; beyond it a miss gets SERVFAIL at once' },
   upstreamInflightTotal: { flag: '--upstream-inflight-total', min: 1, max: 1_000_000, default: 2048, help: 'distinct questions in flight upstream in the whole process (every engine)' },
-  upstreamClientShare: { flag: '--upstream-client-share', min: 1, max: 100, default: 25, help: "percent of an engine's in-flight questions one client network (/24, /56) may hold" },
+  upstreamClientShare: { flag: '--upstream-client-share', min: 1, max: 100, default: 25, help: 'percent of the in-flight questions one client network (/24, /56) may hold, of an engine\'s and of the whole process\'s; and of the queries waiting' },
   upstreamTcpConns: { flag: '--upstream-tcp-conns', min: 1, max: 64, default: 2, help: 'TCP connections per upstream per engine (after TC=1), reused and pipelined' },
   upstreamTcpPipeline: { flag: '--upstream-tcp-pipeline', min: 1, max: 1024, default: 64, help: 'queries in flight on one upstream TCP connection' },
   upstreamPortReuse: { flag: '--upstream-port-reuse', min: 1, max: 1024, default: 64, help: 'queries sent from one random UDP source port (for at most 1 s) before it is replaced; 1 = a fresh socket per query' },
@@ -172,6 +172,8 @@ export interface HeimdallConfig {
   readonly tcp: { readonly maxConnections: number; readonly maxPerClient: number; readonly idleTimeoutMs: number };
   /** Questions in flight upstream in the whole process. */
   readonly upstreamInflightTotal: number;
+  /** Of those, the most one client network may hold, every engine together (src/upstream/budget.ts). */
+  readonly upstreamPerClientTotal: number;
   readonly xdpAnswers: boolean;
   readonly prefetch: boolean;
   readonly afXdp: boolean;
@@ -355,6 +357,8 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   const upstreamInflightTotal = int('upstreamInflightTotal', input.upstreamInflightTotal, SETTINGS.upstreamInflightTotal.default);
   const share = int('upstreamClientShare', input.upstreamClientShare, SETTINGS.upstreamClientShare.default);
   const upstreamPerClient = Math.max(1, Math.floor((upstreamInflight * share) / 100));
+  // The same share of the process: RSS spreads one network over every engine (budget.ts).
+  const upstreamPerClientTotal = Math.max(1, Math.floor((upstreamInflightTotal * share) / 100));
   const upstreamTcpConns = int('upstreamTcpConns', input.upstreamTcpConns, SETTINGS.upstreamTcpConns.default);
   const upstreamTcpPipeline = int('upstreamTcpPipeline', input.upstreamTcpPipeline, SETTINGS.upstreamTcpPipeline.default);
   const upstreamPortReuse = int('upstreamPortReuse', input.upstreamPortReuse, SETTINGS.upstreamPortReuse.default);
@@ -386,6 +390,7 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
       idleTimeoutMs: int('tcpIdleTimeout', input.tcpIdleTimeout, SETTINGS.tcpIdleTimeout.default),
     }),
     upstreamInflightTotal,
+    upstreamPerClientTotal,
     xdpAnswers: input.xdpAnswers ?? true,
     prefetch: input.prefetch ?? true,
     afXdp,

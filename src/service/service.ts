@@ -196,7 +196,8 @@ export function createService(initial: HeimdallConfig): Service {
 
   async function compose(): Promise<void> {
     const asks = new AskCounter();
-    const inflight = new SharedInflight({ limit: cfg.upstreamInflightTotal });
+    // Each client network's share of it counted across every engine too; one row per engine (main and workers).
+    const inflight = new SharedInflight({ limit: cfg.upstreamInflightTotal, perNetwork: cfg.upstreamPerClientTotal, engines: 1 + (cfg.afXdp ? cfg.queues : 0) });
     let sync: HotSync | undefined;
     let pool: WorkerPool | undefined;
     let fp: FastPath | undefined;
