@@ -35,6 +35,7 @@ Napi::Object Layout(Napi::Env env) {
   l.Set("MAX_QUEUES", HEIMDALL_MAX_QUEUES);
   l.Set("MAX_PORTS", HEIMDALL_MAX_PORTS);
   l.Set("HOT_KEY_DO", HOT_KEY_DO);
+  l.Set("HOT_KEY_CD", HOT_KEY_CD);
   l.Set("HOT_VAL_RCODE_MASK", HOT_VAL_RCODE_MASK);
   l.Set("HOT_VAL_AD", HOT_VAL_AD);
   l.Set("HOT_HASH_MUL1", Napi::BigInt::New(env, static_cast<uint64_t>(HOT_HASH_MUL1)));

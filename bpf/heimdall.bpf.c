@@ -220,6 +220,8 @@ static __always_inline int parse_query(struct xdp_md *ctx, __u32 dns_off, __u32 
 	if (dh->qdcount != bpf_htons(1) || dh->ancount || dh->nscount ||
 	    bpf_ntohs(dh->arcount) > 1)
 		return STAT_USER_NOT_QUERY;
+	if (q->qflags & DNS_CD)
+		key->flags = HOT_KEY_CD;
 
 	dns = (__u8 *)dh;
 	int len = name_length(ctx, dns_off);
@@ -308,7 +310,7 @@ static __always_inline int parse_query(struct xdp_md *ctx, __u32 dns_off, __u32 
 	q->do_bit = (opt[7] & EDNS_DO_HI) ? 1 : 0;
 	q->limit = udp_size > DNS_MIN_LIMIT ? udp_size : DNS_MIN_LIMIT;
 	if (q->do_bit)
-		key->flags = HOT_KEY_DO;
+		key->flags |= HOT_KEY_DO;
 	return 0;
 }
 
@@ -948,5 +950,9 @@ int heimdall_xdp(struct xdp_md *ctx)
 	r = parse_query(ctx, fp.l4.dns_off, fp.l4.dns_len, &fp.key, fp.words, &fp.q);
 	if (r)
 		return to_user(ctx, r);
+	/* A query without RD asks us not to recurse: userspace answers REFUSED, as it does for
+	 * every such query (no cache snooping: docs/CORE.md, "Queries without RD"). */
+	if (!(fp.q.qflags & DNS_RD))
+		return to_user(ctx, STAT_USER_NO_RD);
 	return serve(ctx, &fp);
 }

@@ -72,8 +72,9 @@
 #define HEIMDALL_ACL_MAX 4096
 #define HEIMDALL_LOCAL_MAX 16
 
-/* hot_key.flags */
+/* hot_key.flags: the query's DO and CD bits (an answer fetched with CD=1 is served to CD=1 queries only) */
 #define HOT_KEY_DO 0x01
+#define HOT_KEY_CD 0x02
 
 /* hot_value.flags: what the reply header takes from the cached answer. */
 #define HOT_VAL_RCODE_MASK 0x000f
@@ -99,7 +100,7 @@ struct hot_key {
 	__u64 name_hash;
 	__u16 qtype;    /* network byte order, as on the wire */
 	__u16 qclass;   /* network byte order */
-	__u8 flags;     /* HOT_KEY_DO */
+	__u8 flags;     /* HOT_KEY_DO, HOT_KEY_CD */
 	__u8 name_len;  /* wire length of name, root label included */
 	__u8 pad[2];    /* always zero */
 };
@@ -349,6 +350,7 @@ static inline __u32 rrl_index(__u32 seed, __u32 token, __u32 fam_len, __u32 w0, 
 	X(USER_SHORT, "DNS header or question cut short: sent to userspace")               \
 	X(USER_NOT_QUERY, "not a plain query (QR, opcode, TC, counts): sent to userspace") \
 	X(USER_NAME, "compressed, malformed or over-long name: sent to userspace")         \
+	X(USER_NO_RD, "recursion not desired (RD=0): sent to userspace, which refuses it") \
 	X(USER_EDNS, "additional data other than one EDNS0 OPT: sent to userspace")        \
 	X(USER_MISS, "no hot entry: sent to userspace")                                    \
 	X(USER_NAME_MISMATCH, "hot key held by another name (hash collision): sent to userspace") \

@@ -8,8 +8,7 @@
  * Every operator mistake ends in one line on stderr that says what to do and a
  * non-zero exit, never a stack trace.
  */
-import { Command, InvalidArgumentError } from 'commander';
-import { once } from 'node:events';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { resolveConfig, SETTINGS, type ConfigInput, type HeimdallConfig, type IntSetting } from './config.js';
@@ -32,8 +31,9 @@ import { formatUpstream } from './upstream/upstream.js';
 function int(name: IntSetting) {
   const s = SETTINGS[name];
   return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < s.min || n > s.max) throw new InvalidArgumentError(`${s.flag} must be an integer from ${s.min} to ${s.max}`);
+    // Decimal digits only: Number() would also take 1e3, 0x35, ' 53' and ''.
+    const n = /^\d{1,16}$/.test(v) ? Number(v) : NaN;
+    if (!Number.isInteger(n) || n < s.min || n > s.max) throw new InvalidArgumentError(`${s.flag} must be a decimal integer from ${s.min} to ${s.max}`);
     return n;
   };
 }
@@ -127,10 +127,24 @@ async function attach(iface: string | undefined, o: Record<string, unknown>, cmd
     }
   };
   const onHup = (): void => void reloadLogged().catch(() => undefined);
+  // SIGINT and SIGTERM are ours before start() touches anything: Node's default would end
+  // the process there and then, with the program left on the interface. A signal while
+  // starting lets start() finish (or undo itself), then everything is stopped again.
+  let stopBy: NodeJS.Signals | undefined;
+  let stopRequested!: () => void;
+  const stopping = new Promise<void>((res) => (stopRequested = res));
+  const onStop = (sig: NodeJS.Signals): void => {
+    stopBy ??= sig;
+    stopRequested();
+  };
   process.on('SIGHUP', onHup);
+  process.on('SIGINT', onStop);
+  process.on('SIGTERM', onStop);
+  let control: { close(): Promise<void> } | undefined;
+  let interrupted = false;
   try {
     await svc.start();
-    const control = await serveControl(cfg.iface, {
+    if (stopBy === undefined) control = await serveControl(cfg.iface, {
       reload: async () => ({ message: await reloadLogged() }),
       stats: async () => ({ ...(await svc.stats()), upstreams: (await svc.control({ op: 'upstreams' })).upstreams }),
       upstreams: () => svc.control({ op: 'upstreams' }),
@@ -153,13 +167,26 @@ async function attach(iface: string | undefined, o: Record<string, unknown>, cmd
       log('warn', 'control', `no control socket (${(e as Error).message}); reload with SIGHUP`);
       return undefined;
     });
-    started = true;
-    announce('start', `heimdall-xdp serving ${svc.summary}; SIGINT or SIGTERM detaches${path ? ', SIGHUP reloads ' + path : ''}`, { pid: process.pid });
-    await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+    if (stopBy === undefined) {
+      started = true;
+      announce('start', `heimdall-xdp serving ${svc.summary}; SIGINT or SIGTERM detaches${path ? ', SIGHUP reloads ' + path : ''}`, { pid: process.pid });
+      await stopping;
+    } else {
+      interrupted = true;
+    }
     await control?.close();
     await svc.stop();
   } finally {
     process.off('SIGHUP', onHup);
+    process.off('SIGINT', onStop);
+    process.off('SIGTERM', onStop);
+  }
+  if (interrupted) {
+    announce('detach', `${stopBy} while starting: stopped, nothing left on ${cfg.iface}`);
+    // Ends as the signal would have ended it (status 128 + the signal's number to a shell;
+    // a clean stop to systemd), now that nothing is left behind.
+    process.kill(process.pid, stopBy);
+    return;
   }
   announce('detach', `detached from ${cfg.iface}`);
 }
@@ -168,7 +195,11 @@ export function buildProgram(): Command {
   const program = new Command('heimdall-xdp')
     .description('Caching DNS forwarder whose hottest answers are served by XDP from a BPF map')
     .version(packageVersion(), '-V, --version', 'print the version')
-    .showHelpAfterError('(run with --help for usage)');
+    // Commander's own errors (a bad flag value, an unknown option, a missing argument)
+    // are thrown, not printed: main() says them in the one line every other mistake gets.
+    // Set before the commands are added: they inherit it.
+    .exitOverride()
+    .configureOutput({ outputError: () => undefined });
 
   const flag = (name: IntSetting, short?: string): [string, string, (v: string) => number] => {
     const s = SETTINGS[name];
@@ -303,10 +334,24 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** One line for a commander error: its message without "error: ", and where usage is. */
+export function commanderLine(e: CommanderError): string {
+  const what = e.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim();
+  return `${what} (run with --help for usage)`;
+}
+
 export async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version end here too, having printed what was asked.
+      if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') process.exit(e.exitCode);
+      // Commander printed the help itself (no command given): nothing to add.
+      if (e.code === 'commander.help') process.exit(e.exitCode);
+      process.stderr.write(`heimdall-xdp: ${commanderLine(e)}\n`);
+      process.exit(e.exitCode || 1);
+    }
     process.stderr.write(`heimdall-xdp: ${operatorMessage(e)}\n`);
     process.exit(1);
   }

@@ -7,11 +7,11 @@
  */
 import { DEFAULT_TTL_POLICY } from './dns/answer.js';
 import { EDNS_UDP_SIZE, MAX_EDNS_UDP_SIZE } from './dns/constants.js';
-import { DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
+import { AccessList, DEFAULT_ALLOW, parseAclList } from './edge/acl.js';
 import { RRL_DEFAULTS, type RrlSettings } from './edge/rrl.js';
 import { HeimdallError } from './errors.js';
 import { LOG_FORMATS, type LogFormat } from './log.js';
-import { formatAddr, parseAddr, type Addr, type Cidr } from './net/addr.js';
+import { formatAddr, parseAddr, parseCidr, type Addr, type Cidr } from './net/addr.js';
 import { parseUpstreams, type UpstreamAddr } from './upstream/upstream.js';
 
 export type AttachMode = 'auto' | 'native' | 'generic';
@@ -45,7 +45,7 @@ export const SETTINGS = {
   cacheMaxNegativeTtl: { flag: '--cache-max-negative-ttl', min: 1, max: 0x7fffffff, default: DEFAULT_TTL_POLICY.negativeMaxTtl, help: 'seconds: the most time a negative answer (NXDOMAIN, NODATA) is cached (Unbound cache-max-negative-ttl)' },
   upstreamInflight: { flag: '--upstream-inflight', min: 1, max: 65_536, default: 1024, help: 'distinct questions in flight upstream per engine; beyond it a miss gets SERVFAIL at once' },
   upstreamInflightTotal: { flag: '--upstream-inflight-total', min: 1, max: 1_000_000, default: 2048, help: 'distinct questions in flight upstream in the whole process (every engine)' },
-  upstreamClientShare: { flag: '--upstream-client-share', min: 1, max: 100, default: 25, help: "percent of an engine's in-flight questions one client network (/24, /56) may hold" },
+  upstreamClientShare: { flag: '--upstream-client-share', min: 1, max: 100, default: 25, help: 'percent of the in-flight questions one client network (/24, /56) may hold, of an engine\'s and of the whole process\'s; and of the queries waiting' },
   upstreamTcpConns: { flag: '--upstream-tcp-conns', min: 1, max: 64, default: 2, help: 'TCP connections per upstream per engine (after TC=1), reused and pipelined' },
   upstreamTcpPipeline: { flag: '--upstream-tcp-pipeline', min: 1, max: 1024, default: 64, help: 'queries in flight on one upstream TCP connection' },
   upstreamPortReuse: { flag: '--upstream-port-reuse', min: 1, max: 1024, default: 64, help: 'queries sent from one random UDP source port (for at most 1 s) before it is replaced; 1 = a fresh socket per query' },
@@ -172,6 +172,8 @@ export interface HeimdallConfig {
   readonly tcp: { readonly maxConnections: number; readonly maxPerClient: number; readonly idleTimeoutMs: number };
   /** Questions in flight upstream in the whole process. */
   readonly upstreamInflightTotal: number;
+  /** Of those, the most one client network may hold, every engine together (src/upstream/budget.ts). */
+  readonly upstreamPerClientTotal: number;
   readonly xdpAnswers: boolean;
   readonly prefetch: boolean;
   readonly afXdp: boolean;
@@ -221,11 +223,55 @@ export function parseListen(text: string, flag = '--metrics-listen'): { host: st
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
+/**
+ * Prefixes each access-list trie of the XDP program holds (bpf/heimdall.h HEIMDALL_ACL_MAX,
+ * the addon's layout.ACL.max; test/config/edge-config.test.ts checks they agree): the
+ * folded set of --allow, --deny and --rrl-exempt, per family.
+ */
+export const ACL_MAX_PER_FAMILY = 4096;
+
+/**
+ * A prefix written with host bits (203.0.113.7/16) would be read as its network
+ * (203.0.0.0/16): a wider range than the operator may think. Named instead.
+ */
+function hostBits(item: string): string | undefined {
+  const t = item.trim();
+  const slash = t.indexOf('/');
+  if (slash < 0 || t === 'default' || t === 'any') return undefined;
+  const a = parseAddr(t.slice(0, slash));
+  const c = parseCidr(t);
+  if (a && a.bytes.some((b, i) => b !== c.bytes[i])) return `'${t}' has bits set past the prefix length: did you mean ${c.text}?`;
+  return undefined;
+}
+
 function cidrs(flag: string, field: keyof ConfigInput, text: string | undefined, fallback: readonly string[]): Cidr[] {
+  let out: Cidr[];
   try {
-    return parseAclList(text ?? fallback.join(','));
+    out = parseAclList(text ?? fallback.join(','));
+    for (const item of (text ?? '').split(',')) {
+      const why = hostBits(item);
+      if (why) throw new Error(why);
+    }
   } catch (e) {
     throw badOption(`${flag}: ${(e as Error).message}`, field, (e as Error).message);
+  }
+  if (field === 'allow' && out.length === 0) {
+    // As the config file says it: an empty list serves nobody, surely not what was meant.
+    const detail = "must not be empty (it would serve nobody; 'default' is the private ranges, 'any' everyone)";
+    throw badOption(`${flag} ${detail}`, field, detail);
+  }
+  return out;
+}
+
+/** The folded access list (allow, deny and exempt together) must fit the XDP program's tries. */
+function checkAclSize(allow: readonly Cidr[], deny: readonly Cidr[], exempt: readonly Cidr[]): void {
+  const folded = AccessList.build(allow, deny, exempt).list();
+  for (const family of [4, 6] as const) {
+    const n = folded.filter((e) => e.cidr.family === family).length;
+    if (n > ACL_MAX_PER_FAMILY) {
+      const detail = `with --deny and --rrl-exempt makes ${n} distinct IPv${family} prefixes; the XDP program holds at most ${ACL_MAX_PER_FAMILY} per family: merge prefixes into wider ones`;
+      throw badOption(`--allow ${detail}`, 'allow', detail);
+    }
   }
 }
 
@@ -274,11 +320,15 @@ function edgeConfig(input: ConfigInput): EdgeConfig {
     v4Prefix: int('rrlV4Prefix', input.rrlV4Prefix, SETTINGS.rrlV4Prefix.default),
     v6Prefix: int('rrlV6Prefix', input.rrlV6Prefix, SETTINGS.rrlV6Prefix.default),
   });
+  const allow = cidrs('--allow', 'allow', input.allow, DEFAULT_ALLOW);
+  const deny = cidrs('--deny', 'deny', input.deny, []);
+  const rrlExempt = cidrs('--rrl-exempt', 'rrlExempt', input.rrlExempt, []);
+  checkAclSize(allow, deny, rrlExempt);
   return Object.freeze({
     listen: listenAddrs(input.listen),
-    allow: Object.freeze(cidrs('--allow', 'allow', input.allow, DEFAULT_ALLOW)),
-    deny: Object.freeze(cidrs('--deny', 'deny', input.deny, [])),
-    rrlExempt: Object.freeze(cidrs('--rrl-exempt', 'rrlExempt', input.rrlExempt, [])),
+    allow: Object.freeze(allow),
+    deny: Object.freeze(deny),
+    rrlExempt: Object.freeze(rrlExempt),
     rrl,
     rrlBuckets,
   });
@@ -327,6 +377,8 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
   const upstreamInflightTotal = int('upstreamInflightTotal', input.upstreamInflightTotal, SETTINGS.upstreamInflightTotal.default);
   const share = int('upstreamClientShare', input.upstreamClientShare, SETTINGS.upstreamClientShare.default);
   const upstreamPerClient = Math.max(1, Math.floor((upstreamInflight * share) / 100));
+  // The same share of the process: RSS spreads one network over every engine (budget.ts).
+  const upstreamPerClientTotal = Math.max(1, Math.floor((upstreamInflightTotal * share) / 100));
   const upstreamTcpConns = int('upstreamTcpConns', input.upstreamTcpConns, SETTINGS.upstreamTcpConns.default);
   const upstreamTcpPipeline = int('upstreamTcpPipeline', input.upstreamTcpPipeline, SETTINGS.upstreamTcpPipeline.default);
   const upstreamPortReuse = int('upstreamPortReuse', input.upstreamPortReuse, SETTINGS.upstreamPortReuse.default);
@@ -358,6 +410,7 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
       idleTimeoutMs: int('tcpIdleTimeout', input.tcpIdleTimeout, SETTINGS.tcpIdleTimeout.default),
     }),
     upstreamInflightTotal,
+    upstreamPerClientTotal,
     xdpAnswers: input.xdpAnswers ?? true,
     prefetch: input.prefetch ?? true,
     afXdp,

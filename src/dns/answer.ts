@@ -12,6 +12,8 @@
  * whatever TTLs are written into them and whatever suffix of them is cut.
  */
 import {
+  KEY_CD,
+  KEY_DO,
   HEADER_LEN,
   RCODE_NOERROR,
   RCODE_NXDOMAIN,
@@ -158,13 +160,15 @@ function allocArrays(keyLen: number, recLen: number, n: number): {
  * zero lifetime, a negative answer without SOA).
  *
  * `dnssecOk` is the DO bit of the query we sent upstream; by default the
- * DO bit echoed in the response's OPT.
+ * DO bit echoed in the response's OPT. `checkingDisabled` likewise its CD bit; by
+ * default the CD bit the response's header echoes. Both go into the key (key.ts).
  */
 export function answerFromResponse(
   msg: Uint8Array,
   nowNs: number,
   policy?: Partial<TtlPolicy>,
   dnssecOk?: boolean,
+  checkingDisabled?: boolean,
 ): CachedAnswer {
   const pol = resolveTtlPolicy(policy);
   // Parse a plain Uint8Array view even when given a Node Buffer, so that the
@@ -251,14 +255,14 @@ export function answerFromResponse(
 
   const key = arr.key;
   v.writeKey(key, 0);
-  key[keyLen - 1] = (dnssecOk ?? v.dnssecOk) ? 1 : 0;
+  key[keyLen - 1] = ((dnssecOk ?? v.dnssecOk) ? KEY_DO : 0) | ((checkingDisabled ?? v.cd) ? KEY_CD : 0);
 
   return {
     key,
     qnameLen: v.qnameLen,
     qtype,
     qclass: v.qclass,
-    dnssecOk: key[keyLen - 1] === 1,
+    dnssecOk: (key[keyLen - 1]! & KEY_DO) !== 0,
     rcode,
     authenticData: v.ad,
     ancount: v.ancount,

@@ -34,8 +34,17 @@ export const MAX_EDNS_UDP_SIZE = 4096;
 export const CLASSIC_UDP_LIMIT = 512;
 /** Largest DNS message (TCP length prefix is 16 bits). */
 export const MAX_MESSAGE_LEN = 65535;
-/** Largest key: a 255-byte name plus type(2), class(2) and DO(1). */
+/** Largest key: a 255-byte name plus type(2), class(2) and the flags byte(1). */
 export const MAX_KEY_LEN = MAX_NAME_WIRE + 5;
+/**
+ * The key's last byte: the query's DO and CD bits. Both select a different answer: DO
+ * whether DNSSEC records come with it, CD whether the upstream validated it. An answer
+ * fetched with CD=1 is whatever the upstream holds, bogus data included, so it is only
+ * ever given to queries that asked with CD=1 themselves (RFC 4035 3.2.2); a CD=0
+ * SERVFAIL (validation failed upstream) likewise only to CD=0 queries.
+ */
+export const KEY_DO = 0x01;
+export const KEY_CD = 0x02;
 
 // Header flag bits, in the 16-bit word at offset 2.
 export const FLAG_QR = 0x8000;

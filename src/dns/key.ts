@@ -1,10 +1,11 @@
 /**
- * Cache keys: lowercased wire qname | qtype (2, BE) | qclass (2, BE) | DO (1).
+ * Cache keys: lowercased wire qname | qtype (2, BE) | qclass (2, BE) | flags (1: DO and CD,
+ * constants.ts KEY_DO and KEY_CD).
  * Built by MessageView.writeKey into a reusable buffer; hashed here without
  * allocating. Text forms are for logs and tools only.
  */
 import { randomFillSync } from 'node:crypto';
-import { MAX_KEY_LEN } from './constants.js';
+import { KEY_CD, KEY_DO, MAX_KEY_LEN } from './constants.js';
 import { DnsError, DnsErrorCode } from './errors.js';
 import { nameToText, textToWire } from './name.js';
 
@@ -135,7 +136,7 @@ export function newKeyBuffer(): Uint8Array {
 }
 
 /** Key bytes from parts (tools and tests). `name` is presentation text or wire bytes. */
-export function makeKey(name: string | Uint8Array, qtype: number, qclass: number, dnssecOk: boolean): Uint8Array {
+export function makeKey(name: string | Uint8Array, qtype: number, qclass: number, dnssecOk: boolean, checkingDisabled = false): Uint8Array {
   const wire = typeof name === 'string' ? textToWire(name) : name;
   const out = new Uint8Array(wire.length + 5);
   for (let i = 0; i < wire.length; i++) {
@@ -147,7 +148,7 @@ export function makeKey(name: string | Uint8Array, qtype: number, qclass: number
   out[n + 1] = qtype & 0xff;
   out[n + 2] = qclass >>> 8;
   out[n + 3] = qclass & 0xff;
-  out[n + 4] = dnssecOk ? 1 : 0;
+  out[n + 4] = (dnssecOk ? KEY_DO : 0) | (checkingDisabled ? KEY_CD : 0);
   return out;
 }
 
@@ -156,6 +157,7 @@ export interface KeyParts {
   qtype: number;
   qclass: number;
   dnssecOk: boolean;
+  checkingDisabled: boolean;
 }
 
 /** Splits key bytes back into parts (logs and tools). Throws DnsError on malformed keys. */
@@ -164,24 +166,25 @@ export function parseKey(key: Uint8Array): KeyParts {
   const q = questionOfKey(key);
   // The name inside a key is uncompressed; nameToText needs a message
   // frame, and a base of -12 makes any pointer land before the header bound.
-  return { name: nameToText(key, -12, q.name.length, 0), qtype: q.qtype, qclass: q.qclass, dnssecOk: q.dnssecOk };
+  return { name: nameToText(key, -12, q.name.length, 0), qtype: q.qtype, qclass: q.qclass, dnssecOk: q.dnssecOk, checkingDisabled: q.checkingDisabled };
 }
 
 /**
  * The question a key stands for, as the forwarder takes it: the lowercased wire name
- * (a view into the key), qtype, qclass and DO.
+ * (a view into the key), qtype, qclass, DO and CD.
  */
-export function questionOfKey(key: Uint8Array): { name: Uint8Array; qtype: number; qclass: number; dnssecOk: boolean } {
+export function questionOfKey(key: Uint8Array): { name: Uint8Array; qtype: number; qclass: number; dnssecOk: boolean; checkingDisabled: boolean } {
   const n = key.length - 5;
   if (n < 1) throw new DnsError(DnsErrorCode.BAD_ARGUMENT, -1, 'key too short');
-  return { name: key.subarray(0, n), qtype: (key[n]! << 8) | key[n + 1]!, qclass: (key[n + 2]! << 8) | key[n + 3]!, dnssecOk: (key[n + 4]! & 1) !== 0 };
+  const f = key[n + 4]!;
+  return { name: key.subarray(0, n), qtype: (key[n]! << 8) | key[n + 1]!, qclass: (key[n + 2]! << 8) | key[n + 3]!, dnssecOk: (f & KEY_DO) !== 0, checkingDisabled: (f & KEY_CD) !== 0 };
 }
 
 /** 'example.com/1/1/do' style text for logs. */
 export function keyToText(key: Uint8Array): string {
   try {
     const k = parseKey(key);
-    return `${k.name}/${k.qtype}/${k.qclass}${k.dnssecOk ? '/do' : ''}`;
+    return `${k.name}/${k.qtype}/${k.qclass}${k.dnssecOk ? '/do' : ''}${k.checkingDisabled ? '/cd' : ''}`;
   } catch {
     return `<bad key ${key.length}B>`;
   }

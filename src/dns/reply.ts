@@ -27,7 +27,6 @@ import {
   FLAG_RA,
   FLAG_RD,
   FLAG_TC,
-  FLAG_Z,
   HEADER_LEN,
   MAX_MESSAGE_LEN,
   MAX_NAME_WIRE,
@@ -36,10 +35,11 @@ import {
   RCODE_FORMERR,
   RCODE_MASK,
   RR_FIXED_LEN,
+  TYPE_OPT,
 } from './constants.js';
 import { DnsError, DnsErrorCode } from './errors.js';
 import { writeOpt } from './opt.js';
-import type { MessageView } from './view.js';
+import { MessageView, RecordCursor } from './view.js';
 
 export interface ReplyOptions {
   /** Our EDNS UDP payload size, advertised in the OPT we send back (e.g. 1232); also caps UDP replies. */
@@ -234,29 +234,49 @@ export function writeFormErr(buf: Uint8Array, offset: number, length: number, ou
 
 /** The question of a query being relayed, kept aside while `out` may overwrite it. */
 const relayQuestion = new Uint8Array(MAX_NAME_WIRE + 4);
+/** The upstream message being relayed, parsed (relays are rare: not a per-packet cost). */
+const relayView = new MessageView();
+const relayCursor = new RecordCursor();
 
 /**
  * Relays an upstream message that is not cached (REFUSED, NOTIMP, a TTL-0 answer,
- * class CH, ...) as the reply to `q`: the upstream's sections under the query's ID and
- * question bytes (0x20 case kept), RD and CD echoed, QR and RA set, AA cleared; cut to
- * header and question with TC=1 when over the client's limit. Everything it needs of
- * the query is read before anything is written, so `out` may be the query's own memory
- * (an AF_XDP frame answered in place). Returns the length, or 0 when `msg` cannot be
- * relayed (shorter than its question): the caller answers SERVFAIL instead.
+ * class CH, a truncated answer, ...) as the reply to `q`: the upstream's records under the
+ * query's ID and question bytes (0x20 case kept), RD and CD echoed, QR and RA set, AA and
+ * Z cleared, TC kept (the client must retry over TCP), the RCODE kept. The upstream's OPT
+ * is its own (its UDP size, its options) and never goes out: the reply carries ours when
+ * the query had one, none when it had none (RFC 6891 7), as every other reply does. A TTL
+ * with its top bit set goes out as 0 (RFC 2181 8). Cut to header and question with TC=1
+ * when over the client's limit. Everything it needs of the query is read before anything
+ * is written, so `out` may be the query's own memory (an AF_XDP frame answered in place).
+ * Returns the length, or 0 when `msg` cannot be relayed (shorter than its question,
+ * unparsable, or an OPT that is not its last record): the caller answers SERVFAIL instead.
  */
 export function writeRelayed(q: MessageView, msg: Uint8Array, out: Uint8Array, outOffset: number, opts: ReplyOptions): number {
   const qlen = q.questionLen;
   const qEnd = HEADER_LEN + qlen;
   if (msg.length < qEnd) return 0;
+  const m = relayView;
+  if (m.parse(msg, 0, msg.length) !== 0) return 0;
+  let body = msg.length;
+  let arcount = (msg[10]! << 8) | msg[11]!;
+  if (m.optPos >= 0) {
+    // The scrubber writes the OPT last (scrub.ts); anything else is not ours to cut.
+    if (m.optRdataPos + m.optRdataLen !== msg.length) return 0;
+    body = m.optPos;
+    arcount--;
+  }
+  const optLen = q.optPos >= 0 ? OPT_RR_LEN : 0;
+  // An extended RCODE lives in the OPT: without one of ours to carry it, it cannot go out.
+  if (m.extRcodeHigh !== 0 && optLen === 0) return 0;
   let limit = replyLimit(q, opts);
   if (out.length - outOffset < limit) limit = out.length - outOffset;
-  if (qEnd > limit) throw new DnsError(DnsErrorCode.BUFFER_TOO_SMALL, -1, `need ${qEnd}, have ${limit}`);
+  if (qEnd + optLen > limit) throw new DnsError(DnsErrorCode.BUFFER_TOO_SMALL, -1, `need ${qEnd + optLen}, have ${limit}`);
   relayQuestion.set(q.buf.subarray(q.base + HEADER_LEN, q.base + qEnd));
-  let n = msg.length;
+  let n = body;
   const upstream = (msg[2]! << 8) | msg[3]!;
-  let flags = baseFlags(q) | (upstream & (FLAG_Z | RCODE_MASK));
+  let flags = baseFlags(q) | (upstream & (FLAG_TC | RCODE_MASK));
   if ((upstream & FLAG_AD) !== 0 && ((q.flags & FLAG_AD) !== 0 || q.dnssecOk)) flags |= FLAG_AD;
-  if (n > limit) {
+  if (n + optLen > limit) {
     n = qEnd;
     flags |= FLAG_TC;
   }
@@ -266,7 +286,26 @@ export function writeRelayed(q: MessageView, msg: Uint8Array, out: Uint8Array, o
   out[outOffset + 1] = q.id & 0xff;
   out[outOffset + 2] = flags >>> 8;
   out[outOffset + 3] = flags & 0xff;
-  if (n === qEnd) for (let i = 6; i < HEADER_LEN; i++) out[outOffset + i] = 0;
+  if (n === qEnd) {
+    for (let i = 6; i < HEADER_LEN; i++) out[outOffset + i] = 0;
+    arcount = 0;
+  } else {
+    const c = relayCursor;
+    for (let s = 0; s < 3; s++) {
+      m.records(s as 0 | 1 | 2, c);
+      while (c.next()) {
+        if (c.type !== TYPE_OPT && (out[outOffset + c.ttlPos]! & 0x80) !== 0) {
+          out[outOffset + c.ttlPos] = out[outOffset + c.ttlPos + 1] = out[outOffset + c.ttlPos + 2] = out[outOffset + c.ttlPos + 3] = 0;
+        }
+      }
+    }
+  }
+  if (optLen > 0) {
+    n += writeOpt(out, outOffset + n, opts.udpSize, m.extRcodeHigh, q.dnssecOk);
+    arcount++;
+  }
+  out[outOffset + 10] = arcount >>> 8;
+  out[outOffset + 11] = arcount & 0xff;
   return n;
 }
 

@@ -9,6 +9,8 @@
  */
 import {
   EDNS_DO,
+  KEY_CD,
+  KEY_DO,
   FLAG_AD,
   FLAG_CD,
   FLAG_QR,
@@ -294,7 +296,7 @@ export class MessageView {
       k[wire + 1] = buf[t + 1]!;
       k[wire + 2] = buf[t + 2]!;
       k[wire + 3] = buf[t + 3]!;
-      k[wire + 4] = (this.ednsFlags & EDNS_DO) !== 0 ? 1 : 0;
+      k[wire + 4] = ((this.ednsFlags & EDNS_DO) !== 0 ? KEY_DO : 0) | ((this.flags & FLAG_CD) !== 0 ? KEY_CD : 0);
     }
     return 0;
   }
@@ -324,7 +326,7 @@ export class MessageView {
     out[outPos + n + 1] = buf[t + 1]!;
     out[outPos + n + 2] = buf[t + 2]!;
     out[outPos + n + 3] = buf[t + 3]!;
-    out[outPos + n + 4] = (this.ednsFlags & EDNS_DO) !== 0 ? 1 : 0;
+    out[outPos + n + 4] = ((this.ednsFlags & EDNS_DO) !== 0 ? KEY_DO : 0) | ((this.flags & FLAG_CD) !== 0 ? KEY_CD : 0);
     return n + 5;
   }
 

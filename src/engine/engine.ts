@@ -16,7 +16,7 @@
 import { MessageView } from '../dns/view.js';
 import { writeReply, writeRcodeReply, writeFormErr, writeRelayed, type ReplyOptions } from '../dns/reply.js';
 import { DnsErrorCode, errorDisposition, isDnsError } from '../dns/errors.js';
-import { EDNS_UDP_SIZE, FLAG_TC, MAX_KEY_LEN, OPCODE_QUERY, RCODE_NOTIMP, RCODE_SERVFAIL, RCODE_BADVERS } from '../dns/constants.js';
+import { EDNS_UDP_SIZE, FLAG_TC, MAX_KEY_LEN, OPCODE_QUERY, RCODE_NOTIMP, RCODE_REFUSED, RCODE_SERVFAIL, RCODE_BADVERS } from '../dns/constants.js';
 import { CONTENDED, SOLO, type FetchTable, type ReleaseOutcome } from '../upstream/fetch-table.js';
 import { SharedCache } from './shared-cache.js';
 import type { PromotionEvent } from '../hot/promotion.js';
@@ -49,6 +49,8 @@ export interface EngineOptions {
   fetches?: FetchTable;
   /** Most queries waiting in the fetch table at once (default 4096, the forwarder's default bound on waiters). */
   maxTableWaiting?: number;
+  /** Most of them from one client network (default a quarter); past it its misses go straight to the forwarder, which bounds them per network. */
+  maxTableWaitingPerClient?: number;
   /** Where slots reaching the promotion threshold go (the main thread's policy); default: a policy of its own. */
   onCandidate?: (slot: number, seq: number) => void;
   /** Whether this engine's tick() sweeps expired entries (one thread sweeps the shared cache; default true). */
@@ -78,6 +80,7 @@ const {
   dropped: Slot_dropped,
   notimp: Slot_notimp,
   badvers: Slot_badvers,
+  notRecursive: Slot_notRecursive,
   formerr: Slot_formerr,
   cacheHits: Slot_cacheHits,
   staleServed: Slot_staleServed,
@@ -118,6 +121,9 @@ export class DnsEngine {
   /** Queries of this engine waiting in the fetch table (a locked bucket, another thread's fetch), and their bound. */
   private tableWaiting = 0;
   private readonly maxTableWaiting: number;
+  /** The same per client network (its prefix key); an entry goes at 0. */
+  private readonly tableWaitingPer = new Map<string, number>();
+  private readonly maxTableWaitingPerClient: number;
   private readonly clock: Clock;
   private readonly udpSize: number;
   /** Reply options of the synchronous path: written and used within one call. */
@@ -149,6 +155,7 @@ export class DnsEngine {
     this.resolver = opts.resolver;
     this.fetches = opts.fetches;
     this.maxTableWaiting = opts.maxTableWaiting ?? 4096;
+    this.maxTableWaitingPerClient = opts.maxTableWaitingPerClient ?? Math.max(1, this.maxTableWaiting >> 2);
     this.stats = opts.stats ?? new StatsBlock();
     this.c = this.stats.v;
     this.udpSize = opts.udpSize ?? EDNS_UDP_SIZE;
@@ -194,6 +201,14 @@ export class DnsEngine {
       c[Slot_badvers]! += 1; // RFC 6891 6.1.3; its header RCODE reads 0, so it is counted by name
       this.stats.countRcode(RCODE_BADVERS_SLOT);
       return writeRcodeReply(v, RCODE_BADVERS, out, outOff, opts);
+    }
+    if (!v.rd) {
+      // RD=0 asks us not to recurse. A forwarder has nothing of its own to answer with, and
+      // answering from the cache would tell anyone what this service's clients asked (cache
+      // snooping): REFUSED, as Unbound's default access does, on every path (the XDP
+      // program sends these up: USER_NO_RD).
+      c[Slot_notRecursive]! += 1;
+      return this.counted(writeRcodeReply(v, RCODE_REFUSED, out, outOff, opts), out, outOff);
     }
     const now = nowNs ?? this.clock();
     const klen = v.keyLen;
@@ -262,15 +277,15 @@ export class DnsEngine {
     // Queries waiting here (for a locked bucket, or on another thread's fetch) bypass the
     // forwarder's own bound on waiters, so they have one of their own: past it, a miss goes
     // straight to the forwarder, which coalesces it or refuses it as busy (counted there).
-    if (fetches !== undefined && this.tableWaiting < this.maxTableWaiting) {
+    if (fetches !== undefined && this.tableWaiting < this.maxTableWaiting && (network === undefined || (this.tableWaitingPer.get(network) ?? 0) < this.maxTableWaitingPerClient)) {
       // The bucket's lock is held for a microsecond; held longer, its holder is off the CPU
       // (more threads than cores): wait for it with the event loop free, not in Atomics.wait.
       let r = fetches.claim(key, klen, hash, this.clock() / 1e6, false);
       let awaited = false;
       for (let tries = 0; r === CONTENDED && tries < CLAIM_TRIES; tries++) {
-        this.tableWaiting++;
+        this.tableWait(network, 1);
         await new Promise((res) => setTimeout(res, CLAIM_RETRY_MS));
-        this.tableWaiting--;
+        this.tableWait(network, -1);
         awaited = true;
         r = fetches.claim(key, klen, hash, this.clock() / 1e6, false);
       }
@@ -297,9 +312,9 @@ export class DnsEngine {
         }
       } else {
         c[Slot_fetchJoined]! += 1;
-        this.tableWaiting++;
+        this.tableWait(network, 1);
         const outcome = await r; // never rejects: every end of a wait is an outcome
-        this.tableWaiting--;
+        this.tableWait(network, -1);
         this.reparse(buf, off, len);
         if (outcome === 'cached') {
           const n = this.cache.reply(v, key, klen, hash, this.clock(), out, outOff, opts, false, asks);
@@ -344,7 +359,7 @@ export class DnsEngine {
     let answer: CachedAnswer | undefined;
     try {
       let now = this.clock();
-      answer = answerFromResponse(msg, now, this.cache.ttlPolicy, q.dnssecOk);
+      answer = answerFromResponse(msg, now, this.cache.ttlPolicy, q.dnssecOk, q.checkingDisabled);
       // A shard lock held past the cache's spin means its holder is off the CPU: try again
       // with the event loop free, so the answer is cached for the queries waiting on it.
       let slot = this.cache.insert(answer, now, asks, false);
@@ -392,6 +407,15 @@ export class DnsEngine {
   private servfail(out: Uint8Array, outOff: number, opts: ReplyOptions): number {
     this.c[Slot_servfail]! += 1;
     return this.counted(writeRcodeReply(this.view, RCODE_SERVFAIL, out, outOff, opts), out, outOff);
+  }
+
+  /** A query of `network` starts (1) or ends (-1) a wait in the fetch table. */
+  private tableWait(network: string | undefined, d: 1 | -1): void {
+    this.tableWaiting += d;
+    if (network === undefined) return;
+    const n = (this.tableWaitingPer.get(network) ?? 0) + d;
+    if (n > 0) this.tableWaitingPer.set(network, n);
+    else this.tableWaitingPer.delete(network);
   }
 
   /** The shared view was used by other queries meanwhile: read this one again. */

@@ -51,7 +51,7 @@ export interface EngineHostOptions {
 
 /** The counters publish() takes from the forwarder's running totals. */
 const FORWARDER_COUNTERS: readonly CounterName[] = [
-  'upstreamSent', 'upstreamTimeouts', 'upstreamFailures', 'busyEngine', 'busyClient', 'busyProcess', 'busyWaiting', 'busyTcp',
+  'upstreamSent', 'upstreamTimeouts', 'upstreamFailures', 'busyEngine', 'busyClient', 'busyClientProcess', 'busyProcess', 'busyWaiting', 'busyClientWaiting', 'busyTcp',
   'upstreamTcpConnects', 'upstreamTcpIdleClosed', 'upstreamTcpLost', 'upstreamTcpReused', 'upstreamErrors', 'upstreamTcpRetries',
   'upstreamCoalesced', 'mismatchSource', 'mismatchId', 'mismatchQuestion', 'mismatchMalformed',
 ];
@@ -92,6 +92,7 @@ export class EngineHost {
       fetches: o.fetches,
       // As many as the forwarder lets wait (its maxWaiting default: 4 × its in-flight bound).
       maxTableWaiting: this.fwd.maxWaiting,
+      maxTableWaitingPerClient: this.fwd.maxWaitingPerClient,
       onCandidate: o.onCandidate,
       sweep: o.ownsCache ?? true,
       onPromotion: o.onPromotion,
@@ -183,8 +184,10 @@ export class EngineHost {
     this.advance('upstreamFailures', f.servfail);
     this.advance('busyEngine', f.busyBy.engine);
     this.advance('busyClient', f.busyBy.client);
+    this.advance('busyClientProcess', f.busyBy.clientProcess);
     this.advance('busyProcess', f.busyBy.process);
     this.advance('busyWaiting', f.busyBy.waiting);
+    this.advance('busyClientWaiting', f.busyBy.clientWaiting);
     this.advance('busyTcp', f.tcp.busy);
     this.advance('upstreamTcpConnects', f.tcp.connects);
     this.advance('upstreamTcpIdleClosed', f.tcp.idleClosed);

@@ -28,7 +28,7 @@
  */
 import { threadId } from 'node:worker_threads';
 import { type CachedAnswer, type TtlPolicy, NS_PER_SEC, answerFromResponse, resolveTtlPolicy } from '../dns/answer.js';
-import { HEADER_LEN, OPT_RR_LEN } from '../dns/constants.js';
+import { HEADER_LEN, KEY_DO, OPT_RR_LEN } from '../dns/constants.js';
 import { DnsError, DnsErrorCode } from '../dns/errors.js';
 import { keyHash, recordHashKey, useHashKey } from '../dns/key.js';
 import { writeOpt } from '../dns/opt.js';
@@ -683,7 +683,7 @@ export class SharedCache {
       qnameLen: klen - 5,
       qtype: (key[klen - 5]! << 8) | key[klen - 4]!,
       qclass: (key[klen - 3]! << 8) | key[klen - 2]!,
-      dnssecOk: key[klen - 1] === 1,
+      dnssecOk: (key[klen - 1]! & KEY_DO) !== 0,
       rcode: f & F_RCODE,
       authenticData: (f & F_AD) !== 0,
       ancount: an,

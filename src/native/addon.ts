@@ -28,6 +28,7 @@ export interface Layout {
   MAX_QUEUES: number;
   MAX_PORTS: number;
   HOT_KEY_DO: number;
+  HOT_KEY_CD: number;
   HOT_VAL_RCODE_MASK: number;
   HOT_VAL_AD: number;
   HOT_HASH_MUL1: bigint;

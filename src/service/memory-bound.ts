@@ -7,6 +7,7 @@
  *   RSS <= PROCESS_BASE + isolates × ISOLATE_SLACK + workers × UMEM
  *          + the shared cache (metadata + arena: SharedArrayBuffers, no GC factor)
  *          + the promotion policy's per-slot arrays + the ask and fetch tables
+ *          + the in-flight budget with its per-network counters (one row per engine)
  *          + GC_FACTOR × HOT_ENTRY × hot-size (the main thread's copy of each hot answer)
  *          + GC_FACTOR × Σ_engines (TCP pool)
  *          + GC_FACTOR × (FLIGHT × questions in flight + WAITER × queries waiting)
@@ -16,6 +17,7 @@ import type { HeimdallConfig } from '../config.js';
 import { sharedCacheBytes } from '../engine/shared-cache.js';
 import { ASK_TABLE_BITS } from '../hot/asks.js';
 import { fetchTableBytes, fetchTableCapacity } from '../upstream/fetch-table.js';
+import { sharedInflightBytes } from '../upstream/budget.js';
 import { TCP_MAX_INFLIGHT } from '../io/tcp.js';
 
 const KiB = 1024;
@@ -80,7 +82,7 @@ export function memoryBound(cfg: HeimdallConfig, tcpClients = 1000): MemoryBound
     umem: workers * UMEM_BYTES,
     caches: sharedCacheBytes(cfg.cacheSize, cfg.cacheBytes),
     // Slots are the cache's entries rounded up to whole shards: cacheSize is close enough.
-    policy: cfg.cacheSize * POLICY_SLOT_BYTES + (4 << ASK_TABLE_BITS) + fetchTableBytes(fetchTableCapacity(cfg.upstreamInflightTotal)),
+    policy: cfg.cacheSize * POLICY_SLOT_BYTES + (4 << ASK_TABLE_BITS) + fetchTableBytes(fetchTableCapacity(cfg.upstreamInflightTotal)) + sharedInflightBytes(cfg.upstreamInflightTotal, engines),
     hot: GC_FACTOR * cfg.hotSize * HOT_ENTRY_BYTES,
     upstreamTcp: GC_FACTOR * engines * tcpPool,
     inflight: GC_FACTOR * inflight * FLIGHT_BYTES,

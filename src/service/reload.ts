@@ -110,6 +110,6 @@ export function applyLive(running: HeimdallConfig, next: HeimdallConfig, diff?: 
 /** One line for the log and the `reload` command. */
 export function describeReload(d: ConfigDiff): string {
   const live = d.live.length > 0 ? `changed ${d.live.join(', ')}` : 'nothing to change';
-  const restart = d.restart.length > 0 ? `; ${d.restart.join(', ')} changed in the file but need a restart (running values kept)` : '';
+  const restart = d.restart.length > 0 ? `; ${d.restart.join(', ')} changed in the file but ${d.restart.length === 1 ? 'needs' : 'need'} a restart (running values kept)` : '';
   return `${live}${restart}`;
 }

@@ -32,7 +32,7 @@ import { SharedInflight } from '../upstream/budget.js';
 import { checkFdLimit } from './fd-limit.js';
 import { HotSync } from '../hot/hot-sync.js';
 import { PROMOTE_NEVER, SharedPromotion } from '../hot/shared-promotion.js';
-import { SharedCache } from '../engine/shared-cache.js';
+import { SharedCache, type SharedCacheOptions } from '../engine/shared-cache.js';
 import { Prefetcher } from '../hot/prefetch.js';
 import { questionOfKey } from '../dns/key.js';
 import { FetchTable, fetchTableCapacity } from '../upstream/fetch-table.js';
@@ -41,10 +41,10 @@ import { UdpListener } from '../io/udp.js';
 import type { Addr } from '../net/addr.js';
 import type { FrameHandler } from '../io/xsk-server.js';
 import { loadAddon } from '../native/addon.js';
-import type { Forwarder } from '../upstream/forwarder.js';
+import { Forwarder } from '../upstream/forwarder.js';
 import { FastPath } from '../xdp/fastpath.js';
 import { hotUnfitReason } from '../xdp/hot-entry.js';
-import { RCODE_SERVFAIL } from '../dns/constants.js';
+import { KEY_CD, KEY_DO, RCODE_SERVFAIL } from '../dns/constants.js';
 import { buildRegistry, serveMetrics } from './metrics.js';
 import { WorkerPool } from './pool.js';
 
@@ -117,13 +117,39 @@ export function bindError(e: unknown, port: number, what: string, host?: string)
   return e instanceof Error ? e : new Error(String(e));
 }
 
-/** Checks that at least one upstream answers before anything is attached. */
-async function probeUpstreams(fwd: Forwarder, list: string): Promise<void> {
+/** Checks that at least one upstream answers before anything is attached (or, on reload, switched). */
+async function probeUpstreams(fwd: Forwarder, list: string, where = '--upstream'): Promise<void> {
   try {
     // Any validated answer proves reachability, REFUSED included.
     await fwd.resolve({ name: new Uint8Array([0]), qtype: 2, qclass: 1, dnssecOk: false });
   } catch (e) {
-    throw new HeimdallError('E_NO_UPSTREAM', `no upstream answers (${list}): check --upstream and that this host can reach it`, { cause: e });
+    throw new HeimdallError('E_NO_UPSTREAM', `no upstream answers (${list}): check ${where} and that this host can reach it`, { cause: e });
+  }
+}
+
+/**
+ * The one cache, or one line if the host cannot give it the memory: the sizes are checked
+ * against bounds, not against this host's RAM, and V8 says only "Array buffer allocation
+ * failed".
+ */
+export function allocateCache(o: SharedCacheOptions): SharedCache {
+  try {
+    return SharedCache.create(o);
+  } catch (e) {
+    if (!(e instanceof RangeError) || !/allocation failed|invalid array buffer length/i.test(e.message)) throw e;
+    const mib = Math.ceil((o.maxBytes ?? o.maxEntries * 512) / 2 ** 20);
+    throw new HeimdallError('E_BAD_OPTION', `cannot allocate ${mib} MiB for the cache: lower --cache-size/--cache-bytes (or 'cache-size'/'cache-bytes' in the file)`, { cause: e });
+  }
+}
+
+/** A reload's new upstreams, asked as start asks: a list nobody answers is refused. */
+async function probeNewUpstreams(next: HeimdallConfig): Promise<void> {
+  const e = next.mainEngine;
+  const fwd = new Forwarder({ upstreams: [...next.upstreams], udpSize: e.udpSize, caps: e.capsForId, cookies: e.upstreamCookies, minimalResponses: e.minimalResponses });
+  try {
+    await probeUpstreams(fwd, next.upstreamList, "'upstreams' in the file");
+  } finally {
+    await fwd.close();
   }
 }
 
@@ -171,7 +197,8 @@ export function createService(initial: HeimdallConfig): Service {
 
   async function compose(): Promise<void> {
     const asks = new AskCounter();
-    const inflight = new SharedInflight({ limit: cfg.upstreamInflightTotal });
+    // Each client network's share of it counted across every engine too; one row per engine (main and workers).
+    const inflight = new SharedInflight({ limit: cfg.upstreamInflightTotal, perNetwork: cfg.upstreamPerClientTotal, engines: 1 + (cfg.afXdp ? cfg.queues : 0) });
     let sync: HotSync | undefined;
     let pool: WorkerPool | undefined;
     let fp: FastPath | undefined;
@@ -189,7 +216,7 @@ export function createService(initial: HeimdallConfig): Service {
     const upstreamLog = new UpstreamLog(() => 1 + (cfg.afXdp ? cfg.queues : 0));
     // The one cache of the process: the main thread's engine and every worker's are views
     // of it. The one promotion policy runs here, over its slots, and drives the hot map.
-    const cache = SharedCache.create({ maxEntries: cfg.cacheSize, maxBytes: cfg.cacheBytes, ttl: { ...cfg.cacheTtl }, serveStale: cfg.serveStale, threshold: promotionThreshold(cfg) });
+    const cache = allocateCache({ maxEntries: cfg.cacheSize, maxBytes: cfg.cacheBytes, ttl: { ...cfg.cacheTtl }, serveStale: cfg.serveStale, threshold: promotionThreshold(cfg) });
     // Fetches in flight, shared by every engine: one upstream query per name however many
     // queues ask for it at once (src/upstream/fetch-table.ts).
     const fetches = new FetchTable({ capacity: fetchTableCapacity(cfg.upstreamInflightTotal) });
@@ -267,7 +294,7 @@ export function createService(initial: HeimdallConfig): Service {
       refresh: async (key) => {
         const q = questionOfKey(key);
         const msg = await main.forwarder.resolve(q);
-        return promo.acceptRefresh(msg, fastMonotonicNs(), q.dnssecOk);
+        return promo.acceptRefresh(msg, fastMonotonicNs(), q.dnssecOk, q.checkingDisabled);
       },
     });
     const prefetch = prefetcher;
@@ -471,6 +498,15 @@ export function createService(initial: HeimdallConfig): Service {
     const how = r.dispatcher ? `libxdp dispatcher, position ${r.dispatcher.position} of ${r.dispatcher.count}` : `direct attach${r.directReason ? `: ${r.directReason}` : ''}`;
     summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}, ${how}) via ${cfg.upstreamList}`;
     applyChange = async (next, diff) => {
+      // What can fail comes first, before anything changes: a refused reload leaves every
+      // running setting as it was (the service then still reports the old config).
+      if (diff.live.includes('upstreams')) await probeNewUpstreams(next);
+      const nextSetup: EdgeSetup = { ...setup, allow: next.edge.allow.map((c) => c.text), deny: next.edge.deny.map((c) => c.text), exempt: next.edge.rrlExempt.map((c) => c.text), rrl: { ...next.edge.rrl } };
+      const nextAcl = accessListOf(nextSetup);
+      // The XDP maps first (in place: setAccessList adds before it removes, and checks the
+      // size before it writes), then each thread's guard; a query sees either the old
+      // policy or the new, never neither.
+      program.setAccessList(nextAcl);
       // The cache's settings live in its shared header: every thread sees them at once.
       cache.setTtlPolicy({ ...next.cacheTtl });
       cache.setServeStale(next.serveStale);
@@ -489,10 +525,6 @@ export function createService(initial: HeimdallConfig): Service {
           diff.restart.sort((a, b) => order.indexOf(a) - order.indexOf(b));
         }
       }
-      // The XDP maps first (in place: setAccessList adds before it removes), then each
-      // thread's guard; a query sees either the old policy or the new, never neither.
-      const nextSetup: EdgeSetup = { ...setup, allow: next.edge.allow.map((c) => c.text), deny: next.edge.deny.map((c) => c.text), exempt: next.edge.rrlExempt.map((c) => c.text), rrl: { ...next.edge.rrl } };
-      program.setAccessList(accessListOf(nextSetup));
       program.setRateLimit(next.edge.rrl);
       program.setAnswers(next.xdpAnswers);
       prefetchOn = next.prefetch;
@@ -579,16 +611,17 @@ function publishListeners(main: EngineHost, udp: UdpListener, tcp: TcpListener):
   main.advance('tcpHandlerErrors', t.handlerErrors);
 }
 
-/** The cache keys of a name and type, with and without DO (for the hot map). */
+/** The cache keys of a name and type, with and without DO and CD (for the hot map). */
 function keysOf(name: string, qtype: number | undefined): string[] {
   if (qtype === undefined) return [];
   const n = name.endsWith('.') ? name : `${name}.`;
-  return [false, true].map((d) => Buffer.from(makeKey(n, qtype, 1, d)).toString('hex'));
+  return [0, 1, 2, 3].map((f) => Buffer.from(makeKey(n, qtype, 1, (f & 1) !== 0, (f & 2) !== 0)).toString('hex'));
 }
 
-function describeKey(hex: string): { type: string; dnssecOk: boolean } {
+function describeKey(hex: string): { type: string; dnssecOk: boolean; checkingDisabled: boolean } {
   const k = Buffer.from(hex, 'hex');
-  return { type: qtypeText((k[k.length - 5]! << 8) | k[k.length - 4]!), dnssecOk: k[k.length - 1] === 1 };
+  const f = k[k.length - 1]!;
+  return { type: qtypeText((k[k.length - 5]! << 8) | k[k.length - 4]!), dnssecOk: (f & KEY_DO) !== 0, checkingDisabled: (f & KEY_CD) !== 0 };
 }
 
 /** The Prometheus text /metrics serves into metric{labels} -> value (the same figures, the same names). */

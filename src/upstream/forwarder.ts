@@ -2,10 +2,13 @@
  * The upstream forwarder: resolves one question at a time against the
  * configured upstreams over kernel UDP sockets, with a bounded total time.
  *
- *   resolve(q, client) ── same question in flight? ── yes: wait for it (coalesced;
- *        │ no                                             beyond maxWaiting: busy)
- *        ├─ this engine at maxInflight, the client's prefix at maxPerClient, or the
- *        │  process at its shared limit ──► UPSTREAM_BUSY at once (counted by limit)
+ *   resolve(q, client) ── maxWaiting waiting, or the client's prefix at maxWaitingPerClient
+ *        │                   of them ──► UPSTREAM_BUSY at once (counted by limit)
+ *        ├─ same question in flight? ── yes: wait for it (coalesced)
+ *        │ no
+ *        ├─ this engine at maxInflight, the client's prefix at maxPerClient here or at
+ *        │  its share of the process (budget.ts), or the process at its shared limit
+ *        │  ──► UPSTREAM_BUSY at once (counted by limit)
  *        ▼
  *   attempt: pick upstream (health.ts), a random-port socket of the pool (udp.ts: a socket
  *            carries ≤ portReuse queries, ≤ 1 s), a random ID free on it,
@@ -59,7 +62,12 @@ export interface ForwarderOptions {
   maxPerClient?: number;
   /** Most queries waiting on this forwarder, coalesced ones included (default 4 × maxInflight). */
   maxWaiting?: number;
-  /** The process-wide budget this forwarder's questions also count against (budget.ts). */
+  /**
+   * Most of them from one client prefix, its own questions and the ones it joined
+   * (default: maxWaiting in the proportion maxPerClient is of maxInflight, a quarter).
+   */
+  maxWaitingPerClient?: number;
+  /** The process-wide budget this forwarder's questions also count against, and each client prefix's share of it (budget.ts). */
   shared?: InflightShare;
   /** The TCP pool per upstream (tcp-pool.ts). */
   tcp?: TcpPoolOptions;
@@ -109,8 +117,12 @@ export interface ForwarderStats {
   servfail: number;
   /** Rejected at once for capacity (included in servfail); sum of busyBy. */
   busy: number;
-  /** engine: maxInflight; client: maxPerClient; process: the shared budget; waiting: maxWaiting. */
-  busyBy: { engine: number; client: number; process: number; waiting: number };
+  /**
+   * engine: maxInflight; client: maxPerClient; clientProcess: the client prefix's share of
+   * the shared budget; process: the shared budget; waiting: maxWaiting; clientWaiting:
+   * maxWaitingPerClient.
+   */
+  busyBy: { engine: number; client: number; clientProcess: number; process: number; waiting: number; clientWaiting: number };
   /** Queries waiting for an answer now (a coalesced question counts each waiter). */
   waiting: number;
   /** Upstream TCP pools, every upstream together. */
@@ -131,6 +143,8 @@ export interface ForwarderStats {
 interface Waiter {
   resolve(msg: Uint8Array): void;
   reject(err: Error): void;
+  /** The prefix key its place among the waiting is charged to (undefined: no client given). */
+  client: string | undefined;
 }
 
 interface Attempt {
@@ -160,6 +174,8 @@ interface Flight {
   owner: string | undefined;
   /** Holds a unit of the shared budget. */
   shared: boolean;
+  /** Its owner's counters in the shared per-network table (InflightShare.networkOf), or -1: none held. */
+  net: number;
   /** A validated answer we would rather not give (TC after TCP failed, a lame rcode) but will at the end. */
   fallback: Uint8Array | null;
   /** Some attempt failed other than by timing out. */
@@ -198,6 +214,7 @@ export class Forwarder {
   readonly maxInflight: number;
   readonly maxPerClient: number;
   readonly maxWaiting: number;
+  readonly maxWaitingPerClient: number;
   private readonly shared: InflightShare | undefined;
   private readonly tcpOpts: TcpPoolOptions | undefined;
   /** Per upstream index, made on first use. */
@@ -205,6 +222,8 @@ export class Forwarder {
   /** Questions in flight per client prefix; an entry goes when its count reaches 0. */
   private readonly perClient = new Map<string, number>();
   private waiting = 0;
+  /** Queries waiting per client prefix (their own questions and the ones they joined); an entry goes at 0. */
+  private readonly waitingPerClient = new Map<string, number>();
   private readonly ups: UpstreamHealth[];
   /** 0x20 and cookie state per upstream, by index (guard.ts). */
   private readonly guards: UpstreamGuard[];
@@ -232,8 +251,10 @@ export class Forwarder {
     busy: 0,
     busyEngine: 0,
     busyClient: 0,
+    busyClientProcess: 0,
     busyProcess: 0,
     busyWaiting: 0,
+    busyClientWaiting: 0,
     tcpBusy: 0,
     errors: 0,
     probes: 0,
@@ -258,7 +279,8 @@ export class Forwarder {
     this.maxInflight = opts.maxInflight ?? 1024;
     this.maxPerClient = opts.maxPerClient ?? Math.max(1, Math.floor(this.maxInflight / 4));
     this.maxWaiting = opts.maxWaiting ?? 4 * this.maxInflight;
-    for (const [k, v] of [['maxInflight', this.maxInflight], ['maxPerClient', this.maxPerClient], ['maxWaiting', this.maxWaiting]] as const) {
+    this.maxWaitingPerClient = opts.maxWaitingPerClient ?? Math.max(1, Math.floor((this.maxWaiting * Math.min(this.maxPerClient, this.maxInflight)) / this.maxInflight));
+    for (const [k, v] of [['maxInflight', this.maxInflight], ['maxPerClient', this.maxPerClient], ['maxWaiting', this.maxWaiting], ['maxWaitingPerClient', this.maxWaitingPerClient]] as const) {
       if (!Number.isInteger(v) || v < 1) throw new UpstreamError('UPSTREAM_BAD_CONFIG', `${k} must be a positive integer, got ${String(v)}`);
     }
     this.shared = opts.shared;
@@ -292,8 +314,11 @@ export class Forwarder {
    * is in flight, UPSTREAM_CLOSED, UPSTREAM_BAD_QUERY.
    *
    * `client`: the asking client's prefix key (src/net/addr.ts prefixKey); a new question
-   * is charged to it, and refused when that prefix already holds maxPerClient. A query
-   * that joins a question in flight is charged nothing but a place among the waiting.
+   * is charged to it, and refused when that prefix already holds maxPerClient here or its
+   * share of the process (the shared budget's perNetwork, every engine together). Every
+   * query, a joining one too, takes a place among the waiting charged to its prefix,
+   * refused past maxWaitingPerClient: one network asking one stalled name over and over
+   * cannot fill the waiting room that every other network's new names need.
    */
   resolve(q: Question, client?: string): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(new UpstreamError('UPSTREAM_CLOSED', 'forwarder is closed'));
@@ -307,11 +332,15 @@ export class Forwarder {
       this.s.busyWaiting++;
       return this.busy(`${this.waiting} queries waiting on the upstream`);
     }
+    if (client !== undefined && (this.waitingPerClient.get(client) ?? 0) >= this.maxWaitingPerClient) {
+      this.s.busyClientWaiting++;
+      return this.busy(`the client's network has ${this.maxWaitingPerClient} queries waiting on the upstream`);
+    }
     const existing = this.flights.get(key);
     if (existing !== undefined) {
       this.s.coalesced++;
-      this.waiting++;
-      return new Promise((resolve, reject) => existing.waiters.push({ resolve, reject }));
+      this.addWaiting(client);
+      return new Promise((resolve, reject) => existing.waiters.push({ resolve, reject, client }));
     }
     if (this.flights.size >= this.maxInflight) {
       this.s.busyEngine++;
@@ -321,12 +350,21 @@ export class Forwarder {
       this.s.busyClient++;
       return this.busy(`the client's network has ${this.maxPerClient} questions in flight`);
     }
+    let net = -1;
+    if (this.shared !== undefined && client !== undefined) {
+      net = this.shared.networkOf(client);
+      if (!this.shared.takeNetwork(net)) {
+        this.s.busyClientProcess++;
+        return this.busy("the client's network holds its share of the process's questions in flight");
+      }
+    }
     if (this.shared !== undefined && !this.shared.take()) {
+      if (net >= 0) this.shared.giveNetwork(net);
       this.s.busyProcess++;
       return this.busy('the process is at its limit of questions in flight');
     }
     if (client !== undefined) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
-    this.waiting++;
+    this.addWaiting(client);
     const now = performance.now();
     const f: Flight = {
       key,
@@ -343,17 +381,23 @@ export class Forwarder {
       tcp: null,
       owner: client,
       shared: this.shared !== undefined,
+      net,
       fallback: null,
       hadError: false,
       lastError: null,
       done: false,
     };
-    const p = new Promise<Uint8Array>((resolve, reject) => f.waiters.push({ resolve, reject }));
+    const p = new Promise<Uint8Array>((resolve, reject) => f.waiters.push({ resolve, reject, client }));
     this.flights.set(key, f);
     f.deadlineTimer = setTimeout(() => this.onDeadline(f), this.deadlineMs);
     this.startProbes(now);
     this.nextAttempt(f);
     return p;
+  }
+
+  private addWaiting(client: string | undefined): void {
+    this.waiting++;
+    if (client !== undefined) this.waitingPerClient.set(client, (this.waitingPerClient.get(client) ?? 0) + 1);
   }
 
   private busy(why: string): Promise<never> {
@@ -607,7 +651,14 @@ export class Forwarder {
     if (this.flights.get(f.key) === f) {
       this.flights.delete(f.key);
       this.waiting -= f.waiters.length;
+      for (const w of f.waiters) {
+        if (w.client === undefined) continue;
+        const n = (this.waitingPerClient.get(w.client) ?? 1) - 1;
+        if (n > 0) this.waitingPerClient.set(w.client, n);
+        else this.waitingPerClient.delete(w.client);
+      }
       if (f.shared) this.shared!.give();
+      if (f.net >= 0) this.shared!.giveNetwork(f.net);
       if (f.owner !== undefined) {
         const n = (this.perClient.get(f.owner) ?? 1) - 1;
         if (n > 0) this.perClient.set(f.owner, n);
@@ -701,7 +752,7 @@ export class Forwarder {
       coalesced: s.coalesced,
       servfail: s.servfail,
       busy: s.busy,
-      busyBy: { engine: s.busyEngine, client: s.busyClient, process: s.busyProcess, waiting: s.busyWaiting },
+      busyBy: { engine: s.busyEngine, client: s.busyClient, clientProcess: s.busyClientProcess, process: s.busyProcess, waiting: s.busyWaiting, clientWaiting: s.busyClientWaiting },
       waiting: this.waiting,
       tcp: this.tcpStats(),
       errors: s.errors,
@@ -729,6 +780,11 @@ export class Forwarder {
   /** Client prefixes holding questions in flight now (bounded by maxInflight). */
   get clients(): number {
     return this.perClient.size;
+  }
+
+  /** Client prefixes with queries waiting now (bounded by maxWaiting). */
+  get waitingClients(): number {
+    return this.waitingPerClient.size;
   }
 
   /** The upstreams in list order, canonicalized. */

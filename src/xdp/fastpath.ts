@@ -154,7 +154,12 @@ export class FastPath {
       const map = v4 ? this.layout.maps.acl4 : this.layout.maps.acl6;
       want.set(`${map}/${key.toString('hex')}`, { map, key, value });
     }
-    if (want.size > this.layout.ACL.max) throw new HeimdallError('E_BAD_OPTION', `access lists hold at most ${this.layout.ACL.max} prefixes per family`);
+    // One trie per family, each of ACL.max entries (the config refuses more up front, src/config.ts).
+    for (const map of [this.layout.maps.acl4, this.layout.maps.acl6]) {
+      let n = 0;
+      for (const w of want.values()) if (w.map === map) n++;
+      if (n > this.layout.ACL.max) throw new HeimdallError('E_BAD_OPTION', `access lists hold at most ${this.layout.ACL.max} prefixes per family, got ${n} for ${map}`);
+    }
     for (const w of want.values()) this.native.edgePut(w.map, w.key, w.value);
     // The IPv4 table by /16: a block's own answer, or "refine" where a longer prefix lies
     // inside it (bpf/heimdall.h ACL16_ENTRIES). Written after the tries it defers to.

@@ -7,6 +7,7 @@
  * the TTL fields zero as they sit in the reply, so the XDP program can count the TTLs
  * down and finish the UDP checksum without reading the records twice.
  */
+import { KEY_CD, KEY_DO } from '../dns/constants.js';
 import type { CachedAnswer } from '../dns/answer.js';
 import type { Layout } from '../native/addon.js';
 import { HeimdallError } from '../errors.js';
@@ -117,7 +118,7 @@ export function hotNameHash(name: Uint8Array, seed: bigint, layout: Layout): big
 }
 
 /**
- * The hot-map key for a cache key (lowercased wire name, QTYPE, QCLASS, DO byte: see
+ * The hot-map key for a cache key (lowercased wire name, QTYPE, QCLASS, DO and CD byte: see
  * src/dns/key.ts), laid out as struct hot_key: the name's seeded hash and the rest.
  */
 export function hotKeyFromCacheKey(cacheKey: Uint8Array, layout: Layout, seed: bigint, out: Buffer = Buffer.alloc(layout.key.size)): Buffer {
@@ -130,7 +131,8 @@ export function hotKeyFromCacheKey(cacheKey: Uint8Array, layout: Layout, seed: b
   out[k.qtype! + 1] = cacheKey[n + 1]!;
   out[k.qclass!] = cacheKey[n + 2]!;
   out[k.qclass! + 1] = cacheKey[n + 3]!;
-  out[k.flags!] = cacheKey[n + 4] ? layout.HOT_KEY_DO : 0;
+  const f = cacheKey[n + 4]!;
+  out[k.flags!] = (f & KEY_DO ? layout.HOT_KEY_DO : 0) | (f & KEY_CD ? layout.HOT_KEY_CD : 0);
   out[k.name_len!] = n;
   return out;
 }

@@ -4,11 +4,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ATTACH_CAPS } from '../../src/caps.js';
+import { controlRequest, serveControl } from '../../src/service/control.js';
 
 const UNIT = fileURLToPath(new URL('../../systemd/heimdall-xdp@.service', import.meta.url));
 const text = readFileSync(UNIT, 'utf8');
@@ -25,6 +26,10 @@ describe('systemd unit heimdall-xdp@.service', () => {
     expect(Number(values('TimeoutStopSec')[0])).toBeGreaterThanOrEqual(10);
     expect(values('RuntimeDirectory')).toEqual(['heimdall-xdp']);
     expect(values('RuntimeDirectoryMode')).toEqual(['0750']);
+    // One directory for every instance: stopping one must not delete the others' sockets.
+    expect(values('RuntimeDirectoryPreserve')).toEqual(['yes']);
+    // Interface names with '-' need systemd-escape (systemd reads '-' in %I as '/').
+    expect(text).toMatch(/^# .*systemd-escape br-lan/m);
     for (const key of ['AmbientCapabilities', 'CapabilityBoundingSet']) expect(values(key)[0]!.split(' ').sort()).toEqual([...ATTACH_CAPS].sort());
   });
 
@@ -40,5 +45,18 @@ describe('systemd unit heimdall-xdp@.service', () => {
     writeFileSync(join(dir, 'x@.service'), text.replace('KillMode=mixed', 'KillMode=bogus'));
     symlinkSync('x@.service', join(dir, 'x@eth0.service'));
     expect(spawnSync('systemd-analyze', ['verify', join(dir, 'x@eth0.service')], { encoding: 'utf8' }).stderr).toMatch(/kill mode/);
+  });
+
+  it('lets the next instance replace a socket a killed one left in the kept directory, and removes its own on stop', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hx-run-'));
+    try {
+      writeFileSync(join(dir, 'eth9.sock'), ''); // what a SIGKILLed process leaves: a path nobody listens on
+      const server = await serveControl('eth9', { ping: async () => ({ pong: true }) }, dir);
+      expect(await controlRequest('eth9', { cmd: 'ping' }, dir)).toMatchObject({ pong: true });
+      await server.close();
+      expect(existsSync(join(dir, 'eth9.sock'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,7 @@
 /** The edge settings of the one config: defaults, bounds and the messages an operator sees. */
 import { describe, expect, it } from 'vitest';
-import { resolveConfig, type ConfigInput } from '../../src/config.js';
+import { ACL_MAX_PER_FAMILY, resolveConfig, type ConfigInput } from '../../src/config.js';
+import { loadAddon } from '../../src/native/addon.js';
 import { DEFAULT_ALLOW } from '../../src/edge/acl.js';
 import { RRL_DEFAULTS } from '../../src/edge/rrl.js';
 
@@ -57,5 +58,34 @@ describe('edge configuration', () => {
         expect((e as { code: string }).code).toBe('E_BAD_OPTION');
       }
     }
+  });
+
+  it('refuses an empty --allow, as the config file does (it would serve nobody)', () => {
+    for (const allow of ['', ' , ']) expect(() => resolve({ allow })).toThrow(/^--allow must not be empty \(it would serve nobody; 'default' is the private ranges, 'any' everyone\)$/);
+    expect(resolve({ deny: '' }).edge.deny).toEqual([]); // an empty deny list is no deny
+  });
+
+  it('refuses a prefix with bits set past its length, naming the network it would be', () => {
+    expect(() => resolve({ allow: '203.0.113.7/16' })).toThrow(/^--allow: '203\.0\.113\.7\/16' has bits set past the prefix length: did you mean 203\.0\.0\.0\/16\?$/);
+    expect(() => resolve({ deny: '198.18.0.0/24,fd00::1/64' })).toThrow(/^--deny: 'fd00::1\/64' has bits set past the prefix length: did you mean fd00::\/64\?$/);
+    expect(() => resolve({ rrlExempt: '10.1.2.3/8' })).toThrow(/did you mean 10\.0\.0\.0\/8\?/);
+    // The network itself, a host without a length and the keywords are fine.
+    expect(resolve({ allow: '203.0.0.0/16,203.0.113.7,default,any' }).edge.allow).toHaveLength(2 + DEFAULT_ALLOW.length + 2);
+  });
+
+  it('refuses a folded access list larger than the XDP tries hold, counting each family on its own', () => {
+    const v4 = (n: number, base = 0) => Array.from({ length: n }, (_, i) => `198.19.${(base + i) >> 8}.${(base + i) & 255}/32`);
+    const v6 = (n: number) => Array.from({ length: n }, (_, i) => `fd00::${i.toString(16)}/128`);
+    // 4096 of each family fits: the limit is per family, not for both together.
+    expect(resolve({ allow: [...v4(4096), ...v6(4096)].join(',') }).edge.allow).toHaveLength(8192);
+    expect(() => resolve({ allow: v4(4097).join(',') })).toThrow(/^--allow with --deny and --rrl-exempt makes 4097 distinct IPv4 prefixes; the XDP program holds at most 4096 per family: merge prefixes into wider ones$/);
+    // The lists fold together: deny and exempt prefixes count too, a prefix in two lists once.
+    expect(() => resolve({ allow: v4(4000).join(','), deny: v4(97, 4000).join(',') })).toThrow(/makes 4097 distinct IPv4/);
+    expect(resolve({ allow: v4(4000).join(','), deny: v4(96, 4000).join(','), rrlExempt: v4(10).join(',') }).edge.deny).toHaveLength(96);
+    expect(() => resolve({ allow: `default,${v6(4096).join(',')}` })).toThrow(/makes 4099 distinct IPv6 prefixes/);
+  });
+
+  it('counts against the size the XDP program was built with', () => {
+    expect(ACL_MAX_PER_FAMILY).toBe(loadAddon().layout.ACL.max);
   });
 });

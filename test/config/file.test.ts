@@ -207,7 +207,7 @@ describe('reload', () => {
     expect([after.promoteAfter, after.workerEngine.promoteAfter, after.mainEngine.promoteAfter]).toEqual([7, 7, 7]);
     expect(after.logFormat).toBe('json');
     expect(diffConfig(after, next)).toEqual({ live: [], restart: ['port'] });
-    expect(describeReload(diffConfig(after, next))).toBe('nothing to change; port changed in the file but need a restart (running values kept)');
+    expect(describeReload(diffConfig(after, next))).toBe('nothing to change; port changed in the file but needs a restart (running values kept)');
     expect(describeReload({ live: ['allow'], restart: [] })).toBe('changed allow');
   });
 

@@ -174,7 +174,19 @@ describe('cache key', () => {
     expect(Buffer.from(out.subarray(7, 7 + n))).toEqual(Buffer.from(makeKey('www.example.com', 28, 1, true)));
     expect(out[6]).toBe(0xee);
     expect(out[7 + n]).toBe(0xee);
-    expect(parseKey(out.slice(7, 7 + n))).toEqual({ name: 'www.example.com', qtype: 28, qclass: 1, dnssecOk: true });
+    expect(parseKey(out.slice(7, 7 + n))).toEqual({ name: 'www.example.com', qtype: 28, qclass: 1, dnssecOk: true, checkingDisabled: false });
+  });
+
+  it('keeps CD apart: an answer fetched with CD=1 is another key than one fetched with CD=0', () => {
+    const v = new MessageView();
+    const out = new Uint8Array(300);
+    const withCd = query('www.example.com', 'A', { edns: { do: true }, cd: true });
+    const n = v.parseOrThrow(withCd).writeKey(out);
+    expect(Buffer.from(out.subarray(0, n))).toEqual(Buffer.from(makeKey('www.example.com', 1, 1, true, true)));
+    expect(parseKey(out.slice(0, n))).toEqual({ name: 'www.example.com', qtype: 1, qclass: 1, dnssecOk: true, checkingDisabled: true });
+    const plain = out.slice(0, v.parseOrThrow(query('www.example.com', 'A', { edns: { do: true } })).writeKey(out));
+    expect(Buffer.from(plain)).not.toEqual(Buffer.from(makeKey('www.example.com', 1, 1, true, true)));
+    expect(Buffer.from(plain)).toEqual(Buffer.from(makeKey('www.example.com', 1, 1, true, false)));
   });
 
   it('DO is 0 without EDNS or with DO clear', () => {
@@ -199,7 +211,7 @@ describe('cache key', () => {
         expect(Buffer.from(a.subarray(0, v.keyLen))).toEqual(Buffer.from(b.subarray(0, v.keyLen)));
         const q = p.questions![0]!;
         expect(Buffer.from(a.subarray(0, v.keyLen))).toEqual(
-          Buffer.from(makeKey(q.name, TYPE[q.type]!, CLASS[q.class ?? 'IN']!, v.dnssecOk)),
+          Buffer.from(makeKey(q.name, TYPE[q.type]!, CLASS[q.class ?? 'IN']!, v.dnssecOk, v.cd)),
         );
       }),
       { numRuns: 300 },

@@ -162,6 +162,58 @@ describe('DnsEngine', () => {
     expect(stale.stats.get('staleServed')).toBe(1);
   });
 
+  it('keeps what was fetched with CD=1 from CD=0 queries, and the other way round', async () => {
+    // A validating upstream: with CD=1 it hands over data that fails validation, with CD=0
+    // it answers SERVFAIL. The CD=1 answer must never reach a CD=0 client, from the cache
+    // or by joining its fetch (docs/CORE.md, "Cached answers").
+    const bogus = response('bank.example', 'A', { answers: [{ type: 'A', name: 'bank.example', ttl: 60, data: '198.18.66.6' }] });
+    const asked: Q[] = [];
+    const validating: Resolver = {
+      async resolve(q: Q) {
+        asked.push(q);
+        if (q.checkingDisabled === true) return bogus;
+        throw new Error('SERVFAIL: validation failed');
+      },
+    };
+    const e = new DnsEngine({ resolver: validating, cacheSize: 64, clock });
+    const cd1 = await ask(e, query('bank.example', 'A', { cd: true }));
+    expect(cd1.answers[0]!.data).toBe('198.18.66.6');
+    expect(cd1.flags & dnsPacket.CHECKING_DISABLED).toBe(dnsPacket.CHECKING_DISABLED);
+    const cd0 = await ask(e, query('bank.example', 'A'));
+    expect(cd0.rcode).toBe('SERVFAIL');
+    expect(cd0.answers.length).toBe(0);
+    expect(asked.map((q) => q.checkingDisabled === true)).toEqual([true, false]);
+    // Both at once: neither waits on the other's fetch.
+    now += 120e9;
+    const [a, b] = await Promise.all([ask(e, query('bank.example', 'A', { cd: true, id: 1 })), ask(e, query('bank.example', 'A', { id: 2 }))]);
+    expect([a.rcode, b.rcode]).toEqual(['NOERROR', 'SERVFAIL']);
+    // The CD=1 answer is cached for CD=1 queries.
+    const n = asked.length;
+    expect((await ask(e, query('bank.example', 'A', { cd: true }))).answers[0]!.data).toBe('198.18.66.6');
+    expect(asked.length).toBe(n);
+  });
+
+  it('refuses a query without RD, cached or not, without asking the upstream, and counts it', async () => {
+    const r = scripted({ 'www.example.com/1': wwwA, 'cold.example.com/1': wwwA });
+    const e = new DnsEngine({ resolver: r, cacheSize: 64, clock });
+    e.cache.insertResponse(wwwA, now);
+    for (const name of ['www.example.com', 'cold.example.com']) {
+      for (const edns of [undefined, { udpSize: 1232 }]) {
+        const a = await ask(e, query(name, 'A', { rd: false, id: 31, edns }));
+        expect(a.rcode).toBe('REFUSED');
+        expect(a.id).toBe(31);
+        expect(a.answers.length).toBe(0);
+        expect(a.flags & dnsPacket.RECURSION_DESIRED).toBe(0);
+        expect(a.questions[0]!.name).toBe(name);
+      }
+    }
+    expect(r.asked.length).toBe(0);
+    expect(e.stats.get('notRecursive')).toBe(4);
+    expect(e.stats.get('cacheHits')).toBe(0);
+    // With RD the cached name is a hit again.
+    expect((await ask(e, query('www.example.com', 'A'))).answers.length).toBe(1);
+  });
+
   it('relays an uncacheable answer (REFUSED) under the client ID and question', async () => {
     const refused = response('other.zone', 'A', {}, { rcode: 'REFUSED' });
     const e = new DnsEngine({ resolver: scripted({ 'other.zone/1': refused }), cacheSize: 64, clock });
@@ -251,6 +303,50 @@ describe('DnsEngine', () => {
     tc[2]! |= 0x02;
     const e = new DnsEngine({ resolver: scripted({ 'tc.example/1': tc }), cacheSize: 64, clock });
     expect((await ask(e, query('tc.example', 'A'), true)).rcode).toBe('SERVFAIL');
+  });
+
+  it('keeps TC=1 on a truncated answer it relays over UDP, so the client retries over TCP', async () => {
+    // The forwarder hands over a truncated answer when it cannot get the whole one over
+    // TCP (its connections full, TCP blocked): a UDP client must see TC, not an empty NOERROR.
+    const tc = Buffer.from(response('tc.example', 'DNSKEY', {}));
+    tc[2]! |= 0x02;
+    const e = new DnsEngine({ resolver: scripted({ 'tc.example/48': tc }), cacheSize: 64, clock });
+    for (const edns of [undefined, { udpSize: 1232 }]) {
+      const a = await ask(e, query('tc.example', 'DNSKEY', { edns }));
+      expect(a.rcode).toBe('NOERROR');
+      expect(a.flags & dnsPacket.TRUNCATED_RESPONSE).toBe(dnsPacket.TRUNCATED_RESPONSE);
+    }
+  });
+
+  it('relays an answer with its own OPT, never the upstream\'s, and top-bit TTLs as 0', async () => {
+    // The upstream's OPT says its own UDP size (and could carry options): a client without
+    // EDNS must get no OPT at all (RFC 6891 7), one with EDNS ours.
+    const up = Buffer.from(
+      dnsPacket.encode({
+        type: 'response',
+        id: 1,
+        flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+        questions: [{ name: 'zero.example', type: 'A', class: 'IN' }],
+        answers: [
+          { type: 'A', name: 'zero.example', ttl: 0, data: '198.18.9.9' },
+          { type: 'A', name: 'zero.example', ttl: 0x80000001, data: '198.18.9.10' },
+        ],
+        additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096, flags: 0, options: [{ code: 10, data: Buffer.alloc(16, 7) }] } as unknown as dnsPacket.Answer],
+      } as dnsPacket.Packet),
+    );
+    const e = new DnsEngine({ resolver: scripted({ 'zero.example/1': up }), cacheSize: 64, clock, udpSize: 1232 });
+    const plain = await ask(e, query('zero.example', 'A'));
+    expect(plain.answers.map((a) => a.data)).toEqual(['198.18.9.9', '198.18.9.10']);
+    expect(plain.answers.map((a) => a.ttl)).toEqual([0, 0]);
+    expect(plain.additionals.length).toBe(0);
+    const withEdns = await ask(e, query('zero.example', 'A', { edns: { udpSize: 4096, do: true } }));
+    expect(withEdns.answers.length).toBe(2);
+    const opts = withEdns.additionals.filter((a) => a.type === 'OPT') as unknown as { udpPayloadSize: number; flag_do: boolean; options: unknown[] }[];
+    expect(opts.length).toBe(1);
+    expect(opts[0]!.udpPayloadSize).toBe(1232);
+    expect(opts[0]!.flag_do).toBe(true);
+    expect(opts[0]!.options.length).toBe(0);
+    expect(e.stats.get('relayed')).toBe(2);
   });
 
   it('answers FORMERR, NOTIMP and BADVERS, and drops what must not be answered', async () => {

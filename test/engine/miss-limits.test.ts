@@ -92,6 +92,8 @@ describe('DnsEngine miss path and the upstream limits', () => {
     expect(host.engine.cache.maxBytes).toBe(300_000);
     expect(host.engine.cache.maxEntries).toBe(1000);
     expect([host.forwarder.maxInflight, host.forwarder.maxPerClient]).toEqual([40, 4]);
+    // The waiting room: 4 × in-flight, and the same share of it per network.
+    expect([host.forwarder.maxWaiting, host.forwarder.maxWaitingPerClient]).toEqual([160, 16]);
     // The shared budget is the one given: its sixth question is refused for the process.
     const ps = Array.from({ length: 6 }, (_, i) => host.forwarder.resolve({ name: Uint8Array.of(1, 97 + i, 0), qtype: 1, qclass: 1, dnssecOk: false }).catch((e: Error & { code?: string }) => e.code));
     expect(shared.inUse).toBe(5);
@@ -155,6 +157,55 @@ describe('DnsEngine miss path and the upstream limits', () => {
     const n = await Promise.all(pending);
     expect(n.every((x) => typeof x === 'number' && x > 12)).toBe(true);
     expect(calls).toBe(5);
+  });
+
+  it("gives one network at most its share of the fetch table's waiters: past it, its misses go to the resolver (which bounds them per network), and other networks still join", async () => {
+    const fetches = new FetchTable({ capacity: 64 });
+    const asked: (string | undefined)[] = [];
+    const held: (() => void)[] = [];
+    const r: Resolver = {
+      resolve(q, client) {
+        asked.push(client);
+        const name = Buffer.from(q.name.subarray(1, 1 + q.name[0]!)).toString() + '.test';
+        return new Promise((res) => held.push(() => res(answerA(name)))); // stalled too
+      },
+    };
+    const e = new DnsEngine({ resolver: r, cacheSize: 64, fetches, maxTableWaiting: 10, maxTableWaitingPerClient: 2 });
+    // "Another thread" owns the fetch of stall.test/A, and its authority stalls.
+    const k = makeKey('stall.test', 1, 1, false);
+    const ticket = fetches.claim(k, k.length, keyHash(k, 0, k.length), fastMonotonicNs() / 1e6) as number;
+    expect(ticket).toBeGreaterThanOrEqual(0);
+    const ask = (from: string) => {
+      const buf = Buffer.from(query('stall.test', 'A'));
+      return e.handle(buf, 0, buf.length, Buffer.alloc(512), 0, false, undefined, undefined, parseAddr(from)!);
+    };
+    const flood = Array.from({ length: 6 }, (_, i) => ask(`198.18.4.${i + 1}`));
+    await new Promise((res) => setTimeout(res, 20));
+    // Two of the flooding network's queries wait in the table; four went to the resolver.
+    expect(e.stats.get('fetchJoined')).toBe(2);
+    const A = prefixKey(parseAddr('198.18.4.0')!);
+    expect(asked).toEqual([A, A, A, A]);
+    // Another network still joins the fetch in flight rather than asking again.
+    const other = ask('198.18.6.1');
+    await new Promise((res) => setTimeout(res, 20));
+    expect(e.stats.get('fetchJoined')).toBe(3);
+    expect(asked).toHaveLength(4);
+    fetches.release(ticket, 'failed'); // the three waiters now ask on their own
+    await new Promise((res) => setTimeout(res, 20));
+    expect(asked).toHaveLength(7);
+    for (const h of held.splice(0)) h();
+    await Promise.all([...flood, other]);
+    // The waits ended: the network may wait in the table again.
+    const k2 = makeKey('stall2.test', 1, 1, false);
+    const t2 = fetches.claim(k2, k2.length, keyHash(k2, 0, k2.length), fastMonotonicNs() / 1e6) as number;
+    expect(t2).toBeGreaterThanOrEqual(0);
+    const buf = Buffer.from(query('stall2.test', 'A'));
+    const again = e.handle(buf, 0, buf.length, Buffer.alloc(512), 0, false, undefined, undefined, parseAddr('198.18.4.9')!);
+    expect(e.stats.get('fetchJoined')).toBe(4);
+    fetches.release(t2, 'failed');
+    await new Promise((res) => setTimeout(res, 20));
+    for (const h of held.splice(0)) h();
+    await again;
   });
 });
 

@@ -92,6 +92,28 @@ describePrivileged('heimdall-xdp operator errors', { netns: true, tools: ['nsd',
     }
   }, 60_000);
 
+  it('stops cleanly on SIGTERM while starting: nothing stays attached', async () => {
+    // The program is on the interface before the workers start and the service says it
+    // serves: a SIGTERM in between must undo the attach, not end the process as it is.
+    const svc = lab.startService([up, '--queues', '2']);
+    const signalled = new Promise<NodeJS.Signals | null>((r) => svc.proc.on('exit', (_c, sig) => r(sig)));
+    const deadline = Date.now() + 40_000;
+    while (!/ xdp/.test(lab.exec('appliance', 'ip', ['-d', 'link', 'show', lab.applianceIf]))) {
+      expect(svc.exitCode, svc.stderr).toBeNull();
+      expect(Date.now(), 'the program never showed up on the interface').toBeLessThan(deadline);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(svc.stdout, 'the signal must come before the service serves').not.toMatch(/serving/);
+    svc.signal('SIGTERM');
+    await svc.stop();
+    // Ended as SIGTERM ends a process (143 to a shell), after undoing the start.
+    expect(await signalled).toBe('SIGTERM');
+    expect(lab.exec('appliance', 'ip', ['-d', 'link', 'show', lab.applianceIf])).not.toMatch(/ xdp|prog\/xdp/);
+    expect((await lab.cli(['status', lab.applianceIf])).stdout).toMatch(/no XDP program/);
+    expect(svc.stdout).toMatch(/SIGTERM while starting: stopped, nothing left on /);
+    expect(svc.stderr).toBe('');
+  }, 60_000);
+
   it('replaces a program left by a killed process; detach removes one and never a foreign one', async () => {
     const svc = lab.startService([up, '--no-af-xdp']);
     await svc.ready();

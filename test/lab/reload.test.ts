@@ -82,14 +82,41 @@ describePrivileged('config file and live reload in the lab', { netns: true, tool
     expect(svc.stderr).toMatch(/info reload: .*heimdall\.yaml: changed upstreams, promote-after, rrl\n/);
   }, 60_000);
 
+  it('refuses new upstreams none of which answers, as start does, and keeps the running ones', async () => {
+    write({ upstreams: '[198.18.1.99]', 'cache-max-ttl': '60' }); // nobody answers there
+    const r = await reload();
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("heimdall-xdp: no upstream answers (198.18.1.99): check 'upstreams' in the file and that this host can reach it\n");
+    expect(svc.stderr).toMatch(/error reload: refused, running config kept: no upstream answers \(198\.18\.1\.99\)/);
+    // The running upstream still answers the next miss, and nothing of the file applied.
+    const out = lab.dig(['h900.lab.example', 'A']);
+    expect(out).toMatch(/status: NOERROR/);
+    expect(Number(/^h900\.lab\.example\.\s+(\d+)\s+IN\s+A/m.exec(out)![1])).toBeGreaterThan(60);
+  }, 60_000);
+
   it('sends the next misses to the new upstreams at once', async () => {
-    write({ upstreams: '[198.18.1.99]' }); // nobody answers there
-    expect((await reload()).code).toBe(0);
-    expect(lab.dig(['+time=6', 'h900.lab.example', 'A'])).toMatch(/status: SERVFAIL/);
-    expect(lab.dig(['h1.lab.example', 'A'])).toMatch(/status: NOERROR/); // cached
+    write({ upstreams: `["[${ADDR.upstream6}]:53"]` });
+    expect((await reload()).stdout).toMatch(/changed upstreams/);
+    expect(lab.dig(['h901.lab.example', 'A'])).toMatch(/status: NOERROR/);
+    const up = JSON.parse((await lab.cli(['upstreams', lab.applianceIf, '--json'])).stdout) as unknown;
+    expect(JSON.stringify(up)).toContain(ADDR.upstream6);
+    expect(JSON.stringify(up)).not.toContain(ADDR.upstream4);
     write();
     expect((await reload()).code).toBe(0);
-    expect(lab.dig(['h901.lab.example', 'A'])).toMatch(/status: NOERROR/);
+    expect(lab.dig(['h902.lab.example', 'A'])).toMatch(/status: NOERROR/);
+  }, 60_000);
+
+  it('refuses an access list larger than the XDP program holds before anything changes', async () => {
+    // 4097 distinct IPv4 prefixes (one /32 more than the trie's 4096), with a TTL ceiling that must not apply.
+    const many = Array.from({ length: 4096 }, (_, i) => `"198.19.${i >> 8}.${i & 255}/32"`);
+    write({ allow: `[198.18.0.0/15, "fd00::/8", ${many.join(', ')}]`, 'cache-max-ttl': '60' });
+    const r = await reload();
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^heimdall-xdp: heimdall\.yaml:\d+: allow: with --deny and --rrl-exempt makes 4097 distinct IPv4 prefixes; the XDP program holds at most 4096 per family: merge prefixes into wider ones\n$/);
+    const out = lab.dig(['h903.lab.example', 'A']);
+    expect(out).toMatch(/status: NOERROR/);
+    expect(Number(/^h903\.lab\.example\.\s+(\d+)\s+IN\s+A/m.exec(out)![1])).toBeGreaterThan(60);
+    write();
   }, 60_000);
 
   it('applies a new access list on every path at once', async () => {
@@ -135,7 +162,7 @@ describePrivileged('config file and live reload in the lab', { netns: true, tool
     try {
       const r = await reload();
       expect(r.code).toBe(0);
-      expect(r.stdout).toMatch(/changed cache-size, cache-bytes, cache-max-ttl, serve-stale; hot-size changed in the file but need a restart/);
+      expect(r.stdout).toMatch(/changed cache-size, cache-bytes, cache-max-ttl, serve-stale; hot-size changed in the file but needs a restart/);
       // The zone's TTL is 300: a name first fetched now is cached for 60 s at most.
       const ttl = (out: string) => Number(/^h777\.lab\.example\.\s+(\d+)\s+IN\s+A/m.exec(out)![1]);
       expect(ttl(lab.dig(['h777.lab.example', 'A']))).toBeLessThanOrEqual(60);

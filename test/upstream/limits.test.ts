@@ -82,7 +82,7 @@ describe('Forwarder: questions in flight', () => {
     const first = ['a.test', 'b.test', 'c.test'].map((n) => fwd.resolve(q(n)));
     await expectBusy(fwd.resolve(q('d.test')));
     const joined = fwd.resolve(q('A.TEST')); // coalesced: no new question, not refused
-    expect(fwd.stats()).toMatchObject({ inflight: 3, waiting: 4, busy: 1, busyBy: { engine: 1, client: 0, process: 0, waiting: 0 }, coalesced: 1 });
+    expect(fwd.stats()).toMatchObject({ inflight: 3, waiting: 4, busy: 1, busyBy: { engine: 1, client: 0, clientProcess: 0, process: 0, waiting: 0, clientWaiting: 0 }, coalesced: 1 });
     await new Promise((r) => setTimeout(r, 30));
     up.release();
     await Promise.all([...first, joined]);
@@ -109,7 +109,7 @@ describe('Forwarder: questions in flight', () => {
     // Queries with no client are charged to no network (only the engine's limit).
     ps.push(fwd.resolve(q('x1.test')), fwd.resolve(q('x2.test')));
     await expectBusy(fwd.resolve(q('x3.test')));
-    expect(fwd.stats().busyBy).toEqual({ engine: 1, client: 3, process: 0, waiting: 0 });
+    expect(fwd.stats().busyBy).toEqual({ engine: 1, client: 3, clientProcess: 0, process: 0, waiting: 0, clientWaiting: 0 });
     expect(fwd.clients).toBe(2);
     await new Promise((r) => setTimeout(r, 30));
     up.release();
@@ -148,6 +148,92 @@ describe('Forwarder: questions in flight', () => {
     expect(() => engineShare(shared, 65)).toThrow(RangeError);
   });
 
+  it('gives one client network at most its share of the process, counted across every engine (RSS spreads a network over all queues)', async () => {
+    const up = await heldUpstream();
+    // Each engine on its own would let a network hold 10; the process lets it hold 3.
+    const shared = new SharedInflight({ limit: 12, perNetwork: 3, engines: 2 });
+    const other = new SharedInflight({ buffer: shared.buffer }); // as a worker sees it
+    const f0 = forwarder({ upstreams: [up.addr], maxInflight: 10, maxPerClient: 10, shared: engineShare(shared, 0) });
+    const f1 = forwarder({ upstreams: [up.addr], maxInflight: 10, maxPerClient: 10, shared: engineShare(other, 1) });
+    const A = 'net-a';
+    const B = 'net-b';
+    const ps = [f0.resolve(q('a1.test'), A), f1.resolve(q('a2.test'), A), f0.resolve(q('a3.test'), A)];
+    // Together the two engines hold A's share: neither starts another question for it.
+    await expectBusy(f1.resolve(q('a4.test'), A));
+    await expectBusy(f0.resolve(q('a5.test'), A));
+    expect(f0.stats().busyBy.clientProcess + f1.stats().busyBy.clientProcess).toBe(2);
+    expect([other.limit, other.perNetwork, other.engines]).toEqual([12, 3, 2]);
+    expect(shared.networkHeld(A)).toBe(3);
+    // A refused network takes nothing of the process's budget.
+    expect(shared.inUse).toBe(3);
+    // Another network has its own share, on either engine.
+    ps.push(f1.resolve(q('b1.test'), B), f0.resolve(q('b2.test'), B), f1.resolve(q('b3.test'), B));
+    await expectBusy(f0.resolve(q('b4.test'), B));
+    // Joining a question in flight is no new question: A joins B's.
+    ps.push(f1.resolve(q('b1.test'), A));
+    expect([shared.networkHeld(A), shared.networkHeld(B), shared.inUse]).toEqual([3, 3, 6]);
+    await new Promise((r) => setTimeout(r, 30));
+    up.release();
+    await Promise.all(ps);
+    // Every question settled gave its network's count back.
+    expect([shared.networkHeld(A), shared.networkHeld(B), shared.inUse]).toEqual([0, 0, 0]);
+    const again = f1.resolve(q('a4.test'), A);
+    await new Promise((r) => setTimeout(r, 30));
+    up.release();
+    await again;
+  });
+
+  it('gives a network its share back when a question ends at its deadline or the forwarder closes, and forgets what a dead engine held', async () => {
+    const up = await heldUpstream(); // never released
+    const shared = new SharedInflight({ limit: 8, perNetwork: 2, engines: 3 });
+    const f0 = forwarder({ upstreams: [up.addr], timeoutMs: 40, deadlineMs: 80, shared: engineShare(shared, 0) });
+    const A = 'net-a';
+    const timedOut = [f0.resolve(q('t1.test'), A), f0.resolve(q('t2.test'), A)].map(settled);
+    await expectBusy(f0.resolve(q('t3.test'), A));
+    expect(await Promise.all(timedOut)).toMatchObject([{ code: 'UPSTREAM_TIMEOUT' }, { code: 'UPSTREAM_TIMEOUT' }]);
+    expect([shared.networkHeld(A), shared.inUse]).toEqual([0, 0]);
+    const f1 = forwarder({ upstreams: [up.addr], shared: engineShare(shared, 1) });
+    const closed = [f1.resolve(q('c1.test'), A), f1.resolve(q('c2.test'), A)].map(settled);
+    expect(shared.networkHeld(A)).toBe(2);
+    await f1.close();
+    expect(await Promise.all(closed)).toMatchObject([{ code: 'UPSTREAM_CLOSED' }, { code: 'UPSTREAM_CLOSED' }]);
+    expect([shared.networkHeld(A), shared.inUse]).toEqual([0, 0]);
+
+    // A worker that dies holding questions of A: the main thread's forget() frees them.
+    const dead = engineShare(shared, 2);
+    const net = dead.networkOf(A);
+    expect(dead.takeNetwork(net) && dead.take() && dead.takeNetwork(net) && dead.take()).toBe(true);
+    expect(dead.takeNetwork(net)).toBe(false);
+    expect([shared.networkHeld(A), shared.inUse]).toEqual([2, 2]);
+    shared.forget(2);
+    expect([shared.networkHeld(A), shared.inUse]).toEqual([0, 0]);
+    expect(() => engineShare(shared, 3)).toThrow(RangeError); // made for 3 engines
+  });
+
+  it('keeps a network whose counters collide with others at or under its share (collisions only make it stricter)', () => {
+    // 256 counters (the least), 1,000 networks: every counter is shared, no network ever exceeds its share.
+    const shared = new SharedInflight({ limit: 400, perNetwork: 5, engines: 1 });
+    const e = engineShare(shared, 0);
+    // Alone, a network gets exactly its share.
+    const solo = e.networkOf('6:solo');
+    expect(Array.from({ length: 6 }, () => e.takeNetwork(solo))).toEqual([true, true, true, true, true, false]);
+    for (let j = 0; j < 5; j++) e.giveNetwork(solo);
+    const held = new Map<string, number>();
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < 1000; i++) {
+        const k = `4:net${i}`;
+        if (e.takeNetwork(e.networkOf(k))) held.set(k, (held.get(k) ?? 0) + 1);
+      }
+    }
+    // Which networks get their 5 depends on the seed; none gets more.
+    expect(Math.max(...held.values())).toBeLessThanOrEqual(5);
+    expect(held.size).toBeGreaterThan(100);
+    // The table reads at least what each network holds: a collision adds, never hides.
+    for (const [k, n] of held) expect(shared.networkHeld(k)).toBeGreaterThanOrEqual(n);
+    for (const [k, n] of held) for (let j = 0; j < n; j++) e.giveNetwork(e.networkOf(k));
+    for (let i = 0; i < 1000; i++) expect(shared.networkHeld(`4:net${i}`)).toBe(0);
+  });
+
   it('bounds the queries waiting (coalesced ones included) with maxWaiting', async () => {
     const up = await heldUpstream();
     const fwd = forwarder({ upstreams: [up.addr], maxInflight: 10, maxWaiting: 3 });
@@ -159,6 +245,30 @@ describe('Forwarder: questions in flight', () => {
     up.release();
     await Promise.all(ps);
     expect(fwd.stats().waiting).toBe(0);
+  });
+
+  it("gives one network at most its share of the waiting: a flood of one stalled name leaves room for the others' new names", async () => {
+    const up = await heldUpstream(); // never answers: the stalled authority
+    const fwd = forwarder({ upstreams: [up.addr], maxInflight: 8, maxWaiting: 8 }); // a quarter of each per network by default
+    const A = 'net-a';
+    const B = 'net-b';
+    const C = 'net-c';
+    const flood = Array.from({ length: 20 }, () => settled(fwd.resolve(q('stalled.test'), A)));
+    expect(fwd.stats()).toMatchObject({ inflight: 1, waiting: 2, coalesced: 1 });
+    expect(fwd.stats().busyBy).toMatchObject({ clientWaiting: 18, waiting: 0 });
+    expect([fwd.maxPerClient, fwd.maxWaitingPerClient]).toEqual([2, 2]);
+    // Another network's new name goes upstream, not refused.
+    const b = settled(fwd.resolve(q('fresh.test'), B));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(up.seen.map((m) => dnsPacket.decode(m).questions![0]!.name.toLowerCase()).sort()).toEqual(['fresh.test', 'stalled.test']);
+    expect(fwd.stats().busyBy.waiting).toBe(0);
+    // A third network joining A's stalled name is charged to itself, not to A.
+    const c = settled(fwd.resolve(q('stalled.test'), C));
+    expect(fwd.stats()).toMatchObject({ waiting: 4, coalesced: 2 });
+    expect(fwd.waitingClients).toBe(3);
+    await fwd.close();
+    await Promise.all([...flood, b, c]);
+    expect([fwd.stats().waiting, fwd.waitingClients]).toEqual([0, 0]);
   });
 
   it.each([1, 64])('keeps at most two UDP sockets open per question however many attempts it makes (portReuse %i)', async (portReuse) => {

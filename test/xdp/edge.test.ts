@@ -122,6 +122,26 @@ describePrivileged('XDP edge verdicts under BPF_PROG_TEST_RUN', {}, () => {
       }
     });
 
+    it("fills each family's trie to 4096 prefixes, and refuses one more before writing anything", () => {
+      // ALLOW and DENY fold to 3 IPv4 and 2 IPv6 prefixes; 4093 /24s make the IPv4 trie full.
+      const nets = (n: number) => Array.from({ length: n }, (_, i) => `10.${i >> 8}.${i & 255}.0/24`);
+      const v6 = Array.from({ length: 50 }, (_, i) => `fd00:99:${i.toString(16)}::/48`);
+      const list = (n: number) => AccessList.build(parseAclList([ALLOW, ...nets(n), ...v6].join(',')), parseAclList(DENY));
+      try {
+        // Full in IPv4 with IPv6 prefixes besides: the bound is per trie, not for both together.
+        fp.setAccessList(list(4093));
+        expect(run(hot({ src: '10.15.252.1' })).slot).toBe('TX');
+        expect(run(hot({ src: '10.16.0.1' })).slot).toBe('TX_REFUSED');
+        expect(() => fp.setAccessList(list(4094))).toThrow(/^access lists hold at most 4096 prefixes per family, got 4097 for acl_v4$/);
+        // Nothing of the refused list was written: the one before still decides.
+        expect(run(hot({ src: '10.15.252.1' })).slot).toBe('TX');
+        expect(run(hot({ src: '10.15.253.1' })).slot).toBe('TX_REFUSED');
+      } finally {
+        serveLab(fp, [SERVER4, SERVER6], ALLOW, DENY);
+      }
+      expect(run(hot({ src: '10.15.252.1' })).slot).toBe('TX_REFUSED');
+    });
+
     it('refuses with an OPT when the query had one, never the hot answer', () => {
       const f = hot({ src: '198.20.1.1' }, query(NAME, 'A', { id: 9, edns: { udpSize: 4096, do: true } }));
       const r = run(f);

@@ -13,7 +13,7 @@ import { failHotDelete } from '../helpers/native-fault.js';
 import { serveLab } from '../helpers/edge.js';
 import { encodeHotEntry } from '../../src/xdp/hot-entry.js';
 import { execFileSync } from 'node:child_process';
-import type { CachedAnswer } from '../../src/dns/answer.js';
+import { answerFromResponse, type CachedAnswer } from '../../src/dns/answer.js';
 import { DnsErrorCode, MessageView, writeReply } from '../../src/dns/index.js';
 
 const NS = 1e9;
@@ -135,13 +135,44 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     expect(d.answers[0]!.data).toBe('198.18.1.1');
     expect(d.flags! & dnsPacket.AUTHENTIC_DATA).toBe(dnsPacket.AUTHENTIC_DATA);
 
-    const plain = buildFrame(query('secure.example', 'A', { edns: { udpSize: 1232 }, cd: true, rd: false }));
+    const plain = buildFrame(query('secure.example', 'A', { edns: { udpSize: 1232 } }));
     const r2 = run(plain);
     const d2 = expectReply(plain, r2.out);
     expect(d2.answers[0]!.data).toBe('198.18.1.2');
     expect(d2.flags! & dnsPacket.AUTHENTIC_DATA).toBe(0);
     const opt2 = d2.additionals!.find((x) => x.type === 'OPT') as unknown as { flags: number };
     expect(opt2.flags & dnsPacket.DNSSEC_OK).toBe(0);
+  });
+
+  it('keeps CD apart: an answer fetched with CD=1 is served to CD=1 queries only, and CD=0 ones never to them', () => {
+    // What a validating upstream hands over for CD=1 may be bogus: it must not reach a
+    // CD=0 client, who relies on that validation (docs/CORE.md, "Cached answers").
+    const unchecked = answerFromResponse(
+      response('cd.example', 'A', { answers: [{ type: 'A', name: 'cd.example', ttl: 60, data: '198.18.66.6' }] }),
+      now,
+      undefined,
+      false,
+      true,
+    );
+    put(unchecked);
+    const plainQ = buildFrame(query('cd.example', 'A', { edns: { udpSize: 1232 } }));
+    expect(run(plainQ).slot).toBe('USER_MISS');
+    const cdQ = buildFrame(query('cd.example', 'A', { edns: { udpSize: 1232 }, cd: true }));
+    const r = run(cdQ);
+    expect(r.slot).toBe('TX');
+    expect(expectReply(cdQ, r.out).answers[0]!.data).toBe('198.18.66.6');
+
+    put(cached(response('cd0.example', 'A', { answers: [{ type: 'A', name: 'cd0.example', ttl: 60, data: '198.18.66.7' }] }), now));
+    expect(run(buildFrame(query('cd0.example', 'A', { cd: true }))).slot).toBe('USER_MISS');
+    expect(run(buildFrame(query('cd0.example', 'A'))).slot).toBe('TX');
+  });
+
+  it('sends a query without RD to userspace (which refuses it), even for a hot name', () => {
+    put(exampleA('norec.example'));
+    expect(run(buildFrame(query('norec.example', 'A'))).slot).toBe('TX');
+    for (const o of [{ rd: false }, { rd: false, edns: { udpSize: 1232 } }, { rd: false, cd: true }]) {
+      expect(run(buildFrame(query('norec.example', 'A', o))).slot).toBe('USER_NO_RD');
+    }
   });
 
   it('answers a query carrying EDNS options (cookie) and ignores them', () => {

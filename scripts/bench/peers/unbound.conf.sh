@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Unbound as a caching forwarder: unbound.conf.sh RUNDIR LISTEN UPSTREAM THREADS
+# Unbound as a caching forwarder: unbound.conf.sh RUNDIR LISTEN UPSTREAM THREADS [PORT]
+# (PORT 53 unless given: test/lab/differential.test.ts runs it beside heimdall-xdp.)
 # No DNSSEC validation (the lab zone is unsigned and the other contenders do not
 # validate either), SO_REUSEPORT with one socket per thread, caches far larger than the
 # benchmark's 10,000-name mix, buffers sized for bursts.
 set -euo pipefail
-RUNDIR=$1 LISTEN=$2 UPSTREAM=$3 THREADS=$4
+RUNDIR=$1 LISTEN=$2 UPSTREAM=$3 THREADS=$4 PORT=${5:-53}
 cat <<CONF
 server:
   verbosity: 0
@@ -16,7 +17,7 @@ server:
   directory: "$RUNDIR"
   pidfile: "$RUNDIR/unbound.pid"
   interface: $LISTEN
-  port: 53
+  port: $PORT
   do-ip6: no
   do-tcp: yes
   access-control: 198.18.0.0/15 allow
