@@ -94,7 +94,7 @@ export async function cacheCommand(iface: string, action: string, name: string |
   const entries = r.entries as CachedEntryInfo[];
   const hot = r.hot as { type: string; dnssecOk: boolean; checkingDisabled?: boolean }[];
   // One cache serves every engine (src/engine/shared-cache.ts): an entry is the process's, not a thread's.
-  const lines = entries.map((e) => `  ${e.type}${e.dnssecOk ? ' (DO)' : ''} rcode ${e.rcode}, TTL left ${e.ttlLeft} s`);
+  const lines = entries.map((e) => `  ${e.type}${e.dnssecOk ? ' (DO)' : ''}${e.checkingDisabled === true ? ' (CD)' : ''} rcode ${e.rcode}, TTL left ${e.ttlLeft} s`);
   const hotText = hot.length > 0 ? `hot in XDP: ${hot.map((h) => `${h.type}${h.dnssecOk ? ' (DO)' : ''}${h.checkingDisabled === true ? ' (CD)' : ''}`).join(', ')}` : type ? 'not in the XDP hot map' : 'XDP hot map: give a type to look it up';
   out(r, `${name}${type ? ` ${type}` : ''}: ${entries.length > 0 ? `cached (${countOf(entries.length, 'entry', 'entries')})` : 'not cached'}; ${hotText}${lines.length ? `\n${lines.join('\n')}` : ''}`);
 }

@@ -312,7 +312,7 @@ export class MessageView {
    * Writes the cache key of the question into `out` at `outPos` (room for
    * qnameLen + 5 bytes needed): the qname
    * lowercased (ASCII only, so 0x20 mixed case maps to one key), qtype and
-   * qclass big-endian, then the DO bit as one byte. Returns the key length.
+   * qclass big-endian, then the flags byte (KEY_DO, KEY_CD). Returns the key length.
    * Only valid after a successful parse; never allocates.
    */
   writeKey(out: Uint8Array, outPos = 0): number {

@@ -55,13 +55,19 @@ export function badSource(a: Addr): boolean {
 /**
  * A plain query, as the XDP program admits one (bpf/heimdall.bpf.c parse_query): QR=0,
  * opcode QUERY, neither TC nor an RCODE (extended bits included), one question, no
- * answers or authorities, and at most one additional, which is an OPT. For a parsed view.
+ * answers or authorities, and at most one additional, which is an OPT of version 0 whose
+ * RDATA is at most OPT_RDATA_MAX bytes (the program's bound; a longer one it drops from a
+ * refused source). For a parsed view.
  */
 export function plainQuery(v: MessageView): boolean {
   if (v.qr || v.opcode !== 0 || v.tc || v.rcode !== 0) return false;
   if (v.qdcount !== 1 || v.ancount !== 0 || v.nscount !== 0) return false;
-  return v.arcount === 0 || (v.arcount === 1 && v.hasOpt);
+  if (v.arcount === 0) return true;
+  return v.arcount === 1 && v.hasOpt && v.ednsVersion === 0 && v.optRdataLen <= OPT_RDATA_MAX;
 }
+
+/** bpf/heimdall.bpf.c OPT_RDATA_MAX: the longest OPT RDATA the program walks. */
+const OPT_RDATA_MAX = 1024;
 
 /** Turns the reply at out[off, off+n) into a truncated one (TC=1, question only). Returns its length, or 0. */
 export function truncateReply(out: Uint8Array, off: number, n: number): number {

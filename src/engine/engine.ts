@@ -88,6 +88,7 @@ const {
   fetchJoined: Slot_fetchJoined,
   fetchJoinedServed: Slot_fetchJoinedServed,
   relayed: Slot_relayed,
+  unrelayable: Slot_unrelayable,
   servfail: Slot_servfail,
 } = Slot;
 
@@ -399,7 +400,10 @@ export class DnsEngine {
     // TC=1 back, so it gets SERVFAIL.
     const truncated = msg.length >= 4 && (msg[2]! & (FLAG_TC >>> 8)) !== 0;
     const n = tcp && truncated ? 0 : writeRelayed(v, msg, out, outOff, opts);
-    if (n === 0) return this.servfail(out, outOff, opts);
+    if (n === 0) {
+      c[Slot_unrelayable]! += 1;
+      return this.servfail(out, outOff, opts);
+    }
     c[Slot_relayed]! += 1;
     return this.counted(n, out, outOff);
   }

@@ -101,6 +101,7 @@ export const COUNTERS = {
   staleServed: { kind: 'counter', metric: answers, help: answersHelp, label: ['source', 'stale'] },
   upstreamAnswers: { kind: 'counter', metric: answers, help: answersHelp, label: ['source', 'upstream'] },
   relayed: { kind: 'counter', metric: answers, help: answersHelp, label: ['source', 'relayed'] },
+  unrelayable: { kind: 'counter', metric: 'heimdall_upstream_unrelayable_total', help: 'Upstream answers the cache does not keep and that could not be passed on (truncated for a TCP client, an OPT not last, an extended RCODE for a client without EDNS): answered SERVFAIL, counted there too' },
   servfail: { kind: 'counter', metric: errors, help: errorsHelp, label: ['rcode', 'SERVFAIL'] },
   notimp: { kind: 'counter', metric: errors, help: errorsHelp, label: ['rcode', 'NOTIMP'] },
   badvers: { kind: 'counter', metric: errors, help: errorsHelp, label: ['rcode', 'BADVERS'] },

@@ -134,7 +134,7 @@ export class SharedPromotion {
    * is still valid (a refresh comes in the last tenth of its life) and demote the name. True
    * when the cache took the answer (not when its shard stayed busy: the old entry stays).
    */
-  acceptRefresh(msg: Uint8Array, nowNs: number, dnssecOk: boolean, checkingDisabled = false): boolean {
+  acceptRefresh(msg: Uint8Array, nowNs: number, dnssecOk: boolean, checkingDisabled: boolean): boolean {
     const a = answerFromResponse(msg, nowNs, this.cache.ttlPolicy, dnssecOk, checkingDisabled);
     if (a.rcode === RCODE_SERVFAIL) return false;
     const slot = this.cache.insert(a, nowNs);

@@ -415,6 +415,9 @@ export class TcpListener {
     // gone, and the handler refuses to serve it (the edge policy fails closed).
     if (client && this.admit && !this.admit(client)) {
       this.s.denied++;
+      // A failed reset is emitted as 'error': without a listener it would throw and the
+      // socket would be left half destroyed.
+      sock.on('error', () => {});
       try {
         sock.resetAndDestroy();
       } catch {

@@ -5,6 +5,7 @@
  * The same function runs in every engine thread (src/service/worker.ts, service.ts); the
  * main thread gathers the answers and adds the XDP hot map's part.
  */
+import { KEY_CD } from '../dns/constants.js';
 import { remainingSeconds, type CachedAnswer } from '../dns/answer.js';
 import { textToWire } from '../dns/name.js';
 import type { EngineHost } from '../engine/host.js';
@@ -37,6 +38,8 @@ export interface CachedEntryInfo {
   engine: number;
   type: string;
   dnssecOk: boolean;
+  /** Fetched with CD=1: only ever given to CD=1 queries (docs/CORE.md, "Cached answers"). */
+  checkingDisabled: boolean;
   rcode: number;
   /** Seconds of TTL left (0: expired, kept for serve-stale or the next sweep). */
   ttlLeft: number;
@@ -61,7 +64,7 @@ export function engineControl(host: EngineHost, engineId: number, req: EngineReq
   switch (req.op) {
     case 'lookup':
       return entriesOf(host, req.name, req.qtype).map(
-        (a): CachedEntryInfo => ({ engine: engineId, type: qtypeText(a.qtype), dnssecOk: a.dnssecOk, rcode: a.rcode, ttlLeft: remainingSeconds(a, nowNs), key: Buffer.from(a.key).toString('hex') }),
+        (a): CachedEntryInfo => ({ engine: engineId, type: qtypeText(a.qtype), dnssecOk: a.dnssecOk, checkingDisabled: (a.key[a.key.length - 1]! & KEY_CD) !== 0, rcode: a.rcode, ttlLeft: remainingSeconds(a, nowNs), key: Buffer.from(a.key).toString('hex') }),
       );
     case 'flush': {
       // What was really removed is counted apart from what was found but not removed (gone

@@ -81,6 +81,11 @@ describe('EdgeGuard', () => {
 
   it('refuses only a plain query from a refused source, and drops the rest as the XDP program does (no error reply to junk)', () => {
     const { ask, inner, stats, out } = setup();
+    const ednsVersion1 = (m: Buffer): Buffer => {
+      const b = Buffer.from(m);
+      b[b.length - 11 + 6] = 1; // the OPT is last: its version byte (name 1, type 2, class 2, ext rcode 1)
+      return b;
+    };
     const asQuery = (m: Buffer): Buffer => {
       const b = Buffer.from(m);
       b[2]! &= 0x7f; // QR=0
@@ -103,6 +108,8 @@ describe('EdgeGuard', () => {
       ['an authority record', asQuery(response('x.example', 'A', { authorities: [{ ...A }] }))],
       ['an additional that is not an OPT', asQuery(response('x.example', 'A', { additionals: [A] }))],
       ['two additionals', asQuery(response('x.example', 'A', { additionals: [A] }, { dnssecOk: false }))],
+      ['EDNS version 1', ednsVersion1(query('x.example', 'A', { edns: {} }))],
+      ['an OPT RDATA over 1 KiB', query('x.example', 'A', { edns: { options: [ednsOption(65001, Buffer.alloc(1100, 1))] } })],
     ];
     for (const [what, m] of junk) expect(ask(m, '8.8.8.8'), what).toBe(0);
     expect(stats.get('edgeNotQuery')).toBe(junk.length);

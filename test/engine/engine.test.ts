@@ -303,6 +303,7 @@ describe('DnsEngine', () => {
     tc[2]! |= 0x02;
     const e = new DnsEngine({ resolver: scripted({ 'tc.example/1': tc }), cacheSize: 64, clock });
     expect((await ask(e, query('tc.example', 'A'), true)).rcode).toBe('SERVFAIL');
+    expect(e.stats.get('unrelayable')).toBe(1);
   });
 
   it('keeps TC=1 on a truncated answer it relays over UDP, so the client retries over TCP', async () => {

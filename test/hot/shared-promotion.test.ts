@@ -41,13 +41,13 @@ describe('SharedPromotion', () => {
   it('takes a prefetched answer into the cache, but never a SERVFAIL over an answer still valid', () => {
     const { cache, promo } = setup();
     const answer = (ip: string) => response('www.example.com', 'A', { answers: [{ type: 'A', name: 'www.example.com', ttl: 60, data: ip }] });
-    expect(promo.acceptRefresh(answer('198.18.1.1'), NOW, false)).toBe(true);
+    expect(promo.acceptRefresh(answer('198.18.1.1'), NOW, false, false)).toBe(true);
     const key = cache.insertResponse(answer('198.18.1.1'), NOW, false).key;
     const before = cache.times(key)!;
-    expect(promo.acceptRefresh(response('www.example.com', 'A', {}, { rcode: 'SERVFAIL' }), NOW + 54e9, false)).toBe(false);
+    expect(promo.acceptRefresh(response('www.example.com', 'A', {}, { rcode: 'SERVFAIL' }), NOW + 54e9, false, false)).toBe(false);
     expect(cache.times(key)).toEqual(before); // the good answer stays, with its TTL
     expect(cache.has(key, key.length, NOW + 54e9)).toBe(true);
-    expect(promo.acceptRefresh(answer('198.18.1.2'), NOW + 54e9, false)).toBe(true);
+    expect(promo.acceptRefresh(answer('198.18.1.2'), NOW + 54e9, false, false)).toBe(true);
     expect(cache.times(key)!.originNs).toBe(NOW + 54e9); // a real refresh is written
   });
 

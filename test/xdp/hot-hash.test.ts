@@ -32,6 +32,7 @@ const layout = {
   HOT_HASH_MUL2: MUL2,
   HOT_NAME_MAX: 255,
   HOT_KEY_DO: 1,
+  HOT_KEY_CD: 2,
   key: { size: 16, name_hash: 0, qtype: 8, qclass: 10, flags: 12, name_len: 13 },
 } as unknown as Layout;
 
@@ -60,5 +61,10 @@ describe('hot name hash', () => {
     const key = hotKeyFromCacheKey(cacheKey, layout, seed);
     expect(key.readBigUInt64LE(0)).toBe(reference(name, seed));
     expect([...key.subarray(8)]).toEqual([0, 1, 0, 1, 1, name.length, 0, 0]);
+    // The key's flags byte: DO and CD each to their own hot-key flag.
+    for (const [flags, hot] of [[0, 0], [1, 1], [2, 2], [3, 3]] as const) {
+      const k = hotKeyFromCacheKey(Buffer.concat([name, Buffer.from([0, 1, 0, 1, flags])]), layout, seed);
+      expect(k[12]).toBe(hot);
+    }
   });
 });
