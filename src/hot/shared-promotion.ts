@@ -133,11 +133,13 @@ export class SharedPromotion {
    * hot map rewritten at once. A SERVFAIL is not written: it would replace an answer that
    * is still valid (a refresh comes in the last tenth of its life) and demote the name. True
    * when the cache took the answer (not when its shard stayed busy: the old entry stays).
+   * `sinceFlush`: the cache's flush generation when the refresh was asked; an operator's
+   * flush since then drops the answer (it would bring the flushed name back, hot).
    */
-  acceptRefresh(msg: Uint8Array, nowNs: number, dnssecOk: boolean, checkingDisabled: boolean): boolean {
+  acceptRefresh(msg: Uint8Array, nowNs: number, dnssecOk: boolean, checkingDisabled: boolean, sinceFlush?: number): boolean {
     const a = answerFromResponse(msg, nowNs, this.cache.ttlPolicy, dnssecOk, checkingDisabled);
     if (a.rcode === RCODE_SERVFAIL) return false;
-    const slot = this.cache.insert(a, nowNs);
+    const slot = this.cache.insert(a, nowNs, 0, true, sinceFlush);
     if (slot < 0) return false;
     this.noteWrite(slot, nowNs);
     return true;

@@ -51,6 +51,23 @@ describe('SharedPromotion', () => {
     expect(cache.times(key)!.originNs).toBe(NOW + 54e9); // a real refresh is written
   });
 
+  it('drops a prefetched answer asked before an operator\'s flush: the flushed name does not come back', () => {
+    const { cache, promo } = setup();
+    const answer = (ip: string) => response('www.example.com', 'A', { answers: [{ type: 'A', name: 'www.example.com', ttl: 60, data: ip }] });
+    const key = cache.insertResponse(answer('198.18.1.1'), NOW, false).key;
+    // Asked now, answered after `flush www.example.com` (or flush --all).
+    for (const flush of [() => cache.delete(key), () => cache.clearShards()]) {
+      const since = cache.flushGeneration();
+      flush();
+      expect(promo.acceptRefresh(answer('198.18.1.1'), NOW + 54e9, false, false, since)).toBe(false);
+      expect(cache.has(key, key.length, NOW + 54e9)).toBe(false);
+    }
+    // Without a flush in between it is taken.
+    const since = cache.flushGeneration();
+    expect(promo.acceptRefresh(answer('198.18.1.2'), NOW + 54e9, false, false, since)).toBe(true);
+    expect(cache.has(key, key.length, NOW + 54e9)).toBe(true);
+  });
+
   it('promotes nothing at PROMOTE_NEVER: no view reports, and a report from before the switch is dropped', () => {
     const { cache, other, promo, deliver, apply, map } = setup();
     other.insert(synth(1, 1, 1, 300, NOW), NOW);
