@@ -67,6 +67,11 @@ export class SharedPromotion {
       displaceFactor: o.displaceFactor,
       eligible: o.eligible,
       onEvent: (e) => {
+        // A key can be hot in two slots for a moment: its old slot was emptied or reused
+        // and, before the upkeep looked at it, the key came back in a new slot and was
+        // promoted there (the map entry rewritten with the new answer). Demoting the old
+        // slot then must not delete the key from the map nor clear the new slot's mark.
+        if (e.kind === 'demote' && this.policy.isHot(e.key)) return;
         // The hot mark in the cache stops every thread from reporting a hot slot.
         const key = e.kind === 'demote' ? e.key : e.answer.key;
         const slot = cache.find(key, key.length);

@@ -124,6 +124,29 @@ describe('SharedPromotion', () => {
     expect(promo.size).toBe(1);
   });
 
+  it('keeps a hot key in the map when it comes back hot in another slot before the upkeep saw it leave', () => {
+    const { cache, promo, apply, map } = setup();
+    const k2 = keyOf(2);
+    cache.insert(synth(2, 1, 1, 300, NOW), NOW, 3); // hot at once, in slot s1
+    apply();
+    const s1 = cache.find(k2, k2.length);
+    cache.delete(k2); // evicted; before the next tick, its slot goes to another name
+    let i = 10;
+    for (; i < 200 && cache.find(keyOf(i - 1), keyOf(i - 1).length) !== s1; i++) cache.insert(synth(i, 1, 1, 300, NOW), NOW);
+    expect(cache.find(keyOf(i - 1), keyOf(i - 1).length)).toBe(s1);
+    // Asked again (by a path XDP does not answer), and hot again at once, in a new slot.
+    cache.insert(synth(2, 2, 1, 300, NOW), NOW, 3);
+    expect(cache.find(k2, k2.length)).not.toBe(s1);
+    apply();
+    promo.tick(); // s1 now holds another name: the old hot place of key 2 goes
+    apply();
+    expect(map.get(keyString(k2))).toBe(2); // still served from XDP, with the new answer
+    expect(promo.policy.isHot(k2)).toBe(true);
+    promo.tick();
+    apply();
+    expect(map.get(keyString(k2))).toBe(2);
+  });
+
   it('rewrites a hot key refreshed by another view, and demotes it when it is evicted', () => {
     const { cache, other, promo, apply, map } = setup();
     cache.insert(synth(2, 1, 1, 300, NOW), NOW, 3); // asked three times already: hot at once
