@@ -67,7 +67,7 @@ describe('answerFromResponse: signatures', () => {
       ttl: 300,
       data: { typeCovered: 'A', algorithm: 13, labels: 3, originalTTL: 300, expiration: (now + expiresInSec) >>> 0, inception: (now - 3600) >>> 0, keyTag: 4242, signersName: 'example.com', signature: Buffer.alloc(64, 1) },
     } as unknown as Answer;
-    return response('www.example.com', 'A', [a('www.example.com', '1.1.1.1', 300), sig], { edns: { udp: 1232, do: true } });
+    return response('www.example.com', 'A', [a('www.example.com', '1.1.1.1', 300), sig], { do: true });
   };
 
   it('keeps nothing past the earliest RRSIG expiration, and an expired signature not at all', () => {
