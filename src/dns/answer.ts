@@ -22,6 +22,7 @@ import {
   TYPE_AXFR,
   TYPE_IXFR,
   TYPE_OPT,
+  TYPE_RRSIG,
   TYPE_SOA,
   TYPE_TKEY,
   TYPE_TSIG,
@@ -198,6 +199,12 @@ export function answerFromResponse(
   const c = scratchCursor;
   let minTtl = 0x7fffffff;
   let soaMin = -1;
+  // Seconds until the earliest RRSIG expires (RFC 4034 3.1.5: serial-number arithmetic on
+  // the wall clock): nothing is kept past it, or a validator downstream gets signatures
+  // that no longer validate. A validating upstream caps its TTLs so already; this holds
+  // for any upstream.
+  let sigLeft = 0x7fffffff;
+  const wallSec = Math.floor(Date.now() / 1000);
   let hasQtype = false;
   let n = 0;
   for (let s = 0; s < 3; s++) {
@@ -209,6 +216,10 @@ export function answerFromResponse(
       const ttl = wireTtl(c.ttl);
       if (ttl < minTtl) minTtl = ttl;
       if (s === 0 && (c.type === qtype || qtype === TYPE_ANY)) hasQtype = true;
+      if (c.type === TYPE_RRSIG && c.rdLength >= 12) {
+        const left = (readU32(msg, c.rdataPos + 8) - wallSec) | 0;
+        if (left < sigLeft) sigLeft = left;
+      }
       if (s === 1 && c.type === TYPE_SOA) {
         // RFC 2308 5: negative TTL = min(SOA TTL, SOA MINIMUM).
         const m = Math.min(ttl, wireTtl(readU32(msg, c.rdataPos + c.rdLength - 4)));
@@ -229,7 +240,8 @@ export function answerFromResponse(
   } else {
     lifetime = Math.min(Math.max(minTtl, pol.minTtl), pol.maxTtl);
   }
-  if (!(lifetime > 0)) throw notCacheable('zero lifetime');
+  if (sigLeft < lifetime) lifetime = sigLeft;
+  if (!(lifetime > 0)) throw notCacheable(sigLeft <= 0 ? 'signature expired' : 'zero lifetime');
 
   // Record bytes: the rebuilt message has its OPT (if any) last, so they are
   // [answerPos, optPos or end), and every name in them is self-contained (scrub.ts).

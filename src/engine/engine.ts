@@ -342,6 +342,9 @@ export class DnsEngine {
     const v = this.view;
     const c = this.c;
     let msg: Uint8Array;
+    // An operator's flush while the question is out: its answer still goes to this client,
+    // but is not cached (SharedCache G_FLUSH_GEN), and waiters on the fetch ask again.
+    const flushGen = this.cache.flushGeneration();
     try {
       const t0 = this.clock();
       // Lowercased name: one upstream question for every case.
@@ -363,19 +366,19 @@ export class DnsEngine {
       answer = answerFromResponse(msg, now, this.cache.ttlPolicy, q.dnssecOk, q.checkingDisabled);
       // A shard lock held past the cache's spin means its holder is off the CPU: try again
       // with the event loop free, so the answer is cached for the queries waiting on it.
-      let slot = this.cache.insert(answer, now, asks, false);
+      let slot = this.cache.insert(answer, now, asks, false, flushGen);
       // These waits count with the fetch table's: past that bound the answer goes out
       // uncached at once (counted busy) rather than held, with its reply, for up to 100 ms.
       for (let tries = 0; slot === -2 && tries < CLAIM_TRIES; tries++) {
         if (this.tableWaiting >= this.maxTableWaiting) {
-          slot = this.cache.insert(answer, this.clock(), asks, true);
+          slot = this.cache.insert(answer, this.clock(), asks, true, flushGen);
           break;
         }
         this.tableWaiting++;
         await new Promise((res) => setTimeout(res, CLAIM_RETRY_MS));
         this.tableWaiting--;
         now = this.clock();
-        slot = this.cache.insert(answer, now, asks, tries + 1 === CLAIM_TRIES);
+        slot = this.cache.insert(answer, now, asks, tries + 1 === CLAIM_TRIES, flushGen);
       }
       settled(slot >= 0 && this.cache.has(answer.key, answer.key.length, now) ? 'cached' : 'uncached');
       if (this.policy !== undefined) {

@@ -84,6 +84,14 @@ const G_BYTES_LO = 15; // maxBytes as configured (the arena is that, rounded dow
 const G_BYTES_HI = 16;
 const G_HASH_K0 = 17; // the creator's keyHash key, adopted by every view (src/dns/key.ts)
 const G_HASH_K1 = 18;
+/**
+ * Bumped by every removal an operator asks for (delete, clearShards) before it removes
+ * anything. A fetch notes it when it asks the upstream and hands it to insert(), which
+ * drops the answer under the shard's lock if a flush came in between: an answer asked for
+ * before `flush NAME` must not put the flushed data back, into the cache or, through a
+ * promotion or a prefetch's rewrite, into the XDP map.
+ */
+const G_FLUSH_GEN = 19;
 const G_WORDS = 20;
 
 // Shard header words (48 words = 3 cache lines, so shards do not share a line).
@@ -778,7 +786,16 @@ export class SharedCache {
    * try again). `asks`: how often the name was asked on every engine, counting the ask
    * that fetched this answer (src/hot/asks.ts).
    */
-  insert(a: CachedAnswer, _nowNs = 0, asks = 0, countBusy = true): number {
+  /** The flush generation (G_FLUSH_GEN): note it before asking the upstream, give it to insert(). */
+  flushGeneration(): number {
+    return Atomics.load(this.g, G_FLUSH_GEN);
+  }
+
+  /**
+   * Stores an answer; returns its slot, or -1 (too large, or no room), -2 (the shard
+   * stayed busy), -3 (`sinceFlush` given and a flush came after it: not stored).
+   */
+  insert(a: CachedAnswer, _nowNs = 0, asks = 0, countBusy = true, sinceFlush?: number): number {
     const key = a.key;
     const klen = key.length;
     const n = a.ttls.length;
@@ -798,6 +815,9 @@ export class SharedCache {
     let s = -1;
     let fresh = false;
     try {
+      // Checked under the lock: a flush bumps the generation before it takes this lock to
+      // delete, so either it sees this entry and deletes it, or this sees its bump.
+      if (sinceFlush !== undefined && Atomics.load(this.g, G_FLUSH_GEN) !== sinceFlush) return -3;
       s = this.findLocked(sh, key, klen, hash);
       if (s >= 0) {
         // A refresh: the new bytes go to a new block, then the slot flips to them.
@@ -873,6 +893,7 @@ export class SharedCache {
 
   /** Removes the key's entry; true if there was one (false also when its shard stayed busy). */
   delete(key: Uint8Array, len: number = key.length): boolean {
+    Atomics.add(this.g, G_FLUSH_GEN, 1);
     const hash = keyHash(key, 0, len);
     const sh = hash & this.shardMask;
     if (!this.lock(sh, true)) return false;
@@ -896,6 +917,7 @@ export class SharedCache {
 
   /** clear(), also saying how many shards stayed busy past the patient wait (and kept their entries). */
   clearShards(): { removed: number; busy: number } {
+    Atomics.add(this.g, G_FLUSH_GEN, 1);
     let removed = 0;
     let busy = 0;
     for (let sh = 0; sh < this.shards; sh++) {

@@ -67,6 +67,11 @@ export class SharedPromotion {
       displaceFactor: o.displaceFactor,
       eligible: o.eligible,
       onEvent: (e) => {
+        // A key can be hot in two slots for a moment: its old slot was emptied or reused
+        // and, before the upkeep looked at it, the key came back in a new slot and was
+        // promoted there (the map entry rewritten with the new answer). Demoting the old
+        // slot then must not delete the key from the map nor clear the new slot's mark.
+        if (e.kind === 'demote' && this.policy.isHot(e.key)) return;
         // The hot mark in the cache stops every thread from reporting a hot slot.
         const key = e.kind === 'demote' ? e.key : e.answer.key;
         const slot = cache.find(key, key.length);
@@ -133,11 +138,13 @@ export class SharedPromotion {
    * hot map rewritten at once. A SERVFAIL is not written: it would replace an answer that
    * is still valid (a refresh comes in the last tenth of its life) and demote the name. True
    * when the cache took the answer (not when its shard stayed busy: the old entry stays).
+   * `sinceFlush`: the cache's flush generation when the refresh was asked; an operator's
+   * flush since then drops the answer (it would bring the flushed name back, hot).
    */
-  acceptRefresh(msg: Uint8Array, nowNs: number, dnssecOk: boolean, checkingDisabled: boolean): boolean {
+  acceptRefresh(msg: Uint8Array, nowNs: number, dnssecOk: boolean, checkingDisabled: boolean, sinceFlush?: number): boolean {
     const a = answerFromResponse(msg, nowNs, this.cache.ttlPolicy, dnssecOk, checkingDisabled);
     if (a.rcode === RCODE_SERVFAIL) return false;
-    const slot = this.cache.insert(a, nowNs);
+    const slot = this.cache.insert(a, nowNs, 0, true, sinceFlush);
     if (slot < 0) return false;
     this.noteWrite(slot, nowNs);
     return true;

@@ -293,8 +293,9 @@ export function createService(initial: HeimdallConfig): Service {
       // scrubbing), into the one cache; the policy then rewrites the hot map at once.
       refresh: async (key) => {
         const q = questionOfKey(key);
+        const since = cache.flushGeneration();
         const msg = await main.forwarder.resolve(q);
-        return promo.acceptRefresh(msg, fastMonotonicNs(), q.dnssecOk, q.checkingDisabled);
+        return promo.acceptRefresh(msg, fastMonotonicNs(), q.dnssecOk, q.checkingDisabled, since);
       },
     });
     const prefetch = prefetcher;

@@ -58,6 +58,32 @@ describe('answerFromResponse: lifetime', () => {
   });
 });
 
+describe('answerFromResponse: signatures', () => {
+  const signed = (expiresInSec: number): Buffer => {
+    const now = Math.floor(Date.now() / 1000);
+    const sig = {
+      type: 'RRSIG',
+      name: 'www.example.com',
+      ttl: 300,
+      data: { typeCovered: 'A', algorithm: 13, labels: 3, originalTTL: 300, expiration: (now + expiresInSec) >>> 0, inception: (now - 3600) >>> 0, keyTag: 4242, signersName: 'example.com', signature: Buffer.alloc(64, 1) },
+    } as unknown as Answer;
+    return response('www.example.com', 'A', [a('www.example.com', '1.1.1.1', 300), sig], { edns: { udp: 1232, do: true } });
+  };
+
+  it('keeps nothing past the earliest RRSIG expiration, and an expired signature not at all', () => {
+    const soon = answerFromResponse(signed(100), T0, undefined, true);
+    expect((soon.expiresNs - soon.originNs) / 1e9).toBeGreaterThanOrEqual(98);
+    expect((soon.expiresNs - soon.originNs) / 1e9).toBeLessThanOrEqual(100);
+    expect(Math.max(...soon.ttls)).toBeLessThanOrEqual(100);
+    // A floor does not outlive the signature either.
+    const floored = answerFromResponse(signed(100), T0, { minTtl: 3600 }, true);
+    expect((floored.expiresNs - floored.originNs) / 1e9).toBeLessThanOrEqual(100);
+    expect(code(() => answerFromResponse(signed(-10), T0, undefined, true))).toBe('ERR_DNS_NOT_CACHEABLE');
+    const later = answerFromResponse(signed(86_400 * 30), T0, undefined, true);
+    expect(later.expiresNs - later.originNs).toBe(300e9);
+  });
+});
+
 describe('answerFromResponse: negative caching (RFC 2308)', () => {
   it('NXDOMAIN lives min(SOA TTL, SOA MINIMUM)', () => {
     const r = response('nope.example.com', 'A', [], { rcode: 3, authorities: [soa('example.com', 3600, 300)] });

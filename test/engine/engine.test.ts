@@ -193,6 +193,19 @@ describe('DnsEngine', () => {
     expect(asked.length).toBe(n);
   });
 
+  it('answers a fetch that was out when the operator flushed, but caches nothing of it', async () => {
+    const r = scripted({ 'www.example.com/1': wwwA }, 20);
+    const e = new DnsEngine({ resolver: r, cacheSize: 64, clock });
+    const pending = ask(e, query('www.example.com', 'A'));
+    await new Promise((res) => setTimeout(res, 5));
+    e.cache.clearShards(); // flush --all while the question is out
+    expect((await pending).answers[0]!.data).toBe('198.18.1.1');
+    await ask(e, query('www.example.com', 'A'));
+    expect(r.asked.length).toBe(2); // not cached: asked again
+    await ask(e, query('www.example.com', 'A'));
+    expect(r.asked.length).toBe(2); // the fetch after the flush is cached
+  });
+
   it('refuses a query without RD, cached or not, without asking the upstream, and counts it', async () => {
     const r = scripted({ 'www.example.com/1': wwwA, 'cold.example.com/1': wwwA });
     const e = new DnsEngine({ resolver: r, cacheSize: 64, clock });

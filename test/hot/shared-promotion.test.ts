@@ -51,6 +51,23 @@ describe('SharedPromotion', () => {
     expect(cache.times(key)!.originNs).toBe(NOW + 54e9); // a real refresh is written
   });
 
+  it('drops a prefetched answer asked before an operator\'s flush: the flushed name does not come back', () => {
+    const { cache, promo } = setup();
+    const answer = (ip: string) => response('www.example.com', 'A', { answers: [{ type: 'A', name: 'www.example.com', ttl: 60, data: ip }] });
+    const key = cache.insertResponse(answer('198.18.1.1'), NOW, false).key;
+    // Asked now, answered after `flush www.example.com` (or flush --all).
+    for (const flush of [() => cache.delete(key), () => cache.clearShards()]) {
+      const since = cache.flushGeneration();
+      flush();
+      expect(promo.acceptRefresh(answer('198.18.1.1'), NOW + 54e9, false, false, since)).toBe(false);
+      expect(cache.has(key, key.length, NOW + 54e9)).toBe(false);
+    }
+    // Without a flush in between it is taken.
+    const since = cache.flushGeneration();
+    expect(promo.acceptRefresh(answer('198.18.1.2'), NOW + 54e9, false, false, since)).toBe(true);
+    expect(cache.has(key, key.length, NOW + 54e9)).toBe(true);
+  });
+
   it('promotes nothing at PROMOTE_NEVER: no view reports, and a report from before the switch is dropped', () => {
     const { cache, other, promo, deliver, apply, map } = setup();
     other.insert(synth(1, 1, 1, 300, NOW), NOW);
@@ -105,6 +122,29 @@ describe('SharedPromotion', () => {
     deliver();
     apply();
     expect(promo.size).toBe(1);
+  });
+
+  it('keeps a hot key in the map when it comes back hot in another slot before the upkeep saw it leave', () => {
+    const { cache, promo, apply, map } = setup();
+    const k2 = keyOf(2);
+    cache.insert(synth(2, 1, 1, 300, NOW), NOW, 3); // hot at once, in slot s1
+    apply();
+    const s1 = cache.find(k2, k2.length);
+    cache.delete(k2); // evicted; before the next tick, its slot goes to another name
+    let i = 10;
+    for (; i < 200 && cache.find(keyOf(i - 1), keyOf(i - 1).length) !== s1; i++) cache.insert(synth(i, 1, 1, 300, NOW), NOW);
+    expect(cache.find(keyOf(i - 1), keyOf(i - 1).length)).toBe(s1);
+    // Asked again (by a path XDP does not answer), and hot again at once, in a new slot.
+    cache.insert(synth(2, 2, 1, 300, NOW), NOW, 3);
+    expect(cache.find(k2, k2.length)).not.toBe(s1);
+    apply();
+    promo.tick(); // s1 now holds another name: the old hot place of key 2 goes
+    apply();
+    expect(map.get(keyString(k2))).toBe(2); // still served from XDP, with the new answer
+    expect(promo.policy.isHot(k2)).toBe(true);
+    promo.tick();
+    apply();
+    expect(map.get(keyString(k2))).toBe(2);
   });
 
   it('rewrites a hot key refreshed by another view, and demotes it when it is evicted', () => {
