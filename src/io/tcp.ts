@@ -20,8 +20,17 @@
  *     if the peer has not closed closeGraceMs later, the socket is destroyed
  *     and its slot freed (a FIN alone leaves a half-open socket holding it).
  *   - a message must arrive whole within messageTimeoutMs of its first byte
- *     (slowloris), and written replies must leave within writeTimeoutMs (a
- *     client that never reads): else the connection is destroyed.
+ *     (slowloris; time paused by the listener does not count), and replies
+ *     waiting in the write buffer must make progress (one of them leave for the
+ *     kernel, or the buffer drain) within writeTimeoutMs (a client that never
+ *     reads): else the connection is destroyed.
+ *   - replies written and not yet taken by the kernel are bounded: a reply is
+ *     written only while its connection has less than TCP_WRITE_BUDGET of them
+ *     and the listener less than maxUnsentBytes (as Unbound's stream-wait-size
+ *     bounds its queued TCP answers); otherwise it is held, still counted as a
+ *     query in flight (maxPipelined, maxInflight), until bytes leave. A
+ *     connection with replies waiting takes no new query while they and the
+ *     replies it has in flight (at its largest reply so far) would pass the budget.
  *   - under pressure (more than pressureShare of maxConnections open), the
  *     idle and message timeouts drop to pressureTimeoutMs, as Unbound
  *     shortens its TCP timeouts when more than half its slots are in use.
@@ -61,8 +70,13 @@ export interface TcpListenerOptions {
   maxPerClient?: number;
   /** A message must arrive whole within this long of its first byte, ms (default 3000). */
   messageTimeoutMs?: number;
-  /** Replies written must have left within this long, ms (default 5000). */
+  /** Replies waiting to be sent must make progress within this long, ms (default 5000). */
   writeTimeoutMs?: number;
+  /**
+   * Bytes of replies written and not yet taken by the kernel, over all connections
+   * together (default TCP_MAX_UNSENT): at the bound, replies are held until some leave.
+   */
+  maxUnsentBytes?: number;
   /** After our FIN, destroy the socket if the peer has not closed within this long, ms (default 1000). */
   closeGraceMs?: number;
   /** Share of maxConnections open beyond which the listener is under pressure (default 0.5). */
@@ -94,6 +108,16 @@ export interface TcpListenerOptions {
 
 /** maxInflight's default: 256 queries, 16 MiB of reply buffers. */
 export const TCP_MAX_INFLIGHT = 256;
+
+/**
+ * Bytes of replies one connection may have written and not yet taken by the kernel (its
+ * socket's writableLength): at the budget its next reply is held, not written, and it
+ * takes no new query. It passes the budget by one reply at most.
+ */
+export const TCP_WRITE_BUDGET = 64 * 1024;
+
+/** maxUnsentBytes's default: replies written and not taken by the kernel over all connections (Unbound's stream-wait-size). */
+export const TCP_MAX_UNSENT = 4 * 1024 * 1024;
 
 export interface TcpListenOptions {
   port: number;
@@ -140,6 +164,10 @@ export interface TcpListenerStats {
   socketErrors: number;
   /** Queries handed to the handler and not yet answered. */
   inflight: number;
+  /** Bytes of replies written and not yet taken by the kernel, over all connections. */
+  unsent: number;
+  /** Replies answered and held for want of write room (counted in inflight too). */
+  held: number;
 }
 
 /** Bytes received and not yet framed: a list of chunks, joined only when a whole frame is there. */
@@ -200,8 +228,14 @@ interface Conn {
   lastActive: number;
   /** When the first byte of the message being received came; -1 when none is partial. */
   msgStart: number;
-  /** Since when replies have been waiting in our send buffer; -1 when it is empty. */
+  /** Since when replies have been waiting in our send buffer without progress; -1 when it is empty. */
   writeStart: number;
+  /** Bytes written and not yet taken by the kernel (this connection's share of the listener's unsent). */
+  unsent: number;
+  /** The largest reply written on this connection, framed: what a reply in flight is counted at. */
+  largest: number;
+  /** Framed replies answered while there was no write room, oldest first; each still counts in inflight. */
+  held: Buffer[];
   /** When we sent FIN; -1 before. */
   endAt: number;
   /** Removed from the listener's books (closed, or being destroyed). */
@@ -235,6 +269,13 @@ export class TcpListener {
   private capped = false;
   readonly messageTimeoutMs: number;
   readonly writeTimeoutMs: number;
+  readonly maxUnsentBytes: number;
+  /** Bytes of replies written and not yet taken by the kernel, over all connections. */
+  private unsent = 0;
+  /** Replies held over all connections. */
+  private heldCount = 0;
+  /** Some connection holds a reply because the listener had maxUnsentBytes unsent. */
+  private writeCapped = false;
   readonly closeGraceMs: number;
   readonly pressureShare: number;
   readonly pressureTimeoutMs: number;
@@ -245,7 +286,7 @@ export class TcpListener {
   private readonly perClient = new Map<string, number>();
   private readonly clock: () => number;
   private readonly sweeper: NodeJS.Timeout;
-  private readonly s: Omit<TcpListenerStats, 'connections' | 'inflight' | 'pressure' | 'clients'> = {
+  private readonly s: Omit<TcpListenerStats, 'connections' | 'inflight' | 'pressure' | 'clients' | 'unsent' | 'held'> = {
     accepted: 0,
     denied: 0,
     rejected: 0,
@@ -280,6 +321,7 @@ export class TcpListener {
     this.maxInflight = intOption('maxInflight', opts.maxInflight, TCP_MAX_INFLIGHT, 1, 1_000_000);
     this.messageTimeoutMs = intOption('messageTimeoutMs', opts.messageTimeoutMs, 3000, 1, MAX_MS);
     this.writeTimeoutMs = intOption('writeTimeoutMs', opts.writeTimeoutMs, 5000, 1, MAX_MS);
+    this.maxUnsentBytes = intOption('maxUnsentBytes', opts.maxUnsentBytes, TCP_MAX_UNSENT, 2 + MAX_MESSAGE_LEN, 2 ** 40);
     this.closeGraceMs = intOption('closeGraceMs', opts.closeGraceMs, 1000, 1, MAX_MS);
     this.pressureTimeoutMs = intOption('pressureTimeoutMs', opts.pressureTimeoutMs, 500, 1, MAX_MS);
     const share = opts.pressureShare ?? 0.5;
@@ -339,7 +381,7 @@ export class TcpListener {
   }
 
   stats(): TcpListenerStats {
-    return { connections: this.conns.size, inflight: this.inflight, pressure: this.underPressure() ? 1 : 0, clients: this.perClient.size, ...this.s };
+    return { connections: this.conns.size, inflight: this.inflight, unsent: this.unsent, held: this.heldCount, pressure: this.underPressure() ? 1 : 0, clients: this.perClient.size, ...this.s };
   }
 
   /** More than pressureShare of maxConnections open. */
@@ -358,6 +400,7 @@ export class TcpListener {
     for (const c of [...this.conns]) {
       if (c.gone) continue;
       const sock = c.sock;
+      if (c.held.length > 0) this.flushHeld(c); // a wakeup missed is not a reply lost
       if (c.endAt >= 0) {
         if (now - c.endAt >= this.closeGraceMs) {
           this.s.closeTimeouts++;
@@ -365,6 +408,8 @@ export class TcpListener {
         }
         continue;
       }
+      // writeStart restarts whenever a reply leaves (wrote) or the buffer drains: a client
+      // that reads steadily never meets the deadline, one that stops does.
       if (sock.writableLength > 0) {
         if (c.writeStart < 0) c.writeStart = now;
         else if (now - c.writeStart >= this.writeTimeoutMs) {
@@ -439,7 +484,7 @@ export class TcpListener {
     this.s.accepted++;
     const now = this.clock();
     const c: Conn = {
-      sock, client, prefix, lastActive: now, msgStart: -1, writeStart: -1, endAt: -1, gone: false,
+      sock, client, prefix, lastActive: now, msgStart: -1, writeStart: -1, unsent: 0, largest: 0, held: [], endAt: -1, gone: false,
       frames: new FrameBuffer(), inflight: 0, paused: false, peerEnded: false, ending: false,
     };
     this.conns.add(c);
@@ -450,6 +495,9 @@ export class TcpListener {
       this.maybeEnd(c);
     });
     sock.on('drain', () => {
+      // The buffer emptied: the write deadline starts again with the next reply that waits.
+      if (sock.writableLength === 0) c.writeStart = -1;
+      this.flushHeld(c);
       this.maybeResume(c);
       this.maybeEnd(c);
     });
@@ -491,6 +539,20 @@ export class TcpListener {
     if (n <= 0) this.perClient.delete(c.prefix);
     else this.perClient.set(c.prefix, n);
     c.frames.clear();
+    // Its unsent replies go with the socket (destroyed, or closed with nothing left to send),
+    // and its held ones with it: they free their places in flight.
+    this.unsent -= c.unsent;
+    c.unsent = 0;
+    const k = c.held.length;
+    if (k > 0) {
+      c.held = [];
+      this.heldCount -= k;
+      c.inflight -= k;
+      this.inflight -= k;
+    }
+    // Room freed under either bound goes to the connections waiting for it (not from
+    // inside whatever is dropping this one).
+    if ((this.writeCapped || this.capped) && !this.closed) setImmediate(() => this.wake());
   }
 
   /** Activity: the connection moves to the end of the eviction order. */
@@ -519,7 +581,13 @@ export class TcpListener {
       this.capped = true;
       return false;
     }
-    return c.inflight < this.maxPipelined && !c.sock.writableNeedDrain;
+    if (c.inflight >= this.maxPipelined || c.held.length > 0) return false;
+    const sock = c.sock;
+    if (sock.writableNeedDrain) return false;
+    // Replies already waiting for the kernel (the client is not reading as fast as it asks):
+    // no more queries while they and the answers on their way would pass the budget.
+    const waiting = sock.writableLength;
+    return waiting === 0 || waiting + c.inflight * c.largest < TCP_WRITE_BUDGET;
   }
 
   /** Frames and dispatches buffered queries while the connection may take more; pauses reading when it may not. */
@@ -571,14 +639,12 @@ export class TcpListener {
         this.s.handlerErrors++;
         this.onReply(c, null, true);
       },
-    );
+    ).catch(() => this.s.socketErrors++); // a reply that cannot be written is never an unhandled rejection
   }
 
   private onReply(c: Conn, reply: Uint8Array | null, failed = false): void {
-    c.inflight--;
-    this.inflight--;
     const sock = c.sock;
-    if (!failed && !sock.destroyed && !c.ending) {
+    if (!failed && !c.gone && !sock.destroyed && !c.ending) {
       if (reply === null) {
         this.s.dropped++;
       } else if (!(reply instanceof Uint8Array) || reply.length < HEADER_LEN || reply.length > MAX_MESSAGE_LEN) {
@@ -589,13 +655,42 @@ export class TcpListener {
         framed[0] = reply.length >>> 8;
         framed[1] = reply.length & 0xff;
         framed.set(reply, 2);
-        this.s.responses++;
-        sock.write(framed);
-        const now = this.clock();
-        if (sock.writableLength > 0 && c.writeStart < 0) c.writeStart = now;
-        this.touch(c, now);
+        if (c.held.length > 0 || !this.canWrite(c)) {
+          // No room: held, and still in flight (it keeps its place under maxPipelined and
+          // maxInflight) until bytes leave (wrote) and there is.
+          c.held.push(framed);
+          this.heldCount++;
+          if (this.unsent >= this.maxUnsentBytes) this.writeCapped = true;
+          return;
+        }
+        this.write(c, framed);
       }
     }
+    this.answered(c);
+  }
+
+  /** Room to write one more reply on this connection: under its budget, and the listener under maxUnsentBytes. */
+  private canWrite(c: Conn): boolean {
+    return c.sock.writableLength < TCP_WRITE_BUDGET && this.unsent < this.maxUnsentBytes;
+  }
+
+  private write(c: Conn, framed: Buffer): void {
+    const sock = c.sock;
+    const n = framed.length;
+    this.s.responses++;
+    if (n > c.largest) c.largest = n;
+    c.unsent += n;
+    this.unsent += n;
+    sock.write(framed, () => this.wrote(c, n));
+    const now = this.clock();
+    if (sock.writableLength > 0 && c.writeStart < 0) c.writeStart = now;
+    this.touch(c, now);
+  }
+
+  /** A query is done (its reply written, or nothing to write): its place in flight is free. */
+  private answered(c: Conn): void {
+    c.inflight--;
+    this.inflight--;
     // After a drop or an error, idleness counts from the answer's end, not from the query.
     if (c.inflight === 0) c.lastActive = this.clock();
     // Room under maxInflight goes to the connections waiting for it first, least recently
@@ -604,6 +699,46 @@ export class TcpListener {
     if (this.capped && this.inflight < this.maxInflight) this.resumeCapped();
     this.maybeResume(c);
     this.maybeEnd(c);
+  }
+
+  /** Writes held replies while there is room; each written one is answered. */
+  private flushHeld(c: Conn): void {
+    while (c.held.length > 0 && !c.gone && !c.sock.destroyed) {
+      if (!this.canWrite(c)) {
+        if (this.unsent >= this.maxUnsentBytes) this.writeCapped = true;
+        return;
+      }
+      const framed = c.held.shift()!;
+      this.heldCount--;
+      this.write(c, framed);
+      this.answered(c);
+    }
+  }
+
+  /** A reply left for the kernel (or its socket was destroyed): progress, room for held replies, maybe for more queries. */
+  private wrote(c: Conn, n: number): void {
+    if (c.gone) return;
+    c.unsent -= n;
+    this.unsent -= n;
+    c.writeStart = c.sock.writableLength > 0 ? this.clock() : -1;
+    this.flushHeld(c);
+    if (this.writeCapped && this.unsent < this.maxUnsentBytes) this.wake();
+    this.maybeResume(c);
+  }
+
+  /**
+   * Room again under maxUnsentBytes or maxInflight: connections holding replies write
+   * them, and connections paused for the cap read again, least recently active first.
+   */
+  private wake(): void {
+    if (this.writeCapped) {
+      this.writeCapped = false;
+      for (const o of this.conns) {
+        if (o.held.length > 0) this.flushHeld(o);
+        if (this.writeCapped) break;
+      }
+    }
+    if (this.capped && this.inflight < this.maxInflight) this.resumeCapped();
   }
 
   /** Room again under maxInflight: connections paused for it read again, least recently active first, while it lasts. */
@@ -630,6 +765,8 @@ export class TcpListener {
     if (!c.paused || c.sock.destroyed || c.ending) return;
     if (!this.canTake(c)) return;
     c.paused = false;
+    // Time paused by us is not the client's: a partial message's deadline starts again.
+    if (c.frames.size > 0) c.msgStart = this.clock();
     this.pump(c);
     if (!c.paused) c.sock.resume();
   }

@@ -17,8 +17,15 @@ export interface UdpListenerOptions {
 
 export class UdpListener {
   private readonly sockets = new Map<string, dgram.Socket>();
+  /** Sockets not yet closed: a reply that comes after its socket was closed is dropped. */
+  private readonly live = new Set<dgram.Socket>();
   received = 0;
   sent = 0;
+  /**
+   * Socket errors, handler failures, and replies that could not be sent: their socket was
+   * closed while the query waited on the upstream (its address went away at a reload, or
+   * the service is stopping), or send() refused them.
+   */
   errors = 0;
   /** Datagrams longer than MAX_EDNS_UDP_SIZE, dropped unanswered. */
   oversize = 0;
@@ -45,6 +52,7 @@ export class UdpListener {
     s.on('error', () => this.errors++);
     s.on('message', (msg, rinfo) => this.onMessage(s, msg, rinfo));
     this.sockets.set(host, s);
+    this.live.add(s);
   }
 
   /** Closes the socket of one address. */
@@ -52,6 +60,7 @@ export class UdpListener {
     const s = this.sockets.get(host);
     if (!s) return;
     this.sockets.delete(host);
+    this.live.delete(s);
     await new Promise<void>((r) => s.close(() => r()));
   }
 
@@ -70,25 +79,37 @@ export class UdpListener {
     // of it resident, as a reply writes its first page only, but all of it counted by V8 as
     // external memory; docs/LIMITS.md).
     const out = Buffer.allocUnsafe(MAX_EDNS_UDP_SIZE);
+    // A miss answers after an await: by then its socket may be closed (unbind at a reload,
+    // close at stop), and dgram's send() throws on a closed socket. Thrown inside the
+    // promise's reaction with nothing to catch it, that ended the process.
     const send = (n: number): void => {
       if (n <= 0) return;
-      this.sent++;
-      s.send(out.subarray(0, n), rinfo.port, rinfo.address, (e) => {
-        if (e) this.errors++;
-      });
+      if (!this.live.has(s)) {
+        this.errors++;
+        return;
+      }
+      try {
+        s.send(out.subarray(0, n), rinfo.port, rinfo.address, (e) => {
+          if (e) this.errors++;
+        });
+        this.sent++;
+      } catch {
+        this.errors++;
+      }
     };
     try {
       const client = parseAddr(rinfo.address) ?? undefined;
       if (client) client.port = rinfo.port;
       const r = this.handler.handle(msg, 0, msg.length, out, 0, false, MAX_EDNS_UDP_SIZE, undefined, client);
       if (typeof r === 'number') send(r);
-      else r.then(send, () => this.errors++);
+      else r.then(send, () => this.errors++).catch(() => this.errors++);
     } catch {
       this.errors++;
     }
   }
 
   async close(): Promise<void> {
+    this.live.clear();
     await Promise.all([...this.sockets.values()].map((s) => new Promise<void>((r) => s.close(() => r()))));
     this.sockets.clear();
   }

@@ -185,11 +185,18 @@ export class XskServer {
     sock.refill();
   }
 
-  /** Completions reclaimed and the fill ring topped up even when no query wakes us; gauges and kernel counters. */
+  /**
+   * Completions reclaimed, replies still on the TX ring kicked again and the fill ring
+   * topped up even when no query wakes us; gauges and kernel counters. The kick matters in
+   * copy mode: the kernel transmits inside the sendto of a kick, and one that returned
+   * EAGAIN without progress leaves the last replies of a burst on the ring until something
+   * kicks again (otherwise the next reply on this queue).
+   */
   upkeep(): void {
     const sock = this.sock;
     if (!sock.closed) {
       sock.reclaim();
+      if (sock.txPending > 0) sock.kick();
       sock.refill();
     }
     this.publish();

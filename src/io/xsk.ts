@@ -182,18 +182,34 @@ export class XskSocket {
     return addr & this.baseMask;
   }
 
-  /** Takes up to max descriptors from the RX ring into rxDescs; the frames become HELD. */
+  /**
+   * Takes up to max descriptors from the RX ring into rxDescs; the frames become HELD.
+   * A descriptor whose frame the kernel was not given to receive into (not FILL: free,
+   * held, on the TX ring, or outside the UMEM) is counted as an anomaly and left out of
+   * rxDescs, its frame's state unchanged: handed on, it would give one frame two users.
+   */
   receive(max: number = this.batchSize): number {
-    const n = this.native.rx(this.rxDescs, max > this.batchSize ? this.batchSize : max);
+    const d = this.rxDescs;
+    const n = this.native.rx(d, max > this.batchSize ? this.batchSize : max);
     const st = this.state;
+    let k = 0;
     for (let i = 0; i < n; i++) {
-      const f = this.rxDescs[2 * i]! >>> this.shift;
-      if (st[f] !== FrameState.FILL) this.anomalies++;
-      else this.inFill--;
+      const addr = d[2 * i]!;
+      const f = addr >>> this.shift;
+      if (f >= this.frameCount || st[f] !== FrameState.FILL) {
+        this.anomalies++;
+        continue;
+      }
+      this.inFill--;
       st[f] = FrameState.HELD;
+      if (k !== i) {
+        d[2 * k] = addr;
+        d[2 * k + 1] = d[2 * i + 1]!;
+      }
+      k++;
     }
-    this.held += n;
-    return n;
+    this.held += k;
+    return k;
   }
 
   /** A free frame for a message of the caller's own (start address), or -1 if none is free. */
@@ -251,18 +267,37 @@ export class XskSocket {
       for (let i = 0; i < n; i++) {
         const base = (this.compBuf[i]! & this.baseMask) >>> 0;
         const f = base >>> this.shift;
-        if (st[f] !== FrameState.TX) {
-          this.anomalies++;
+        if (f >= this.frameCount || st[f] !== FrameState.TX) {
+          this.anomalies++; // not ours to free: inTx counts only frames that were on the TX ring
           continue;
         }
         st[f] = FrameState.FREE;
         this.pool[this.poolCount++] = base;
+        this.inTx--;
       }
-      this.inTx -= n;
       total += n;
       if (n < this.compBuf.length) break;
     }
     return total;
+  }
+
+  /** Replies not yet transmitted and reclaimed: queued for flush(), on the TX ring, or completed and not yet reclaimed. */
+  get txPending(): number {
+    return this.txCount + this.inTx;
+  }
+
+  /**
+   * Submits what is queued and asks the kernel again to transmit what waits on the TX
+   * ring. The native tx() kicks whenever the ring holds entries the kernel has not
+   * taken, even with nothing new to submit; a kick the kernel answered with EAGAIN and no
+   * progress (copy mode) leaves them there until the next one. Returns how many queued
+   * descriptors went.
+   */
+  kick(): number {
+    if (this.closedWith) return 0;
+    if (this.txCount > 0) return this.flush();
+    if (this.inTx > 0) this.native.tx(this.txDescs, 0);
+    return 0;
   }
 
   /** Tops the fill ring up from the free list; returns how many frames went to the kernel. */

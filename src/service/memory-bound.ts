@@ -12,13 +12,14 @@
  *          + GC_FACTOR × Σ_engines (TCP pool)
  *          + GC_FACTOR × (FLIGHT × questions in flight + WAITER × queries waiting)
  *          + kernel TCP clients × TCP_CLIENT + GC_FACTOR × TCP queries in flight × TCP_QUERY
+ *          + GC_FACTOR × (TCP replies written and not taken by the kernel, one reply over)
  */
 import type { HeimdallConfig } from '../config.js';
 import { sharedCacheBytes } from '../engine/shared-cache.js';
 import { ASK_TABLE_BITS } from '../hot/asks.js';
 import { fetchTableBytes, fetchTableCapacity } from '../upstream/fetch-table.js';
 import { sharedInflightBytes } from '../upstream/budget.js';
-import { TCP_MAX_INFLIGHT } from '../io/tcp.js';
+import { TCP_MAX_INFLIGHT, TCP_MAX_UNSENT } from '../io/tcp.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -39,12 +40,21 @@ export const FLIGHT_BYTES = 24 * KiB;
  * longest UDP reply (4 KiB, src/io/udp.ts) on the kernel's.
  */
 export const WAITER_BYTES = 6 * KiB;
-/** Queries the kernel TCP listener lets wait at once (src/io/tcp.ts maxInflight), each with a 64 KiB reply buffer. */
+/**
+ * Queries the kernel TCP listener lets wait at once (src/io/tcp.ts maxInflight), each with a
+ * 64 KiB reply buffer; a reply held for want of write room is still one of them.
+ */
 export const TCP_QUERY_BYTES = 64 * KiB;
+/**
+ * Replies the kernel TCP listener has written and the kernel not yet taken, over all
+ * connections (src/io/tcp.ts maxUnsentBytes), passed by one reply at most. The kernel's own
+ * socket buffers are not in RSS (docs/LIMITS.md).
+ */
+export const TCP_UNSENT_BYTES = TCP_MAX_UNSENT + 64 * KiB;
 /** An upstream TCP connection: a read buffer of one message at most, and pipelined queries. */
 export const UPSTREAM_TCP_CONN_BYTES = 64 * KiB;
 export const UPSTREAM_TCP_QUERY_BYTES = 1 * KiB;
-/** A kernel TCP client connection: socket objects and buffers (the listener's own bounds). */
+/** A kernel TCP client connection: socket objects and its read buffer (the listener's own bounds); its unsent replies are TCP_UNSENT_BYTES's. */
 export const TCP_CLIENT_BYTES = 64 * KiB;
 /**
  * The promotion policy's arrays, per cache slot (src/hot/promotion.ts, shared-promotion.ts):
@@ -88,7 +98,7 @@ export function memoryBound(cfg: HeimdallConfig, tcpClients = 1000): MemoryBound
     inflight: GC_FACTOR * inflight * FLIGHT_BYTES,
     waiting: GC_FACTOR * waiting * WAITER_BYTES,
     tcpClients: tcpClients * TCP_CLIENT_BYTES,
-    tcpQueries: GC_FACTOR * TCP_MAX_INFLIGHT * TCP_QUERY_BYTES,
+    tcpQueries: GC_FACTOR * (TCP_MAX_INFLIGHT * TCP_QUERY_BYTES + TCP_UNSENT_BYTES),
   };
   return { total: Object.values(parts).reduce((a, b) => a + b, 0), parts };
 }

@@ -64,11 +64,25 @@ export class FakeKernel implements NativeXskSocket {
     for (let i = 0; i < n; i++) [out[2 * i], out[2 * i + 1]] = this.rxQ.shift()!;
     return n;
   }
+  /**
+   * Copy mode's kick: when set, a tx() call that finds entries on the TX ring (as the addon
+   * kicks whenever the kernel has not taken them all, even for n = 0) transmits them,
+   * unless `refuseKicks` says to refuse it (EAGAIN with no progress: they stay on the ring).
+   */
+  kickTransmits = false;
+  refuseKicks = 0;
+  /** Kicks made (tx() calls that found the TX ring non-empty). */
+  kicks = 0;
   tx(descs: Uint32Array, n: number): number {
     this.live();
     this.calls.tx++;
     const k = Math.min(n, this.o.ringSize - this.txQ.length, this.txLimit ?? Infinity);
     for (let i = 0; i < k; i++) this.txQ.push([descs[2 * i]!, descs[2 * i + 1]!]);
+    if (this.txQ.length > 0) {
+      this.kicks++;
+      if (this.refuseKicks > 0) this.refuseKicks--;
+      else if (this.kickTransmits) this.transmit();
+    }
     return k;
   }
   complete(out: Uint32Array, max: number): number {

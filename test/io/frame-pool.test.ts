@@ -140,7 +140,30 @@ describe('XskSocket frame accounting (fake kernel)', () => {
     const { sock, k } = open();
     k.compQ.push(10 * 2048); // a frame that is free, not in flight
     sock.reclaim();
-    expect(sock.accounting()).toMatchObject({ anomalies: 1, free: 64 });
+    // Not counted off the frames in flight either: there were none.
+    expect(sock.accounting()).toMatchObject({ anomalies: 1, free: 64, tx: 0 });
+  });
+
+  it('leaves out an RX descriptor whose frame is not on the fill ring: counted, not handed on, its frame where it was', () => {
+    const { sock, k } = open();
+    // Frames 0..63 are on the fill ring, 64..127 free (lowest addresses fill first).
+    const [a, b] = [k.fillQ[0]!, k.fillQ[1]!];
+    k.rxQ.push([100 * 2048 + HEADROOM, 80]); // a free frame
+    k.deliver(90); // a good one: frame a
+    k.rxQ.push([a + HEADROOM, 70]); // frame a again, now held
+    k.rxQ.push([128 * 2048 + HEADROOM, 60]); // outside the UMEM
+    k.deliver(50); // a good one: frame b
+    expect(sock.receive()).toBe(2);
+    expect([...sock.rxDescs.subarray(0, 4)]).toEqual([a + HEADROOM, 90, b + HEADROOM, 50]);
+    expect(sock.accounting()).toEqual({ total: 128, free: 64, fill: 62, held: 2, txQueued: 0, tx: 0, anomalies: 3 });
+    // The free frame is still free, once: allocating every free frame never yields a held one.
+    const got = new Set<number>();
+    for (let a = sock.allocFrame(); a >= 0; a = sock.allocFrame()) got.add(a);
+    expect(got.size).toBe(64);
+    expect(got.has(100 * 2048)).toBe(true);
+    expect(got.has(a)).toBe(false);
+    sock.release(a + HEADROOM);
+    sock.release(b + HEADROOM);
   });
 
   it('closes with frames held, queued and in flight: views empty, calls refused, last accounting kept', () => {

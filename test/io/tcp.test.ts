@@ -9,7 +9,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import dnsPacket from 'dns-packet';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TcpListener, type TcpHandler, type TcpListenerOptions } from '../../src/io/tcp.js';
+import { TCP_WRITE_BUDGET, TcpListener, type TcpHandler, type TcpListenerOptions } from '../../src/io/tcp.js';
 import { DnsCache } from '../../src/engine/cache.js';
 import { MessageView } from '../../src/dns/view.js';
 import { writeReply, writeRcodeReply } from '../../src/dns/reply.js';
@@ -230,6 +230,106 @@ describe('TcpListener: framing and pipelining', () => {
     c.sock.end();
     await c.until(() => c.closed, 3000);
     expect(c.msgs).toHaveLength(10);
+  });
+});
+
+/** Replies of 60,000 bytes (the query's ID kept), as a large TXT or DNSKEY set would be. */
+const BIG = 60_000;
+const bigAnswer: TcpHandler = async (q) => {
+  const r = new Uint8Array(BIG);
+  r.set(q.subarray(0, 2));
+  r[2] = 0x80;
+  return r;
+};
+
+/** The listener's side of its connections. */
+const serverSocks = (l: TcpListener): net.Socket[] => [...(l as unknown as { conns: Set<{ sock: net.Socket }> }).conns].map((c) => c.sock);
+
+/** A client that reads everything and counts the bytes. */
+async function reader(port: number): Promise<{ sock: net.Socket; bytes: () => number }> {
+  const sock = net.connect({ port, host: '127.0.0.1' });
+  await once(sock, 'connect');
+  cleanups.push(() => {
+    sock.destroy();
+  });
+  let n = 0;
+  sock.on('data', (d: Buffer) => (n += d.length));
+  sock.on('error', () => {});
+  return { sock, bytes: () => n };
+}
+
+describe('TcpListener: replies a client does not read', () => {
+  it('holds what a non-reading client makes it buffer to its write budget, and stops reading its queries; a reading client is unaffected', async () => {
+    const { l, port } = await listener(bigAnswer);
+    const stuck = await Client.connect(port);
+    stuck.sock.pause(); // never reads: the kernel's buffers fill, then ours would
+    let peak = 0;
+    const t = setInterval(() => {
+      const s = serverSocks(l)[0];
+      if (s) peak = Math.max(peak, s.writableLength);
+    }, 1);
+    stuck.sock.write(Buffer.concat(Array.from({ length: 160 }, (_, i) => frame(query(`big${i}.test`, i)))));
+    // Until the listener stops: its buffer for the client is non-empty and nothing more is written.
+    await settle(() => (serverSocks(l)[0]?.writableLength ?? 0) > 0, 5000);
+    let last = -1;
+    await settle(() => {
+      const r = l.stats().responses;
+      const still = r === last;
+      last = r;
+      return still;
+    }, 5000);
+    await sleep(200);
+    clearInterval(t);
+    const st = l.stats();
+    expect(peak).toBeLessThanOrEqual(TCP_WRITE_BUDGET + 2 + BIG);
+    expect(st.unsent).toBeLessThanOrEqual(TCP_WRITE_BUDGET + 2 + BIG);
+    expect(st.unsent).toBe(serverSocks(l)[0]!.writableLength);
+    expect(st.queries).toBeLessThan(160); // the rest wait in the kernel, unread
+    expect(st.inflight).toBeLessThanOrEqual(32);
+    expect(st.held).toBe(st.inflight); // answered, held for want of room, still in flight
+    // Another client, reading, pipelining as many large answers: all of them, at once.
+    const r = await reader(port);
+    r.sock.write(Buffer.concat(Array.from({ length: 20 }, (_, i) => frame(query(`r${i}.test`, 1000 + i)))));
+    const t0 = performance.now();
+    while (r.bytes() < 20 * (2 + BIG)) {
+      if (performance.now() - t0 > 5000) throw new Error(`reader got ${r.bytes()} bytes`);
+      await sleep(5);
+    }
+    expect(r.bytes()).toBe(20 * (2 + BIG));
+    // The stuck client reads at last: everything it asked is answered.
+    let got = 0;
+    stuck.sock.removeAllListeners('data');
+    stuck.sock.on('data', (d: Buffer) => (got += d.length));
+    stuck.sock.resume();
+    const t1 = performance.now();
+    while (got < 160 * (2 + BIG)) {
+      if (performance.now() - t1 > 10_000) throw new Error(`stuck client got ${got} bytes`);
+      await sleep(5);
+    }
+    expect(l.stats()).toMatchObject({ queries: 180, responses: 180, inflight: 0, held: 0, unsent: 0 });
+  });
+
+  it('holds the listener to maxUnsentBytes over many non-reading clients', async () => {
+    const cap = 3 * 65_538;
+    const { l, port } = await listener(bigAnswer, { maxUnsentBytes: cap });
+    let peak = 0;
+    const t = setInterval(() => {
+      let sum = 0;
+      for (const s of serverSocks(l)) sum += s.writableLength;
+      peak = Math.max(peak, sum, l.stats().unsent);
+    }, 1);
+    const cs = await Promise.all(Array.from({ length: 6 }, () => Client.connect(port)));
+    for (const [k, c] of cs.entries()) {
+      c.sock.pause();
+      c.sock.write(Buffer.concat(Array.from({ length: 100 }, (_, i) => frame(query(`c${k}q${i}.test`, i)))));
+    }
+    await settle(() => serverSocks(l).filter((s) => s.writableLength > 0).length >= 2, 5000);
+    await sleep(300);
+    clearInterval(t);
+    expect(peak).toBeLessThanOrEqual(cap + 2 + BIG);
+    expect(l.stats().unsent).toBeLessThanOrEqual(cap + 2 + BIG);
+    expect(l.stats()).toMatchObject({ connections: 6, writeTimeouts: 0 }); // held, not reset
+    expect(l.stats().held).toBeGreaterThan(0);
   });
 });
 
@@ -496,6 +596,52 @@ describe('TcpListener: slots that cannot be held (fake clock)', () => {
     expect(l.stats().writeTimeouts).toBe(0);
     at(5000);
     expect(l.stats()).toMatchObject({ writeTimeouts: 1, connections: 0 });
+  });
+
+  it('a client that reads, however slowly, is not reset: the write deadline starts again when replies leave', async () => {
+    const { l, port, at } = await clocked({ writeTimeoutMs: 5000 }, bigAnswer);
+    const c = await Client.connect(port);
+    c.sock.pause();
+    c.sock.removeAllListeners('data'); // the answers are not DNS the test decodes
+    c.sock.write(Buffer.concat(Array.from({ length: 400 }, (_, i) => frame(query(`s${i}.test`, i)))));
+    const pending = () => serverSocks(l)[0]?.writableLength ?? 0;
+    await settle(() => pending() > 0, 5000);
+    at(0);
+    at(4000);
+    // It reads for a while (at 4000 on the listener's clock), then stops again.
+    const before = l.stats().responses;
+    c.sock.resume();
+    await settle(() => l.stats().responses >= before + 20, 5000);
+    c.sock.pause();
+    await sleep(50);
+    await settle(() => pending() > 0, 5000);
+    at(6000); // 6 s since replies began to wait, 2 s since they last left
+    expect(l.stats()).toMatchObject({ writeTimeouts: 0, connections: 1 });
+    at(8999);
+    expect(l.stats().writeTimeouts).toBe(0);
+    at(9000);
+    expect(l.stats()).toMatchObject({ writeTimeouts: 1, connections: 0 });
+  });
+
+  it('time the listener kept a connection paused does not count against the message it had begun', async () => {
+    let release: () => void = () => {};
+    const gate: TcpHandler = (q) => new Promise((r) => (release = () => r(echo(q))));
+    const { l, port, at } = await clocked({ messageTimeoutMs: 3000, maxPipelined: 1 }, gate);
+    const c = await Client.connect(port);
+    const second = frame(query('second.test', 2));
+    // One whole query (in flight: maxPipelined reached, reading paused) and the start of the next.
+    await c.write(Buffer.concat([frame(query('first.test', 1)), second.subarray(0, 5)]));
+    await settle(() => l.stats().inflight === 1);
+    at(10_000); // paused all this while: not the client's delay
+    expect(l.stats().messageTimeouts).toBe(0);
+    release();
+    await c.until(() => c.msgs.length === 1);
+    at(10_001);
+    expect(l.stats()).toMatchObject({ messageTimeouts: 0, connections: 1 });
+    at(12_999);
+    expect(l.stats().messageTimeouts).toBe(0);
+    at(13_000); // 3 s since reading resumed with the message still partial
+    expect(l.stats()).toMatchObject({ messageTimeouts: 1, connections: 0 });
   });
 
   it('per client network: the (maxPerClient+1)th connection from one /24 is refused, another /24 still gets in', async () => {

@@ -80,6 +80,35 @@ describe('UdpListener', () => {
     expect(calls).toBe(1);
   });
 
+  it('drops and counts the answer of a miss whose socket was closed while it waited (unbind at a reload), without crashing', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => void unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      let calls = 0;
+      const l = new UdpListener({
+        handle(buf, off, len, out, outOff) {
+          calls++;
+          out.set(buf.subarray(off, off + len), outOff);
+          return new Promise<number>((r) => setTimeout(() => r(len), 300)); // a miss on a slow upstream
+        },
+      });
+      listeners.push(l);
+      await l.listen({ port: 0, hosts: ['127.0.0.1'] });
+      const port = (l as unknown as { sockets: Map<string, dgram.Socket> }).sockets.get('127.0.0.1')!.address().port;
+      const reply = ask(port, query('slow.example', 'A'), 600);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(calls).toBe(1);
+      await l.unbind('127.0.0.1'); // the interface's address went away
+      await expect(reply).rejects.toThrow('no reply');
+      await new Promise((r) => setTimeout(r, 50));
+      expect(unhandled).toEqual([]);
+      expect({ received: l.received, sent: l.sent, errors: l.errors }).toEqual({ received: 1, sent: 0, errors: 1 });
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('sends a reply of close to 4096 bytes whole when the service and the client both allow it', async () => {
     const name = 'big.example';
     const answers = Array.from({ length: 15 }, (_, i) => ({ type: 'TXT' as const, name, ttl: 300, data: `${String(i).padStart(2, '0')}${'x'.repeat(240)}` }));

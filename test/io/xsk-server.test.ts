@@ -191,6 +191,24 @@ describe('XskServer (fake kernel)', () => {
     expect([stats.get('xskKernelRxDropped'), stats.get('xskKernelRxRingFull'), stats.get('xskTxRingEmpty')]).toEqual([9, 2, 3]);
   });
 
+  it('kicks replies left on the TX ring again at upkeep when the kernel refused a kick (copy mode)', () => {
+    const { engine, sock, k, server } = setup();
+    k.kickTransmits = true;
+    k.refuseKicks = 1; // EAGAIN with no progress
+    engine.cache.insertResponse(wwwA);
+    k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 7 })));
+    server.drain();
+    expect({ kicks: k.kicks, onRing: k.txQ.length, sent: k.compQ.length }).toEqual({ kicks: 1, onRing: 1, sent: 0 });
+    server.upkeep(); // no query comes: the upkeep kicks
+    expect({ kicks: k.kicks, onRing: k.txQ.length, sent: k.compQ.length }).toEqual({ kicks: 2, onRing: 0, sent: 1 });
+    server.upkeep(); // reclaims; nothing left to kick, so no TX call
+    const calls = k.calls.tx;
+    server.upkeep();
+    expect(k.calls.tx).toBe(calls);
+    expect(sock.accounting().tx).toBe(0);
+    checkInvariant(sock, k);
+  });
+
   it('answers SERVFAIL when the upstream fails', async () => {
     const { resolver, sock, k, server } = setup();
     k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 10 })));
