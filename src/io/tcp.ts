@@ -99,6 +99,14 @@ export interface TcpListenerOptions {
    */
   maxInflight?: number;
   /**
+   * Queries in flight (answered and held for write room included) at most from one client
+   * network (prefixKey) over all its connections (default a quarter of maxInflight). A
+   * held reply keeps its place until its bytes leave, so without this a few connections
+   * of one network that ask and never read would hold every place for their write
+   * deadline, and every other network's TCP would wait.
+   */
+  maxInflightPerClient?: number;
+  /**
    * Whether a connection from this source is taken at all, asked at accept (the service
    * passes the edge policy's access list, read at each call so a reload applies). A
    * declined one is reset at once and counted as `denied`. Default: every source.
@@ -305,6 +313,9 @@ export class TcpListener {
     socketErrors: 0,
   };
   private inflight = 0;
+  /** Queries in flight per client network (prefixKey); absent at 0. */
+  private readonly netInflight = new Map<string, number>();
+  readonly maxInflightPerClient: number;
   private closed = false;
   private readonly admit: ((client: Addr) => boolean) | undefined;
 
@@ -319,6 +330,7 @@ export class TcpListener {
     this.maxMessageSize = intOption('maxMessageSize', opts.maxMessageSize, 4096, HEADER_LEN, MAX_MESSAGE_LEN);
     this.maxPipelined = intOption('maxPipelined', opts.maxPipelined, 32, 1, 65535);
     this.maxInflight = intOption('maxInflight', opts.maxInflight, TCP_MAX_INFLIGHT, 1, 1_000_000);
+    this.maxInflightPerClient = intOption('maxInflightPerClient', opts.maxInflightPerClient, Math.max(1, Math.floor(this.maxInflight / 4)), 1, 1_000_000);
     this.messageTimeoutMs = intOption('messageTimeoutMs', opts.messageTimeoutMs, 3000, 1, MAX_MS);
     this.writeTimeoutMs = intOption('writeTimeoutMs', opts.writeTimeoutMs, 5000, 1, MAX_MS);
     this.maxUnsentBytes = intOption('maxUnsentBytes', opts.maxUnsentBytes, TCP_MAX_UNSENT, 2 + MAX_MESSAGE_LEN, 2 ** 40);
@@ -549,6 +561,7 @@ export class TcpListener {
       this.heldCount -= k;
       c.inflight -= k;
       this.inflight -= k;
+      this.netAdd(c.prefix, -k);
     }
     // Room freed under either bound goes to the connections waiting for it (not from
     // inside whatever is dropping this one).
@@ -577,7 +590,8 @@ export class TcpListener {
 
   /** True while this connection may take another query. */
   private canTake(c: Conn): boolean {
-    if (this.inflight >= this.maxInflight) {
+    if (this.inflight >= this.maxInflight || (this.netInflight.get(c.prefix) ?? 0) >= this.maxInflightPerClient) {
+      // Waits for a place: an answer anywhere (resumeCapped) looks at it again.
       this.capped = true;
       return false;
     }
@@ -627,6 +641,7 @@ export class TcpListener {
     this.s.queries++;
     c.inflight++;
     this.inflight++;
+    this.netAdd(c.prefix, 1);
     let p: Promise<Uint8Array | null>;
     try {
       p = Promise.resolve(this.handle(msg, c.client));
@@ -691,6 +706,7 @@ export class TcpListener {
   private answered(c: Conn): void {
     c.inflight--;
     this.inflight--;
+    this.netAdd(c.prefix, -1);
     // After a drop or an error, idleness counts from the answer's end, not from the query.
     if (c.inflight === 0) c.lastActive = this.clock();
     // Room under maxInflight goes to the connections waiting for it first, least recently
@@ -739,6 +755,12 @@ export class TcpListener {
       }
     }
     if (this.capped && this.inflight < this.maxInflight) this.resumeCapped();
+  }
+
+  private netAdd(prefix: string, d: number): void {
+    const n = (this.netInflight.get(prefix) ?? 0) + d;
+    if (n > 0) this.netInflight.set(prefix, n);
+    else this.netInflight.delete(prefix);
   }
 
   /** Room again under maxInflight: connections paused for it read again, least recently active first, while it lasts. */

@@ -197,7 +197,7 @@ describe('TcpListener: framing and pipelining', () => {
   });
 
   it('holds the whole listener to maxInflight queries in flight over many connections, and still answers everything', async () => {
-    const { l, port } = await listener(echo, { maxInflight: 5, maxPipelined: 32 });
+    const { l, port } = await listener(echo, { maxInflight: 5, maxInflightPerClient: 5, maxPipelined: 32 });
     const clients = await Promise.all(Array.from({ length: 4 }, () => Client.connect(port)));
     let peak = 0;
     const t = setInterval(() => (peak = Math.max(peak, l.stats().inflight)), 1);
@@ -211,7 +211,7 @@ describe('TcpListener: framing and pipelining', () => {
   });
 
   it('at maxInflight, a connection with a long queue does not keep one waiting with a single query', async () => {
-    const { port } = await listener(echo, { maxInflight: 2, maxPipelined: 32 });
+    const { port } = await listener(echo, { maxInflight: 2, maxInflightPerClient: 2, maxPipelined: 32 });
     const greedy = await Client.connect(port);
     await greedy.write(Buffer.concat(Array.from({ length: 100 }, (_, i) => frame(query(`20ms.g${i}.test`, i)))));
     await greedy.until(() => greedy.msgs.length >= 2, 2000); // the cap is reached and turning over
@@ -221,6 +221,22 @@ describe('TcpListener: framing and pipelining', () => {
     // Served within a few turns of the cap, not after the whole queue (100 × 20 ms / 2 = 1 s).
     expect(greedy.msgs.length).toBeLessThan(20);
     await greedy.until(() => greedy.msgs.length === 100, 5000);
+  });
+
+  it('holds one network to its share of the places in flight: another network is answered at once', async () => {
+    const { l, port } = await listener(echo, { maxInflight: 8, maxPipelined: 32 });
+    expect(l.maxInflightPerClient).toBe(2);
+    // Network 127.0.1.0/24 asks 40 slow questions on two connections.
+    const hogs = await Promise.all(['127.0.1.2', '127.0.1.3'].map((a) => Client.connect(port, '127.0.0.1', { localAddress: a })));
+    await Promise.all(hogs.map((c, k) => c.write(Buffer.concat(Array.from({ length: 20 }, (_, i) => frame(query(`300ms.h${k}q${i}.test`, 100 * k + i)))))));
+    await sleep(50);
+    expect(l.stats().inflight).toBe(2);
+    const other = await Client.connect(port, '127.0.0.1', { localAddress: '127.0.0.9' });
+    const t0 = performance.now();
+    await other.write(frame(query('fast.test', 7)));
+    await other.until(() => other.msgs.length === 1, 2000);
+    expect(performance.now() - t0).toBeLessThan(250); // not behind the 300 ms questions
+    await Promise.all(hogs.map((c) => c.until(() => c.msgs.length === 20, 10_000)));
   });
 
   it('answers every buffered query after a half-close while paused by maxPipelined', async () => {
@@ -729,7 +745,7 @@ describe('TcpListener: slots that cannot be held (fake clock)', () => {
   });
 
   it('connections that wait at maxInflight hold nothing in flight: a new connection evicts one of them, not a busy one', async () => {
-    const { l, port } = await clocked({ maxConnections: 4, maxPerClient: 100, maxInflight: 2 });
+    const { l, port } = await clocked({ maxConnections: 4, maxPerClient: 100, maxInflight: 2, maxInflightPerClient: 2 });
     const cs: Client[] = [];
     for (let i = 0; i < 4; i++) {
       const c = await Client.connect(port);
