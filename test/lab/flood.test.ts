@@ -25,64 +25,20 @@ import { resolveConfig } from '../../src/config.js';
 import { memoryBound } from '../../src/service/memory-bound.js';
 import { describePrivileged } from '../helpers/privilege.js';
 import { ADDR, Lab, suiteService, type Service } from '../helpers/lab.js';
-
-/** The second client network: an address on the client's veth, routed back by the appliance. */
-const OTHER4 = '198.18.4.2';
-
-interface Perf {
-  sent: number;
-  completed: number;
-  noerror: number;
-  nxdomain: number;
-  servfail: number;
-  avgLatency: number;
-  qps: number;
-  out: string;
-}
-
-function parsePerf(out: string): Perf {
-  const num = (re: RegExp): number => Number(re.exec(out)?.[1] ?? 0);
-  return {
-    sent: num(/Queries sent:\s+(\d+)/),
-    completed: num(/Queries completed:\s+(\d+)/),
-    noerror: num(/NOERROR (\d+)/),
-    nxdomain: num(/NXDOMAIN (\d+)/),
-    servfail: num(/SERVFAIL (\d+)/),
-    avgLatency: num(/Average Latency \(s\):\s+([0-9.]+)/),
-    qps: num(/Queries per second:\s+([0-9.]+)/),
-    out,
-  };
-}
+import { addSecondNetwork, dnsperf as dnsperfIn, OTHER4, parsePerf, uniqueNames as uniqueNamesIn } from '../helpers/flood.js';
 
 describePrivileged('floods in the lab: upstream work bounded and fair', { netns: true, tools: ['dig', 'dnsperf', 'nsd', 'curl'] }, () => {
   const lab = new Lab('fl');
   let svc: Service;
   let dir: string;
 
-  /** dnsperf in the client namespace, asynchronously (two run at once). */
-  const dnsperf = (args: string[], timeoutMs: number): Promise<Perf> =>
-    new Promise((resolve) => {
-      const p = spawn('ip', ['netns', 'exec', lab.ns.client, 'dnsperf', '-s', ADDR.appliance4, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      p.stdout.on('data', (d) => (out += d));
-      p.stderr.on('data', (d) => (out += d));
-      const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-      p.on('exit', () => {
-        clearTimeout(t);
-        resolve(parsePerf(out));
-      });
-    });
+  const dnsperf = (args: string[], timeoutMs: number) => dnsperfIn(lab, args, timeoutMs);
 
   const fdCount = (): number => readdirSync(`/proc/${svc.proc.pid}/fd`).length;
   const nofile = (): number => Number(/^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${svc.proc.pid}/limits`, 'utf8'))?.[1]);
 
   /** Unique names nobody asked before: the random-subdomain attack. */
-  const uniqueNames = (file: string, n: number, tag: string): string => {
-    const lines: string[] = [];
-    for (let i = 0; i < n; i++) lines.push(`${tag}${i}x${Math.floor(Math.random() * 1e9).toString(36)}.lab.example A`);
-    writeFileSync(join(dir, file), lines.join('\n') + '\n');
-    return join(dir, file);
-  };
+  const uniqueNames = (file: string, n: number, tag: string): string => uniqueNamesIn(dir, file, n, tag);
 
   suiteService(
     lab,
@@ -94,9 +50,7 @@ describePrivileged('floods in the lab: upstream work bounded and fair', { netns:
       args: ['--upstream', ADDR.upstream4, '--cache-size', '20000', '--rrl', '0', '--metrics-listen', '127.0.0.1:9153'],
       setup: () => {
         dir = mkdtempSync(join(tmpdir(), 'hx-flood-'));
-        // The second network: an address on the client's veth and a route back from the appliance.
-        lab.exec('client', 'ip', ['addr', 'add', `${OTHER4}/24`, 'dev', `${lab.prefix}c0`]);
-        lab.exec('appliance', 'ip', ['route', 'add', '198.18.4.0/24', 'dev', lab.applianceIf]);
+        addSecondNetwork(lab);
       },
       cleanup: () => {
         if (dir) rmSync(dir, { recursive: true, force: true });
