@@ -41,6 +41,20 @@ export interface WorkerPoolOptions {
 }
 
 const RESTART_DELAY_MS = 200;
+const RESTART_DELAY_MAX_MS = 30_000;
+/** A worker that served this long before it ended starts its queue's backoff afresh. */
+const RESTART_STABLE_MS = 60_000;
+
+/**
+ * How long to wait before starting a queue's worker again after `failures` restarts in a
+ * row that did not last (RESTART_STABLE_MS): 200 ms, doubling, at most 30 s. A worker that
+ * keeps dying (its queue gone, the interface changed under it) would otherwise be started
+ * five times a second forever, each a new isolate and a log line; a failed start is tried
+ * again on the same schedule rather than leaving its queue to the kernel for good.
+ */
+export function restartDelayMs(failures: number): number {
+  return Math.min(RESTART_DELAY_MAX_MS, RESTART_DELAY_MS * 2 ** Math.min(Math.max(0, failures), 20));
+}
 /** How long a reload or control request waits for each worker's answer. */
 const REPLY_MS = 5000;
 const STOP_GRACE_MS = 3000;
@@ -55,6 +69,10 @@ interface Slot {
   stats: StatsBlock;
   ready: boolean;
   restarts: number;
+  /** Restarts in a row whose worker did not last RESTART_STABLE_MS (restartDelayMs). */
+  failures: number;
+  /** When its current worker said it was ready (performance.now()), or -1. */
+  readyAt: number;
   /** Requests (reload, control) this worker has yet to answer, by sequence number. */
   waiting: Map<number, (value: unknown) => void>;
 }
@@ -67,7 +85,7 @@ export class WorkerPool {
 
   constructor(private readonly o: WorkerPoolOptions) {
     for (let q = 0; q < o.queues; q++) {
-      this.slots.push({ worker: null, stats: new StatsBlock(), ready: false, restarts: 0, waiting: new Map() });
+      this.slots.push({ worker: null, stats: new StatsBlock(), ready: false, restarts: 0, failures: 0, readyAt: -1, waiting: new Map() });
     }
   }
 
@@ -103,6 +121,7 @@ export class WorkerPool {
         switch (m.type) {
           case 'ready':
             slot.ready = true;
+            slot.readyAt = performance.now();
             if (!settled) (settled = true), resolve();
             break;
           case 'candidates':
@@ -137,15 +156,32 @@ export class WorkerPool {
           reject(new HeimdallError('E_WORKER', `worker for queue ${queue} exited with code ${code} before it was ready`));
           return;
         }
-        if (this.stopping) return;
+        // A worker that never got ready was refused (a fatal message) and its start rejected:
+        // whoever started it schedules the next try.
+        if (this.stopping || slot.readyAt < 0) return;
+        if (performance.now() - slot.readyAt >= RESTART_STABLE_MS) slot.failures = 0;
+        slot.readyAt = -1;
         this.restarts++;
         slot.restarts++;
         this.o.onRestart?.(queue, `exit code ${code}`);
-        setTimeout(() => {
-          if (!this.stopping) this.spawn(queue).catch((e: Error) => this.o.onRestart?.(queue, `restart failed: ${e.message}`));
-        }, RESTART_DELAY_MS);
+        this.restartLater(queue);
       });
     });
+  }
+
+  /** Starts the queue's worker again after its backoff; a start that fails is tried again the same way. */
+  private restartLater(queue: number): void {
+    const slot = this.slots[queue]!;
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.spawn(queue).catch((e: Error) => {
+        this.o.onRestart?.(queue, `restart failed: ${e.message}`);
+        if (this.stopping) return;
+        this.restarts++;
+        slot.restarts++;
+        this.restartLater(queue);
+      });
+    }, restartDelayMs(slot.failures++));
   }
 
   /**
