@@ -181,13 +181,11 @@ export class SharedInflight {
     const cx = Atomics.add(a, NET_TABLE + x, 1);
     const cy = Atomics.add(a, NET_TABLE + y, 1);
     if (Math.min(cx, cy) < a[PER_NET]!) return true;
-    Atomics.sub(a, NET_TABLE + x, 1);
-    Atomics.sub(a, NET_TABLE + y, 1);
-    Atomics.sub(a, row + x, 1);
-    Atomics.sub(a, row + y, 1);
+    this.giveNetwork(id, net);
     return false;
   }
 
+  /** Gives back one question of network `net` for engine `id`: the table first, then the engine's row. */
   giveNetwork(id: number, net: number): void {
     const a = this.a;
     const x = net & 0xffff;
