@@ -4,6 +4,7 @@
 // XDP program uses, interface helpers, and BPF_PROG_TEST_RUN for tests and benchmarks.
 #include <napi.h>
 
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -166,6 +167,37 @@ Napi::Value MapRegionJs(const Napi::CallbackInfo &info) {
   return Napi::ArrayBuffer::New(env, mem, static_cast<size_t>(bytes), [len](Napi::Env, void *data) { munmap(data, len); });
 }
 
+
+// setAffinity(tid, cpus): the CPUs one thread of this process may run on (sched_setaffinity;
+// tid 0 is the calling thread). The service pins each of its threads this way (--cpus):
+// Node has no call for it, and threads created later inherit their creator's set.
+Napi::Value SetAffinityJs(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsArray()) throw Napi::TypeError::New(env, "setAffinity(tid, cpus)");
+  int tid = info[0].As<Napi::Number>().Int32Value();
+  Napi::Array list = info[1].As<Napi::Array>();
+  const int max_cpus = 4096;
+  if (tid < 0 || list.Length() == 0) throw Napi::RangeError::New(env, "setAffinity: a thread id >= 0 and at least one CPU");
+  cpu_set_t *set = CPU_ALLOC(max_cpus);
+  if (set == nullptr) ThrowErrno(env, ENOMEM, "sched_setaffinity", "cannot set the CPUs of a thread");
+  size_t size = CPU_ALLOC_SIZE(max_cpus);
+  CPU_ZERO_S(size, set);
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value v = list.Get(i);
+    int cpu = v.IsNumber() ? v.As<Napi::Number>().Int32Value() : -1;
+    if (cpu < 0 || cpu >= max_cpus) {
+      CPU_FREE(set);
+      throw Napi::RangeError::New(env, "setAffinity: CPU numbers are 0..4095");
+    }
+    CPU_SET_S(cpu, size, set);
+  }
+  int rc = sched_setaffinity(tid, size, set);
+  int e = errno;
+  CPU_FREE(set);
+  if (rc != 0) ThrowErrno(env, e, "sched_setaffinity", "cannot set the CPUs of thread " + std::to_string(tid));
+  return env.Undefined();
+}
+
 }  // namespace
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
@@ -180,6 +212,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("testRun", Napi::Function::New(env, TestRunJs));
   exports.Set("benchRun", Napi::Function::New(env, BenchRunJs));
   exports.Set("mapRegion", Napi::Function::New(env, MapRegionJs));
+  exports.Set("setAffinity", Napi::Function::New(env, SetAffinityJs));
   return exports;
 }
 

@@ -240,6 +240,7 @@ export function buildProgram(): Command {
     .option('--no-minimal-responses', 'relay the authority and additional records of answers (default: answer section, and the SOA and denial proofs of negative answers)')
     .option('--serve-stale', 'answer from expired entries when no upstream answers (RFC 8767)')
     .option('--log-format <format>', `log lines on stderr: ${LOG_FORMATS.join(' or ')} (default: text)`)
+    .option('--cpus <list>', "CPUs the service's threads run on, e.g. 1-3 or 0,2: keep them off the CPUs that take the interface's packets (default: the scheduler's choice)")
     .option('--metrics-listen <addr:port>', 'serve Prometheus metrics at http://addr:port/metrics')
     .option('--listen <addrs>', 'addresses to answer on, comma separated (default: every address of the interface, followed as it changes)')
     .option('--allow <prefixes>', `client prefixes served, comma separated; 'default' = ${DEFAULT_ALLOW.join(',')}; 'any' = everyone (default: default)`)

@@ -20,6 +20,7 @@ import { basename } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type Pair } from 'yaml';
 import { ATTACH_MODES, SETTINGS, XDP_ATTACH, type ConfigInput, type IntSetting } from './config.js';
 import { parseAclList } from './edge/acl.js';
+import { parseCpuList } from './service/cpus.js';
 import { HeimdallError } from './errors.js';
 import { LOG_FORMATS } from './log.js';
 import { parseAddr } from './net/addr.js';
@@ -30,7 +31,7 @@ type Field = Exclude<keyof ConfigInput, 'force'>;
 interface KeySpec {
   /** The ConfigInput field the key fills. */
   field: Field;
-  kind: 'int' | 'bool' | 'string' | 'list' | 'enum';
+  kind: 'int' | 'bool' | 'string' | 'list' | 'enum' | 'cpus';
   help: string;
   /** int: the SETTINGS entry with its bounds. */
   setting?: IntSetting;
@@ -87,6 +88,7 @@ export const FILE_KEYS: Readonly<Record<string, KeySpec>> = Object.freeze({
   'upstream-cookies': { field: 'upstreamCookies', kind: 'bool', help: 'send DNS cookies to the upstreams and check the server cookie', live: false },
   'minimal-responses': { field: 'minimalResponses', kind: 'bool', help: 'answer with the answer section (and the SOA and denial proofs of negative answers) only; false: relay authority and additional records', live: false },
   'serve-stale': { field: 'serveStale', kind: 'bool', help: 'answer from expired entries when no upstream answers (RFC 8767)', live: true },
+  cpus: { field: 'cpus', kind: 'cpus', help: "CPUs the service's threads run on (e.g. 1-3 or 0,2): keep them off the CPUs that take the interface's packets, where the XDP program runs (default: wherever the scheduler puts them)", live: true },
   'log-format': { field: 'logFormat', kind: 'enum', values: LOG_FORMATS, help: 'log lines on stderr: text, or json (one object per line)', live: true },
   'metrics-listen': { field: 'metricsListen', kind: 'string', help: 'serve Prometheus metrics at http://addr:port/metrics', live: false },
   listen: { field: 'listen', kind: 'list', help: 'addresses to answer on (default: every address of the interface, followed)', item: addrItem, live: false },
@@ -167,6 +169,18 @@ export function parseConfigText(text: string, path: string): LoadedConfig {
         if (typeof scalar !== 'string' || scalar === '') throw bad(`must be a string, got ${show(v)}`);
         out[spec.field] = scalar;
         break;
+      case 'cpus': {
+        // `cpus: 1` reads as a number, `cpus: 1-3` and `cpus: 0,2` as strings.
+        const text = typeof scalar === 'number' && Number.isInteger(scalar) && scalar >= 0 ? String(scalar) : scalar;
+        if (typeof text !== 'string') throw bad(`must be a CPU list such as 1, 2-3 or 0,2, got ${show(v)}`);
+        try {
+          parseCpuList(text);
+        } catch (e) {
+          throw bad((e as Error).message);
+        }
+        out[spec.field] = text;
+        break;
+      }
       case 'enum':
         if (typeof scalar !== 'string' || !spec.values!.includes(scalar)) throw bad(`must be one of ${spec.values!.join(', ')}, got ${show(v)}`);
         out[spec.field] = scalar;
@@ -270,6 +284,9 @@ export function configSchema(): Record<string, unknown> {
         break;
       case 'string':
         properties[key] = { description, type: 'string', minLength: 1 };
+        break;
+      case 'cpus':
+        properties[key] = { description, oneOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: '^[0-9, -]+$' }] };
         break;
       case 'enum':
         properties[key] = { description, enum: [...s.values!] };

@@ -12,6 +12,7 @@ import { RRL_DEFAULTS, type RrlSettings } from './edge/rrl.js';
 import { HeimdallError } from './errors.js';
 import { LOG_FORMATS, type LogFormat } from './log.js';
 import { formatAddr, parseAddr, parseCidr, type Addr, type Cidr } from './net/addr.js';
+import { parseCpuList } from './service/cpus.js';
 import { parseUpstreams, type UpstreamAddr } from './upstream/upstream.js';
 
 export type AttachMode = 'auto' | 'native' | 'generic';
@@ -101,6 +102,8 @@ export interface ConfigInput {
   force?: boolean;
   /** text or json (src/log.ts). */
   logFormat?: string;
+  /** CPUs the service's threads run on, as a list such as "1-3" (src/service/cpus.ts); absent: the scheduler's choice. */
+  cpus?: string;
   /** Addresses to serve, comma separated; absent: every address of the interface, followed as it changes. */
   listen?: string;
   /** Prefixes to serve (`default` = DEFAULT_ALLOW, `any` = everyone); absent: DEFAULT_ALLOW. */
@@ -181,6 +184,8 @@ export interface HeimdallConfig {
   readonly metricsListen: { readonly host: string; readonly port: number } | null;
   readonly force: boolean;
   readonly logFormat: LogFormat;
+  /** CPUs every thread is pinned to, ascending; null: not pinned (src/service/cpus.ts). */
+  readonly cpus: readonly number[] | null;
   readonly edge: EdgeConfig;
   /** The main thread's engine (kernel UDP and TCP). */
   readonly mainEngine: EngineConfig;
@@ -309,6 +314,16 @@ function listenAddrs(text: string | undefined): string[] | null {
   return out;
 }
 
+/** --cpus: the list, or null when absent. Whether its CPUs are online is asked at start (src/service/cpus.ts). */
+function cpuList(text: string | undefined): readonly number[] | null {
+  if (text === undefined) return null;
+  try {
+    return Object.freeze(parseCpuList(text));
+  } catch (e) {
+    throw badOption(`--cpus: ${(e as Error).message}`, 'cpus', (e as Error).message);
+  }
+}
+
 function edgeConfig(input: ConfigInput): EdgeConfig {
   const rrlBuckets = int('rrlBuckets', input.rrlBuckets, SETTINGS.rrlBuckets.default);
   if ((rrlBuckets & (rrlBuckets - 1)) !== 0) throw badOption(`--rrl-buckets must be a power of two, got ${rrlBuckets}`, 'rrlBuckets', `must be a power of two, got ${rrlBuckets}`);
@@ -418,6 +433,7 @@ export function resolveConfig(input: ConfigInput, rxQueues: (iface: string) => n
     metricsListen: input.metricsListen === undefined ? null : Object.freeze(parseListen(input.metricsListen)),
     force: input.force ?? false,
     logFormat,
+    cpus: cpuList(input.cpus),
     edge: edgeConfig(input),
     // One promotion policy (the main thread's) holds the whole hot map; an engine uses
     // hotCapacity only when it runs a policy of its own (tests, tools).

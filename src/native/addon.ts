@@ -172,6 +172,8 @@ export interface NativeAddon {
   benchRun(progFd: number, frame: Buffer | readonly Buffer[], iterations: number): NativeBenchRun;
   /** A shared mapping of an mmapable BPF map of this process (the rate-limit buckets). */
   mapRegion(fd: number, bytes: number): ArrayBuffer;
+  /** The CPUs thread `tid` of this process may run on (0: the calling thread); threads it creates later inherit them. */
+  setAffinity(tid: number, cpus: readonly number[]): void;
 }
 
 /** Paths of build outputs, the same from src/ (tests, tsx) and dist/ (the CLI). */

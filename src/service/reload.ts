@@ -4,7 +4,7 @@
  * place what it can: the upstreams (the next misses go to them; questions in flight
  * finish on the old ones), the access lists and rate limits (the XDP maps are updated in
  * place and every thread's EdgeGuard swaps its policy), the promotion threshold,
- * whether XDP answers, and the cache's TTL bounds, serve-stale and sizes (in the shared
+ * whether XDP answers, the CPUs its threads run on, and the cache's TTL bounds, serve-stale and sizes (in the shared
  * cache's header, seen by every thread at once; sizes only up to what was allocated at
  * start: the service moves a larger one to `restart`). Everything else is fixed when the service starts (the interface,
  * the maps' sizes, the sockets, the workers): a change to it is reported as needing a
@@ -49,6 +49,7 @@ export const RELOAD_KEYS: Readonly<Record<string, { live: boolean; get: Get }>> 
   'upstream-cookies': { live: false, get: (c) => c.workerEngine.upstreamCookies },
   'minimal-responses': { live: false, get: (c) => c.workerEngine.minimalResponses },
   'serve-stale': { live: true, get: (c) => c.serveStale },
+  cpus: { live: true, get: (c) => c.cpus },
   'log-format': { live: true, get: (c) => c.logFormat },
   'metrics-listen': { live: false, get: (c) => c.metricsListen },
   listen: { live: false, get: (c) => c.edge.listen },
@@ -101,6 +102,7 @@ export function applyLive(running: HeimdallConfig, next: HeimdallConfig, diff?: 
     xdpAnswers: next.xdpAnswers,
     prefetch: next.prefetch,
     logFormat: next.logFormat,
+    cpus: next.cpus,
     edge: Object.freeze({ ...running.edge, allow: next.edge.allow, deny: next.edge.deny, rrlExempt: next.edge.rrlExempt, rrl: next.edge.rrl }),
     mainEngine: Object.freeze({ ...running.mainEngine, promoteAfter, cacheSize, cacheBytes, serveStale: next.serveStale }),
     workerEngine: Object.freeze({ ...running.workerEngine, promoteAfter, cacheSize, cacheBytes, serveStale: next.serveStale }),

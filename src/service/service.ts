@@ -41,6 +41,7 @@ import { UdpListener } from '../io/udp.js';
 import type { Addr } from '../net/addr.js';
 import type { FrameHandler } from '../io/xsk-server.js';
 import { loadAddon } from '../native/addon.js';
+import { formatCpuList, pinService } from './cpus.js';
 import { Forwarder } from '../upstream/forwarder.js';
 import { FastPath } from '../xdp/fastpath.js';
 import { hotUnfitReason } from '../xdp/hot-entry.js';
@@ -180,6 +181,8 @@ export function createService(initial: HeimdallConfig): Service {
   async function start(): Promise<void> {
     loadAddon().xdpStatus(cfg.iface); // a missing interface is reported before anything starts
     checkFdLimit(cfg); // soft RLIMIT_NOFILE up to the hard one, and the limits well under it
+    // Before any worker exists: each inherits the set of the thread that starts it.
+    if (cfg.cpus) pinService(cfg.cpus, loadAddon());
     // V8's memory reducer shrinks the heap once a burst of work is over, with incremental
     // collections spread over the following seconds. For a server whose caches are
     // bounded it buys nothing, and those collections run on the cores the XDP path's
@@ -497,11 +500,13 @@ export function createService(initial: HeimdallConfig): Service {
     const paths = cfg.afXdp ? `${cfg.queues} AF_XDP worker(s)` : 'kernel sockets only';
     const rrl = cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit';
     const how = r.dispatcher ? `libxdp dispatcher, position ${r.dispatcher.position} of ${r.dispatcher.count}` : `direct attach${r.directReason ? `: ${r.directReason}` : ''}`;
-    summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}, ${how}) via ${cfg.upstreamList}`;
+    const cpus = cfg.cpus ? `, CPUs ${formatCpuList(cfg.cpus)}` : '';
+    summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}, ${how}${cpus}) via ${cfg.upstreamList}`;
     applyChange = async (next, diff) => {
       // What can fail comes first, before anything changes: a refused reload leaves every
       // running setting as it was (the service then still reports the old config).
       if (diff.live.includes('upstreams')) await probeNewUpstreams(next);
+      if (diff.live.includes('cpus')) pinService(next.cpus, loadAddon());
       const nextSetup: EdgeSetup = { ...setup, allow: next.edge.allow.map((c) => c.text), deny: next.edge.deny.map((c) => c.text), exempt: next.edge.rrlExempt.map((c) => c.text), rrl: { ...next.edge.rrl } };
       const nextAcl = accessListOf(nextSetup);
       // The XDP maps first (in place: setAccessList adds before it removes, and checks the

@@ -76,6 +76,7 @@ caps-for-id: false
 upstream-cookies: false
 minimal-responses: false
 metrics-listen: 127.0.0.1:9999
+cpus: 0-1,3
 log-format: json
 listen: [198.18.0.1, fd00::1]
 allow: [198.18.0.0/15, "fd00::/8"]
@@ -109,6 +110,7 @@ rrl-exempt: [198.18.0.2/32]
     expect([c.workerEngine.capsForId, c.workerEngine.upstreamCookies, c.workerEngine.minimalResponses]).toEqual([false, false, false]);
     expect(c.metricsListen).toEqual({ host: '127.0.0.1', port: 9999 });
     expect(c.logFormat).toBe('json');
+    expect(c.cpus).toEqual([0, 1, 3]);
     expect(c.edge.listen).toEqual(['198.18.0.1', 'fd00::1']);
     expect(c.edge.allow.map((x) => x.text)).toEqual(['198.18.0.0/15', 'fd00::/8']);
     expect(c.edge.deny.map((x) => x.text)).toEqual(['198.18.0.128/25']);
@@ -188,7 +190,7 @@ describe('reload', () => {
     const running = cfg('');
     // Every live key set away from its default (prefetch once stayed at the running value,
     // so turning it back on by reload did nothing).
-    const next = cfg('promote-after: 5\ncache-size: 5000\ncache-bytes: 3000000\ncache-min-ttl: 10\ncache-max-ttl: 600\ncache-max-negative-ttl: 60\nxdp-answers: false\nprefetch: false\nserve-stale: true\nlog-format: json\ndeny: [198.18.0.9/32]\nrrl: 50\nrrl-slip: 3\nrrl-window: 5\nrrl-all: 500\n');
+    const next = cfg('promote-after: 5\ncache-size: 5000\ncache-bytes: 3000000\ncache-min-ttl: 10\ncache-max-ttl: 600\ncache-max-negative-ttl: 60\nxdp-answers: false\nprefetch: false\nserve-stale: true\ncpus: 0\nlog-format: json\ndeny: [198.18.0.9/32]\nrrl: 50\nrrl-slip: 3\nrrl-window: 5\nrrl-all: 500\n');
     const after = applyLive(running, next);
     for (const [k, spec] of Object.entries(RELOAD_KEYS)) {
       if (spec.live) expect(spec.get(after), k).toEqual(spec.get(next));

@@ -49,6 +49,16 @@ describePrivileged('heimdall-xdp operator errors', { netns: true, tools: ['nsd',
     expect(lab.exec('appliance', 'ip', ['link', 'show', lab.applianceIf])).not.toMatch(/xdp/);
   });
 
+  it('names CPUs that are not online, and a CPU list it cannot read, before it attaches', async () => {
+    const r = await lab.cli(['attach', lab.applianceIf, up, '--cpus', '4095']);
+    expect(r.code).toBe(1);
+    expect(oneLine(r.stderr)).toMatch(/^heimdall-xdp: --cpus: CPU 4095 is not online here \(online: \d+(-\d+)?\)$/);
+    expect(lab.exec('appliance', 'ip', ['link', 'show', lab.applianceIf])).not.toMatch(/xdp/);
+    const bad = await lab.cli(['attach', lab.applianceIf, up, '--cpus', '3-1']);
+    expect(bad.code).toBe(1);
+    expect(oneLine(bad.stderr)).toBe("heimdall-xdp: --cpus: '3-1' is a range that runs backwards");
+  });
+
   it('refuses a foreign XDP program unless --force', async () => {
     lab.exec('appliance', 'ip', ['link', 'set', 'dev', lab.applianceIf, 'xdpgeneric', 'obj', BPF_PASS_OBJECT_PATH, 'sec', 'xdp']);
     try {

@@ -7,11 +7,12 @@
  */
 import { expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describePrivileged } from '../helpers/privilege.js';
 import { ADDR, Lab, suiteService, type Service } from '../helpers/lab.js';
+import { formatCpuList, onlineCpus } from '../../src/service/cpus.js';
 
 describePrivileged('config file and live reload in the lab', { netns: true, tools: ['dig', 'dnsperf', 'nsd', 'curl'] }, () => {
   const lab = new Lab('r');
@@ -199,6 +200,41 @@ describePrivileged('config file and live reload in the lab', { netns: true, tool
       if (!served) await new Promise((r) => setTimeout(r, 100));
     }
     expect(served, 'XDP answers the name once answers are back on').toBe(true);
+  }, 60_000);
+
+  it('pins every thread to the CPUs the file names, restarted workers too, and lets go when the key goes', async () => {
+    const pid = svc.proc.pid!;
+    /** Each thread's allowed CPUs, as the kernel lists them (a thread that ends meanwhile is left out). */
+    const sets = (): string[] =>
+      readdirSync(`/proc/${pid}/task`).flatMap((t) => {
+        try {
+          return [/^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync(`/proc/${pid}/task/${t}/status`, 'utf8'))![1]!];
+        } catch {
+          return [];
+        }
+      });
+    const online = onlineCpus();
+    const all = formatCpuList(online);
+    const one = String(online.at(-1));
+    expect(new Set(sets())).toEqual(new Set([all])); // not pinned: the scheduler's choice
+    write({ cpus: one });
+    try {
+      const r = await reload();
+      expect(r.stdout).toMatch(/changed cpus\n$/);
+      const pinned = sets();
+      expect(pinned.length).toBeGreaterThan(4); // the main thread, two workers, V8's and libuv's
+      expect(new Set(pinned)).toEqual(new Set([one]));
+      // Workers started after the reload inherit the set from the thread that starts them.
+      const restarts = svc.metrics()['heimdall_worker_restarts_total'] ?? 0;
+      svc.signal('SIGUSR2');
+      svc.metricsWhen((m) => (m['heimdall_worker_restarts_total'] ?? 0) >= restarts + 2);
+      for (let p = 42100; p < 42108; p++) expect(lab.dig(['-b', `${ADDR.client4}#${p}`, `h${p - 42100 + 800}.lab.example`, 'A'])).toMatch(/status: NOERROR/);
+      expect(new Set(sets())).toEqual(new Set([one]));
+    } finally {
+      write();
+      expect((await reload()).stdout).toMatch(/changed cpus\n$/);
+    }
+    expect(new Set(sets())).toEqual(new Set([all]));
   }, 60_000);
 
   it('switches its log to JSON lines on reload', async () => {

@@ -1,0 +1,108 @@
+/**
+ * --cpus: the CPUs the service's threads run on (docs/OPERATIONS.md, "CPUs").
+ *
+ * The XDP program runs in the softirq of the CPU that takes the queue's packets, and a
+ * redirect to an AF_XDP socket wakes that queue's worker from there. The scheduler tends
+ * to place a woken thread on its waker's CPU, so without a set of their own the workers
+ * and the main thread end up sharing the fast path's CPU, and every microsecond they
+ * take there is one the XDP path loses (docs/BENCHMARKS.md, "CPUs apart"). Pinned to
+ * other CPUs, they leave it alone. Unset, the scheduler places them as it likes.
+ *
+ * Every thread the process has when it is pinned is set (V8's and libuv's included:
+ * /proc/self/task); threads made later (the workers, their libuv pools) inherit the set
+ * of the thread that makes them.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { HeimdallError } from '../errors.js';
+import type { NativeAddon } from '../native/addon.js';
+
+/** The highest CPU number a list may name (the addon's set holds 4096). */
+export const CPU_MAX = 4095;
+
+/**
+ * "1", "2-7", "0,2-3": the CPU numbers, ascending, each once. Throws Error with a
+ * message that says what is wrong with the text (the caller names the flag).
+ */
+export function parseCpuList(text: string): number[] {
+  const out = new Set<number>();
+  const items = text.split(',').map((t) => t.trim());
+  if (items.every((t) => t.length === 0)) throw new Error('needs at least one CPU (e.g. 1, 2-3 or 0,2)');
+  for (const item of items) {
+    if (item.length === 0) continue;
+    const m = /^(\d{1,4})(?:-(\d{1,4}))?$/.exec(item);
+    if (!m) throw new Error(`'${item}' is not a CPU number or a range of them (e.g. 1, 2-3 or 0,2)`);
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    if (lo > CPU_MAX || hi > CPU_MAX) throw new Error(`'${item}': CPU numbers go up to ${CPU_MAX}`);
+    if (hi < lo) throw new Error(`'${item}' is a range that runs backwards`);
+    for (let c = lo; c <= hi; c++) out.add(c);
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+/** The same list in its shortest form: [0, 2, 3, 4] is "0,2-4". */
+export function formatCpuList(cpus: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < cpus.length; ) {
+    let j = i;
+    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j]! + 1) j++;
+    parts.push(j === i ? `${cpus[i]}` : `${cpus[i]}-${cpus[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
+}
+
+/** The CPUs online now (/sys/devices/system/cpu/online). */
+export function onlineCpus(path = '/sys/devices/system/cpu/online'): number[] {
+  return parseCpuList(readFileSync(path, 'utf8').trim());
+}
+
+/**
+ * Why `cpus` cannot be pinned to on this machine (a CPU not online), or null. Pinning to
+ * an offline CPU alone fails in the kernel, and one among online ones would silently do
+ * less than the operator asked.
+ */
+export function cpusUnavailable(cpus: readonly number[], online: readonly number[]): string | null {
+  const have = new Set(online);
+  const missing = cpus.filter((c) => !have.has(c));
+  if (missing.length === 0) return null;
+  return `CPU ${formatCpuList(missing)} ${missing.length === 1 ? 'is' : 'are'} not online here (online: ${formatCpuList(online)})`;
+}
+
+/**
+ * Sets every thread of this process to `cpus`. A thread that ends meanwhile is skipped.
+ * Returns how many were set.
+ */
+export function pinProcess(cpus: readonly number[], addon: Pick<NativeAddon, 'setAffinity'>, taskDir = '/proc/self/task'): number {
+  let n = 0;
+  for (const name of readdirSync(taskDir)) {
+    const tid = Number(name);
+    if (!Number.isInteger(tid) || tid <= 0) continue;
+    try {
+      addon.setAffinity(tid, cpus);
+      n++;
+    } catch (e) {
+      if ((e as { code?: unknown }).code !== 'ESRCH') throw e;
+    }
+  }
+  return n;
+}
+
+/**
+ * The service's pinning, at start and on reload: every thread to `cpus`, or back to every
+ * online CPU when null (a reload that removed the setting). What is wrong is a one-line
+ * E_BAD_OPTION naming --cpus; nothing is changed then.
+ */
+export function pinService(cpus: readonly number[] | null, addon: Pick<NativeAddon, 'setAffinity'>): number {
+  const online = onlineCpus();
+  const want = cpus ?? online;
+  const why = cpusUnavailable(want, online);
+  if (why) throw new HeimdallError('E_BAD_OPTION', `--cpus: ${why}`);
+  try {
+    return pinProcess(want, addon);
+  } catch (e) {
+    if ((e as { code?: unknown }).code !== 'EINVAL') throw e;
+    // Online, yet refused: the process's cpuset (systemd's AllowedCPUs=, a container's) leaves them out.
+    throw new HeimdallError('E_BAD_OPTION', `--cpus: the kernel refused CPUs ${formatCpuList(want)} for this process: its cpuset (e.g. systemd's AllowedCPUs=, a container's limits) does not include them`);
+  }
+}
