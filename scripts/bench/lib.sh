@@ -60,7 +60,34 @@ CUR_PIDS=()
 CUR_NAME=
 CUR_LOG=
 
-in_client() { ip netns exec "$NS_C" "$@"; }
+# CPUs apart (docs/BENCHMARKS.md, "CPUs apart"). kxdpgun pins its one thread to CPU 0,
+# and the XDP program (heimdall-xdp's or the reflector's) and the kernel's receive path
+# for what it sends run in its context there. The generators (kxdpgun, dnsperf, dig)
+# stay on GEN_CPUS; every contender's own threads and the lab's NSD run on SERVER_CPUS,
+# the rest: as a benchmark keeps its load generator apart from what it measures, and as
+# an operator keeps a server's threads off the cores that take the NIC's packets
+# (heimdall-xdp's --cpus; the peers under taskset). Without it the scheduler put the
+# contenders' threads on the generator's CPU part of the time, woken from its softirq,
+# and the generator sent what they left it. BENCH_SERVER_CPUS=all pins nothing (so does
+# a one-CPU machine); BENCH_SERVER_CPUS=<list> picks the contenders' CPUs.
+GEN_CPUS=0
+if [[ ${BENCH_SERVER_CPUS:-} == all ]] || (($(nproc) < 2)); then
+  SERVER_CPUS=
+else
+  SERVER_CPUS=${BENCH_SERVER_CPUS:-1-$(($(nproc) - 1))}
+fi
+[[ -z $SERVER_CPUS || $SERVER_CPUS =~ ^[0-9,-]+$ ]] || die "BENCH_SERVER_CPUS must be a CPU list (e.g. 1-3) or 'all'"
+# A contender's command line under the server CPUs (nothing when not pinning).
+SERVER_PIN=()
+[[ -n $SERVER_CPUS ]] && SERVER_PIN=(taskset -c "$SERVER_CPUS")
+
+in_client() {
+  if [[ -n $SERVER_CPUS ]]; then
+    ip netns exec "$NS_C" taskset -c "$GEN_CPUS" "$@"
+  else
+    ip netns exec "$NS_C" "$@"
+  fi
+}
 in_appliance() { ip netns exec "$NS_A" "$@"; }
 
 # kxdpgun leaves its XDP program on the client's veth: take it off and put the lab's
@@ -96,6 +123,15 @@ lab_up_for_queries() { # out [queries.ts options...]
   HX_LAB=$P bash scripts/lab.sh up "$ZONE_SIZE" >/dev/null
   client_xdp_restore
   lab_tune
+  pin_upstream
+}
+
+# The lab's NSD (its main process and the servers it forked) on the server CPUs.
+pin_upstream() {
+  [[ -n $SERVER_CPUS ]] || return 0
+  local main pid
+  main=$(cat "/run/heimdall-lab-$P/nsd/nsd.pid")
+  for pid in "$main" $(pgrep -P "$main"); do taskset -a -cp "$SERVER_CPUS" "$pid" >/dev/null; done
 }
 
 # Answers a query for a name in the zone within the timeout (seconds), or fails.
@@ -144,6 +180,7 @@ start_contender() { # name rundir
     xdp | userspace)
       local extra=() deadline
       [[ $name == userspace ]] && extra=(--no-xdp-answers)
+      [[ -n $SERVER_CPUS ]] && extra+=(--cpus "$SERVER_CPUS")
       # HEIMDALL_EXTRA: more flags, split on spaces (scripts/bench/dispatcher.sh).
       # shellcheck disable=SC2086
       # The edge policy on, as it ships: the lab's prefixes allowed (the default list
@@ -161,18 +198,18 @@ start_contender() { # name rundir
       ;;
     unbound)
       bash scripts/bench/peers/unbound.conf.sh "$dir" "$SERVER" "$UPSTREAM" "$UNBOUND_THREADS" >"$dir/unbound.conf"
-      start_bg "$CUR_LOG" unbound -d -c "$dir/unbound.conf"
+      start_bg "$CUR_LOG" "${SERVER_PIN[@]}" unbound -d -c "$dir/unbound.conf"
       ;;
     dnsdist)
       bash scripts/bench/peers/dnsdist.conf.sh "$SERVER" "$UPSTREAM" "$DNSDIST_LISTENERS" >"$dir/dnsdist.conf"
-      start_bg "$CUR_LOG" dnsdist -C "$dir/dnsdist.conf" --supervised --disable-syslog
+      start_bg "$CUR_LOG" "${SERVER_PIN[@]}" dnsdist -C "$dir/dnsdist.conf" --supervised --disable-syslog
       ;;
     kresd)
       rm -rf "$dir/kresd"
       mkdir -p "$dir/kresd"
       bash scripts/bench/peers/kresd.conf.sh "$dir/kresd" "$SERVER" "$UPSTREAM" >"$dir/kresd.conf"
       for ((i = 0; i < KRESD_PROCS; i++)); do
-        start_bg "$dir/kresd-$i.log" kresd -n -q -c "$dir/kresd.conf" "$dir/kresd"
+        start_bg "$dir/kresd-$i.log" "${SERVER_PIN[@]}" kresd -n -q -c "$dir/kresd.conf" "$dir/kresd"
       done
       ;;
     *) die "unknown contender '$name'" ;;
