@@ -15,7 +15,11 @@ const HERE = fileURLToPath(new URL('.', import.meta.url));
 /**
  * Sends `copies` queries for each name at once, each copy from its own socket (its own
  * source port, so its own 5-tuple and rx queue), then collects the answers for up to
- * `waitSec`. Prints {"sent": n, "answered": n, "rcodes": {...}}.
+ * `waitSec`. A query still unanswered then is sent once more, as a stub would, and waited
+ * for up to 3 s: a burst of thousands of datagrams at once can overflow the veth's ring
+ * before any server sees them when the machine is busy (12 of 3,200 once, in a full test
+ * run). Prints {"sent": n, "answered": n, "first": n, "rcodes": {...}}, `first` being the
+ * answers to the first sends.
  */
 const BURST = String.raw`
 import json, random, selectors, socket, struct, sys, time
@@ -37,16 +41,24 @@ for s, q in socks:
     sel.register(s, selectors.EVENT_READ)
     s.sendto(q, (sys.argv[5], 53))
 rcodes, answered, left = {}, 0, len(socks)
-deadline = time.time() + wait
-while left and time.time() < deadline:
-    for key, _ in sel.select(0.2):
-        data = key.fileobj.recv(4096)
-        rc = str(data[3] & 0xf)
-        rcodes[rc] = rcodes.get(rc, 0) + 1
-        answered += 1
-        left -= 1
-        sel.unregister(key.fileobj)
-print(json.dumps({'sent': len(socks), 'answered': answered, 'rcodes': rcodes}))
+def collect(until):
+    global answered, left
+    while left and time.time() < until:
+        for key, _ in sel.select(0.2):
+            data = key.fileobj.recv(4096)
+            rc = str(data[3] & 0xf)
+            rcodes[rc] = rcodes.get(rc, 0) + 1
+            answered += 1
+            left -= 1
+            sel.unregister(key.fileobj)
+collect(time.time() + wait)
+first = answered
+waiting = sel.get_map()
+for s, q in socks:
+    if s in waiting:
+        s.sendto(q, (sys.argv[5], 53))
+collect(time.time() + 3)
+print(json.dumps({'sent': len(socks), 'answered': answered, 'first': first, 'rcodes': rcodes}))
 `;
 
 /**
@@ -143,9 +155,10 @@ for (const queues of [2, 8]) describePrivileged(`one fetch per name${queues === 
     const mark = proxyOut.length;
     const names = Array.from({ length: 100 }, (_, i) => `h${500 + i}.lab.example`);
     const out = lab.exec('client', 'python3', ['-c', BURST, names.join(','), String(copies), '8', ADDR.client4, ADDR.appliance4], 30_000);
-    const r = JSON.parse(out) as { sent: number; answered: number; rcodes: Record<string, number> };
-    // Every client got its answer...
-    expect(r).toEqual({ sent: 100 * copies, answered: 100 * copies, rcodes: { '0': 100 * copies } });
+    const r = JSON.parse(out) as { sent: number; answered: number; first: number; rcodes: Record<string, number> };
+    // Every client got its answer (all but a few at the first send: BURST)...
+    expect({ sent: r.sent, answered: r.answered, rcodes: r.rcodes }).toEqual({ sent: 100 * copies, answered: 100 * copies, rcodes: { '0': 100 * copies } });
+    expect(r.first, out).toBeGreaterThanOrEqual(r.sent * 0.99);
     // ...and the upstream saw each name exactly once.
     await settle();
     const seen = upstreamSaw(mark).filter((q) => q.name.endsWith('lab.example'));
