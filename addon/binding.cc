@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <ctime>
+#include <vector>
 
 #include "errors.h"
 #include "heimdall.h"
@@ -178,19 +179,19 @@ Napi::Value SetAffinityJs(const Napi::CallbackInfo &info) {
   Napi::Array list = info[1].As<Napi::Array>();
   const int max_cpus = 4096;
   if (tid < 0 || list.Length() == 0) throw Napi::RangeError::New(env, "setAffinity: a thread id >= 0 and at least one CPU");
+  // The numbers first: reading the array may throw, and nothing is allocated yet.
+  std::vector<int> cpus;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value v = list.Get(i);
+    int cpu = v.IsNumber() ? v.As<Napi::Number>().Int32Value() : -1;
+    if (cpu < 0 || cpu >= max_cpus) throw Napi::RangeError::New(env, "setAffinity: CPU numbers are 0..4095");
+    cpus.push_back(cpu);
+  }
   cpu_set_t *set = CPU_ALLOC(max_cpus);
   if (set == nullptr) ThrowErrno(env, ENOMEM, "sched_setaffinity", "cannot set the CPUs of a thread");
   size_t size = CPU_ALLOC_SIZE(max_cpus);
   CPU_ZERO_S(size, set);
-  for (uint32_t i = 0; i < list.Length(); i++) {
-    Napi::Value v = list.Get(i);
-    int cpu = v.IsNumber() ? v.As<Napi::Number>().Int32Value() : -1;
-    if (cpu < 0 || cpu >= max_cpus) {
-      CPU_FREE(set);
-      throw Napi::RangeError::New(env, "setAffinity: CPU numbers are 0..4095");
-    }
-    CPU_SET_S(cpu, size, set);
-  }
+  for (int cpu : cpus) CPU_SET_S(cpu, size, set);
   int rc = sched_setaffinity(tid, size, set);
   int e = errno;
   CPU_FREE(set);

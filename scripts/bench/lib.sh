@@ -69,7 +69,8 @@ CUR_LOG=
 # (heimdall-xdp's --cpus; the peers under taskset). Without it the scheduler put the
 # contenders' threads on the generator's CPU part of the time, woken from its softirq,
 # and the generator sent what they left it. BENCH_SERVER_CPUS=all pins nothing (so does
-# a one-CPU machine); BENCH_SERVER_CPUS=<list> picks the contenders' CPUs.
+# a one-CPU machine); BENCH_SERVER_CPUS=<list> picks the contenders' CPUs (keep CPU 0,
+# the generators', out of it).
 GEN_CPUS=0
 if [[ ${BENCH_SERVER_CPUS:-} == all ]] || (($(nproc) < 2)); then
   SERVER_CPUS=

@@ -88,21 +88,50 @@ export function pinProcess(cpus: readonly number[], addon: Pick<NativeAddon, 'se
   return n;
 }
 
+/** The CPUs thread `tid` may run on, as the kernel lists them (/proc/self/task/<tid>/status). */
+export function allowedCpus(tid: number, taskDir = '/proc/self/task'): number[] {
+  const m = /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync(`${taskDir}/${tid}/status`, 'utf8'));
+  if (!m) throw new Error(`no Cpus_allowed_list for thread ${tid}`);
+  return parseCpuList(m[1]!);
+}
+
 /**
- * The service's pinning, at start and on reload: every thread to `cpus`, or back to every
- * online CPU when null (a reload that removed the setting). What is wrong is a one-line
- * E_BAD_OPTION naming --cpus; nothing is changed then.
+ * The service's pinning, at start and on reload, from the main thread: every thread to
+ * `cpus`, or back to every CPU the process may use when null (a reload that removed the
+ * setting). The kernel quietly narrows a set to the process's cpuset (systemd's
+ * AllowedCPUs=, a container's limit), so the main thread is pinned first and read back: a
+ * set it narrowed, or refused, is refused here, every thread left as it was. What is wrong
+ * is a one-line E_BAD_OPTION naming --cpus.
  */
-export function pinService(cpus: readonly number[] | null, addon: Pick<NativeAddon, 'setAffinity'>): number {
-  const online = onlineCpus();
+export function pinService(
+  cpus: readonly number[] | null,
+  addon: Pick<NativeAddon, 'setAffinity'>,
+  where: { self?: number; taskDir?: string; onlinePath?: string } = {},
+): number {
+  const self = where.self ?? process.pid;
+  const taskDir = where.taskDir ?? '/proc/self/task';
+  const online = onlineCpus(where.onlinePath);
   const want = cpus ?? online;
   const why = cpusUnavailable(want, online);
   if (why) throw new HeimdallError('E_BAD_OPTION', `--cpus: ${why}`);
+  const before = allowedCpus(self, taskDir);
+  const outside = (got: readonly number[]): HeimdallError =>
+    new HeimdallError('E_BAD_OPTION', `--cpus: this process may only use CPUs ${formatCpuList(got)} (its cpuset: systemd's AllowedCPUs=, a container's limit), not ${formatCpuList(want)}`);
   try {
-    return pinProcess(want, addon);
+    addon.setAffinity(self, want);
+    const got = allowedCpus(self, taskDir);
+    // Unpinning asks for every online CPU and takes what the cpuset gives.
+    if (cpus !== null && formatCpuList(got) !== formatCpuList(want)) throw outside(got);
+    return pinProcess(want, addon, taskDir);
   } catch (e) {
-    if ((e as { code?: unknown }).code !== 'EINVAL') throw e;
-    // Online, yet refused: the process's cpuset (systemd's AllowedCPUs=, a container's) leaves them out.
-    throw new HeimdallError('E_BAD_OPTION', `--cpus: the kernel refused CPUs ${formatCpuList(want)} for this process: its cpuset (e.g. systemd's AllowedCPUs=, a container's limits) does not include them`);
+    try {
+      pinProcess(before, addon, taskDir);
+    } catch {
+      // Best effort: the error below is what the operator needs to see.
+    }
+    if ((e as { code?: unknown }).code === 'EINVAL') {
+      throw new HeimdallError('E_BAD_OPTION', `--cpus: the kernel refused CPUs ${formatCpuList(want)} for this process: its cpuset (systemd's AllowedCPUs=, a container's limit) includes none of them`);
+    }
+    throw e;
   }
 }

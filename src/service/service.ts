@@ -500,13 +500,24 @@ export function createService(initial: HeimdallConfig): Service {
     const paths = cfg.afXdp ? `${cfg.queues} AF_XDP worker(s)` : 'kernel sockets only';
     const rrl = cfg.edge.rrl.rate > 0 ? `rate limit ${cfg.edge.rrl.rate}/s` : 'no rate limit';
     const how = r.dispatcher ? `libxdp dispatcher, position ${r.dispatcher.position} of ${r.dispatcher.count}` : `direct attach${r.directReason ? `: ${r.directReason}` : ''}`;
-    const cpus = cfg.cpus ? `, CPUs ${formatCpuList(cfg.cpus)}` : '';
-    summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}, ${rrl}, ${how}${cpus}) via ${cfg.upstreamList}`;
+    const cpus = cfg.cpus ? `, threads on CPUs ${formatCpuList(cfg.cpus)}` : '';
+    summary = `${served.list.map((s) => s.text).join(', ')} on ${cfg.iface} port ${cfg.port} (${mode}, ${paths}${cpus}, ${rrl}, ${how}) via ${cfg.upstreamList}`;
     applyChange = async (next, diff) => {
       // What can fail comes first, before anything changes: a refused reload leaves every
       // running setting as it was (the service then still reports the old config).
       if (diff.live.includes('upstreams')) await probeNewUpstreams(next);
-      if (diff.live.includes('cpus')) pinService(next.cpus, loadAddon());
+      // Pinned first (pinService puts every thread back if it cannot pin them all), and put
+      // back if a later step refuses the reload.
+      const repin = diff.live.includes('cpus');
+      if (repin) pinService(next.cpus, loadAddon());
+      try {
+        return await applyRest(next, diff);
+      } catch (e) {
+        if (repin) pinService(running.cpus, loadAddon());
+        throw e;
+      }
+    };
+    const applyRest = async (next: HeimdallConfig, diff: ConfigDiff): Promise<ReloadResult['workers']> => {
       const nextSetup: EdgeSetup = { ...setup, allow: next.edge.allow.map((c) => c.text), deny: next.edge.deny.map((c) => c.text), exempt: next.edge.rrlExempt.map((c) => c.text), rrl: { ...next.edge.rrl } };
       const nextAcl = accessListOf(nextSetup);
       // The XDP maps first (in place: setAccessList adds before it removes, and checks the

@@ -153,12 +153,19 @@ for (const queues of [2, 8]) describePrivileged(`one fetch per name${queues === 
     svc = lab.startService(['--upstream', `${ADDR.upstream4}:${PROXY_PORT}`, '--metrics-listen', '127.0.0.1:9153']);
     await svc.ready();
     const mark = proxyOut.length;
+    const before = svc.metrics();
     const names = Array.from({ length: 100 }, (_, i) => `h${500 + i}.lab.example`);
     const out = lab.exec('client', 'python3', ['-c', BURST, names.join(','), String(copies), '8', ADDR.client4, ADDR.appliance4], 30_000);
     const r = JSON.parse(out) as { sent: number; answered: number; first: number; rcodes: Record<string, number> };
     // Every client got its answer (all but a few at the first send: BURST)...
     expect({ sent: r.sent, answered: r.answered, rcodes: r.rcodes }).toEqual({ sent: 100 * copies, answered: 100 * copies, rcodes: { '0': 100 * copies } });
     expect(r.first, out).toBeGreaterThanOrEqual(r.sent * 0.99);
+    // A first send left unanswered never reached the service: every query it saw, it answered.
+    const answeredBy = (m: Record<string, number>) => ['xdp', 'cache', 'upstream', 'error'].reduce((n, p) => n + (m[`heimdall_responses_total{path="${p}"}`] ?? 0), 0);
+    const seenBy = (m: Record<string, number>) => m['heimdall_queries_total'] ?? 0;
+    const after = svc.metricsWhen((m) => seenBy(m) - seenBy(before) >= r.sent && answeredBy(m) - answeredBy(before) === seenBy(m) - seenBy(before), 5000);
+    expect(answeredBy(after) - answeredBy(before)).toBe(seenBy(after) - seenBy(before));
+    expect(seenBy(after) - seenBy(before)).toBeGreaterThanOrEqual(r.sent);
     // ...and the upstream saw each name exactly once.
     await settle();
     const seen = upstreamSaw(mark).filter((q) => q.name.endsWith('lab.example'));

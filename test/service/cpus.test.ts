@@ -5,13 +5,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { configFrom } from '../../src/cli.js';
 import { parseConfigText } from '../../src/config-file.js';
-import { cpusUnavailable, formatCpuList, parseCpuList, pinProcess } from '../../src/service/cpus.js';
+import { cpusUnavailable, formatCpuList, parseCpuList, pinProcess, pinService } from '../../src/service/cpus.js';
 import { describePrivileged } from '../helpers/privilege.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -92,6 +92,72 @@ describe('pinning every thread of a process', () => {
       expect(() => pinProcess([1], { setAffinity: () => { throw refused; } }, dir)).toThrow('refused');
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('pinning the service: all or nothing', () => {
+  /**
+   * A fake /proc/self/task of three threads (100 the main one) on every CPU of `cpuset`,
+   * CPUs 0-3 online, and a kernel that narrows a set to the cpuset and refuses one with
+   * nothing left (EINVAL), as sched_setaffinity does.
+   */
+  function fakeKernel(cpuset: number[]) {
+    const dir = mkdtempSync(join(tmpdir(), 'hx-pin-'));
+    const tasks = join(dir, 'task');
+    const online = join(dir, 'online');
+    writeFileSync(online, '0-3\n');
+    const write = (tid: number, cpus: readonly number[]) => writeFileSync(join(tasks, String(tid), 'status'), `Name:\tnode\nCpus_allowed_list:\t${formatCpuList(cpus)}\n`);
+    for (const tid of [100, 101, 102]) {
+      mkdirSync(join(tasks, String(tid)), { recursive: true });
+      write(tid, cpuset);
+    }
+    const addon = {
+      setAffinity(tid: number, cpus: readonly number[]) {
+        const left = cpus.filter((c) => cpuset.includes(c));
+        if (left.length === 0) throw Object.assign(new Error('Invalid argument'), { code: 'EINVAL' });
+        write(tid, left);
+      },
+    };
+    const sets = () => [100, 101, 102].map((tid) => /Cpus_allowed_list:\t(\S+)/.exec(readFileSync(join(tasks, String(tid), 'status'), 'utf8'))![1]);
+    const where = { self: 100, taskDir: tasks, onlinePath: online };
+    return { addon, sets, where, done: () => rmSync(dir, { recursive: true, force: true }) };
+  }
+
+  it('pins every thread when the cpuset allows the whole list', () => {
+    const k = fakeKernel([0, 1, 2, 3]);
+    try {
+      expect(pinService([2, 3], k.addon, k.where)).toBe(3);
+      expect(k.sets()).toEqual(['2-3', '2-3', '2-3']);
+      pinService(null, k.addon, k.where); // the key removed: every online CPU again
+      expect(k.sets()).toEqual(['0-3', '0-3', '0-3']);
+    } finally {
+      k.done();
+    }
+  });
+
+  it('refuses a list the cpuset would narrow, and leaves every thread as it was', () => {
+    const k = fakeKernel([0, 1, 2]);
+    try {
+      pinService([1], k.addon, k.where);
+      expect(errorOf(() => pinService([2, 3], k.addon, k.where))).toBe("--cpus: this process may only use CPUs 2 (its cpuset: systemd's AllowedCPUs=, a container's limit), not 2-3");
+      expect(k.sets()).toEqual(['1', '1', '1']);
+      // Unpinning takes what the cpuset gives.
+      expect(pinService(null, k.addon, k.where)).toBe(3);
+      expect(k.sets()).toEqual(['0-2', '0-2', '0-2']);
+    } finally {
+      k.done();
+    }
+  });
+
+  it('says so when the cpuset holds none of the list, and names CPUs that are not online', () => {
+    const k = fakeKernel([0, 1]);
+    try {
+      expect(errorOf(() => pinService([3], k.addon, k.where))).toBe("--cpus: the kernel refused CPUs 3 for this process: its cpuset (systemd's AllowedCPUs=, a container's limit) includes none of them");
+      expect(errorOf(() => pinService([5], k.addon, k.where))).toBe('--cpus: CPU 5 is not online here (online: 0-3)');
+      expect(k.sets()).toEqual(['0-1', '0-1', '0-1']);
+    } finally {
+      k.done();
     }
   });
 });
