@@ -4,6 +4,7 @@
  * network floods a dark upstream while the other asks new names.
  */
 import { spawn } from 'node:child_process';
+import { expect } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ADDR, type Lab, type Service } from './lab.js';
@@ -95,4 +96,24 @@ export async function floodWithOtherNetwork(
   } finally {
     lab.exec('upstream', 'ip', ['route', 'del', 'blackhole', '198.18.1.1/32']);
   }
+}
+
+/**
+ * What both share tests ask of floodWithOtherNetwork's result: the flood met its own
+ * network's share (`own`, a heimdall_upstream_busy_total limit) more than 1,000 times and
+ * the whole limit (`whole`) never, and the other network's 20 names all went upstream and
+ * waited out the dark upstream's deadline (SERVFAIL at about 4 s, not at once).
+ */
+export function expectShareHeld(label: string, r: { flood: Perf; other: Perf; busy: (limit: string) => number }, own: string, whole: string): void {
+  const { flood: f, other, busy } = r;
+  console.log(
+    `[${label}] flood sent ${f.sent}, SERVFAIL ${f.servfail}; busy ${own} ${busy(own)}, ${whole} ${busy(whole)}; ` +
+      `other network ${other.servfail}/${other.sent} SERVFAIL, avg ${other.avgLatency}s`,
+  );
+  expect(busy(own)).toBeGreaterThan(1000);
+  expect(busy(whole)).toBe(0);
+  expect(other.sent).toBe(20);
+  expect(other.completed).toBe(20);
+  expect(other.servfail).toBe(20);
+  expect(other.avgLatency).toBeGreaterThan(3);
 }
