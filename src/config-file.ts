@@ -18,9 +18,8 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type Pair } from 'yaml';
-import { ATTACH_MODES, SETTINGS, XDP_ATTACH, type ConfigInput, type IntSetting } from './config.js';
+import { ATTACH_MODES, SETTINGS, XDP_ATTACH, parseCpuList, type ConfigInput, type IntSetting } from './config.js';
 import { parseAclList } from './edge/acl.js';
-import { parseCpuList } from './service/cpus.js';
 import { HeimdallError } from './errors.js';
 import { LOG_FORMATS } from './log.js';
 import { parseAddr } from './net/addr.js';

@@ -12,7 +12,6 @@ import { RRL_DEFAULTS, type RrlSettings } from './edge/rrl.js';
 import { HeimdallError } from './errors.js';
 import { LOG_FORMATS, type LogFormat } from './log.js';
 import { formatAddr, parseAddr, parseCidr, type Addr, type Cidr } from './net/addr.js';
-import { parseCpuList } from './service/cpus.js';
 import { parseUpstreams, type UpstreamAddr } from './upstream/upstream.js';
 
 export type AttachMode = 'auto' | 'native' | 'generic';
@@ -312,6 +311,42 @@ function listenAddrs(text: string | undefined): string[] | null {
   }
   if (out.length === 0) throw badOption('--listen needs at least one address', 'listen', 'needs at least one address');
   return out;
+}
+
+/** The highest CPU number a list may name (the addon's set holds 4096). */
+export const CPU_MAX = 4095;
+
+/**
+ * "1", "2-7", "0,2-3": the CPU numbers, ascending, each once. Throws Error with a
+ * message that says what is wrong with the text (the caller names the flag).
+ */
+export function parseCpuList(text: string): number[] {
+  const out = new Set<number>();
+  const items = text.split(',').map((t) => t.trim());
+  if (items.every((t) => t.length === 0)) throw new Error('needs at least one CPU (e.g. 1, 2-3 or 0,2)');
+  for (const item of items) {
+    if (item.length === 0) continue;
+    const m = /^(\d{1,4})(?:-(\d{1,4}))?$/.exec(item);
+    if (!m) throw new Error(`'${item}' is not a CPU number or a range of them (e.g. 1, 2-3 or 0,2)`);
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    if (lo > CPU_MAX || hi > CPU_MAX) throw new Error(`'${item}': CPU numbers go up to ${CPU_MAX}`);
+    if (hi < lo) throw new Error(`'${item}' is a range that runs backwards`);
+    for (let c = lo; c <= hi; c++) out.add(c);
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+/** The same list in its shortest form: [0, 2, 3, 4] is "0,2-4". */
+export function formatCpuList(cpus: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < cpus.length; ) {
+    let j = i;
+    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j]! + 1) j++;
+    parts.push(j === i ? `${cpus[i]}` : `${cpus[i]}-${cpus[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
 }
 
 /** --cpus: the list, or null when absent. Whether its CPUs are online is asked at start (src/service/cpus.ts). */

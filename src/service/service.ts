@@ -13,7 +13,7 @@
  */
 import { setFlagsFromString } from 'node:v8';
 import type http from 'node:http';
-import type { HeimdallConfig } from '../config.js';
+import { formatCpuList, type HeimdallConfig } from '../config.js';
 import { EngineHost } from '../engine/host.js';
 import { HeimdallError, isNativeError } from '../errors.js';
 import { EdgeGuard } from '../edge/guard.js';
@@ -41,7 +41,7 @@ import { UdpListener } from '../io/udp.js';
 import type { Addr } from '../net/addr.js';
 import type { FrameHandler } from '../io/xsk-server.js';
 import { loadAddon } from '../native/addon.js';
-import { formatCpuList, pinService } from './cpus.js';
+import { pinService } from './cpus.js';
 import { Forwarder } from '../upstream/forwarder.js';
 import { FastPath } from '../xdp/fastpath.js';
 import { hotUnfitReason } from '../xdp/hot-entry.js';

@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describePrivileged } from '../helpers/privilege.js';
 import { ADDR, Lab, suiteService, type Service } from '../helpers/lab.js';
-import { formatCpuList, onlineCpus } from '../../src/service/cpus.js';
+import { formatCpuList } from '../../src/config.js';
+import { onlineCpus } from '../../src/service/cpus.js';
 
 describePrivileged('config file and live reload in the lab', { netns: true, tools: ['dig', 'dnsperf', 'nsd', 'curl'] }, () => {
   const lab = new Lab('r');

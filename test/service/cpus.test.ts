@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { configFrom } from '../../src/cli.js';
 import { parseConfigText } from '../../src/config-file.js';
-import { cpusUnavailable, formatCpuList, parseCpuList, pinProcess, pinService } from '../../src/service/cpus.js';
+import { formatCpuList, parseCpuList } from '../../src/config.js';
+import { cpusUnavailable, pinProcess, pinService } from '../../src/service/cpus.js';
 import { describePrivileged } from '../helpers/privilege.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
