@@ -97,11 +97,11 @@ export function readSource(buf: Uint8Array, off: number, info: FrameInfo, into: 
 }
 
 /**
- * Sum of the 16-bit words of buf[from, to) taken little-endian, four bytes per load
- * where it can (every L2-L4 header length is even, and UMEM frames are aligned, so the
- * runs summed here start at even offsets). RFC 1071 sums are byte-order independent: a
- * sum of little-endian words, folded, is the big-endian sum with its two bytes swapped,
- * and a sum of 32-bit words folds to the sum of their 16-bit halves.
+ * acc plus the sum of the 16-bit words of buf[from, to) taken little-endian, folded to
+ * 16 bits; four bytes per load where it can (every L2-L4 header length is even, and UMEM
+ * frames are aligned, so the runs summed here start at even offsets). RFC 1071 sums are
+ * byte-order independent: a sum of little-endian words, folded, is the big-endian sum
+ * with its two bytes swapped; a 32-bit load adds its two 16-bit halves.
  */
 function sumLE(buf: Uint8Array, from: number, to: number, acc: number): number {
   let i = from;
@@ -113,12 +113,19 @@ function sumLE(buf: Uint8Array, from: number, to: number, acc: number): number {
     }
     const k0 = i >>> 2;
     const k1 = k0 + ((to - i) >>> 2);
-    for (let k = k0; k < k1; k++) acc += w[k]!;
+    for (let k = k0; k < k1; k++) {
+      // Its two 16-bit halves, not the 32-bit word: the sum stays a small integer (a
+      // sum of whole words passes 2^32 and made V8 box a number on every call: 16 B a
+      // reply in the workers; docs/BENCHMARKS.md, "Allocation on the hit path").
+      const x = w[k]!;
+      acc += (x & 0xffff) + (x >>> 16);
+    }
     i = k1 << 2;
   }
   for (; i + 1 < to; i += 2) acc += buf[i]! | (buf[i + 1]! << 8);
   if (i < to) acc += buf[i]!; // an odd last byte is the high byte of its big-endian word
-  return acc;
+  // Folded: callers chain the sum through several runs, and a folded one stays small.
+  return fold(acc);
 }
 
 /**
@@ -136,7 +143,7 @@ function words32(buf: Uint8Array): Uint32Array | undefined {
   return view32;
 }
 
-/** End-around carry down to 16 bits; s may exceed 2^32 (sums of 32-bit words). */
+/** End-around carry down to 16 bits. */
 function fold(s: number): number {
   while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 65536);
   return s;

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { FrameInfo, parseFrame as findDns, finishReply } from '../../src/io/frame.js';
 import { buildFrame, parseFrame, type FrameOptions } from '../helpers/frames.js';
 import { query } from '../helpers/dns.js';
+import { mulberry32 } from '../../scripts/bench/rng.js';
 
 const cases: [string, FrameOptions][] = [
   ['IPv4', {}],
@@ -39,6 +40,32 @@ describe('worker frame handling', () => {
       expect(p.dns.equals(reply)).toBe(true);
     });
   }
+
+  it('writes correct checksums for replies of every size and content (seeded), sums past 2^32 included', () => {
+    // The sums are folded inside each run (src/io/frame.ts sumLE): replies of 0xff bytes
+    // carry every word's carry, and long ones pass 2^32 before any fold.
+    const rnd = mulberry32(16);
+    const umem = new Uint8Array(8192);
+    const info = new FrameInfo();
+    for (let t = 0; t < 400; t++) {
+      const q = query(`n${t}.example.com`, 'A', { id: t });
+      const fo: FrameOptions = [{}, { ipv6: true }, { vlans: [3] }, { ipv6: true, partialChecksum: true }][t % 4]!;
+      const frame = buildFrame(q, fo);
+      const base = 2048 + 2 * (t % 3); // offsets 0, 2 and 4 past an aligned frame: each way into the 32-bit loop
+      umem.set(frame, base);
+      expect(findDns(umem, base, frame.length, info)).toBe(true);
+      const len = q.length + Math.floor(rnd() * 1400);
+      const reply = Buffer.alloc(len, t % 5 === 0 ? 0xff : 0);
+      q.copy(reply);
+      if (t % 5 !== 0) for (let i = q.length; i < len; i++) reply[i] = Math.floor(rnd() * 256);
+      umem.set(reply, base + info.dns);
+      const n = finishReply(umem, base, info, len);
+      const p = parseFrame(Buffer.from(umem.subarray(base, base + n)));
+      expect(p.udpChecksumOk, `case ${t}, ${len} bytes`).toBe(true);
+      expect(p.ipHeaderChecksumOk, `case ${t}`).toBe(true);
+      expect(p.dns.equals(reply)).toBe(true);
+    }
+  });
 
   it('refuses frames that are not UDP over IP, or cut short', () => {
     const info = new FrameInfo();
