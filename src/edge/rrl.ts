@@ -77,13 +77,17 @@ export function rrlRuntime(s: RrlSettings): { rrlCost: number; rrlAllCost: numbe
   };
 }
 
+// mix(), prefixMask() and word() return their 32 bits as a signed integer (| 0, not
+// >>> 0): their callers only combine them bit by bit, and a value past 2^31 leaves a
+// function that V8 did not inline as a boxed number, a heap allocation per call (up to
+// 9 B a reply in the workers; docs/BENCHMARKS.md, "Allocation on the hit path").
 function mix(h: number, w: number): number {
   h = Math.imul(h ^ w, RRL_MUL1);
-  return (h ^ (h >>> 16)) >>> 0;
+  return h ^ (h >>> 16);
 }
 
 function prefixMask(bits: number): number {
-  return bits >= 32 ? 0xffffffff : bits <= 0 ? 0 : (~(0xffffffff >>> bits)) >>> 0;
+  return bits >= 32 ? -1 : bits <= 0 ? 0 : ~(0xffffffff >>> bits);
 }
 
 /** rrl_index() of bpf/heimdall.h. */
@@ -96,7 +100,7 @@ export function rrlIndex(seed: number, token: number, famLen: number, w0: number
 }
 
 function word(b: Uint8Array, i: number): number {
-  return ((b[i]! << 24) | (b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!) >>> 0;
+  return (b[i]! << 24) | (b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!;
 }
 
 /** Rate limiting over a bucket array (the mmapped BPF map, or any buffer in tests). */
