@@ -79,7 +79,8 @@ const edgeDrops = 'heimdall_edge_drops_total';
 const edgeDropsHelp = 'Queries userspace dropped by the edge policy (the XDP program counts its own in heimdall_xdp_packets_total), by reason';
 const edgeReplies = 'heimdall_edge_replies_total';
 const edgeRepliesHelp = 'Replies userspace wrote by the edge policy instead of an answer, by kind';
-const udpHelp = 'Datagrams of the kernel UDP listener, by direction (oversize: received, longer than any query may be, dropped)';
+const udpHelp =
+  'Datagrams of the kernel UDP listener, by direction (oversize: received, longer than any query may be, dropped; dropped: thrown away by the kernel before the listener read them, its receive buffer full)';
 const prefetch = 'heimdall_prefetch_total';
 const prefetchHelp =
   'Hot names refreshed before expiry: issued (asked upstream), refreshed (new answer stored and written to the hot map), failed, ' +
@@ -184,6 +185,7 @@ export const COUNTERS = {
   udpSent: { kind: 'counter', metric: udp, help: udpHelp, label: ['direction', 'sent'] },
   udpErrors: { kind: 'counter', metric: udp, help: udpHelp, label: ['direction', 'error'] },
   udpOversize: { kind: 'counter', metric: udp, help: udpHelp, label: ['direction', 'oversize'] },
+  udpKernelDropped: { kind: 'counter', metric: udp, help: udpHelp, label: ['direction', 'dropped'] },
   tcpOpen: { kind: 'gauge', metric: 'heimdall_tcp_connections_open', help: 'TCP connections open now' },
   tcpAccepted: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'accepted'] },
   tcpRejected: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'rejected'] },

@@ -5,6 +5,8 @@
  * redirect falls back to the kernel). Same engine, same cache rules as every other path.
  */
 import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import { endianness } from 'node:os';
 import { MAX_EDNS_UDP_SIZE } from '../dns/constants.js';
 import { parseAddr } from '../net/addr.js';
 import type { FrameHandler } from './xsk-server.js';
@@ -13,6 +15,74 @@ export interface UdpListenerOptions {
   port: number;
   /** Addresses to bind; default both wildcards. */
   hosts?: string[];
+}
+
+/** Reads a /proc file (tests give their own). */
+export type ProcReader = (path: string) => string;
+
+const readProc: ProcReader = (path) => readFileSync(path, 'latin1');
+
+/** One line of /proc/net/udp or /proc/net/udp6. */
+interface ProcUdpSocket {
+  v6: boolean;
+  /** The local address as its bytes (4 or 16). */
+  addr: Uint8Array;
+  port: number;
+  inode: number;
+  /** Datagrams the kernel threw away for this socket (a full receive buffer above all). */
+  drops: number;
+}
+
+const LITTLE_ENDIAN = endianness() === 'LE';
+
+/**
+ * Every UDP socket of this network namespace, from /proc/net/udp and /proc/net/udp6. The
+ * kernel prints an address as 32-bit words in the machine's byte order, so each group of
+ * four bytes comes reversed on a little-endian machine. A file that cannot be read (no
+ * IPv6) adds nothing.
+ */
+export function procUdpSockets(read: ProcReader = readProc): ProcUdpSocket[] {
+  const out: ProcUdpSocket[] = [];
+  for (const [path, v6] of [['/proc/net/udp', false], ['/proc/net/udp6', true]] as const) {
+    let text: string;
+    try {
+      text = read(path);
+    } catch {
+      continue;
+    }
+    const lines = text.split('\n');
+    for (let i = 1; i < lines.length; i++) {
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+      const f = lines[i]!.trim().split(/\s+/);
+      if (f.length < 13) continue;
+      const [hex, portHex] = f[1]!.split(':');
+      if (!hex || !portHex || hex.length !== (v6 ? 32 : 8)) continue;
+      const addr = new Uint8Array(hex.length / 2);
+      for (let k = 0; k < addr.length; k++) {
+        const at = LITTLE_ENDIAN ? (k & ~3) + 3 - (k & 3) : k;
+        addr[at] = parseInt(hex.slice(2 * k, 2 * k + 2), 16);
+      }
+      const inode = Number(f[9]);
+      const drops = Number(f[f.length - 1]);
+      if (Number.isInteger(inode) && Number.isInteger(drops)) out.push({ v6, addr, port: parseInt(portHex, 16), inode, drops });
+    }
+  }
+  return out;
+}
+
+/** The inode of a bound socket, found by its local address and port; 0 when not found. */
+function socketInode(s: dgram.Socket, read: ProcReader): number {
+  const { address, port, family } = s.address();
+  const v6 = family === 'IPv6';
+  const a = parseAddr(address);
+  if (!a) return 0;
+  // parseAddr keeps an IPv4 address in the first four of its sixteen bytes.
+  const want = v6 && a.family === 6 ? a.bytes : a.bytes.subarray(0, 4);
+  for (const e of procUdpSockets(read)) {
+    if (e.v6 !== v6 || e.port !== port || e.addr.length !== want.length) continue;
+    if (e.addr.every((b, i) => b === want[i])) return e.inode;
+  }
+  return 0;
 }
 
 export class UdpListener {
@@ -29,8 +99,29 @@ export class UdpListener {
   errors = 0;
   /** Datagrams longer than MAX_EDNS_UDP_SIZE, dropped unanswered. */
   oversize = 0;
+  /** Each live socket's inode, for its kernel drop counter (0: not known). */
+  private readonly inodes = new Map<dgram.Socket, number>();
+  /** Kernel drops of sockets closed since (unbind): their counters went with them. */
+  private closedDrops = 0;
 
-  constructor(private readonly handler: FrameHandler) {}
+  constructor(
+    private readonly handler: FrameHandler,
+    private readonly read: ProcReader = readProc,
+  ) {}
+
+  /**
+   * Datagrams the kernel dropped on this listener's sockets before they were read: a
+   * receive buffer full while the service was busy (a flood through the kernel path).
+   * Read from /proc on each call; a running total across unbinds.
+   */
+  kernelDrops(): number {
+    if (this.inodes.size === 0) return this.closedDrops;
+    const drops = new Map<number, number>();
+    for (const e of procUdpSockets(this.read)) drops.set(e.inode, e.drops);
+    let n = this.closedDrops;
+    for (const inode of this.inodes.values()) n += drops.get(inode) ?? 0;
+    return n;
+  }
 
   /** Binds every host; rejects with the socket error (EADDRINUSE, EACCES) on failure. */
   async listen(opts: UdpListenerOptions): Promise<void> {
@@ -53,6 +144,7 @@ export class UdpListener {
     s.on('message', (msg, rinfo) => this.onMessage(s, msg, rinfo));
     this.sockets.set(host, s);
     this.live.add(s);
+    this.inodes.set(s, socketInode(s, this.read));
   }
 
   /** Closes the socket of one address. */
@@ -61,7 +153,15 @@ export class UdpListener {
     if (!s) return;
     this.sockets.delete(host);
     this.live.delete(s);
+    this.retire(s);
     await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  /** Keeps what the kernel dropped on a socket about to close. */
+  private retire(s: dgram.Socket): void {
+    const inode = this.inodes.get(s);
+    this.inodes.delete(s);
+    if (inode) this.closedDrops += procUdpSockets(this.read).find((e) => e.inode === inode)?.drops ?? 0;
   }
 
   private onMessage(s: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -110,6 +210,7 @@ export class UdpListener {
 
   async close(): Promise<void> {
     this.live.clear();
+    this.inodes.clear();
     await Promise.all([...this.sockets.values()].map((s) => new Promise<void>((r) => s.close(() => r()))));
     this.sockets.clear();
   }

@@ -607,6 +607,7 @@ function publishListeners(main: EngineHost, udp: UdpListener, tcp: TcpListener):
   main.advance('udpSent', udp.sent);
   main.advance('udpErrors', udp.errors);
   main.advance('udpOversize', udp.oversize);
+  main.advance('udpKernelDropped', udp.kernelDrops());
   const t = tcp.stats();
   main.stats.set('tcpOpen', t.connections);
   main.advance('tcpAccepted', t.accepted);

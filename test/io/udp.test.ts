@@ -3,10 +3,12 @@
  * that the largest UDP reply the service can be set to send still goes out whole.
  */
 import dgram from 'node:dgram';
+import { endianness } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_EDNS_UDP_SIZE } from '../../src/dns/constants.js';
 import { DnsEngine, type Resolver } from '../../src/engine/engine.js';
-import { UdpListener } from '../../src/io/udp.js';
+import { UdpListener, procUdpSockets } from '../../src/io/udp.js';
+import { execFileSync } from 'node:child_process';
 import type { FrameHandler } from '../../src/io/xsk-server.js';
 import { decode, query, response } from '../helpers/dns.js';
 
@@ -106,6 +108,67 @@ describe('UdpListener', () => {
       expect({ received: l.received, sent: l.sent, errors: l.errors }).toEqual({ received: 1, sent: 0, errors: 1 });
     } finally {
       process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it('counts the datagrams the kernel dropped for a full receive buffer: every datagram sent is read or counted', async () => {
+    let calls = 0;
+    const l = new UdpListener({
+      handle() {
+        calls++;
+        return 0; // no reply: the count is of what came in
+      },
+    });
+    listeners.push(l);
+    await l.listen({ port: 0, hosts: ['127.0.0.1'] });
+    const port = (l as unknown as { sockets: Map<string, dgram.Socket> }).sockets.get('127.0.0.1')!.address().port;
+    expect(l.kernelDrops()).toBe(0);
+    // A burst the listener cannot read: this thread is blocked until the sender is done,
+    // and loopback delivers (or drops) each datagram inside the sender's send.
+    const N = 3000;
+    const sender = `const s = require('node:dgram').createSocket('udp4'); const q = Buffer.from(${JSON.stringify([...query('flood.example', 'A')])});
+      let left = ${N}; for (let i = 0; i < ${N}; i++) s.send(q, ${port}, '127.0.0.1', () => { if (--left === 0) s.close(); });`;
+    execFileSync(process.execPath, ['-e', sender], { timeout: 20_000 });
+    const deadline = Date.now() + 5000;
+    while (l.received + l.kernelDrops() < N && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const dropped = l.kernelDrops();
+    expect(dropped, 'the receive buffer overflowed').toBeGreaterThan(0);
+    expect(l.received + dropped).toBe(N);
+    expect(calls).toBe(l.received);
+  });
+
+  it('keeps the drops of a socket it closed (unbind) in its total, and reads the kernel\'s table as the kernel prints it', async () => {
+    // A fake /proc: the listener's own socket (found by address and port), with drops.
+    const drops = new Map<number, number>();
+    let socketLine = '';
+    const hex4 = (a: number[]) => (endianness() === 'LE' ? [...a].reverse() : a).map((b) => b.toString(16).padStart(2, '0').toUpperCase()).join('');
+    const read = (path: string): string => {
+      if (path.endsWith('udp6')) throw new Error('ENOENT'); // no IPv6 here
+      const head = '   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n';
+      return head + socketLine.replace('DROPS', String(drops.get(1) ?? 0)) + '\n';
+    };
+    const l = new UdpListener({ handle: () => 0 }, read);
+    listeners.push(l);
+    // bind() looks for its socket in the table: put it there first, on the port the test picks.
+    const probe = dgram.createSocket('udp4');
+    await new Promise<void>((r) => probe.bind(0, '127.0.0.1', () => r()));
+    const port = probe.address().port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    socketLine = `  7: ${hex4([127, 0, 0, 1])}:${port.toString(16).toUpperCase().padStart(4, '0')} 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 DROPS`;
+    await l.listen({ port, hosts: ['127.0.0.1'] });
+    drops.set(1, 41);
+    expect(l.kernelDrops()).toBe(41);
+    await l.unbind('127.0.0.1');
+    drops.set(1, 0); // the socket is gone from the table
+    expect(l.kernelDrops()).toBe(41);
+    // The real table names the real socket: loopback IPv4 as 127.0.0.1.
+    const real = dgram.createSocket('udp4');
+    await new Promise<void>((r) => real.bind(0, '127.0.0.1', () => r()));
+    try {
+      const e = procUdpSockets().find((x) => !x.v6 && x.port === real.address().port);
+      expect(e && [...e.addr]).toEqual([127, 0, 0, 1]);
+    } finally {
+      real.close();
     }
   });
 

@@ -10,7 +10,9 @@
  *   RLIMIT_NOFILE and the SERVFAILs come at once for what is over the limits, within the
  *   deadline for the rest;
  * - on the kernel path (--no-af-xdp), one name asked 5,000 times a second with the upstream
- *   blackholed: the waiting room fills, and peak RSS stays under the bound.
+ *   blackholed: the waiting room fills, and peak RSS stays under the bound;
+ * - on the kernel path, a burst while the service cannot read: what its socket's receive
+ *   buffer could not hold is counted as dropped, and received + dropped = sent.
  *
  * nftables is not on this machine: the blackhole is a route in the upstream namespace
  * that drops everything it would send back to the appliance (queries still arrive, as
@@ -25,6 +27,7 @@ import { resolveConfig } from '../../src/config.js';
 import { memoryBound } from '../../src/service/memory-bound.js';
 import { describePrivileged } from '../helpers/privilege.js';
 import { ADDR, Lab, suiteService, type Service } from '../helpers/lab.js';
+import { query } from '../helpers/dns.js';
 import { addSecondNetwork, dnsperf as dnsperfIn, OTHER4, parsePerf, uniqueNames as uniqueNamesIn } from '../helpers/flood.js';
 
 describePrivileged('floods in the lab: upstream work bounded and fair', { netns: true, tools: ['dig', 'dnsperf', 'nsd', 'curl'] }, () => {
@@ -152,7 +155,7 @@ describePrivileged('floods in the lab: upstream work bounded and fair', { netns:
   }, 60_000);
 });
 
-describePrivileged('a one-name flood on the kernel path with the upstream blackholed: memory bounded', { netns: true, tools: ['dnsperf', 'nsd', 'curl'] }, () => {
+describePrivileged('the kernel path (--no-af-xdp) flooded: memory bounded with the upstream blackholed, receive-buffer drops counted', { netns: true, tools: ['dnsperf', 'nsd', 'curl'] }, () => {
   const lab = new Lab('fk');
   let svc: Service;
   let dir: string;
@@ -218,5 +221,30 @@ describePrivileged('a one-name flood on the kernel path with the upstream blackh
     } finally {
       lab.exec('upstream', 'ip', ['route', 'del', 'blackhole', '198.18.1.1/32']);
     }
+  }, 60_000);
+  // A flood the main thread cannot keep up with overflows its socket's receive buffer, and
+  // the kernel drops what does not fit. Those drops are counted (src/io/udp.ts,
+  // kernelDrops): here the service is stopped while a burst arrives, so the buffer fills.
+  it('a burst while the service cannot read: every query that reached its socket is received or counted as dropped', async () => {
+    const N = 3000;
+    const file = join(dir, 'burst.json');
+    writeFileSync(file, JSON.stringify(Array.from({ length: N }, (_, i) => Buffer.from(query(`burst${i}-${process.pid}.lab.example`, 'A', { id: i })).toString('base64'))));
+    // 3,000 datagrams at ~6,000/s from one socket: slow enough for the veth, fast enough to
+    // fill a 208 KiB receive buffer that nobody reads.
+    const sender = `const qs = JSON.parse(require('node:fs').readFileSync(${JSON.stringify(file)}, 'utf8')).map((b) => Buffer.from(b, 'base64'));
+      const s = require('node:dgram').createSocket('udp4'); let i = 0;
+      const t = setInterval(() => { for (let k = 0; k < 60 && i < qs.length; k++) s.send(qs[i++], 53, ${JSON.stringify(ADDR.appliance4)}); if (i >= qs.length) { clearInterval(t); setTimeout(() => s.close(), 200); } }, 10);`;
+    const before = svc.metrics();
+    const d = (m: Record<string, number>, dir_: string): number => (m[`heimdall_kernel_udp_datagrams_total{direction="${dir_}"}`] ?? 0) - (before[`heimdall_kernel_udp_datagrams_total{direction="${dir_}"}`] ?? 0);
+    process.kill(svc.proc.pid!, 'SIGSTOP');
+    try {
+      lab.exec('client', process.execPath, ['-e', sender], 30_000);
+    } finally {
+      process.kill(svc.proc.pid!, 'SIGCONT');
+    }
+    const m = svc.metricsWhen((x) => d(x, 'received') + d(x, 'dropped') >= N, 10_000);
+    console.log(`[kernel-path burst] ${N} sent while stopped: received ${d(m, 'received')}, dropped by the kernel ${d(m, 'dropped')}`);
+    expect(d(m, 'dropped'), 'the receive buffer overflowed').toBeGreaterThan(0);
+    expect(d(m, 'received') + d(m, 'dropped')).toBe(N);
   }, 60_000);
 });
