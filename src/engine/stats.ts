@@ -63,7 +63,8 @@ const mismatchedHelp = 'Datagrams from upstream ignored because they were not th
 const scrubbed = 'heimdall_upstream_scrubbed_total';
 const scrubbedHelp = 'Records removed from upstream answers before caching or relaying: outside the query name, its chain, its zones or glue (src/dns/scrub.ts), by section';
 const xskDrops = 'heimdall_af_xdp_drops_total';
-const xskDropsHelp = 'Queries through an AF_XDP socket left unanswered, by reason (kernel_*: dropped by the kernel before the worker saw them, from XDP_STATISTICS)';
+const xskDropsHelp =
+  'Queries through an AF_XDP socket left unanswered, by reason (kernel_*: dropped by the kernel before the worker saw them, from XDP_STATISTICS; worker_exit: waiting on the upstream when their worker exited)';
 const xskEmpty = 'heimdall_af_xdp_ring_empty_total';
 const xskEmptyHelp = 'Times the kernel found an AF_XDP ring empty (XDP_STATISTICS): fill (each one also a kernel_rx_dropped drop) or tx';
 const tcp = 'heimdall_tcp_connections_total';
@@ -173,6 +174,8 @@ export const COUNTERS = {
   xskReceived: { kind: 'counter', metric: 'heimdall_af_xdp_received_total', help: 'Frames AF_XDP workers took from their RX rings' },
   noFrame: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'no_frame'] },
   xskHandlerErrors: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'handler_error'] },
+  xskWaiting: { kind: 'gauge', metric: 'heimdall_af_xdp_waiting', help: 'Queries AF_XDP workers hold while the upstream answers (their frames already given back)' },
+  xskAbandoned: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'worker_exit'] },
   xskKernelRxDropped: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_rx_dropped'] },
   xskKernelRxRingFull: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_rx_ring_full'] },
   xskKernelRxInvalid: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_rx_invalid'] },

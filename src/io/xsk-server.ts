@@ -265,12 +265,15 @@ export class XskServer {
     this.scratch = this.spares.pop() ?? Buffer.allocUnsafeSlow(sock.frameSize);
     sock.release(addr);
     this.pending++;
+    // In the block the main thread shares: if this worker dies, what it held is counted.
+    this.stats.set('xskWaiting', this.pending);
     r.then(p.answered, p.failed);
   }
 
   /** The end of a parked miss: its reply (dnsLen > 0), nothing to send (0), or a handler failure (-1). */
   settleParked(p: Parked, dnsLen: number): void {
     this.pending--;
+    this.stats.set('xskWaiting', this.pending);
     if (dnsLen < 0) this.stats.add('xskHandlerErrors');
     else this.answerParked(p, dnsLen);
     if (this.spares.length < SPARE_BUFFERS) this.spares.push(p.msg);

@@ -150,6 +150,11 @@ export class WorkerPool {
       w.on('exit', (code) => {
         slot.worker = null;
         slot.ready = false;
+        // The queries it held waiting on the upstream die with it (a crash, or a stop past
+        // its grace): counted, and the gauge it can no longer lower is cleared.
+        const held = slot.stats.get('xskWaiting');
+        if (held > 0) slot.stats.add('xskAbandoned', held);
+        slot.stats.set('xskWaiting', 0);
         this.o.onWorkerGone(id, tid);
         if (!settled) {
           settled = true;

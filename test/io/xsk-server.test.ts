@@ -75,6 +75,7 @@ describe('XskServer (fake kernel)', () => {
     k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 9 })));
     server.drain();
     expect(server.pending).toBe(1);
+    expect(stats.get('xskWaiting')).toBe(1); // shared with the main thread, which counts it if this worker dies
     expect(sock.accounting().held).toBe(0);
     expect(stats.get('xskReceived')).toBe(1);
     checkInvariant(sock, k);
@@ -87,6 +88,7 @@ describe('XskServer (fake kernel)', () => {
     resolver.release(wwwA);
     await flush();
     expect(server.pending).toBe(0);
+    expect(stats.get('xskWaiting')).toBe(0);
     const [r] = replies(k);
     expect(r!.udpChecksumOk).toBe(true);
     expect(r!.src.equals(Buffer.from(SERVER4.split('.').map(Number)))).toBe(true);

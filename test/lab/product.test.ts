@@ -4,6 +4,7 @@
  * compared with the upstream's on all three paths (upstream, cache, XDP).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -238,6 +239,34 @@ describePrivileged('heimdall-xdp end to end in the lab', { netns: true, tools: [
       // Both queues are served again.
       for (let p = 42000; p < 42010; p++) expect(lab.dig(['-b', `${ADDR.client4}#${p}`, 'www.lab.example', 'A'])).toMatch(/status: NOERROR/);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('counts the queries a killed worker held waiting on the upstream (worker_exit), none lost uncounted', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hx-held-'));
+    // The upstream hears the queries but its answers never come back: misses wait.
+    lab.exec('upstream', 'ip', ['route', 'add', 'blackhole', '198.18.1.1/32']);
+    lab.exec('upstream', 'ip', ['-6', 'route', 'add', 'blackhole', 'fd00:0:0:2::1/128']);
+    try {
+      const EXIT = 'heimdall_af_xdp_drops_total{reason="worker_exit"}';
+      const before = svc.metrics();
+      writeFileSync(join(dir, 'q'), Array.from({ length: 80 }, (_, i) => `held${i}-${process.pid}.lab.example A`).join('\n') + '\n');
+      const load = new Promise<void>((resolve) => {
+        const p = spawn('ip', ['netns', 'exec', lab.ns.client, 'dnsperf', '-s', ADDR.appliance4, '-d', join(dir, 'q'), '-n', '1', '-Q', '400', '-t', '3'], { stdio: 'ignore' });
+        p.on('exit', () => resolve());
+      });
+      // Every name is a miss now waiting on the upstream, in one worker or the other.
+      const waiting = svc.metricsWhen((x) => x['heimdall_af_xdp_waiting']! >= 80, 3000)['heimdall_af_xdp_waiting']!;
+      expect(waiting).toBeGreaterThanOrEqual(80);
+      svc.signal('SIGUSR2');
+      const m = svc.metricsWhen((x) => x['heimdall_worker_restarts_total']! >= (before['heimdall_worker_restarts_total'] ?? 0) + 2 && (x[EXIT] ?? 0) > (before[EXIT] ?? 0), 8000);
+      expect((m[EXIT] ?? 0) - (before[EXIT] ?? 0)).toBe(waiting);
+      expect(m['heimdall_af_xdp_waiting']).toBe(0);
+      await load;
+    } finally {
+      lab.exec('upstream', 'ip', ['route', 'del', 'blackhole', '198.18.1.1/32']);
+      lab.exec('upstream', 'ip', ['-6', 'route', 'del', 'blackhole', 'fd00:0:0:2::1/128']);
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
