@@ -86,6 +86,7 @@ Napi::Function XskSocket::Init(Napi::Env env) {
                          InstanceMethod("fill", &XskSocket::Fill),
                          InstanceMethod("rx", &XskSocket::Rx),
                          InstanceMethod("tx", &XskSocket::Tx),
+                         InstanceMethod("txWaiting", &XskSocket::TxWaiting),
                          InstanceMethod("complete", &XskSocket::Complete),
                          InstanceMethod("poll", &XskSocket::Poll),
                          InstanceMethod("stopPoll", &XskSocket::StopPoll),
@@ -406,6 +407,14 @@ Napi::Value XskSocket::Tx(const Napi::CallbackInfo &info) {
   tx_packets_ += k;
   if (__atomic_load_n(tx_.consumer, __ATOMIC_ACQUIRE) != *tx_.producer) KickTx();
   return Napi::Number::New(env, k);
+}
+
+// txWaiting(): descriptors on the TX ring the kernel has not taken yet. Non-zero after a
+// tx() whose kick the kernel refused without progress (copy mode: the device's queue was
+// full): they go out at the next kick.
+Napi::Value XskSocket::TxWaiting(const Napi::CallbackInfo &info) {
+  EnsureOpen(info.Env());
+  return Napi::Number::New(info.Env(), *tx_.producer - __atomic_load_n(tx_.consumer, __ATOMIC_ACQUIRE));
 }
 
 // complete(out, max): drains up to max transmitted frame addresses from the completion

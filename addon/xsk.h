@@ -46,6 +46,7 @@ class XskSocket : public Napi::ObjectWrap<XskSocket> {
   Napi::Value Fill(const Napi::CallbackInfo &info);
   Napi::Value Rx(const Napi::CallbackInfo &info);
   Napi::Value Tx(const Napi::CallbackInfo &info);
+  Napi::Value TxWaiting(const Napi::CallbackInfo &info);
   Napi::Value Complete(const Napi::CallbackInfo &info);
   Napi::Value Poll(const Napi::CallbackInfo &info);
   Napi::Value StopPoll(const Napi::CallbackInfo &info);

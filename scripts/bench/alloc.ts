@@ -112,6 +112,9 @@ class QuietKernel implements NativeXskSocket {
     for (let i = 0; i < n; i++) this.compQ.push(descs[2 * i]! & ~(FRAME - 1));
     return n;
   }
+  txWaiting(): number {
+    return 0;
+  }
   complete(out: Uint32Array, max: number): number {
     const n = Math.min(max, this.compQ.size);
     for (let i = 0; i < n; i++) out[i] = this.compQ.at(this.compQ.shift());

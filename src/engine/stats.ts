@@ -182,6 +182,7 @@ export const COUNTERS = {
   xskKernelTxInvalid: { kind: 'counter', metric: xskDrops, help: xskDropsHelp, label: ['reason', 'kernel_tx_invalid'] },
   xskFillRingEmpty: { kind: 'counter', metric: xskEmpty, help: xskEmptyHelp, label: ['ring', 'fill'] },
   xskTxRingEmpty: { kind: 'counter', metric: xskEmpty, help: xskEmptyHelp, label: ['ring', 'tx'] },
+  xskTxRetries: { kind: 'counter', metric: 'heimdall_af_xdp_tx_retries_total', help: 'TX kicks made again soon after the kernel refused one without progress (copy mode: the device queue was full)' },
 
   // The main thread's kernel listeners.
   udpReceived: { kind: 'counter', metric: udp, help: udpHelp, label: ['direction', 'received'] },

@@ -105,6 +105,14 @@ function copy(dst: Uint8Array, dOff: number, src: Uint8Array, sOff: number, n: n
 /** A Buffer over the same memory as u (no copy). */
 const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
+/**
+ * After a TX kick the kernel refused without progress (copy mode: the device's queue was
+ * full), the replies left on the ring are kicked again after 1 ms, then 2, 4 ... up to
+ * this, not only when the next query or the upkeep (1 s) comes: at the end of a burst
+ * they would wait that long.
+ */
+const TX_RETRY_MAX_MS = 64;
+
 export class XskServer {
   /** Queries waiting on the upstream (none of them holds a frame). */
   pending = 0;
@@ -112,6 +120,9 @@ export class XskServer {
   /** The source of the frame being handled, rewritten for each one. */
   private readonly client: Addr = { family: 4, bytes: new Uint8Array(16) };
   private readonly clock: Clock;
+  /** The pending retry of a refused TX kick, and its delay (TX_RETRY_MAX_MS). */
+  private txRetry: NodeJS.Timeout | undefined;
+  private txRetryMs = 0;
   /** The batch's clock reading (drain()); undefined until the first batch. */
   private batchNow: number | undefined = undefined;
   /** The buffer the next query is copied into; handed to a miss that parks. */
@@ -190,7 +201,32 @@ export class XskServer {
     }
     sock.flush();
     sock.refill();
+    this.checkTx();
   }
+
+  /** Replies left on the TX ring by a refused kick: kick again soon, backing off. */
+  private checkTx(): void {
+    if (this.txRetry !== undefined) return;
+    if (this.sock.txWaiting === 0) {
+      this.txRetryMs = 0;
+      return;
+    }
+    this.txRetryMs = Math.min(TX_RETRY_MAX_MS, this.txRetryMs * 2 || 1);
+    this.txRetry = setTimeout(this.retryTx, this.txRetryMs);
+    this.txRetry.unref();
+  }
+
+  private readonly retryTx = (): void => {
+    this.txRetry = undefined;
+    const sock = this.sock;
+    if (sock.closed) return;
+    if (sock.txWaiting > 0) {
+      this.stats.add('xskTxRetries');
+      sock.reclaim(); // a full completion ring also stops the kernel
+      sock.kick();
+    }
+    this.checkTx();
+  };
 
   /**
    * Completions reclaimed, replies still on the TX ring kicked again and the fill ring
@@ -205,6 +241,7 @@ export class XskServer {
       sock.reclaim();
       if (sock.txPending > 0) sock.kick();
       sock.refill();
+      this.checkTx();
     }
     this.publish();
   }
@@ -214,6 +251,8 @@ export class XskServer {
     const deadline = Date.now() + graceMs;
     while (this.pending > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const sock = this.sock;
+    clearTimeout(this.txRetry);
+    this.txRetry = undefined;
     if (sock.closed) return;
     sock.stopReadable();
     // Replies written this turn wait for flushSoon's turn-end flush: send them now.
@@ -310,7 +349,9 @@ export class XskServer {
 
   private readonly flushQueuedReplies = (): void => {
     this.flushQueued = false;
-    if (!this.sock.closed) this.sock.flush();
+    if (this.sock.closed) return;
+    this.sock.flush();
+    this.checkTx();
   };
 
   /** Puts a finished reply on the TX ring, or frees the frame when there is nothing to send. */

@@ -286,6 +286,11 @@ export class XskSocket {
     return this.txCount + this.inTx;
   }
 
+  /** Replies on the TX ring the kernel has not taken: a kick it refused left them there. */
+  get txWaiting(): number {
+    return this.closedWith || this.inTx === 0 ? 0 : this.native.txWaiting();
+  }
+
   /**
    * Submits what is queued and asks the kernel again to transmit what waits on the TX
    * ring. The native tx() kicks whenever the ring holds entries the kernel has not

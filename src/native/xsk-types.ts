@@ -86,6 +86,8 @@ export interface NativeXskSocket {
   rx(out: Uint32Array, max: number): number;
   /** Submits n pairs (addr, len) from descs to the TX ring and kicks if needed; returns how many fit. */
   tx(descs: Uint32Array, n: number): number;
+  /** Descriptors on the TX ring the kernel has not taken (a refused kick leaves them there). */
+  txWaiting(): number;
   /** Takes up to max transmitted addresses from the completion ring into out; returns the count. */
   complete(out: Uint32Array, max: number): number;
   /** Calls cb() when RX descriptors wait (level triggered), cb(err) once on a socket error. */

@@ -85,6 +85,10 @@ export class FakeKernel implements NativeXskSocket {
     }
     return k;
   }
+  txWaiting(): number {
+    this.live();
+    return this.txQ.length;
+  }
   complete(out: Uint32Array, max: number): number {
     this.live();
     this.calls.complete++;

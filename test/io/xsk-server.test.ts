@@ -211,6 +211,40 @@ describe('XskServer (fake kernel)', () => {
     checkInvariant(sock, k);
   });
 
+  it('kicks replies a refused kick left on the TX ring again within milliseconds, with no query and no upkeep', async () => {
+    const { engine, sock, k, server, stats } = setup();
+    k.kickTransmits = true;
+    k.refuseKicks = 1;
+    engine.cache.insertResponse(wwwA);
+    k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 8 })));
+    server.drain();
+    expect({ onRing: k.txQ.length, sent: k.compQ.length }).toEqual({ onRing: 1, sent: 0 });
+    await new Promise((r) => setTimeout(r, 30));
+    expect({ onRing: k.txQ.length, sent: k.compQ.length, retries: stats.get('xskTxRetries') }).toEqual({ onRing: 0, sent: 1, retries: 1 });
+    checkInvariant(sock, k);
+  });
+
+  it('backs off while the kernel keeps refusing (1, 2, 4 ... ms), and stops once the ring is taken', async () => {
+    const { engine, k, server, stats } = setup();
+    k.kickTransmits = true;
+    k.refuseKicks = 1_000;
+    engine.cache.insertResponse(wwwA);
+    k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 9 })));
+    server.drain();
+    await new Promise((r) => setTimeout(r, 200));
+    // 1+2+4+...+64 ms: about 7 retries in 200 ms, not one per millisecond.
+    const retries = stats.get('xskTxRetries');
+    expect(retries).toBeGreaterThanOrEqual(4);
+    expect(retries).toBeLessThanOrEqual(9);
+    k.refuseKicks = 0;
+    await new Promise((r) => setTimeout(r, 150));
+    expect(k.txQ.length).toBe(0);
+    const after = stats.get('xskTxRetries');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(stats.get('xskTxRetries')).toBe(after); // nothing waits: no more retries
+    await server.stop(0);
+  });
+
   it('answers SERVFAIL when the upstream fails', async () => {
     const { resolver, sock, k, server } = setup();
     k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 10 })));

@@ -134,6 +134,7 @@ async function validation(ctx: AgentContext): Promise<unknown> {
     attempt('register a non-XSKMAP fd', () => n.register(1)),
   );
   const afterBad = n.stats();
+  const txWaitingAfterBad = n.txWaiting();
   const good = attempt('fill 8 good frames', () => n.fill(Uint32Array.from({ length: 8 }, (_, i) => i * 2048), 8));
   const afterGood = n.stats();
   const ab = n.umem();
@@ -143,6 +144,7 @@ async function validation(ctx: AgentContext): Promise<unknown> {
     attempt('close twice', () => n.close()),
     attempt('rx after close', () => n.rx(u32, 1)),
     attempt('umem after close', () => n.umem()),
+    attempt('txWaiting after close', () => n.txWaiting()),
   );
   a.close();
   out.push(attempt('ts receive after close', () => a.receive()), attempt('ts release after close', () => a.release(0)));
@@ -150,6 +152,7 @@ async function validation(ctx: AgentContext): Promise<unknown> {
     outcomes: out,
     filledAfterBad: afterBad.filled,
     txAfterBad: afterBad.txPackets,
+    txWaitingAfterBad,
     filledAfterGood: afterGood.filled,
     detachedByteLength: ab.byteLength,
     tsViewByteLength: a.umem.byteLength,

@@ -38,6 +38,7 @@ describePrivileged('AF_XDP error paths: no crash, no leak', { netns: true }, () 
     const r = await agent.call<{
       outcomes: Outcome[];
       filledAfterBad: number;
+      txWaitingAfterBad: number;
       txAfterBad: number;
       filledAfterGood: number;
       detachedByteLength: number;
@@ -72,12 +73,14 @@ describePrivileged('AF_XDP error paths: no crash, no leak', { netns: true }, () 
     // Nothing of a rejected batch reached a ring; a good one did.
     expect(r.filledAfterBad).toBe(0);
     expect(r.txAfterBad).toBe(0);
+    expect(r.txWaitingAfterBad).toBe(0);
     expect(by['fill 8 good frames']!.threw).toBeNull();
     expect(r.filledAfterGood).toBe(8);
     // After close: idempotent, calls throw, the UMEM buffer and its views are empty.
     expect(by['close twice']!.threw).toBeNull();
     expectThrow('rx after close', 'Error');
     expectThrow('umem after close', 'Error');
+    expectThrow('txWaiting after close', 'Error');
     expect(by['ts receive after close']!.message).toMatch(/closed/);
     expect(by['ts release after close']!.message).toMatch(/closed/);
     expect(r.detachedByteLength).toBe(0);
