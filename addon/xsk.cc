@@ -304,24 +304,26 @@ void XskSocket::KickFill() {
 // Copy mode transmits inside sendto(); a kernel without XDP_MAX_TX_SKB_BUDGET stops after
 // 32 frames with EAGAIN, so kick again while the kernel is making progress. Errors are
 // counted, never thrown: the descriptors are on the ring already and will complete later.
-void XskSocket::KickTx() {
-  if (need_wakeup_ && !xsk_ring_prod__needs_wakeup(&tx_)) return;
+bool XskSocket::KickTx() {
+  if (need_wakeup_ && !xsk_ring_prod__needs_wakeup(&tx_)) return false;
   const uint32_t max_kicks = ring_size_ / 32 + 2;
   for (uint32_t i = 0; i < max_kicks; i++) {
     uint32_t before = __atomic_load_n(tx_.consumer, __ATOMIC_ACQUIRE);
     tx_kicks_++;
-    if (sendto(fd_, nullptr, 0, MSG_DONTWAIT, nullptr, 0) >= 0) return;
+    if (sendto(fd_, nullptr, 0, MSG_DONTWAIT, nullptr, 0) >= 0) return false;
     int e = errno;
     if (e == EINTR) continue;
     if (e == EAGAIN || e == EBUSY) {
       uint32_t after = __atomic_load_n(tx_.consumer, __ATOMIC_ACQUIRE);
-      if (after == *tx_.producer || after == before) return;  // all taken, or stuck (completion ring full)
+      if (after == *tx_.producer) return false;  // all taken
+      if (after == before) return true;          // refused: the device queue or the completion ring is full
       continue;
     }
     kick_errors_++;
     last_kick_errno_ = e;  // ENETDOWN, ENOBUFS, ENXIO: the frames come back on the completion ring
-    return;
+    return false;
   }
+  return false;
 }
 
 // fill(addrs, n, offset = 0): puts addrs[offset .. offset+n) on the fill ring, as many as
@@ -376,8 +378,14 @@ Napi::Value XskSocket::Rx(const Napi::CallbackInfo &info) {
 }
 
 // tx(descs, n): submits pairs (addr, len) descs[0 .. 2n) to the TX ring, as many as fit,
-// and kicks the kernel if it asked for it; returns how many were submitted. A frame is
-// the caller's again only when complete() returns its address.
+// and kicks the kernel if it asked for it; returns how many were submitted, plus
+// kTxRefused (2^20, above any ring size) when the kernel refused the kick without taking
+// anything (copy mode: the device queue full), so that the caller retries soon without a
+// call of its own to ask. A frame is the caller's again only when complete() returns its
+// address.
+static constexpr uint32_t kTxRefused = 1u << 20;
+static_assert(kTxRefused > kMaxRing, "the flag must sit above any count tx() returns");
+
 Napi::Value XskSocket::Tx(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   EnsureOpen(env);
@@ -405,13 +413,12 @@ Napi::Value XskSocket::Tx(const Napi::CallbackInfo &info) {
     k = 0;
   }
   tx_packets_ += k;
-  if (__atomic_load_n(tx_.consumer, __ATOMIC_ACQUIRE) != *tx_.producer) KickTx();
-  return Napi::Number::New(env, k);
+  bool refused = __atomic_load_n(tx_.consumer, __ATOMIC_ACQUIRE) != *tx_.producer && KickTx();
+  return Napi::Number::New(env, k | (refused ? kTxRefused : 0));
 }
 
-// txWaiting(): descriptors on the TX ring the kernel has not taken yet. Non-zero after a
-// tx() whose kick the kernel refused without progress (copy mode: the device's queue was
-// full): they go out at the next kick.
+// txWaiting(): descriptors on the TX ring the kernel has not taken yet: those a refused
+// kick left (copy mode), or, in zero-copy mode, those the driver has not reached.
 Napi::Value XskSocket::TxWaiting(const Napi::CallbackInfo &info) {
   EnsureOpen(info.Env());
   return Napi::Number::New(info.Env(), *tx_.producer - __atomic_load_n(tx_.consumer, __ATOMIC_ACQUIRE));

@@ -34,7 +34,8 @@ class XskSocket : public Napi::ObjectWrap<XskSocket> {
   // `finish` (if any) is removed once the poll handle has finished closing.
   void ReleaseNative(napi_async_cleanup_hook_handle finish);
   void EnsureOpen(Napi::Env env) const;
-  void KickTx();
+  // True when the kernel refused the kick with no progress and descriptors remain.
+  bool KickTx();
   void KickFill();
 
   static void OnPoll(uv_poll_t *handle, int status, int events);

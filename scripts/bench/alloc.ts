@@ -169,7 +169,7 @@ const guard = new EdgeGuard(
   host.engine,
   {
     acl: AccessList.build(parseAclList('default,198.18.0.0/15'), parseAclList(''), parseAclList('')),
-    rrl: new RateLimiter(new ArrayBuffer(4096 * RRL_BUCKET_BYTES), 4096, 1, { ...RRL_DEFAULTS, rate: 1_000_000 }),
+    rrl: new RateLimiter(new ArrayBuffer(4096 * RRL_BUCKET_BYTES), 4096, 0x9e3779b9, { ...RRL_DEFAULTS, rate: 1_000_000 }), // a seed past 2^31, as half of the real ones are
     guardedPorts: new Set([0, 7, 19]),
     udpSize: 1232,
   },

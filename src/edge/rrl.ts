@@ -92,7 +92,7 @@ function prefixMask(bits: number): number {
 
 /** rrl_index() of bpf/heimdall.h. */
 export function rrlIndex(seed: number, token: number, famLen: number, w0: number, w1: number, mask: number): number {
-  let h = mix(mix(mix(mix(seed >>> 0, token >>> 0), famLen), w0 >>> 0), w1 >>> 0);
+  let h = mix(mix(mix(mix(seed | 0, token | 0), famLen), w0 | 0), w1 | 0);
   h ^= h >>> 13;
   h = Math.imul(h, RRL_MUL2);
   h ^= h >>> 16;
@@ -161,11 +161,11 @@ export class RateLimiter {
     let w1 = 0;
     if (client.family === 4) {
       famLen = (4 << 8) | s.v4Prefix;
-      w0 = (word(b, 0) & prefixMask(s.v4Prefix)) >>> 0;
+      w0 = word(b, 0) & prefixMask(s.v4Prefix);
     } else {
       famLen = (6 << 8) | s.v6Prefix;
-      w0 = (word(b, 0) & prefixMask(s.v6Prefix)) >>> 0;
-      w1 = s.v6Prefix > 32 ? (word(b, 4) & prefixMask(s.v6Prefix - 32)) >>> 0 : 0;
+      w0 = word(b, 0) & prefixMask(s.v6Prefix);
+      w1 = s.v6Prefix > 32 ? word(b, 4) & prefixMask(s.v6Prefix - 32) : 0;
     }
     return rrlIndex(this.seed, token, famLen, w0, w1, this.mask);
   }

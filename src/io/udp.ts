@@ -35,28 +35,43 @@ interface ProcUdpSocket {
 
 const LITTLE_ENDIAN = endianness() === 'LE';
 
+/** Which lines procUdpSockets() keeps: local ports, and the families to read. */
+export interface ProcUdpFilter {
+  ports: ReadonlySet<number>;
+  v4: boolean;
+  v6: boolean;
+}
+
 /**
- * Every UDP socket of this network namespace, from /proc/net/udp and /proc/net/udp6. The
- * kernel prints an address as 32-bit words in the machine's byte order, so each group of
- * four bytes comes reversed on a little-endian machine. A file that cannot be read (no
- * IPv6) adds nothing.
+ * UDP sockets of this network namespace, from /proc/net/udp and /proc/net/udp6 (with a
+ * filter: only those on its ports, from the families it names; the upstream sockets can
+ * be thousands). The kernel prints an address as 32-bit words in the machine's byte
+ * order, so each group of four bytes comes reversed on a little-endian machine. Returns
+ * null when a file it was to read could not be read.
  */
-export function procUdpSockets(read: ProcReader = readProc): ProcUdpSocket[] {
+export function procUdpSockets(read: ProcReader = readProc, only?: ProcUdpFilter): ProcUdpSocket[] | null {
   const out: ProcUdpSocket[] = [];
+  const tags = only ? [...only.ports].map((p) => `:${p.toString(16).toUpperCase().padStart(4, '0')} `) : [];
   for (const [path, v6] of [['/proc/net/udp', false], ['/proc/net/udp6', true]] as const) {
+    if (only && !(v6 ? only.v6 : only.v4)) continue;
     let text: string;
     try {
       text = read(path);
     } catch {
-      continue;
+      if (only) return null;
+      continue; // no IPv6 on this machine
     }
     const lines = text.split('\n');
     for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
+      if (only && !tags.some((t) => line.includes(t))) continue;
       // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
-      const f = lines[i]!.trim().split(/\s+/);
+      const f = line.trim().split(/\s+/);
       if (f.length < 13) continue;
       const [hex, portHex] = f[1]!.split(':');
       if (!hex || !portHex || hex.length !== (v6 ? 32 : 8)) continue;
+      const port = parseInt(portHex, 16);
+      if (only && !only.ports.has(port)) continue;
       const addr = new Uint8Array(hex.length / 2);
       for (let k = 0; k < addr.length; k++) {
         const at = LITTLE_ENDIAN ? (k & ~3) + 3 - (k & 3) : k;
@@ -64,25 +79,32 @@ export function procUdpSockets(read: ProcReader = readProc): ProcUdpSocket[] {
       }
       const inode = Number(f[9]);
       const drops = Number(f[f.length - 1]);
-      if (Number.isInteger(inode) && Number.isInteger(drops)) out.push({ v6, addr, port: parseInt(portHex, 16), inode, drops });
+      if (Number.isInteger(inode) && Number.isInteger(drops)) out.push({ v6, addr, port, inode, drops });
     }
   }
   return out;
 }
 
-/** The inode of a bound socket, found by its local address and port; 0 when not found. */
-function socketInode(s: dgram.Socket, read: ProcReader): number {
+/** A bound socket's identity in /proc: its inode (0 when it was not found), port and family. */
+interface SocketId {
+  inode: number;
+  port: number;
+  v6: boolean;
+}
+
+/** Finds a bound socket in /proc by its local address and port. */
+function socketId(s: dgram.Socket, read: ProcReader): SocketId {
   const { address, port, family } = s.address();
   const v6 = family === 'IPv6';
+  const id = { inode: 0, port, v6 };
   const a = parseAddr(address);
-  if (!a) return 0;
+  if (!a) return id;
   // parseAddr keeps an IPv4 address in the first four of its sixteen bytes.
   const want = v6 && a.family === 6 ? a.bytes : a.bytes.subarray(0, 4);
-  for (const e of procUdpSockets(read)) {
-    if (e.v6 !== v6 || e.port !== port || e.addr.length !== want.length) continue;
-    if (e.addr.every((b, i) => b === want[i])) return e.inode;
+  for (const e of procUdpSockets(read, { ports: new Set([port]), v4: !v6, v6 }) ?? []) {
+    if (e.v6 === v6 && e.addr.length === want.length && e.addr.every((b, i) => b === want[i])) return { ...id, inode: e.inode };
   }
-  return 0;
+  return id;
 }
 
 export class UdpListener {
@@ -99,8 +121,10 @@ export class UdpListener {
   errors = 0;
   /** Datagrams longer than MAX_EDNS_UDP_SIZE, dropped unanswered. */
   oversize = 0;
-  /** Each live socket's inode, for its kernel drop counter (0: not known). */
-  private readonly inodes = new Map<dgram.Socket, number>();
+  /** Each live socket's place in /proc, for its kernel drop counter (inode 0: not found). */
+  private readonly ids = new Map<dgram.Socket, SocketId>();
+  /** The most each socket's counter has read (by inode): a failed read never lowers the total. */
+  private readonly lastDrops = new Map<number, number>();
   /** Kernel drops of sockets closed since (unbind): their counters went with them. */
   private closedDrops = 0;
 
@@ -112,14 +136,27 @@ export class UdpListener {
   /**
    * Datagrams the kernel dropped on this listener's sockets before they were read: a
    * receive buffer full while the service was busy (a flood through the kernel path).
-   * Read from /proc on each call; a running total across unbinds.
+   * Read from /proc on each call (the lines of this listener's ports only); a running
+   * total across unbinds that never goes down (a read that fails keeps the last figures).
    */
   kernelDrops(): number {
-    if (this.inodes.size === 0) return this.closedDrops;
-    const drops = new Map<number, number>();
-    for (const e of procUdpSockets(this.read)) drops.set(e.inode, e.drops);
+    const ports = new Set<number>();
+    let v4 = false;
+    let v6 = false;
+    for (const id of this.ids.values()) {
+      if (!id.inode) continue;
+      ports.add(id.port);
+      if (id.v6) v6 = true;
+      else v4 = true;
+    }
+    if (ports.size > 0) {
+      for (const e of procUdpSockets(this.read, { ports, v4, v6 }) ?? []) {
+        const last = this.lastDrops.get(e.inode);
+        if (last !== undefined && e.drops > last) this.lastDrops.set(e.inode, e.drops);
+      }
+    }
     let n = this.closedDrops;
-    for (const inode of this.inodes.values()) n += drops.get(inode) ?? 0;
+    for (const id of this.ids.values()) n += this.lastDrops.get(id.inode) ?? 0;
     return n;
   }
 
@@ -144,7 +181,9 @@ export class UdpListener {
     s.on('message', (msg, rinfo) => this.onMessage(s, msg, rinfo));
     this.sockets.set(host, s);
     this.live.add(s);
-    this.inodes.set(s, socketInode(s, this.read));
+    const id = socketId(s, this.read);
+    this.ids.set(s, id);
+    if (id.inode) this.lastDrops.set(id.inode, 0); // a new socket's counter starts at 0
   }
 
   /** Closes the socket of one address. */
@@ -159,9 +198,12 @@ export class UdpListener {
 
   /** Keeps what the kernel dropped on a socket about to close. */
   private retire(s: dgram.Socket): void {
-    const inode = this.inodes.get(s);
-    this.inodes.delete(s);
-    if (inode) this.closedDrops += procUdpSockets(this.read).find((e) => e.inode === inode)?.drops ?? 0;
+    this.kernelDrops(); // its last figure
+    const id = this.ids.get(s);
+    this.ids.delete(s);
+    if (!id?.inode) return;
+    this.closedDrops += this.lastDrops.get(id.inode) ?? 0;
+    this.lastDrops.delete(id.inode);
   }
 
   private onMessage(s: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -210,7 +252,7 @@ export class UdpListener {
 
   async close(): Promise<void> {
     this.live.clear();
-    this.inodes.clear();
+    this.ids.clear();
     await Promise.all([...this.sockets.values()].map((s) => new Promise<void>((r) => s.close(() => r()))));
     this.sockets.clear();
   }

@@ -204,10 +204,10 @@ export class XskServer {
     this.checkTx();
   }
 
-  /** Replies left on the TX ring by a refused kick: kick again soon, backing off. */
+  /** Replies a refused kick left on the TX ring: kick again soon, backing off (no native call). */
   private checkTx(): void {
     if (this.txRetry !== undefined) return;
-    if (this.sock.txWaiting === 0) {
+    if (!this.sock.txRefused) {
       this.txRetryMs = 0;
       return;
     }
@@ -220,7 +220,7 @@ export class XskServer {
     this.txRetry = undefined;
     const sock = this.sock;
     if (sock.closed) return;
-    if (sock.txWaiting > 0) {
+    if (sock.txRefused) {
       this.stats.add('xskTxRetries');
       sock.reclaim(); // a full completion ring also stops the kernel
       sock.kick();
@@ -313,7 +313,10 @@ export class XskServer {
   settleParked(p: Parked, dnsLen: number): void {
     this.pending--;
     this.stats.set('xskWaiting', this.pending);
-    if (dnsLen < 0) this.stats.add('xskHandlerErrors');
+    // The socket closed while it waited (a stop past its grace): unanswered, counted as a
+    // worker exit's, as the main thread counts what a worker that died held.
+    if (this.sock.closed && dnsLen !== 0) this.stats.add('xskAbandoned');
+    else if (dnsLen < 0) this.stats.add('xskHandlerErrors');
     else this.answerParked(p, dnsLen);
     if (this.spares.length < SPARE_BUFFERS) this.spares.push(p.msg);
     if (this.spareParked.length < SPARE_BUFFERS) this.spareParked.push(p);

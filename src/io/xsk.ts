@@ -18,7 +18,7 @@
  *   sock.flush(); sock.refill();
  */
 import { loadAddon, type NativeAddon } from '../native/addon.js';
-import type { NativeXskDescription, NativeXskSocket, NativeXskStats, XskBindMode } from '../native/xsk-types.js';
+import { TX_REFUSED, type NativeXskDescription, type NativeXskSocket, type NativeXskStats, type XskBindMode } from '../native/xsk-types.js';
 
 export type { XskBindMode } from '../native/xsk-types.js';
 
@@ -95,6 +95,7 @@ export class XskSocket {
   private inFill = 0;
   private held = 0;
   private inTx = 0;
+  private refused = false;
   private anomalies = 0;
   private closedWith: FrameAccounting | null = null;
 
@@ -250,7 +251,9 @@ export class XskSocket {
   /** Submits the queued frames to the TX ring (one native call); returns how many went. */
   flush(): number {
     if (this.txCount === 0) return 0;
-    const k = this.native.tx(this.txDescs, this.txCount);
+    const r = this.native.tx(this.txDescs, this.txCount);
+    this.refused = r >= TX_REFUSED;
+    const k = r & (TX_REFUSED - 1);
     for (let i = 0; i < k; i++) this.state[this.txDescs[2 * i]! >>> this.shift] = FrameState.TX;
     this.inTx += k;
     if (k < this.txCount) this.txDescs.copyWithin(0, 2 * k, 2 * this.txCount);
@@ -281,14 +284,17 @@ export class XskSocket {
     return total;
   }
 
+  /**
+   * The last kick was refused by the kernel without progress (copy mode: the device queue
+   * full): replies wait on the TX ring until another kick (XskServer retries soon).
+   */
+  get txRefused(): boolean {
+    return this.refused;
+  }
+
   /** Replies not yet transmitted and reclaimed: queued for flush(), on the TX ring, or completed and not yet reclaimed. */
   get txPending(): number {
     return this.txCount + this.inTx;
-  }
-
-  /** Replies on the TX ring the kernel has not taken: a kick it refused left them there. */
-  get txWaiting(): number {
-    return this.closedWith || this.inTx === 0 ? 0 : this.native.txWaiting();
   }
 
   /**
@@ -301,7 +307,7 @@ export class XskSocket {
   kick(): number {
     if (this.closedWith) return 0;
     if (this.txCount > 0) return this.flush();
-    if (this.inTx > 0) this.native.tx(this.txDescs, 0);
+    if (this.inTx > 0) this.refused = this.native.tx(this.txDescs, 0) >= TX_REFUSED;
     return 0;
   }
 

@@ -84,9 +84,12 @@ export interface NativeXskSocket {
   fill(addrs: Uint32Array, n: number, offset?: number): number;
   /** Takes up to max RX descriptors as pairs (addr, len) into out; returns the count. */
   rx(out: Uint32Array, max: number): number;
-  /** Submits n pairs (addr, len) from descs to the TX ring and kicks if needed; returns how many fit. */
+  /**
+   * Submits n pairs (addr, len) from descs to the TX ring and kicks if needed; returns how
+   * many fit, plus TX_REFUSED when the kernel refused the kick without taking anything.
+   */
   tx(descs: Uint32Array, n: number): number;
-  /** Descriptors on the TX ring the kernel has not taken (a refused kick leaves them there). */
+  /** Descriptors on the TX ring the kernel has not taken (a refused kick's; zero-copy: not yet reached). */
   txWaiting(): number;
   /** Takes up to max transmitted addresses from the completion ring into out; returns the count. */
   complete(out: Uint32Array, max: number): number;
@@ -100,3 +103,6 @@ export interface NativeXskSocket {
 }
 
 export type NativeXskSocketConstructor = new (ifname: string, queueId: number, options: NativeXskOptions) => NativeXskSocket;
+
+/** The flag tx() adds to its count when the kernel refused the kick (copy mode: the device queue full). */
+export const TX_REFUSED = 1 << 20;

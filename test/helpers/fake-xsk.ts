@@ -5,7 +5,7 @@
  */
 import { expect } from 'vitest';
 import type { NativeAddon } from '../../src/native/addon.js';
-import type { NativeXskOptions, NativeXskSocket, NativeXskStats } from '../../src/native/xsk-types.js';
+import { TX_REFUSED, type NativeXskOptions, type NativeXskSocket, type NativeXskStats } from '../../src/native/xsk-types.js';
 import { XskSocket, type XskOptions } from '../../src/io/xsk.js';
 
 export const HEADROOM = 256; // where the kernel puts received data in a frame (XDP_PACKET_HEADROOM)
@@ -78,12 +78,15 @@ export class FakeKernel implements NativeXskSocket {
     this.calls.tx++;
     const k = Math.min(n, this.o.ringSize - this.txQ.length, this.txLimit ?? Infinity);
     for (let i = 0; i < k; i++) this.txQ.push([descs[2 * i]!, descs[2 * i + 1]!]);
+    let refused = false;
     if (this.txQ.length > 0) {
       this.kicks++;
-      if (this.refuseKicks > 0) this.refuseKicks--;
-      else if (this.kickTransmits) this.transmit();
+      if (this.refuseKicks > 0) {
+        this.refuseKicks--;
+        refused = true;
+      } else if (this.kickTransmits) this.transmit();
     }
-    return k;
+    return k | (refused ? TX_REFUSED : 0);
   }
   txWaiting(): number {
     this.live();

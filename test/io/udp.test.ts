@@ -121,7 +121,9 @@ describe('UdpListener', () => {
     });
     listeners.push(l);
     await l.listen({ port: 0, hosts: ['127.0.0.1'] });
-    const port = (l as unknown as { sockets: Map<string, dgram.Socket> }).sockets.get('127.0.0.1')!.address().port;
+    const sock = (l as unknown as { sockets: Map<string, dgram.Socket> }).sockets.get('127.0.0.1')!;
+    const port = sock.address().port;
+    sock.setRecvBufferSize(64 * 1024); // whatever the machine's default, the burst overflows it
     expect(l.kernelDrops()).toBe(0);
     // A burst the listener cannot read: this thread is blocked until the sender is done,
     // and loopback delivers (or drops) each datagram inside the sender's send.
@@ -137,13 +139,14 @@ describe('UdpListener', () => {
     expect(calls).toBe(l.received);
   });
 
-  it('keeps the drops of a socket it closed (unbind) in its total, and reads the kernel\'s table as the kernel prints it', async () => {
+  it('keeps the drops of a socket it closed (unbind) in its total, never lowers it when /proc cannot be read, and reads the kernel\'s table as the kernel prints it', async () => {
     // A fake /proc: the listener's own socket (found by address and port), with drops.
     const drops = new Map<number, number>();
     let socketLine = '';
     const hex4 = (a: number[]) => (endianness() === 'LE' ? [...a].reverse() : a).map((b) => b.toString(16).padStart(2, '0').toUpperCase()).join('');
+    let failing = false;
     const read = (path: string): string => {
-      if (path.endsWith('udp6')) throw new Error('ENOENT'); // no IPv6 here
+      if (path.endsWith('udp6') || failing) throw new Error('ENOENT'); // no IPv6 here; or /proc unreadable (EMFILE)
       const head = '   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n';
       return head + socketLine.replace('DROPS', String(drops.get(1) ?? 0)) + '\n';
     };
@@ -158,6 +161,9 @@ describe('UdpListener', () => {
     await l.listen({ port, hosts: ['127.0.0.1'] });
     drops.set(1, 41);
     expect(l.kernelDrops()).toBe(41);
+    failing = true; // a read that fails keeps the total: a counter never goes down
+    expect(l.kernelDrops()).toBe(41);
+    failing = false;
     await l.unbind('127.0.0.1');
     drops.set(1, 0); // the socket is gone from the table
     expect(l.kernelDrops()).toBe(41);
@@ -165,7 +171,7 @@ describe('UdpListener', () => {
     const real = dgram.createSocket('udp4');
     await new Promise<void>((r) => real.bind(0, '127.0.0.1', () => r()));
     try {
-      const e = procUdpSockets().find((x) => !x.v6 && x.port === real.address().port);
+      const e = procUdpSockets()!.find((x) => !x.v6 && x.port === real.address().port);
       expect(e && [...e.addr]).toEqual([127, 0, 0, 1]);
     } finally {
       real.close();

@@ -245,6 +245,16 @@ describe('XskServer (fake kernel)', () => {
     await server.stop(0);
   });
 
+  it('counts a miss whose answer came after the socket closed (a stop past its grace) as a worker exit\'s', async () => {
+    const { resolver, k, server, stats } = setup();
+    k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 11 })));
+    server.drain();
+    await server.stop(0); // the grace is over: the socket closes with the miss still waiting
+    resolver.release(wwwA);
+    await flush();
+    expect({ waiting: stats.get('xskWaiting'), abandoned: stats.get('xskAbandoned'), errors: stats.get('xskHandlerErrors') }).toEqual({ waiting: 0, abandoned: 1, errors: 0 });
+  });
+
   it('answers SERVFAIL when the upstream fails', async () => {
     const { resolver, sock, k, server } = setup();
     k.deliverBytes(buildFrame(query('www.example.com', 'A', { id: 10 })));
