@@ -43,35 +43,34 @@ export interface ProcUdpFilter {
 }
 
 /**
- * UDP sockets of this network namespace, from /proc/net/udp and /proc/net/udp6 (with a
- * filter: only those on its ports, from the families it names; the upstream sockets can
- * be thousands). The kernel prints an address as 32-bit words in the machine's byte
- * order, so each group of four bytes comes reversed on a little-endian machine. Returns
- * null when a file it was to read could not be read.
+ * UDP sockets of this network namespace on the filter's ports, from /proc/net/udp and
+ * /proc/net/udp6 as the filter names them (only those lines are parsed: the upstream
+ * sockets can be thousands). The kernel prints an address as 32-bit words in the
+ * machine's byte order, so each group of four bytes comes reversed on a little-endian
+ * machine. Returns null when a file it was to read could not be read.
  */
-export function procUdpSockets(read: ProcReader = readProc, only?: ProcUdpFilter): ProcUdpSocket[] | null {
+export function procUdpSockets(only: ProcUdpFilter, read: ProcReader = readProc): ProcUdpSocket[] | null {
   const out: ProcUdpSocket[] = [];
-  const tags = only ? [...only.ports].map((p) => `:${p.toString(16).toUpperCase().padStart(4, '0')} `) : [];
+  const tags = [...only.ports].map((p) => `:${p.toString(16).toUpperCase().padStart(4, '0')} `);
   for (const [path, v6] of [['/proc/net/udp', false], ['/proc/net/udp6', true]] as const) {
-    if (only && !(v6 ? only.v6 : only.v4)) continue;
+    if (!(v6 ? only.v6 : only.v4)) continue;
     let text: string;
     try {
       text = read(path);
     } catch {
-      if (only) return null;
-      continue; // no IPv6 on this machine
+      return null;
     }
     const lines = text.split('\n');
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!;
-      if (only && !tags.some((t) => line.includes(t))) continue;
+      if (!tags.some((t) => line.includes(t))) continue;
       // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
       const f = line.trim().split(/\s+/);
       if (f.length < 13) continue;
       const [hex, portHex] = f[1]!.split(':');
       if (!hex || !portHex || hex.length !== (v6 ? 32 : 8)) continue;
       const port = parseInt(portHex, 16);
-      if (only && !only.ports.has(port)) continue;
+      if (!only.ports.has(port)) continue;
       const addr = new Uint8Array(hex.length / 2);
       for (let k = 0; k < addr.length; k++) {
         const at = LITTLE_ENDIAN ? (k & ~3) + 3 - (k & 3) : k;
@@ -101,7 +100,7 @@ function socketId(s: dgram.Socket, read: ProcReader): SocketId {
   if (!a) return id;
   // parseAddr keeps an IPv4 address in the first four of its sixteen bytes.
   const want = v6 && a.family === 6 ? a.bytes : a.bytes.subarray(0, 4);
-  for (const e of procUdpSockets(read, { ports: new Set([port]), v4: !v6, v6 }) ?? []) {
+  for (const e of procUdpSockets({ ports: new Set([port]), v4: !v6, v6 }, read) ?? []) {
     if (e.v6 === v6 && e.addr.length === want.length && e.addr.every((b, i) => b === want[i])) return { ...id, inode: e.inode };
   }
   return id;
@@ -150,7 +149,7 @@ export class UdpListener {
       else v4 = true;
     }
     if (ports.size > 0) {
-      for (const e of procUdpSockets(this.read, { ports, v4, v6 }) ?? []) {
+      for (const e of procUdpSockets({ ports, v4, v6 }, this.read) ?? []) {
         const last = this.lastDrops.get(e.inode);
         if (last !== undefined && e.drops > last) this.lastDrops.set(e.inode, e.drops);
       }

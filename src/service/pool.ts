@@ -150,8 +150,9 @@ export class WorkerPool {
       w.on('exit', (code) => {
         slot.worker = null;
         slot.ready = false;
-        // The queries it held waiting on the upstream die with it (a crash, or a stop past
-        // its grace): counted, and the gauge it can no longer lower is cleared.
+        // The queries it held waiting on the upstream die with it (a crash: a worker that
+        // stops counts its own as its socket closes): counted, and the gauge it can no
+        // longer lower is cleared.
         const held = slot.stats.get('xskWaiting');
         if (held > 0) slot.stats.add('xskAbandoned', held);
         slot.stats.set('xskWaiting', 0);

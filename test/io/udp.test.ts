@@ -171,7 +171,7 @@ describe('UdpListener', () => {
     const real = dgram.createSocket('udp4');
     await new Promise<void>((r) => real.bind(0, '127.0.0.1', () => r()));
     try {
-      const e = procUdpSockets()!.find((x) => !x.v6 && x.port === real.address().port);
+      const e = procUdpSockets({ ports: new Set([real.address().port]), v4: true, v6: false })!.find((x) => !x.v6);
       expect(e && [...e.addr]).toEqual([127, 0, 0, 1]);
     } finally {
       real.close();
