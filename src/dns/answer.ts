@@ -63,6 +63,14 @@ export interface CachedAnswer {
   expiresNs: number;
   /** NXDOMAIN or NODATA. */
   negative: boolean;
+  /**
+   * Monotonic ns when the answer's earliest RRSIG expires; Infinity (or absent) when it
+   * holds none.
+   * The lifetime ends there at the latest, and so does serving it stale (RFC 8767): a
+   * stale answer past it would hand a validator downstream signatures that no longer
+   * validate.
+   */
+  signaturesExpireNs?: number;
 }
 
 /** TTL rules, all in seconds. */
@@ -286,6 +294,7 @@ export function answerFromResponse(
     originNs: nowNs,
     expiresNs: nowNs + lifetime * NS_PER_SEC,
     negative,
+    signaturesExpireNs: sigLeft < 0x7fffffff ? nowNs + sigLeft * NS_PER_SEC : Infinity,
   };
 }
 

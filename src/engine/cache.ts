@@ -197,7 +197,7 @@ export class DnsCache {
     const s = this.find(key, len);
     if (s < 0) return undefined;
     const a = this.answers[s]!;
-    if (nowNs >= a.expiresNs + this.staleMaxNs) {
+    if (nowNs >= a.expiresNs + this.staleMaxNs || (nowNs >= a.expiresNs && nowNs >= (a.signaturesExpireNs ?? Infinity))) {
       this.removeSlot(s, 'expired');
       return undefined;
     }

@@ -200,6 +200,8 @@ export class SharedCache {
   private readonly buckets: Int32Array;
   private readonly origin: Float64Array;
   private readonly expires: Float64Array;
+  /** Per slot: when its earliest RRSIG expires (CachedAnswer.signaturesExpireNs), Infinity for none or empty. */
+  private readonly sigEnd: Float64Array;
   private readonly keyLen: Uint16Array;
   private readonly recLen: Uint16Array;
   private readonly nrec: Uint16Array;
@@ -311,6 +313,7 @@ export class SharedCache {
     this.buckets = new Int32Array(m, z.buckets, this.shards * this.bps);
     this.origin = new Float64Array(m, z.f64, slots);
     this.expires = new Float64Array(m, z.f64 + slots * 8, slots);
+    this.sigEnd = new Float64Array(m, z.f64 + 2 * slots * 8, slots);
     const u16 = (k: number): Uint16Array => new Uint16Array(m, z.u16 + k * slots * 2, slots);
     this.keyLen = u16(0);
     this.recLen = u16(1);
@@ -576,7 +579,7 @@ export class SharedCache {
       if (s < 0) break;
       const sq = this.foundSeq;
       const exp = this.expires[s]!;
-      if (nowNs >= exp && (!stale || !this.serveStale || nowNs >= exp + this.staleMaxNs)) break;
+      if (nowNs >= exp && (!stale || !this.serveStale || nowNs >= exp + this.staleMaxNs || nowNs >= this.sigEnd[s]!)) break;
       const n = this.writeFrom(s, sq, q, nowNs, out, outOff, opts);
       if (n > 0) {
         const uses = Atomics.add(this.hits, s, 1) + 2;
@@ -675,6 +678,7 @@ export class SharedCache {
     const ar = this.ar[s]!;
     const originNs = this.origin[s]!;
     const expiresNs = this.expires[s]!;
+    const signaturesExpireNs = this.sigEnd[s]!;
     if (Atomics.load(this.seq, s) !== sq) return undefined;
     const key = bytes.subarray(0, klen);
     const records = bytes.slice(klen, klen + rl);
@@ -703,6 +707,7 @@ export class SharedCache {
       originNs,
       expiresNs,
       negative: (f & F_NEGATIVE) !== 0,
+      signaturesExpireNs,
     };
   }
 
@@ -952,7 +957,8 @@ export class SharedCache {
       if (this.lock(sh, false)) {
         try {
           for (let s = from; s < to; s++) {
-            if (this.hash[s]! >= 0 && limit >= this.expires[s]!) {
+            // Past its signatures, an expired entry is of no use even stale.
+            if (this.hash[s]! >= 0 && (limit >= this.expires[s]! || (nowNs >= this.expires[s]! && nowNs >= this.sigEnd[s]!))) {
               this.removeSlot(sh, s, S_EXPIRATIONS);
               removed++;
             }
@@ -1073,6 +1079,7 @@ export class SharedCache {
     this.flags[s] = (a.rcode & F_RCODE) | (a.authenticData ? F_AD : 0) | (a.negative ? F_NEGATIVE : 0);
     this.origin[s] = a.originNs;
     this.expires[s] = a.expiresNs;
+    this.sigEnd[s] = a.signaturesExpireNs ?? Infinity;
   }
 
   /** A block of `order` in the shard's region, evicting until it fits the byte bound and the allocator has one. */
@@ -1166,6 +1173,7 @@ export class SharedCache {
     this.hash[s] = -1;
     this.keyLen[s] = 0;
     this.expires[s] = Infinity;
+    this.sigEnd[s] = Infinity;
     Atomics.store(this.hits, s, 0);
     Atomics.store(this.mark, s, 0);
     this.seen[s] = 0;
@@ -1240,6 +1248,7 @@ export class SharedCache {
       this.seg[s] = SEG_NONE;
       this.keyLen[s] = 0;
       this.expires[s] = Infinity;
+      this.sigEnd[s] = Infinity;
       Atomics.store(this.hits, s, 0);
       Atomics.store(this.mark, s, 0);
       this.seen[s] = 0;
@@ -1378,7 +1387,7 @@ function metaSizes(shards: number, per: number, bps: number, regionUnits: number
   const int32 = shardHeaders + shards * S_WORDS * 4;
   const buckets = int32 + 8 * slots * 4;
   const f64 = align8(buckets + shards * bps * 4);
-  const u16 = f64 + 2 * slots * 8;
+  const u16 = f64 + 3 * slots * 8;
   const u8 = u16 + 6 * slots * 2;
   const units = u8 + 3 * slots;
   const total = align8(units + shards * regionUnits);

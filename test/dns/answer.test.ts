@@ -81,6 +81,10 @@ describe('answerFromResponse: signatures', () => {
     expect(code(() => answerFromResponse(signed(-10), T0, undefined, true))).toBe('ERR_DNS_NOT_CACHEABLE');
     const later = answerFromResponse(signed(86_400 * 30), T0, undefined, true);
     expect(later.expiresNs - later.originNs).toBe(300e9);
+    // Stale serving stops at the signatures too: the time is kept with the answer.
+    expect((later.signaturesExpireNs! - T0) / 1e9).toBeGreaterThanOrEqual(86_400 * 30 - 2);
+    expect((later.signaturesExpireNs! - T0) / 1e9).toBeLessThanOrEqual(86_400 * 30);
+    expect(answerFromResponse(response('www.example.com', 'A', [a('www.example.com', '1.1.1.1', 300)]), T0).signaturesExpireNs).toBe(Infinity);
   });
 });
 

@@ -121,6 +121,30 @@ describe('SharedCache', () => {
     c.check();
   });
 
+  it('serves a signed entry stale no later than its earliest RRSIG expiration', () => {
+    const c = SharedCache.create({ maxEntries: 16, serveStale: true, staleMaxSec: 100 });
+    // Entry 1: signatures good for 30 s past its 60 s lifetime. Entry 2: unsigned.
+    c.insert({ ...synth(1, 1, 2, 60, NOW), signaturesExpireNs: NOW + 90e9 }, NOW);
+    c.insert(synth(2, 1, 2, 60, NOW), NOW);
+    const v = new MessageView();
+    const key = new Uint8Array(MAX_KEY_LEN);
+    const out = new Uint8Array(512);
+    const staleAt = (i: number, t: number): number => {
+      queryFor(i, v, key);
+      return c.reply(v, key, v.keyLen, keyHash(key, 0, v.keyLen), t, out, 0, opts, true);
+    };
+    expect(staleAt(1, NOW + 89e9)).toBeGreaterThan(0);
+    expect(staleAt(1, NOW + 90e9)).toBe(0);
+    expect(staleAt(2, NOW + 90e9)).toBeGreaterThan(0);
+    expect(c.peek(keyOf(1))?.signaturesExpireNs).toBe(NOW + 90e9);
+    expect(c.peek(keyOf(2))?.signaturesExpireNs).toBe(Infinity);
+    // The sweep drops the signed one once past its signatures, inside the stale window.
+    expect(c.sweep(NOW + 91e9)).toBe(1);
+    expect(c.peek(keyOf(1))).toBeUndefined();
+    expect(c.peek(keyOf(2))).toBeDefined();
+    c.check();
+  });
+
   it('applies TTL bounds set at run time to the next answers', () => {
     const c = SharedCache.create({ maxEntries: 16, ttl: { maxTtl: 100 } });
     const msg = response('t.example.com', 'A', [a('t.example.com', '192.0.2.1', 3600)]);
