@@ -4,8 +4,10 @@
 // XDP program uses, interface helpers, and BPF_PROG_TEST_RUN for tests and benchmarks.
 #include <napi.h>
 
+#include <linux/sock_diag.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -199,6 +201,24 @@ Napi::Value SetAffinityJs(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
+// socketDrops(fd) -> what the kernel dropped for one socket of this process (sk_drops, as
+// SO_MEMINFO reports it). For a TCP listener that is every connection refused because
+// its accept queue was full (tcp_listendrop); the netns-wide ListenOverflows counts
+// every listener at once. Node has no getsockopt.
+Napi::Value SocketDropsJs(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "socketDrops(fd)");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  uint32_t mem[SK_MEMINFO_VARS] = {};
+  socklen_t len = sizeof(mem);
+  if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0) {
+    int e = fd < 0 ? EBADF : errno;
+    ThrowErrno(env, e, "getsockopt", "cannot read the socket's drop count");
+  }
+  if (len <= SK_MEMINFO_DROPS * sizeof(uint32_t)) ThrowErrno(env, ENOTSUP, "getsockopt", "the kernel reports no drop count");
+  return Napi::Number::New(env, mem[SK_MEMINFO_DROPS]);
+}
+
 }  // namespace
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
@@ -214,6 +234,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("benchRun", Napi::Function::New(env, BenchRunJs));
   exports.Set("mapRegion", Napi::Function::New(env, MapRegionJs));
   exports.Set("setAffinity", Napi::Function::New(env, SetAffinityJs));
+  exports.Set("socketDrops", Napi::Function::New(env, SocketDropsJs));
   return exports;
 }
 

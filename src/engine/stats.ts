@@ -193,6 +193,7 @@ export const COUNTERS = {
   tcpOpen: { kind: 'gauge', metric: 'heimdall_tcp_connections_open', help: 'TCP connections open now' },
   tcpAccepted: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'accepted'] },
   tcpRejected: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'rejected'] },
+  tcpListenDropped: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'listen_dropped'] },
   tcpDenied: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'denied'] },
   tcpIdleClosed: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'idle_closed'] },
   tcpRejectedClient: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'rejected_client'] },

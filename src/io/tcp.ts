@@ -112,6 +112,12 @@ export interface TcpListenerOptions {
    * declined one is reset at once and counted as `denied`. Default: every source.
    */
   admit?: (client: Addr) => boolean;
+  /**
+   * What the kernel dropped for a listening socket's fd (the addon's socketDrops): the
+   * connections refused because the accept queue was full, read by kernelDrops(). None
+   * given: kernelDrops() is 0.
+   */
+  socketDrops?: (fd: number) => number;
 }
 
 /** maxInflight's default: 256 queries, 16 MiB of reply buffers. */
@@ -318,6 +324,11 @@ export class TcpListener {
   readonly maxInflightPerClient: number;
   private closed = false;
   private readonly admit: ((client: Addr) => boolean) | undefined;
+  private readonly socketDrops: ((fd: number) => number) | undefined;
+  /** The kernel's drop count last read for each listening server (it only grows while the socket lives). */
+  private readonly serverDrops = new Map<net.Server, number>();
+  /** Drops of servers since closed (unlisten, close). */
+  private retiredDrops = 0;
 
   constructor(
     private readonly handle: TcpHandler,
@@ -343,6 +354,8 @@ export class TcpListener {
     this.clock = opts.clock ?? (() => performance.now());
     if (opts.admit !== undefined && typeof opts.admit !== 'function') throw new TypeError('admit must be a function');
     this.admit = opts.admit;
+    if (opts.socketDrops !== undefined && typeof opts.socketDrops !== 'function') throw new TypeError('socketDrops must be a function');
+    this.socketDrops = opts.socketDrops;
     // Connection limits are ours (onConnection), never a server's maxConnections: that one would refuse where we evict.
     this.sweeper = setInterval(() => this.sweep(), sweepMs);
     this.sweeper.unref();
@@ -380,7 +393,40 @@ export class TcpListener {
     const server = this.servers.get(host);
     if (!server) return;
     this.servers.delete(host);
+    this.retireDrops(server);
     await new Promise<void>((r) => server.close(() => r()));
+  }
+
+  /**
+   * Connections the kernel refused on our listening sockets because an accept queue was
+   * full (SYNs and handshakes dropped before accept ever saw them), since the listener
+   * was made; closed sockets keep their share. 0 without socketDrops. A socket that
+   * cannot be read this time keeps its last count, so the total never goes down.
+   */
+  kernelDrops(): number {
+    let total = this.retiredDrops;
+    for (const server of this.servers.values()) total += this.readDrops(server);
+    return total;
+  }
+
+  private readDrops(server: net.Server): number {
+    let last = this.serverDrops.get(server) ?? 0;
+    const fd = (server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    if (this.socketDrops !== undefined && typeof fd === 'number' && fd >= 0) {
+      try {
+        const n = this.socketDrops(fd);
+        if (n > last) this.serverDrops.set(server, (last = n));
+      } catch {
+        // Keeps the last count: the socket may be closing under us.
+      }
+    }
+    return last;
+  }
+
+  /** Moves a server's last count into the retired total as it closes. */
+  private retireDrops(server: net.Server): void {
+    this.retiredDrops += this.readDrops(server);
+    this.serverDrops.delete(server);
   }
 
   /** The first bound address. */
@@ -451,6 +497,7 @@ export class TcpListener {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
+    for (const server of this.servers.values()) this.retireDrops(server);
     const done = Promise.all([...this.servers.values()].map((server) => new Promise<void>((r) => server.close(() => r()))));
     this.servers.clear();
     for (const c of [...this.conns]) {

@@ -174,6 +174,8 @@ export interface NativeAddon {
   mapRegion(fd: number, bytes: number): ArrayBuffer;
   /** The CPUs thread `tid` of this process may run on (0: the calling thread); threads it creates later inherit them. */
   setAffinity(tid: number, cpus: readonly number[]): void;
+  /** What the kernel dropped for socket fd of this process (SO_MEMINFO's drops); for a TCP listener, connections refused with its accept queue full. */
+  socketDrops(fd: number): number;
 }
 
 /** Paths of build outputs, the same from src/ (tests, tsx) and dist/ (the CLI). */

@@ -331,7 +331,8 @@ export function createService(initial: HeimdallConfig): Service {
       main.wake();
       return false;
     };
-    tcp = new TcpListener(tcpHandlerOf(mainHandler), { ...cfg.tcp, admit });
+    const { socketDrops } = loadAddon();
+    tcp = new TcpListener(tcpHandlerOf(mainHandler), { ...cfg.tcp, admit, socketDrops });
     const t = tcp;
     undo.push(() => t.close());
 
@@ -611,6 +612,7 @@ function publishListeners(main: EngineHost, udp: UdpListener, tcp: TcpListener):
   const t = tcp.stats();
   main.stats.set('tcpOpen', t.connections);
   main.advance('tcpAccepted', t.accepted);
+  main.advance('tcpListenDropped', tcp.kernelDrops());
   main.advance('tcpRejected', t.rejected);
   main.advance('tcpDenied', t.denied);
   main.advance('tcpIdleClosed', t.idleClosed);

@@ -7,6 +7,10 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { once } from 'node:events';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import dnsPacket from 'dns-packet';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TCP_WRITE_BUDGET, TcpListener, type TcpHandler, type TcpListenerOptions } from '../../src/io/tcp.js';
@@ -18,6 +22,7 @@ import { Forwarder } from '../../src/upstream/forwarder.js';
 import { AccessList, parseAclList } from '../../src/edge/acl.js';
 import { EdgeGuard, type EdgePolicy } from '../../src/edge/guard.js';
 import { StatsBlock } from '../../src/engine/stats.js';
+import { loadAddon } from '../../src/native/addon.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -785,5 +790,55 @@ describe('TcpListener: slots that cannot be held (fake clock)', () => {
     at(3600);
     expect(l.stats()).toMatchObject({ messageTimeouts: 1, idleClosed: 5, connections: 1 });
     for (const c of cs) await c.until(() => c.closed);
+  });
+});
+
+describe('TcpListener: connections the kernel refused before accept', () => {
+  it('counts SYNs dropped on a full accept queue (SO_MEMINFO drops of the real socket)', async () => {
+    const { socketDrops } = loadAddon();
+    const l = new TcpListener(echo, { socketDrops });
+    cleanups.push(() => l.close());
+    const { port } = await l.listen({ port: 0, host: '127.0.0.1', backlog: 1 });
+    expect(l.kernelDrops()).toBe(0);
+    // Another process opens 20 connections while this thread's event loop is held, so
+    // nothing is accepted: past the queue of backlog + 1 the kernel drops them. The
+    // child says it has sent them by writing a file (the held loop reads no pipe), and
+    // exits before a dropped SYN would be sent again (1 s).
+    const flag = join(mkdtempSync(join(tmpdir(), 'hx-tcp-')), 'sent');
+    cleanups.push(() => rmSync(dirname(flag), { recursive: true, force: true }));
+    const script = `const net = require('node:net'); for (let i = 0; i < 20; i++) net.connect(${port}, '127.0.0.1').on('error', () => {});
+      setTimeout(() => { require('node:fs').writeFileSync(${JSON.stringify(flag)}, ''); setTimeout(() => process.exit(0), 300); }, 100);`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
+    const exited = once(child, 'exit');
+    const hold = new Int32Array(new SharedArrayBuffer(4));
+    const deadline = Date.now() + 20_000;
+    while (!existsSync(flag) && Date.now() < deadline) Atomics.wait(hold, 0, 0, 5);
+    expect(existsSync(flag)).toBe(true);
+    const dropped = l.kernelDrops();
+    expect(dropped).toBeGreaterThanOrEqual(10);
+    expect(dropped).toBeLessThanOrEqual(20);
+    await exited;
+    // Kept when the socket closes, never lower.
+    await l.unlisten('127.0.0.1');
+    expect(l.kernelDrops()).toBe(dropped);
+  });
+
+  it('keeps the last count when a read fails, and reads 0 without a reader', async () => {
+    let next: number | Error = 5;
+    const l = new TcpListener(echo, { socketDrops: () => { if (next instanceof Error) throw next; return next; } });
+    cleanups.push(() => l.close());
+    await l.listen({ port: 0, host: '127.0.0.1' });
+    expect(l.kernelDrops()).toBe(5);
+    next = new Error('EBADF');
+    expect(l.kernelDrops()).toBe(5);
+    next = 7;
+    expect(l.kernelDrops()).toBe(7);
+    await l.close();
+    next = 0;
+    expect(l.kernelDrops()).toBe(7);
+    const plain = new TcpListener(echo);
+    cleanups.push(() => plain.close());
+    await plain.listen({ port: 0, host: '127.0.0.1' });
+    expect(plain.kernelDrops()).toBe(0);
   });
 });

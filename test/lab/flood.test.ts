@@ -155,7 +155,7 @@ describePrivileged('floods in the lab: upstream work bounded and fair', { netns:
   }, 60_000);
 });
 
-describePrivileged('the kernel path (--no-af-xdp) flooded: memory bounded with the upstream blackholed, receive-buffer drops counted', { netns: true, tools: ['dnsperf', 'nsd', 'curl'] }, () => {
+describePrivileged('the kernel path (--no-af-xdp) flooded: memory bounded with the upstream blackholed, receive-buffer and accept-queue drops counted', { netns: true, tools: ['dnsperf', 'nsd', 'curl'] }, () => {
   const lab = new Lab('fk');
   let svc: Service;
   let dir: string;
@@ -246,5 +246,26 @@ describePrivileged('the kernel path (--no-af-xdp) flooded: memory bounded with t
     console.log(`[kernel-path burst] ${N} sent while stopped: received ${d(m, 'received')}, dropped by the kernel ${d(m, 'dropped')}`);
     expect(d(m, 'dropped'), 'the receive buffer overflowed').toBeGreaterThan(0);
     expect(d(m, 'received') + d(m, 'dropped')).toBe(N);
+  }, 60_000);
+
+  // The same for TCP: connections the kernel refuses on a full accept queue never reach
+  // the listener; they are counted from the socket's own drop count (src/io/tcp.ts).
+  it('connections while the service cannot accept: those past the accept queue are counted as listen_dropped', async () => {
+    const N = 800; // the listener's backlog is Node's 511
+    const key = 'heimdall_tcp_connections_total{event="listen_dropped"}';
+    const before = svc.metrics()[key] ?? 0;
+    const opener = `const net = require('node:net'); for (let i = 0; i < ${N}; i++) net.connect(53, ${JSON.stringify(ADDR.appliance4)}).on('error', () => {});
+      setTimeout(() => process.exit(0), 700);`;
+    process.kill(svc.proc.pid!, 'SIGSTOP');
+    try {
+      lab.exec('client', process.execPath, ['-e', opener], 30_000);
+    } finally {
+      process.kill(svc.proc.pid!, 'SIGCONT');
+    }
+    const m = svc.metricsWhen((x) => (x[key] ?? 0) > before, 10_000);
+    const dropped = (m[key] ?? 0) - before;
+    console.log(`[kernel-path connections] ${N} opened while stopped: ${dropped} refused by the kernel and counted`);
+    expect(dropped).toBeGreaterThanOrEqual(N - 600);
+    expect(dropped).toBeLessThanOrEqual(N);
   }, 60_000);
 });
