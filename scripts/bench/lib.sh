@@ -37,6 +37,7 @@ METRICS=127.0.0.1:9153
 # What each contender is, for the report.
 declare -A LABEL=(
   [reflector]="XDP_TX reflector (ceiling)"
+  [lookup-floor]="XDP_TX reflector + one table line per query (bpf/reflector.bpf.c, REFLECT_LOOKUP)"
   [xdp]="heimdall-xdp, XDP path"
   [userspace]="heimdall-xdp, userspace path (--no-xdp-answers)"
   [unbound]="Unbound"
@@ -178,6 +179,10 @@ start_contender() { # name rundir
       ip -n "$NS_A" link set dev "$IF_A" xdpdrv obj bpf/reflector.bpf.o sec xdp
       : >"$CUR_LOG"
       ;;
+    lookup-floor)
+      ip -n "$NS_A" link set dev "$IF_A" xdpdrv obj bpf/reflector_lookup.bpf.o sec xdp
+      : >"$CUR_LOG"
+      ;;
     xdp | userspace)
       local extra=() deadline
       [[ $name == userspace ]] && extra=(--no-xdp-answers)
@@ -220,7 +225,7 @@ start_contender() { # name rundir
 
 stop_contender() {
   [[ -n $CUR_NAME ]] || return 0
-  if [[ $CUR_NAME == reflector ]]; then
+  if [[ $CUR_NAME == reflector || $CUR_NAME == lookup-floor ]]; then
     ip -n "$NS_A" link set dev "$IF_A" xdp off 2>/dev/null || true
   fi
   local pid _
