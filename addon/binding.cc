@@ -129,7 +129,7 @@ Napi::Object Layout(Napi::Env env) {
 
   Napi::Object maps = Napi::Object::New(env);
   maps.Set("hot", HEIMDALL_MAP_HOT);
-  maps.Set("hotSmall", HEIMDALL_MAP_HOT_SMALL);
+  maps.Set("hotSlots", HEIMDALL_MAP_HOT_SLOTS);
   maps.Set("hits", HEIMDALL_MAP_HITS);
   maps.Set("stats", HEIMDALL_MAP_STATS);
   maps.Set("xsks", HEIMDALL_MAP_XSKS);

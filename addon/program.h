@@ -11,6 +11,9 @@
 
 struct bpf_object;
 struct xdp_program;
+struct hot_key;
+struct hot_small;
+struct hot_slot;
 
 namespace heimdall {
 
@@ -56,6 +59,12 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   void Release();
   void EnsureOpen(Napi::Env env) const;
   volatile uint64_t *Hits() const { return static_cast<volatile uint64_t *>(hits_.get()); }
+  hot_slot *Slots() const { return static_cast<hot_slot *>(slots_.get()); }
+  // The slot of key in its window of hot_slots, or -1; with free, also the first empty
+  // slot of the window (or -1) when the key is not there.
+  int64_t SlotFind(const hot_key *k, int64_t *free) const;
+  void SlotWrite(uint32_t i, const hot_key *k, const hot_small *v);
+  bool SlotRead(uint32_t i, hot_key *k, hot_small *v) const;
 
   int AttachThroughDispatcher(int ifindex, uint32_t mode_flags, uint32_t *attached_id);
   std::string ProbeObject() const;
@@ -85,10 +94,14 @@ class XdpProgram : public Napi::ObjectWrap<XdpProgram> {
   // hot_hits, mapped: a stripe of hot_capacity_ counters per CPU. A mapping holds its own
   // reference to the map, so it stays valid in whichever order the two are released.
   MappedRegion hits_;
+  // hot_slots, mapped: the small entries, written here under each slot's sequence
+  // (heimdall.h, struct hot_slot). slot_mask_ + 1 slots.
+  MappedRegion slots_;
+  uint32_t slot_mask_ = 0;
   int prog_fd_ = -1;
   uint32_t prog_id_ = 0;
   int hot_fd_ = -1;
-  int hot_small_fd_ = -1;
+  int hot_slots_fd_ = -1;
   int hits_fd_ = -1;
   int stats_fd_ = -1;
   int xsks_fd_ = -1;

@@ -852,20 +852,73 @@ static __always_inline int serve_entry(struct xdp_md *ctx, struct fastpath *fp, 
 	}
 }
 
+#define SLOT_ABSENT 0
+#define SLOT_FOUND 1
+#define SLOT_BUSY 2
+
 /*
- * Look the query up in hot_small, then in hot_map (heimdall.h: a key is in one of the
+ * Finds key in its window of hot_slots and copies the entry into out, checked against
+ * the slot's sequence (heimdall.h, struct hot_slot): SLOT_FOUND with out a consistent
+ * copy, SLOT_BUSY when userspace was rewriting the slot, SLOT_ABSENT. Only the bytes up
+ * to the end of the records are copied: a hit reads the lines it needs and no more. The
+ * compiler barriers keep the entry's loads between the two reads of seq; the JIT keeps
+ * their order and x86 does not reorder loads with loads, which is what the check needs.
+ */
+static __always_inline int slot_copy(const struct hot_key *key, struct hot_small *out)
+{
+	const __u64 *kw = (const __u64 *)key;
+	__u32 mask = heimdall_cfg.hot_slot_mask;
+	__u32 base = (__u32)key->name_hash;
+
+	for (__u32 i = 0; i < HOT_SLOT_PROBE; i++) {
+		__u32 idx = (base + i) & mask;
+		struct hot_slot *sl = bpf_map_lookup_elem(&hot_slots, &idx);
+		if (!sl)
+			return SLOT_ABSENT;
+		__u32 seq = *(volatile __u32 *)&sl->seq;
+		asm volatile("" ::: "memory");
+		const __u64 *sk = (const __u64 *)&sl->key;
+		if (sk[0] != kw[0] || sk[1] != kw[1])
+			continue;
+		if (seq & 1)
+			return SLOT_BUSY;
+		__u32 used = __builtin_offsetof(struct hot_small, records) + sl->v.records_len;
+		const __u64 *src = (const __u64 *)&sl->v;
+		__u64 *dst = (__u64 *)out;
+		for (__u32 w = 0; w < sizeof(struct hot_small) / 8; w++) {
+			if (w * 8 >= used)
+				break;
+			dst[w] = src[w];
+		}
+		asm volatile("" ::: "memory");
+		if (*(volatile __u32 *)&sl->seq != seq)
+			return SLOT_BUSY;
+		return SLOT_FOUND;
+	}
+	return SLOT_ABSENT;
+}
+
+/*
+ * Look the query up in hot_slots, then in hot_map (heimdall.h: a key is in one of the
  * two), and serve it from what is found. A name longer than the small class holds is
- * never in hot_small, so it skips that lookup.
+ * never in hot_slots, so it skips that lookup.
  */
 __noinline int serve(struct xdp_md *ctx, struct fastpath *fp)
 {
 	struct entry e;
+	__u32 zero = 0;
 
 	if (!fp)
 		return XDP_PASS;
 	if (fp->q.qlen <= HOT_SMALL_NAME_MAX) {
-		struct hot_small *s = bpf_map_lookup_elem(&hot_small, &fp->key);
-		if (s) {
+		struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
+		if (!sc)
+			return to_user(ctx, STAT_USER_MISS);
+		struct hot_small *s = &sc->small;
+		int r = slot_copy(&fp->key, s);
+		if (r == SLOT_BUSY)
+			return to_user(ctx, STAT_USER_BUSY);
+		if (r == SLOT_FOUND) {
 			e.v = (const struct hot_head *)s;
 			e.ttl_off = s->ttl_off;
 			e.records = s->records;

@@ -16,7 +16,7 @@
 /* Names the loader looks things up by. */
 #define HEIMDALL_PROG_NAME "heimdall_xdp" /* BPF object names are at most 15 characters */
 #define HEIMDALL_MAP_HOT "hot_map"
-#define HEIMDALL_MAP_HOT_SMALL "hot_small"
+#define HEIMDALL_MAP_HOT_SLOTS "hot_slots"
 #define HEIMDALL_MAP_HITS "hot_hits"
 #define HEIMDALL_MAP_STATS "stats"
 #define HEIMDALL_MAP_XSKS "xsks_map"
@@ -43,7 +43,7 @@
 #define HOT_RR_MAX 32
 #endif
 /* The small class of hot entries (struct hot_small): answers whose name, records and
- * record count fit these go to the hot_small map, the rest to hot_map. A multiple of 8,
+ * record count fit these go to the hot_slots table, the rest to hot_map. A multiple of 8,
  * of 4 and of 8 as above. Sized for the common answer: a name of real length, a few
  * address records. */
 #ifndef HOT_SMALL_NAME_MAX
@@ -119,7 +119,7 @@ struct hot_key {
  * Two classes by size, in two maps with one key: most answers are a short name and a
  * few records, and one fixed room for the largest (1,384 bytes before the split) made
  * every entry span 22 cache lines and every hit touch lines far apart. A small entry is 312 bytes and a hit
- * on it reads its first three lines; the program looks in hot_small first, then in
+ * on it reads three lines of its slot; the program looks in hot_slots first, then in
  * hot_map. Userspace keeps a key in one of the two (docs/XDP.md, "The hot entry's
  * layout"). The fields are in the order a hit reads them: header, name, TTL offsets,
  * records. The TTLs live in the records rather than in an array of their own, one
@@ -152,12 +152,41 @@ struct hot_value {
 	__u8 records[HOT_RECORDS_MAX];
 };
 
-/* The small class, in hot_small: the same fields with room for a common answer only. */
+/* The small class, in hot_slots: the same fields with room for a common answer only. */
 struct hot_small {
 	HOT_VALUE_HEAD
 	__u8 name[HOT_SMALL_NAME_MAX];
 	__u16 ttl_off[HOT_SMALL_RR_MAX];
 	__u8 records[HOT_SMALL_RECORDS_MAX];
+};
+
+/*
+ * The table of small entries (map hot_slots, an mmapable ARRAY): a key's entry sits at
+ * slot (name_hash & hot_slot_mask) or one of the HOT_SLOT_PROBE - 1 slots after it
+ * (wrapping), placed there by userspace through its mapping of the array; a small answer
+ * whose window is full goes to hot_map instead, in the large layout. Indexed directly:
+ * a lookup reads the slot's first line, which holds the sequence, the key and the
+ * entry's head, where the kernel's hash table read a bucket and then an element whose
+ * value started mid-line (docs/BENCHMARKS.md, "The generator's CPU, symbol by symbol").
+ * A slot is 384 bytes, six lines, and the array's values start on a page, so a slot's
+ * lines are its own: the name is the second line and the TTL offsets and the first 48
+ * bytes of records the third.
+ *
+ * An array value is rewritten in place, so reads are checked the way a seqlock's are:
+ * userspace makes seq odd, writes key and entry, then makes seq even again (the next
+ * even number); the program reads seq, the key, copies the entry out, and reads seq
+ * again, and serves the copy only if seq was even and unchanged (else the query goes to
+ * userspace, STAT_USER_BUSY). An empty slot has an all-zero key (name_len 0 is no name).
+ */
+#ifndef HOT_SLOT_PROBE
+#define HOT_SLOT_PROBE 4
+#endif
+struct hot_slot {
+	__u32 seq;
+	__u32 pad;
+	struct hot_key key;
+	struct hot_small v;
+	__u8 pad2[48];
 };
 
 /* Load-time settings, a `const volatile` global the loader fills before load. */
@@ -169,7 +198,7 @@ struct heimdall_config {
 	__u32 hot_capacity;              /* entries of the hot map: the stride of hot_hits */
 	__u32 rrl_mask;                  /* buckets of the rrl map minus one (a power of two) */
 	__u32 rrl_seed;                  /* seed of rrl_index(), random per load */
-	__u32 pad2;
+	__u32 hot_slot_mask;             /* slots of hot_slots minus one (a power of two) */
 };
 
 /*
@@ -357,6 +386,7 @@ static inline __u32 rrl_index(__u32 seed, __u32 token, __u32 fam_len, __u32 w0, 
 	X(USER_EXPIRED, "hot entry expired: sent to userspace")                            \
 	X(USER_OVERSIZE, "answer over the client's limit: sent to userspace")              \
 	X(USER_BAD_ENTRY, "hot entry fields out of range: sent to userspace")              \
+	X(USER_BUSY, "hot entry being rewritten by userspace: sent to userspace")          \
 	X(USER_RESIZE, "frame could not be resized: sent to userspace")                    \
 	X(DROP_REWRITE, "reply could not be finished after resize: dropped")               \
 	X(REDIRECT_FALLBACK, "meant for userspace, no socket bound: kernel got it")
@@ -385,6 +415,7 @@ static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 2 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
 static_assert(sizeof(struct hot_small) == 40 + HOT_SMALL_NAME_MAX + 2 * HOT_SMALL_RR_MAX + HOT_SMALL_RECORDS_MAX, "hot_small layout");
 static_assert(sizeof(struct hot_head) == 40, "hot_head layout");
+static_assert(sizeof(struct hot_slot) == 384 && __builtin_offsetof(struct hot_slot, v) + 40 == 64, "hot_slot layout: six lines, the head ends the first");
 static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
 static_assert(sizeof(struct heimdall_runtime) == 32, "heimdall_runtime layout");
 static_assert(sizeof(struct rrl_bucket) == 16, "rrl_bucket layout");
@@ -394,6 +425,7 @@ _Static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 _Static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 2 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
 _Static_assert(sizeof(struct hot_small) == 40 + HOT_SMALL_NAME_MAX + 2 * HOT_SMALL_RR_MAX + HOT_SMALL_RECORDS_MAX, "hot_small layout");
 _Static_assert(sizeof(struct hot_head) == 40, "hot_head layout");
+_Static_assert(sizeof(struct hot_slot) == 384 && __builtin_offsetof(struct hot_slot, v) + 40 == 64, "hot_slot layout: six lines, the head ends the first");
 _Static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
 _Static_assert(sizeof(struct heimdall_runtime) == 32, "heimdall_runtime layout");
 _Static_assert(sizeof(struct rrl_bucket) == 16, "rrl_bucket layout");

@@ -11,17 +11,21 @@
 
 /*
  * Hot answers, written by userspace (promotion), read here; capacity set by the loader.
- * Two classes by size (heimdall.h): hot_small, preallocated, holds the common answer in
- * 312 bytes; hot_map the rest in 1,256. hot_map is not preallocated: it holds the few
- * large answers, and a preallocated one would reserve a large room for every entry the
- * capacity allows. A key is in one of the two.
+ * Two classes by size (heimdall.h): hot_slots, a table indexed by the key's hash that
+ * userspace writes through its mapping, holds the common answer (struct hot_small in a
+ * 384-byte struct hot_slot); hot_map the rest in 1,256 bytes, and any small answer whose
+ * window of slots is full. hot_map is not preallocated: it holds the few large answers,
+ * and a preallocated one would reserve a large room for every entry the capacity
+ * allows. A key is in one of the two. The loader sizes hot_slots to the power of two at
+ * or above the capacity (heimdall_config.hot_slot_mask).
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, HOT_ENTRIES_DEFAULT);
-	__type(key, struct hot_key);
-	__type(value, struct hot_small);
-} hot_small SEC(".maps");
+	__type(key, __u32);
+	__type(value, struct hot_slot);
+} hot_slots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -117,10 +121,12 @@ struct {
 	__type(value, struct rrl_bucket);
 } rrl SEC(".maps");
 
-/* Per-CPU scratch for moving the reply's headers when the frame has no tailroom. */
+/* Per-CPU scratch: room for moving the reply's headers when the frame has no tailroom,
+ * and the copy of a small entry a hit is served from (heimdall.h, struct hot_slot). */
 #define SCRATCH_LEN 512 /* grow_frame() masks with 511 */
 struct scratch {
 	__u8 bytes[SCRATCH_LEN];
+	struct hot_small small;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -20,7 +20,7 @@ export interface Layout {
   HOT_NAME_MAX: number;
   HOT_RECORDS_MAX: number;
   HOT_RR_MAX: number;
-  /** The small class (struct hot_small, map hot_small): what an answer must fit to be in it. */
+  /** The small class (struct hot_small, in map hot_slots): what an answer must fit to be in it. */
   HOT_SMALL_NAME_MAX: number;
   HOT_SMALL_RECORDS_MAX: number;
   HOT_SMALL_RR_MAX: number;
@@ -41,7 +41,7 @@ export interface Layout {
   small: StructLayout;
   statNames: string[];
   statHelp: string[];
-  maps: Record<'hot' | 'hotSmall' | 'hits' | 'stats' | 'xsks' | 'runtime' | 'acl4' | 'acl6' | 'local' | 'acl16' | 'rrl', string>;
+  maps: Record<'hot' | 'hotSlots' | 'hits' | 'stats' | 'xsks' | 'runtime' | 'acl4' | 'acl6' | 'local' | 'acl16' | 'rrl', string>;
   RRL_BUCKETS_DEFAULT: number;
   RRL_BURST: number;
   RRL_UNIT_SHIFT: number;
@@ -108,8 +108,12 @@ export interface NativeBenchRun {
 export interface NativeXdpProgram {
   attach(ifname: string, mode: 'native' | 'generic' | 'auto', force: boolean, how: 'auto' | 'dispatcher' | 'direct'): NativeAttachResult;
   detach(): boolean;
-  /** Writes into hot_small or hot_map by the value's size (layout.small.size or layout.value.size). */
-  hotPut(key: Buffer, value: Buffer): void;
+  /**
+   * Writes a hot entry and says which class holds it: a small value (layout.small.size)
+   * goes to its slot in hot_slots, or to hot_map in the large layout when its window of
+   * slots is full; a large one (layout.value.size) to hot_map.
+   */
+  hotPut(key: Buffer, value: Buffer): 'small' | 'large';
   /** Removes the key from one class, or from both; true when a map had it. */
   hotDelete(key: Buffer, cls?: 'small' | 'large'): boolean;
   hotGet(key: Buffer): Buffer | null;
@@ -136,9 +140,13 @@ export interface NativeXdpProgram {
     attachedProgId: number;
     viaDispatcher: boolean;
     hotCapacity: number;
+    /** Slots of hot_slots, the small entries' table (a power of two); 0 once closed. */
+    hotSlots: number;
     xsksMapFd: number;
     /** The rate-limit buckets' map, for mapRegion (any thread of this process). */
     rrlMapFd: number;
+    /** The small hot entries' table (hot_slots), for mapRegion: tests that write it from another thread. */
+    hotSlotsMapFd: number;
     /** The IPv4 access table by /16 (acl16), for mapRegion. */
     acl16MapFd: number;
     rrlBuckets: number;

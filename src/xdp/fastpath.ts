@@ -40,7 +40,7 @@ export class FastPath {
   readonly layout: Layout;
   private readonly native: NativeXdpProgram;
   /**
-   * key (latin1) -> hit slot × 2, plus 1 when the entry is in the small class (hot_small)
+   * key (latin1) -> hit slot × 2, plus 1 when the entry is in the small class (hot_slots)
    * rather than the large (hot_map): exactly what is in the kernel's hot maps. One map,
    * not two: a promotion burst grows and probes each of them once per name.
    */
@@ -219,11 +219,12 @@ export class FastPath {
     }
     let slot = was === undefined ? this.freeSlots.pop() : was >>> 1;
     if (slot === undefined) throw new HeimdallError('E_HOT_FULL', `hot map is full (${this.capacity} entries)`);
-    let entry: HotEntry;
+    let small: boolean;
     try {
-      entry = encodeHotEntry(answer, slot, this.layout, this.hashSeed, hotKey, this.scratch);
+      const entry: HotEntry = encodeHotEntry(answer, slot, this.layout, this.hashSeed, hotKey, this.scratch);
       if (was === undefined) this.native.hitsReset(slot);
-      this.native.hotPut(entry.key, entry.value);
+      // A small entry whose window of slots is full lands in hot_map, large.
+      small = this.native.hotPut(entry.key, entry.value) === 'small';
     } catch (e) {
       if (was === undefined) this.freeSlots.push(slot);
       throw e;
@@ -231,12 +232,12 @@ export class FastPath {
     if (owner === undefined) this.owners.set(hk, keyId);
     // An answer that changed class on replace: the new entry is written first, so the
     // name is never without one; then the old class's copy goes (the program looks in
-    // hot_small first, so until then a small copy, old or new, is what it serves). If
+    // hot_slots first, so until then a small copy, old or new, is what it serves). If
     // that delete fails, the name stays recorded in its old class: the next put of it
     // tries the delete again and delete() clears both classes, so an old small copy
     // cannot go on shadowing the new answer unnoticed (the caller counts the error).
-    if (was !== undefined && (was & 1) !== (entry.small ? 1 : 0)) this.native.hotDelete(hotKey, was & 1 ? 'small' : 'large');
-    this.placed.set(keyId, slot * 2 + (entry.small ? 1 : 0));
+    if (was !== undefined && (was & 1) !== (small ? 1 : 0)) this.native.hotDelete(hotKey, was & 1 ? 'small' : 'large');
+    this.placed.set(keyId, slot * 2 + (small ? 1 : 0));
     return slot;
   }
 

@@ -24,10 +24,10 @@ function hotValues(lab: Lab): string[] {
   const progId = /prog\/xdp id (\d+)/.exec(link)?.[1];
   if (progId === undefined) throw new Error(`no XDP program on ${lab.applianceIf}: ${link}`);
   const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', progId, '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
-  const hot = prog.map_ids.filter((id) => ['hot_map', 'hot_small'].includes((JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name));
-  if (hot.length !== 2) throw new Error('no hot_map and hot_small');
+  const hot = prog.map_ids.filter((id) => ['hot_map', 'hot_slots'].includes((JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name));
+  if (hot.length !== 2) throw new Error('no hot_map and hot_slots');
   return hot.flatMap((id) => {
-    const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'id', String(id), '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 })) as { value: string[] }[];
+    const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'id', String(id), '--json'], { encoding: 'utf8', maxBuffer: 512 << 20 })) as { value: string[] }[];
     return dump.map((e) => e.value.map((b) => b.replace(/^0x/, '')).join(''));
   });
 }

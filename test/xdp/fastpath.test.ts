@@ -13,6 +13,8 @@ import { failHotDelete } from '../helpers/native-fault.js';
 import { serveLab } from '../helpers/edge.js';
 import { encodeHotEntry } from '../../src/xdp/hot-entry.js';
 import { execFileSync } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
+import { ADDON_PATH } from '../../src/native/addon.js';
 import { answerFromResponse, type CachedAnswer } from '../../src/dns/answer.js';
 import { DnsErrorCode, MessageView, writeReply } from '../../src/dns/index.js';
 
@@ -332,20 +334,48 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     expect(run(buildFrame(query('off.example', 'A'))).slot).toBe('TX');
   });
 
+  /** The id of one of the program's maps, by name (bpftool, as an operator would look). */
+  const mapIds = new Map<string, number>();
+  function mapId(name: string): number {
+    const known = mapIds.get(name);
+    if (known !== undefined) return known;
+    const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(fp.describe().progId), '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
+    const id = prog.map_ids.find((i) => (JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(i), '--json'], { encoding: 'utf8' })) as { name: string }).name === name);
+    if (id === undefined) throw new Error(`no map ${name}`);
+    mapIds.set(name, id);
+    return id;
+  }
+  const hexBytes = (b: Buffer): string[] => [...b].map((x) => x.toString(16).padStart(2, '0'));
+  const u32 = (n: number): Buffer => Buffer.from(new Uint32Array([n]).buffer);
+  /** The slots of a hot key's window in hot_slots (heimdall.h, struct hot_slot). */
+  const windowOf = (key: Buffer): number[] => {
+    const slots = fp.describe().hotSlots;
+    return [0, 1, 2, 3].map((i) => (key.readUInt32LE(0) + i) & (slots - 1));
+  };
+  /** A struct hot_slot as bpftool writes it: seq, pad, key, entry, padding. */
+  const slotBytes = (seq: number, key: Buffer, value: Buffer): Buffer => Buffer.concat([u32(seq), u32(0), key, value, Buffer.alloc(48)]);
+  /** hot_slots' slot i, read with bpftool. */
+  const readSlot = (i: number): Buffer => {
+    const r = JSON.parse(execFileSync('bpftool', ['map', 'lookup', 'id', String(mapId('hot_slots')), 'key', 'hex', ...hexBytes(u32(i)), '--json'], { encoding: 'utf8' })) as { value: string[] };
+    return Buffer.from(r.value.map((x) => parseInt(x, 16)));
+  };
+
   it.each([
-    ['small', 'corrupt.example', 'hot_small'],
-    ['large', `${'l'.repeat(63)}.corrupt.example`, 'hot_map'],
-  ] as const)('sends a query to userspace when its hot entry is out of range (%s class, written behind the addon)', (cls, name, map) => {
+    ['small', 'corrupt.example'],
+    ['large', `${'l'.repeat(63)}.corrupt.example`],
+  ] as const)('sends a query to userspace when its hot entry is out of range (%s class, written behind the addon)', (cls, name) => {
     // The addon refuses such an entry, so it is written with bpftool, as anyone with
     // root could: the program must not trust the map. Each class is checked against its own room.
     const a = exampleA(name);
     const e = encodeHotEntry(a, 0, fp.layout, fp.hashSeed);
     expect(e.small).toBe(cls === 'small');
     e.value.writeUInt16LE((cls === 'small' ? fp.layout.HOT_SMALL_RR_MAX : fp.layout.HOT_RR_MAX) + 1, fp.layout.value.rr_count!);
-    const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(fp.describe().progId), '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
-    const hotId = prog.map_ids.find((id) => (JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name === map);
-    const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0'));
-    execFileSync('bpftool', ['map', 'update', 'id', String(hotId), 'key', 'hex', ...hex(e.key), 'value', 'hex', ...hex(e.value)]);
+    if (cls === 'small') {
+      const at = windowOf(e.key)[0]!;
+      execFileSync('bpftool', ['map', 'update', 'id', String(mapId('hot_slots')), 'key', 'hex', ...hexBytes(u32(at)), 'value', 'hex', ...hexBytes(slotBytes(0, e.key, e.value))]);
+    } else {
+      execFileSync('bpftool', ['map', 'update', 'id', String(mapId('hot_map')), 'key', 'hex', ...hexBytes(e.key), 'value', 'hex', ...hexBytes(e.value)]);
+    }
     const f = buildFrame(query(name, 'A'));
     const r = run(f);
     expect(r.slot).toBe('USER_BAD_ENTRY');
@@ -362,7 +392,7 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
   });
 
 
-  /** Which hot map holds a key: 'small' (hot_small), 'large' (hot_map), or null; asked of the kernel with bpftool. */
+  /** Which hot map holds a key: 'small' (hot_slots), 'large' (hot_map), or null; asked of the kernel with bpftool. */
   function classOf(a: CachedAnswer): 'small' | 'large' | null {
     const found = classesOf(a);
     expect(found.length, `a key is in at most one class: ${found.join(', ')}`).toBeLessThanOrEqual(1);
@@ -372,16 +402,13 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
   /** Every hot map holding a key, sorted. */
   function classesOf(a: CachedAnswer): ('small' | 'large')[] {
     const key = encodeHotEntry(a, 0, fp.layout, fp.hashSeed).key;
-    const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(fp.describe().progId), '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
-    const found: string[] = [];
-    for (const id of prog.map_ids) {
-      const name = (JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name;
-      if (name !== 'hot_small' && name !== 'hot_map') continue;
-      const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'id', String(id), '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 })) as { key: string[] }[];
-      const hex = [...key].map((b) => `0x${b.toString(16).padStart(2, '0')}`).join(' ');
-      if (dump.some((e) => e.key.join(' ') === hex)) found.push(name === 'hot_small' ? 'small' : 'large');
-    }
-    return (found as ('small' | 'large')[]).sort();
+    const found: ('small' | 'large')[] = [];
+    // hot_slots: the key in a slot of its window (bytes 8-23 of struct hot_slot).
+    if (windowOf(key).some((i) => readSlot(i).subarray(8, 24).equals(key))) found.push('small');
+    const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'id', String(mapId('hot_map')), '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 })) as { key: string[] }[];
+    const hex = [...key].map((b) => `0x${b.toString(16).padStart(2, '0')}`).join(' ');
+    if (dump.some((e) => e.key.join(' ') === hex)) found.push('large');
+    return found.sort();
   }
 
   /** The reply userspace writes for the same query and answer at nowNs (src/dns/reply.ts). */
@@ -469,6 +496,128 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
     expect(classOf(large)).toBe(null);
     expect(run(q).slot).toBe('USER_MISS');
     expect(fp.delete(small.key)).toBe(false);
+  });
+
+  it('puts a small answer whose window of slots is full into hot_map, serves it, and moves it back once a slot frees', () => {
+    // Five names whose keys start the same window of hot_slots (found for this load's
+    // seed), a window whose four slots the tests before left empty.
+    const slots = fp.describe().hotSlots;
+    const byStart = new Map<number, { name: string; a: CachedAnswer }[]>();
+    let found: { name: string; a: CachedAnswer }[] | undefined;
+    for (let i = 0; !found && i < 50 * slots; i++) {
+      const name = `w${i}.window.example`;
+      const a = exampleA(name);
+      const win = windowOf(encodeHotEntry(a, 0, fp.layout, fp.hashSeed).key);
+      const list = byStart.get(win[0]!) ?? [];
+      list.push({ name, a });
+      byStart.set(win[0]!, list);
+      if (list.length === 5 && win.every((j) => readSlot(j).subarray(8, 24).equals(Buffer.alloc(16)))) found = list;
+    }
+    expect(found).toBeDefined();
+    const five = found!.map((x) => x.a);
+    const names = found!.map((x) => x.name);
+    five.forEach((a) => put(a));
+    expect(five.map((a) => classOf(a))).toEqual(['small', 'small', 'small', 'small', 'large']);
+    for (const [i, a] of five.entries()) expectAsUserspace(buildFrame(query(names[i]!, 'A')), a);
+    // A slot of the window frees: the next put of the fifth moves it there, out of hot_map.
+    expect(fp.delete(five[1]!.key)).toBe(true);
+    put(five[4]!);
+    expect(classOf(five[4]!)).toBe('small');
+    expectAsUserspace(buildFrame(query(names[4]!, 'A')), five[4]!);
+    for (const a of [five[0]!, five[2]!, five[3]!, five[4]!]) expect(fp.delete(a.key)).toBe(true);
+    expect(five.map((a) => classOf(a))).toEqual([null, null, null, null, null]);
+  });
+
+  it('sends a query to userspace, frame untouched, while its slot is being rewritten (odd sequence), and serves it once the sequence is even', () => {
+    const a = exampleA('busy.example');
+    put(a);
+    const key = encodeHotEntry(a, 0, fp.layout, fp.hashSeed).key;
+    const at = windowOf(key).find((i) => readSlot(i).subarray(8, 24).equals(key))!;
+    const slot = readSlot(at);
+    const seq = slot.readUInt32LE(0);
+    expect(seq % 2).toBe(0);
+    const write = (n: number): void => {
+      slot.writeUInt32LE(n, 0);
+      execFileSync('bpftool', ['map', 'update', 'id', String(mapId('hot_slots')), 'key', 'hex', ...hexBytes(u32(at)), 'value', 'hex', ...hexBytes(slot)]);
+    };
+    const f = buildFrame(query('busy.example', 'A'));
+    write(seq + 1);
+    const r = run(f);
+    expect(r.slot).toBe('USER_BUSY');
+    expect(r.out.equals(f)).toBe(true);
+    write(seq + 2);
+    expectAsUserspace(f, a);
+    expect(fp.delete(a.key)).toBe(true);
+  });
+
+  it('never serves a torn entry: another thread rewrites the slot between two answers while the program serves it', async () => {
+    // Two answers for one name, the same size, differing in every record's address and
+    // TTL: a reply that mixes them is a torn read. The other thread writes whole slots
+    // through its own mapping of hot_slots, by the sequence protocol (heimdall.h).
+    const name = 'torn.example';
+    const one = exampleA(name, 300, now);
+    const two = cached(
+      response(name, 'A', { answers: [{ type: 'A', name, ttl: 900, data: '198.18.20.1' }, { type: 'A', name, ttl: 1000, data: '198.18.20.2' }] }),
+      now,
+    );
+    put(one);
+    const e1 = encodeHotEntry(one, fp.slotOf(one.key)!, fp.layout, fp.hashSeed);
+    const e2 = encodeHotEntry(two, fp.slotOf(one.key)!, fp.layout, fp.hashSeed);
+    expect(e1.key.equals(e2.key)).toBe(true);
+    const at = windowOf(e1.key).find((i) => readSlot(i).subarray(8, 24).equals(e1.key))!;
+    const d = fp.describe();
+    const stop = new Int32Array(new SharedArrayBuffer(4));
+    const worker = new Worker(
+      `const { workerData: w } = require('node:worker_threads');
+      const addon = require(w.addon);
+      const mem = addon.mapRegion(w.fd, w.slots * 384);
+      const seq = new Int32Array(mem, w.at * 384, 1);
+      const body = new Uint8Array(mem, w.at * 384 + 8, 376);
+      const images = [Buffer.concat([w.k, w.v1, Buffer.alloc(48)]), Buffer.concat([w.k, w.v2, Buffer.alloc(48)])];
+      for (let n = 0; Atomics.load(w.stop, 0) === 0; n++) {
+        const s = Atomics.load(seq, 0);
+        Atomics.store(seq, 0, s + 1);
+        // In two parts with a pause between, as a writer that is preempted would: the
+        // records (body bytes 136-167) straddle the cut.
+        const img = images[n & 1];
+        body.set(img.subarray(0, 150));
+        for (let j = 0; j < 100; j++) Atomics.load(seq, 0);
+        body.set(img.subarray(150), 150);
+        Atomics.store(seq, 0, s + 2);
+      }`,
+      { eval: true, workerData: { addon: ADDON_PATH, fd: d.hotSlotsMapFd, slots: d.hotSlots, at, k: e1.key, v1: e1.value, v2: e2.value, stop } },
+    );
+    try {
+      await new Promise((r) => setTimeout(r, 50));
+      const f = buildFrame(query(name, 'A'));
+      const outcomes = new Map<string, number>();
+      // TTLs count down over the run: each answer's replies for 0 to 3 seconds elapsed.
+      const wants = [one, two].map((a) => [0, 1, 2, 3].map((k) => userspaceReply(parseFrame(f).dns, a, now + k * NS + 1)));
+      const start = Date.now();
+      let runs = 0;
+      while (Date.now() - start < 1500) {
+        const r = fp.testRun(f);
+        runs++;
+        if (r.action === XdpAction.TX) {
+          const dns = parseFrame(r.frame).dns.toString('hex');
+          const which = wants.findIndex((w) => w.includes(dns));
+          outcomes.set(which < 0 ? 'torn' : `answer ${which + 1}`, (outcomes.get(which < 0 ? 'torn' : `answer ${which + 1}`) ?? 0) + 1);
+        } else {
+          outcomes.set(`action ${r.action}`, (outcomes.get(`action ${r.action}`) ?? 0) + 1);
+        }
+      }
+      const stats = fp.stats();
+      console.log(`[torn] ${runs} runs while rewritten: ${JSON.stringify(Object.fromEntries(outcomes))}, USER_BUSY ${stats.USER_BUSY}`);
+      expect(outcomes.get('torn') ?? 0).toBe(0);
+      expect(outcomes.get('answer 1') ?? 0).toBeGreaterThan(0);
+      expect(outcomes.get('answer 2') ?? 0).toBeGreaterThan(0);
+      expect(stats.USER_BUSY).toBeGreaterThan(0n);
+    } finally {
+      Atomics.store(stop, 0, 1);
+      await worker.terminate();
+      fp.resetStats();
+    }
+    expect(fp.delete(one.key)).toBe(true);
   });
 
   it('retries the old class delete after it failed on a class change, so a stale small copy does not stay in front of the new answer', () => {
