@@ -181,12 +181,13 @@ struct hot_small {
 #ifndef HOT_SLOT_PROBE
 #define HOT_SLOT_PROBE 4
 #endif
+#define HOT_SLOT_SIZE 384
 struct hot_slot {
 	__u32 seq;
 	__u32 pad;
 	struct hot_key key;
 	struct hot_small v;
-	__u8 pad2[48];
+	__u8 pad2[HOT_SLOT_SIZE - 24 - (40 + HOT_SMALL_NAME_MAX + 2 * HOT_SMALL_RR_MAX + HOT_SMALL_RECORDS_MAX)];
 };
 
 /* Load-time settings, a `const volatile` global the loader fills before load. */
@@ -415,7 +416,7 @@ static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 2 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
 static_assert(sizeof(struct hot_small) == 40 + HOT_SMALL_NAME_MAX + 2 * HOT_SMALL_RR_MAX + HOT_SMALL_RECORDS_MAX, "hot_small layout");
 static_assert(sizeof(struct hot_head) == 40, "hot_head layout");
-static_assert(sizeof(struct hot_slot) == 384 && __builtin_offsetof(struct hot_slot, v) + 40 == 64, "hot_slot layout: six lines, the head ends the first");
+static_assert(sizeof(struct hot_slot) == HOT_SLOT_SIZE && HOT_SLOT_SIZE % 64 == 0 && __builtin_offsetof(struct hot_slot, v) + 40 == 64, "hot_slot layout: whole lines, the head ends the first");
 static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
 static_assert(sizeof(struct heimdall_runtime) == 32, "heimdall_runtime layout");
 static_assert(sizeof(struct rrl_bucket) == 16, "rrl_bucket layout");
@@ -425,7 +426,7 @@ _Static_assert(sizeof(struct hot_key) == 16, "hot_key layout");
 _Static_assert(sizeof(struct hot_value) == 40 + HOT_NAME_MAX + 2 * HOT_RR_MAX + HOT_RECORDS_MAX, "hot_value layout");
 _Static_assert(sizeof(struct hot_small) == 40 + HOT_SMALL_NAME_MAX + 2 * HOT_SMALL_RR_MAX + HOT_SMALL_RECORDS_MAX, "hot_small layout");
 _Static_assert(sizeof(struct hot_head) == 40, "hot_head layout");
-_Static_assert(sizeof(struct hot_slot) == 384 && __builtin_offsetof(struct hot_slot, v) + 40 == 64, "hot_slot layout: six lines, the head ends the first");
+_Static_assert(sizeof(struct hot_slot) == HOT_SLOT_SIZE && HOT_SLOT_SIZE % 64 == 0 && __builtin_offsetof(struct hot_slot, v) + 40 == 64, "hot_slot layout: whole lines, the head ends the first");
 _Static_assert(sizeof(struct heimdall_config) == 40, "heimdall_config layout");
 _Static_assert(sizeof(struct heimdall_runtime) == 32, "heimdall_runtime layout");
 _Static_assert(sizeof(struct rrl_bucket) == 16, "rrl_bucket layout");

@@ -175,7 +175,7 @@ export class DnsCache {
     }
     const a = this.answers[s]!;
     if (nowNs >= a.expiresNs) {
-      if (!this.serveStale || nowNs >= a.expiresNs + this.staleMaxNs) this.removeSlot(s, 'expired');
+      if (!this.serveStale || nowNs >= a.expiresNs + this.staleMaxNs || nowNs >= (a.signaturesExpireNs ?? Infinity)) this.removeSlot(s, 'expired');
       this.stats.misses++;
       return undefined;
     }
@@ -302,7 +302,8 @@ export class DnsCache {
     for (let i = 0; i < budget && i < this.maxEntries; i++) {
       const s = this.sweepCursor;
       this.sweepCursor = s + 1 === this.maxEntries ? 0 : s + 1;
-      if (limit >= exp[s]!) {
+      // Past its signatures too, an expired entry is of no use even stale.
+      if (limit >= exp[s]! || (nowNs >= exp[s]! && nowNs >= (this.answers[s]?.signaturesExpireNs ?? Infinity))) {
         this.removeSlot(s, 'expired');
         removed++;
       }

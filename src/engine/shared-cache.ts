@@ -644,7 +644,13 @@ export class SharedCache {
     const offs = rec + rl;
     const ttls = offs + 2 * n;
     const expired = nowNs >= exp;
-    const staleTtl = opts.staleTtl ?? 30;
+    let staleTtl = opts.staleTtl ?? 30;
+    // Served stale, a signed answer says no more than its signatures have left, or a
+    // cache downstream would keep it past them.
+    if (expired) {
+      const sigLeft = Math.ceil((this.sigEnd[s]! - nowNs) / NS_PER_SEC);
+      if (sigLeft < staleTtl) staleTtl = sigLeft > 0 ? sigLeft : 0;
+    }
     const elapsed = nowNs > origin ? Math.floor((nowNs - origin) / NS_PER_SEC) : 0;
     for (let k = 0; k < n; k++) {
       const o = adv.getUint16(offs + 2 * k);

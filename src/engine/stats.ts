@@ -193,7 +193,11 @@ export const COUNTERS = {
   tcpOpen: { kind: 'gauge', metric: 'heimdall_tcp_connections_open', help: 'TCP connections open now' },
   tcpAccepted: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'accepted'] },
   tcpRejected: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'rejected'] },
-  tcpListenDropped: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'listen_dropped'] },
+  tcpListenDropped: {
+    kind: 'counter',
+    metric: 'heimdall_tcp_listen_drops_total',
+    help: "Handshake packets (SYN or final ACK) the kernel dropped at the TCP listener because its accept queue was full: the listening sockets' own count, so a client's retries count again",
+  },
   tcpDenied: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'denied'] },
   tcpIdleClosed: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'idle_closed'] },
   tcpRejectedClient: { kind: 'counter', metric: tcp, help: tcpHelp, label: ['event', 'rejected_client'] },

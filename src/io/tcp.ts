@@ -114,8 +114,8 @@ export interface TcpListenerOptions {
   admit?: (client: Addr) => boolean;
   /**
    * What the kernel dropped for a listening socket's fd (the addon's socketDrops): the
-   * connections refused because the accept queue was full, read by kernelDrops(). None
-   * given: kernelDrops() is 0.
+   * handshake packets refused because the accept queue was full, read by kernelDrops().
+   * None given: kernelDrops() is 0.
    */
   socketDrops?: (fd: number) => number;
 }
@@ -398,10 +398,11 @@ export class TcpListener {
   }
 
   /**
-   * Connections the kernel refused on our listening sockets because an accept queue was
-   * full (SYNs and handshakes dropped before accept ever saw them), since the listener
-   * was made; closed sockets keep their share. 0 without socketDrops. A socket that
-   * cannot be read this time keeps its last count, so the total never goes down.
+   * Handshake packets the kernel dropped on our listening sockets because an accept
+   * queue was full (a SYN, or the ACK that would have completed a handshake: tcp_listendrop
+   * counts each, so a client that retries is counted again), since the listener was made;
+   * closed sockets keep their share. 0 without socketDrops. A socket that cannot be read
+   * this time keeps its last count, so the total never goes down.
    */
   kernelDrops(): number {
     let total = this.retiredDrops;

@@ -16,7 +16,7 @@ import { responseToken } from '../edge/rrl.js';
 export interface HotEntry {
   key: Buffer;
   value: Buffer;
-  /** The class: true for struct hot_small (map hot_small), false for struct hot_value (hot_map). */
+  /** The class asked for: true for struct hot_small (table hot_slots), false for struct hot_value (hot_map). The addon may still put a small one in hot_map when its window of slots is full: hotPut says which took it. */
   small: boolean;
 }
 

@@ -133,7 +133,11 @@ describe('SharedCache', () => {
       queryFor(i, v, key);
       return c.reply(v, key, v.keyLen, keyHash(key, 0, v.keyLen), t, out, 0, opts, true);
     };
-    expect(staleAt(1, NOW + 89e9)).toBeGreaterThan(0);
+    const lastTtl = (n: number): number => (out[n - 16 + 6]! << 24) | (out[n - 16 + 7]! << 16) | (out[n - 16 + 8]! << 8) | out[n - 16 + 9]!;
+    // Served stale, its TTL is no more than its signatures have left (30 s otherwise).
+    expect(lastTtl(staleAt(1, NOW + 61e9))).toBe(29);
+    expect(lastTtl(staleAt(1, NOW + 89.5e9))).toBe(1);
+    expect(lastTtl(staleAt(2, NOW + 89.5e9))).toBe(30);
     expect(staleAt(1, NOW + 90e9)).toBe(0);
     expect(staleAt(2, NOW + 90e9)).toBeGreaterThan(0);
     expect(c.peek(keyOf(1))?.signaturesExpireNs).toBe(NOW + 90e9);
