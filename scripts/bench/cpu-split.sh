@@ -36,14 +36,7 @@ require_tools kxdpgun dnsperf dig nsd perf
 require_built
 mkdir -p "$OUT"
 
-cleanup() {
-  local rc=$?
-  stop_contender || true
-  HX_LAB=$P bash scripts/lab.sh down >/dev/null 2>&1 || true
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap_lab_cleanup
 
 lab_up_for_queries "$OUT"
 file=$QDIR/zipf-kx.txt

@@ -31,18 +31,13 @@ require_built
 mkdir -p "$OUT"
 
 SAMPLER=
-cleanup() {
-  local rc=$?
+bench_cleanup_extra() {
   if [[ -n $SAMPLER ]]; then
     kill "$SAMPLER" 2>/dev/null || true
     wait "$SAMPLER" 2>/dev/null || true
   fi
-  stop_contender || true
-  HX_LAB=$P bash scripts/lab.sh down >/dev/null 2>&1 || true
-  exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap_lab_cleanup
 
 lab_up_for_queries "$OUT"
 

@@ -136,6 +136,20 @@ pin_upstream() {
   for pid in "$main" $(pgrep -P "$main"); do taskset -a -cp "$SERVER_CPUS" "$pid" >/dev/null; done
 }
 
+# On exit, INT or TERM: the running contender stopped and the lab down, the exit status
+# kept. A script with more to undo defines bench_cleanup_extra, which runs first.
+trap_lab_cleanup() {
+  trap _lab_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+_lab_cleanup() {
+  local rc=$?
+  if declare -F bench_cleanup_extra >/dev/null; then bench_cleanup_extra || true; fi
+  stop_contender || true
+  HX_LAB=$P bash scripts/lab.sh down >/dev/null 2>&1 || true
+  exit $rc
+}
+
 # Answers a query for a name in the zone within the timeout (seconds), or fails.
 wait_answer() {
   local deadline=$((SECONDS + ${1:-20})) pid
