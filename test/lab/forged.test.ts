@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privilege.js';
 import { ADDR, Lab, type Service } from '../helpers/lab.js';
+import { progMapIds } from '../helpers/bpftool.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const M_XDP = 'heimdall_responses_total{path="xdp"}';
@@ -23,8 +24,8 @@ function hotValues(lab: Lab): string[] {
   const link = lab.exec('appliance', 'ip', ['-d', 'link', 'show', lab.applianceIf]);
   const progId = /prog\/xdp id (\d+)/.exec(link)?.[1];
   if (progId === undefined) throw new Error(`no XDP program on ${lab.applianceIf}: ${link}`);
-  const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', progId, '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
-  const hot = prog.map_ids.filter((id) => ['hot_map', 'hot_slots'].includes((JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name: string }).name));
+  const maps = progMapIds(progId);
+  const hot = ['hot_map', 'hot_slots'].flatMap((n) => maps.get(n) ?? []);
   if (hot.length !== 2) throw new Error('no hot_map and hot_slots');
   return hot.flatMap((id) => {
     const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'id', String(id), '--json'], { encoding: 'utf8', maxBuffer: 512 << 20 })) as { value: string[] }[];

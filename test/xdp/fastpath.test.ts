@@ -13,6 +13,7 @@ import { failHotDelete } from '../helpers/native-fault.js';
 import { serveLab } from '../helpers/edge.js';
 import { encodeHotEntry } from '../../src/xdp/hot-entry.js';
 import { execFileSync } from 'node:child_process';
+import { progMapIds } from '../helpers/bpftool.js';
 import { Worker } from 'node:worker_threads';
 import { ADDON_PATH } from '../../src/native/addon.js';
 import { answerFromResponse, type CachedAnswer } from '../../src/dns/answer.js';
@@ -339,8 +340,7 @@ describePrivileged('XDP program under BPF_PROG_TEST_RUN', {}, () => {
   function mapId(name: string): number {
     const known = mapIds.get(name);
     if (known !== undefined) return known;
-    const prog = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(fp.describe().progId), '--json'], { encoding: 'utf8' })) as { map_ids: number[] };
-    const id = prog.map_ids.find((i) => (JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(i), '--json'], { encoding: 'utf8' })) as { name: string }).name === name);
+    const id = progMapIds(fp.describe().progId).get(name);
     if (id === undefined) throw new Error(`no map ${name}`);
     mapIds.set(name, id);
     return id;
