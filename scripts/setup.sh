@@ -27,8 +27,9 @@ node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || di
 # the addon links, iproute2 for namespaces, DNS clients and load tools, and NSD for the
 # lab's upstream; bind9-utils signs the lab's DNSSEC zone (dnssec-keygen, dnssec-signzone);
 # xdp-tools has xdp-loader, which loads the lab's stand-in firewall through libxdp; Unbound is
-# the reference the differential test compares every answer with (test/lab/differential.test.ts).
-PKGS=(clang llvm make g++ pkg-config libbpf-dev libxdp-dev xdp-tools bpftool iproute2 iputils-ping
+# the reference the differential test compares every answer with (test/lab/differential.test.ts);
+# python3 runs the differential test's client and the bench's line split (bpf-lines.py).
+PKGS=(clang llvm make g++ pkg-config python3 libbpf-dev libxdp-dev xdp-tools bpftool iproute2 iputils-ping
       ethtool tcpdump curl nftables bind9-dnsutils bind9-utils knot-dnsutils dnsperf nsd unbound vagrant)
 if ((BENCH)); then
   # linux-perf: the scheduling delays of npm run bench:tails (perf sched).

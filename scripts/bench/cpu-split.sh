@@ -13,7 +13,8 @@
 # Environment: HX_LAB (lab prefix, default hxs), SPLIT_MODES (contenders, default
 # "reflector xdp"; the first is the baseline), SPLIT_MIX (zipf or hot), SPLIT_QPS
 # (offered, default 2000000), SPLIT_SECONDS (6), SPLIT_ROUNDS (2), SPLIT_TOP (20 symbols),
-# SPLIT_OUT (raw results; default /var/tmp/heimdall-cpu-split/<time>).
+# SPLIT_OUT (raw results; default /var/tmp/heimdall-cpu-split/<time>), SPLIT_LINES (1: also
+# split the contender's XDP program by source line, bpf-lines.c and bpf-lines.py).
 set -euo pipefail
 export LC_ALL=C # sort and join must agree on the order of symbols
 cd "$(dirname "$0")/../.."
@@ -35,6 +36,11 @@ OUT=${SPLIT_OUT:-/var/tmp/heimdall-cpu-split/$(date +%Y%m%d-%H%M%S)}
 require_tools kxdpgun dnsperf dig nsd perf
 require_built
 mkdir -p "$OUT"
+LINES=${SPLIT_LINES:-0}
+if [[ $LINES == 1 ]]; then
+  require_tools cc python3
+  cc -O1 -o "$OUT/bpf-lines" scripts/bench/bpf-lines.c -lbpf || die "cannot build scripts/bench/bpf-lines.c (libbpf-dev: run 'bash scripts/setup.sh')"
+fi
 
 trap_lab_cleanup
 
@@ -67,10 +73,19 @@ for ((round = 1; round <= ROUNDS; round++)); do
     rec=$!
     kx "$file" "$SECS" "$QPS" "$dir/kxdpgun.txt" >"$dir/kx.json"
     wait "$rec"
+    if [[ $LINES == 1 ]]; then
+      # The contender's program, loaded last (the one before it unloaded with its contender).
+      prog=$(bpftool prog show --json | python3 -c 'import json, sys; print(max((p["id"] for p in json.load(sys.stdin) if p.get("name") in ("heimdall_xdp", "reflector_xdp")), default=""))')
+      [[ -n $prog ]] && "$OUT/bpf-lines" "$prog" >"$dir/lines.txt"
+    fi
     stop_contender
     pps=$(sed -n 's/.*"replies_pps":\([0-9]*\).*/\1/p' "$dir/kx.json")
     [[ ${pps:-0} -gt 0 ]] || die "$mode made no replies in round $round (see $dir/kxdpgun.txt)"
     per_reply "$dir" "$pps" >"$dir/split.tsv"
+    if [[ -s $dir/lines.txt ]]; then
+      perf script -i "$dir/cpu0.data" -F ip,sym 2>/dev/null >"$dir/samples.txt" || true
+      python3 scripts/bench/bpf-lines.py "$dir/lines.txt" "$dir/samples.txt" "$pps" "$TOP" >"$dir/lines-split.txt"
+    fi
     echo "$pps" >"$dir/replies_pps"
   done
   base=${MODES%% *}
@@ -85,7 +100,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
       printf '  %s - %s, the %d largest differences:\n' "$mode" "$base" "$TOP"
       join -t $'\t' -a1 -a2 -e 0 -o 0,1.2,2.2 "$OUT/$base-$round/split.tsv" "$OUT/$mode-$round/split.tsv" |
         awk -F'\t' '{ d = $3 - $2; printf "%+8.1f\t%7.1f\t%7.1f\t%s\n", d, $2, $3, $1 }' |
-        sort -t $'\t' -k1,1 -g -r | head -n "$TOP" | awk -F'\t' '{ printf "    %s ns (%s -> %s)  %s\n", $1, $2, $3, $4 }'
+        sort -t $'\t' -k1,1 -g -r | awk -F'\t' -v top="$TOP" 'NR <= top { printf "    %s ns (%s -> %s)  %s\n", $1, $2, $3, $4 }'
+    done
+    for mode in $MODES; do
+      [[ -s $OUT/$mode-$round/lines-split.txt ]] || continue
+      printf '  %s, its XDP program by source line (ns per reply, share of the CPU):\n' "$mode"
+      sed 's/^/    /' "$OUT/$mode-$round/lines-split.txt"
     done
   } | tee -a "$OUT/report.txt"
 done
