@@ -16,7 +16,12 @@
  * chosen by a hash of the name's first 16 bytes: the least memory traffic a program
  * that answers from a table of the Zipf round's size can cause (one line per distinct
  * name, no bucket array, no header), with the same distribution over lines as the
- * names' (docs/BENCHMARKS.md, "The generator's CPU, symbol by symbol").
+ * names' (docs/BENCHMARKS.md, "The generator's CPU, symbol by symbol"). Entries of
+ * REFLECT_LOOKUP_STRIDE lines, of which the first REFLECT_LOOKUP_READS are read, give
+ * the floor of larger entries and tables ("The XDP program, line by line"), e.g.
+ *   make -B -C bpf reflector_lookup.bpf.o EXTRA_CFLAGS='-DREFLECT_LOOKUP_LINES=196608
+ *     -DREFLECT_LOOKUP_STRIDE=6 -DREFLECT_LOOKUP_READS=3'
+ * for three lines of 384-byte entries over 12 MiB.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -43,6 +48,12 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #ifndef REFLECT_LOOKUP_LINES
 #define REFLECT_LOOKUP_LINES 32768 /* a power of two: the 30,000 entries of the bench's hot map */
 #endif
+#ifndef REFLECT_LOOKUP_STRIDE
+#define REFLECT_LOOKUP_STRIDE 1 /* lines an entry spans; REFLECT_LOOKUP_LINES / it a power of two */
+#endif
+#ifndef REFLECT_LOOKUP_READS
+#define REFLECT_LOOKUP_READS 1 /* lines read of the entry, from its first */
+#endif
 struct line {
 	__u64 w[8];
 };
@@ -65,11 +76,14 @@ static __always_inline void touch_line(const __u8 *q, const void *data_end)
 		a = *(const __u64 *)q;
 	}
 	__u64 h = (a * 0x9e3779b97f4a7c15ULL) ^ (b * 0xc2b2ae3d27d4eb4fULL);
-	__u32 idx = (__u32)((h ^ (h >> 29)) & (REFLECT_LOOKUP_LINES - 1));
-	struct line *l = bpf_map_lookup_elem(&lookup_table, &idx);
-	if (l) {
-		__u64 w = *(volatile __u64 *)&l->w[0];
-		asm volatile("" : : "r"(w)); /* the load stays */
+	__u32 first = (__u32)((h ^ (h >> 29)) & (REFLECT_LOOKUP_LINES / REFLECT_LOOKUP_STRIDE - 1)) * REFLECT_LOOKUP_STRIDE;
+	for (__u32 i = 0; i < REFLECT_LOOKUP_READS; i++) {
+		__u32 idx = first + i;
+		struct line *l = bpf_map_lookup_elem(&lookup_table, &idx);
+		if (l) {
+			__u64 w = *(volatile __u64 *)&l->w[0];
+			asm volatile("" : : "r"(w)); /* the load stays */
+		}
 	}
 }
 #endif
