@@ -21,7 +21,9 @@
  * the floor of larger entries and tables ("The XDP program, line by line"), e.g.
  *   make -B -C bpf reflector_lookup.bpf.o EXTRA_CFLAGS='-DREFLECT_LOOKUP_LINES=196608
  *     -DREFLECT_LOOKUP_STRIDE=6 -DREFLECT_LOOKUP_READS=3'
- * for three lines of 384-byte entries over 12 MiB.
+ * for three lines of 384-byte entries over 12 MiB; `make -B -C bpf reflector_lookup.bpf.o`
+ * afterwards puts the bench's floor back (the variant is newer than its source, so a
+ * plain make keeps it).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -46,7 +48,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #ifdef REFLECT_LOOKUP
 #ifndef REFLECT_LOOKUP_LINES
-#define REFLECT_LOOKUP_LINES 32768 /* a power of two: the 30,000 entries of the bench's hot map */
+#define REFLECT_LOOKUP_LINES 32768 /* the 30,000 entries of the bench's hot map */
 #endif
 #ifndef REFLECT_LOOKUP_STRIDE
 #define REFLECT_LOOKUP_STRIDE 1 /* lines an entry spans; REFLECT_LOOKUP_LINES / it a power of two */
@@ -54,6 +56,10 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #ifndef REFLECT_LOOKUP_READS
 #define REFLECT_LOOKUP_READS 1 /* lines read of the entry, from its first */
 #endif
+_Static_assert(REFLECT_LOOKUP_LINES % REFLECT_LOOKUP_STRIDE == 0 &&
+		       ((REFLECT_LOOKUP_LINES / REFLECT_LOOKUP_STRIDE) & (REFLECT_LOOKUP_LINES / REFLECT_LOOKUP_STRIDE - 1)) == 0,
+	       "REFLECT_LOOKUP_LINES / REFLECT_LOOKUP_STRIDE entries, a power of two");
+_Static_assert(REFLECT_LOOKUP_READS >= 1 && REFLECT_LOOKUP_READS <= REFLECT_LOOKUP_STRIDE, "an entry's lines are read, no more");
 struct line {
 	__u64 w[8];
 };

@@ -3,14 +3,14 @@
  * bpf-lines: where each source line of a loaded BPF program sits in its JIT image, for
  * `npm run bench:cpu-split` with SPLIT_LINES=1 (docs/BENCHMARKS.md, "The XDP program,
  * line by line"). perf samples land on JIT addresses; bpftool could map them to source
- * lines but only when built with libbfd, which Debian's is not. The kernel keeps the
+ * lines, but this system's (Debian 12's, built without libbfd) cannot. The kernel keeps the
  * mapping (jited_line_info next to line_info, both per instruction of the program's
  * BTF line records), so this asks for it directly.
  *
  * Usage: bpf-lines PROG_ID
  * Prints one line per function, "func ADDR LEN NAME", then one per line record,
- * "line ADDR LINE TEXT", addresses in hex, sorted by the kernel (by function, then
- * address).
+ * "line ADDR FILE:LINE TEXT" (FILE the source file's base name: code inlined from a
+ * header says so), addresses in hex, in the kernel's order (by function, then address).
  */
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -51,8 +51,12 @@ int main(int argc, char **argv) {
   __u32 line_rec = info.line_info_rec_size, jline_rec = info.jited_line_info_rec_size;
   __u32 nfinfo = info.nr_func_info, finfo_rec = info.func_info_rec_size;
   __u32 btf_id = info.btf_id;
-  if (!nline || njline != nline || !btf_id) {
+  if (!nline || !btf_id) {
     fprintf(stderr, "bpf-lines: program %s has no line information (built without -g?)\n", argv[1]);
+    return 1;
+  }
+  if (njline != nline || !nfunc || nlens != nfunc) {
+    fprintf(stderr, "bpf-lines: program %s has no JIT image to map (is net.core.bpf_jit_enable 0?)\n", argv[1]);
     return 1;
   }
   char *lines = array(nline, line_rec);
@@ -79,6 +83,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bpf-lines: program info: %s\n", strerror(errno));
     return 1;
   }
+  // Addresses are zeroed for a reader the kernel does not show them to (kptr_restrict).
+  for (__u32 i = 0; i < nfunc; i++)
+    if (!funcs[i] || !lens[i]) {
+      fprintf(stderr, "bpf-lines: the kernel hid program %s's addresses (run as root; kernel.kptr_restrict)\n", argv[1]);
+      return 1;
+    }
   struct btf *btf = btf__load_from_kernel_by_id(btf_id);
   if (!btf) {
     fprintf(stderr, "bpf-lines: BTF %u: %s\n", btf_id, strerror(errno));
@@ -89,7 +99,8 @@ int main(int argc, char **argv) {
     if (i < nfinfo) {
       const struct bpf_func_info *f = (const void *)(finfo + (size_t)i * finfo_rec);
       const struct btf_type *t = btf__type_by_id(btf, f->type_id);
-      if (t) name = btf__name_by_offset(btf, t->name_off);
+      const char *n = t ? btf__name_by_offset(btf, t->name_off) : NULL;
+      if (n && *n) name = n;
     }
     printf("func %llx %u %s\n", (unsigned long long)funcs[i], lens[i], name);
   }
@@ -97,8 +108,11 @@ int main(int argc, char **argv) {
     const struct bpf_line_info *l = (const void *)(lines + (size_t)i * line_rec);
     const __u64 *addr = (const void *)((const char *)jlines + (size_t)i * jline_rec);
     const char *text = btf__name_by_offset(btf, l->line_off);
+    const char *file = btf__name_by_offset(btf, l->file_name_off);
+    const char *base = file ? strrchr(file, '/') : NULL;
+    base = base ? base + 1 : (file && *file ? file : "?");
     // A source line's text runs to its end; tabs and runs of spaces become one space.
-    printf("line %llx %u ", (unsigned long long)*addr, BPF_LINE_INFO_LINE_NUM(l->line_col));
+    printf("line %llx %s:%u ", (unsigned long long)*addr, base, BPF_LINE_INFO_LINE_NUM(l->line_col));
     int space = 1;
     for (const char *c = text ? text : ""; *c; c++) {
       int s = *c == ' ' || *c == '\t';

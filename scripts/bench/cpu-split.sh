@@ -36,11 +36,17 @@ OUT=${SPLIT_OUT:-/var/tmp/heimdall-cpu-split/$(date +%Y%m%d-%H%M%S)}
 require_tools kxdpgun dnsperf dig nsd perf
 require_built
 mkdir -p "$OUT"
-LINES=${SPLIT_LINES:-0}
-if [[ $LINES == 1 ]]; then
-  require_tools cc python3
+# (Not LINES: bash keeps that one for the terminal's height and resets it.)
+BY_LINE=${SPLIT_LINES:-0}
+if [[ $BY_LINE == 1 ]]; then
+  require_tools cc python3 bpftool
   cc -O1 -o "$OUT/bpf-lines" scripts/bench/bpf-lines.c -lbpf || die "cannot build scripts/bench/bpf-lines.c (libbpf-dev: run 'bash scripts/setup.sh')"
 fi
+
+# The highest id of a loaded XDP program named as the contenders' are (0: none).
+last_prog_id() {
+  bpftool prog show --json | python3 -c 'import json, sys; print(max((p["id"] for p in json.load(sys.stdin) if p.get("name") in ("heimdall_xdp", "reflector_xdp")), default=0))'
+}
 
 trap_lab_cleanup
 
@@ -63,6 +69,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
     dir=$OUT/$mode-$round
     mkdir -p "$dir"
     assert_idle
+    rm -f "$dir/lines.txt" "$dir/lines-split.txt"
+    [[ $BY_LINE == 1 ]] && before=$(last_prog_id)
     start_contender "$mode" "$dir"
     warm "$QDIR"
     sleep 1
@@ -73,18 +81,22 @@ for ((round = 1; round <= ROUNDS; round++)); do
     rec=$!
     kx "$file" "$SECS" "$QPS" "$dir/kxdpgun.txt" >"$dir/kx.json"
     wait "$rec"
-    if [[ $LINES == 1 ]]; then
-      # The contender's program, loaded last (the one before it unloaded with its contender).
-      prog=$(bpftool prog show --json | python3 -c 'import json, sys; print(max((p["id"] for p in json.load(sys.stdin) if p.get("name") in ("heimdall_xdp", "reflector_xdp")), default=""))')
-      [[ -n $prog ]] && "$OUT/bpf-lines" "$prog" >"$dir/lines.txt"
+    if [[ $BY_LINE == 1 ]]; then
+      # The contender's program: one of those names loaded since it started (none for a
+      # peer without XDP).
+      prog=$(last_prog_id)
+      if ((prog > before)); then
+        "$OUT/bpf-lines" "$prog" >"$dir/lines.txt" || { rm -f "$dir/lines.txt"; say "no line split for $mode in round $round"; }
+      fi
     fi
     stop_contender
     pps=$(sed -n 's/.*"replies_pps":\([0-9]*\).*/\1/p' "$dir/kx.json")
     [[ ${pps:-0} -gt 0 ]] || die "$mode made no replies in round $round (see $dir/kxdpgun.txt)"
     per_reply "$dir" "$pps" >"$dir/split.tsv"
     if [[ -s $dir/lines.txt ]]; then
-      perf script -i "$dir/cpu0.data" -F ip,sym 2>/dev/null >"$dir/samples.txt" || true
-      python3 scripts/bench/bpf-lines.py "$dir/lines.txt" "$dir/samples.txt" "$pps" "$TOP" >"$dir/lines-split.txt"
+      perf script -i "$dir/cpu0.data" -F ip,sym 2>/dev/null >"$dir/samples.txt" &&
+        python3 scripts/bench/bpf-lines.py "$dir/lines.txt" "$dir/samples.txt" "$pps" "$TOP" >"$dir/lines-split.txt" ||
+        { rm -f "$dir/lines-split.txt"; say "no line split for $mode in round $round"; }
     fi
     echo "$pps" >"$dir/replies_pps"
   done

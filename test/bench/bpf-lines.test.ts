@@ -22,10 +22,10 @@ describe('bpf-lines.py', () => {
       [
         'func ffffffffc0001000 64 serve',
         'func ffffffffc0002000 32 heimdall_xdp',
-        'line ffffffffc0001000 10 int serve(void)',
-        'line ffffffffc0001010 12 if (sk[0] != kw[0])',
-        'line ffffffffc0001030 14 (*hits)++;',
-        'line ffffffffc0002000 40 int heimdall_xdp(struct xdp_md *ctx)',
+        'line ffffffffc0001000 a.c:10 int serve(void)',
+        'line ffffffffc0001010 a.c:12 if (sk[0] != kw[0])',
+        'line ffffffffc0001030 h.h:14 (*hits)++;',
+        'line ffffffffc0002000 a.c:40 int heimdall_xdp(struct xdp_md *ctx)',
       ].join('\n') + '\n',
     );
     // 10 samples: 4 on line 12 (two inside it, past its start), 2 on line 14, 1 on
@@ -43,14 +43,15 @@ describe('bpf-lines.py', () => {
         ' ffffffffc0001040 somewhere',
         ' ffffffff81000000 page_frag_free',
         ' ffffffff81000010 veth_poll',
+        'not a sample',
       ].join('\n') + '\n',
     );
     // 100k replies/s: a tenth of the samples is 1e9 / 1e5 / 10 = 1,000 ns a reply.
     const out = execFileSync('python3', ['scripts/bench/bpf-lines.py', lines, samples, '100000', '5'], { encoding: 'utf8' }).trimEnd().split('\n');
     expect(out).toHaveLength(3);
-    expect(out[0]).toMatch(/^ +4000\.0 ns 40\.00 % +serve:12 +if \(sk\[0\] != kw\[0\]\)$/);
-    expect(out[1]).toMatch(/^ +2000\.0 ns 20\.00 % +serve:14 +\(\*hits\)\+\+;$/);
-    expect(out[2]).toMatch(/^ +1000\.0 ns 10\.00 % +heimdall_xdp:40 /);
+    expect(out[0]).toMatch(/^ +4000\.0 ns 40\.00 % +serve a\.c:12 +if \(sk\[0\] != kw\[0\]\)$/);
+    expect(out[1]).toMatch(/^ +2000\.0 ns 20\.00 % +serve h\.h:14 +\(\*hits\)\+\+;$/);
+    expect(out[2]).toMatch(/^ +1000\.0 ns 10\.00 % +heimdall_xdp a\.c:40 /);
   });
 });
 
@@ -64,7 +65,7 @@ describePrivileged('bpf-lines (the JIT image of a loaded program, by source line
   });
   afterAll(() => fp?.close());
 
-  it("lists the program's functions and where each source line starts inside them", () => {
+  it("lists the program's functions and where each source line starts inside them, with its file", () => {
     const out = execFileSync(bin, [String(fp.describe().progId)], { encoding: 'utf8' }).trim().split('\n');
     const funcs = out.filter((l) => l.startsWith('func ')).map((l) => l.split(' '));
     expect(funcs.map((f) => f[3])).toEqual(expect.arrayContaining(['heimdall_xdp', 'serve']));
@@ -73,7 +74,9 @@ describePrivileged('bpf-lines (the JIT image of a loaded program, by source line
     // Every line starts inside one of the functions, and the source text is the program's.
     const inside = (a: bigint): boolean => funcs.some((f) => a >= BigInt(`0x${f[1]}`) && a < BigInt(`0x${f[1]}`) + BigInt(f[2]!));
     expect(lines.every((l) => inside(BigInt(`0x${l[1]}`)))).toBe(true);
-    expect(out.some((l) => l.startsWith('line ') && l.endsWith('if (sk[0] != kw[0] || sk[1] != kw[1])'))).toBe(true);
+    expect(lines.some((l) => /^heimdall\.bpf\.c:\d+$/.test(l[2]!) && l.slice(3).join(' ') === 'if (sk[0] != kw[0] || sk[1] != kw[1])')).toBe(true);
+    // Code inlined from the header (rrl_index) is named by its own file.
+    expect(lines.some((l) => /^heimdall\.h:\d+$/.test(l[2]!))).toBe(true);
   });
 
   it('says what is wrong, in one line, for a program that does not exist', () => {
